@@ -1,0 +1,1 @@
+"""The ML-assisted labeling plugin's library: strategies, training, data types, engine, UI."""
