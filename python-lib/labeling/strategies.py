@@ -242,7 +242,7 @@ class QueryStrategySpecs:
     """Hook specifications the labeling plugin adds to the host's plugin manager."""
 
     @hookspec
-    def register_query_strategies(register):  # noqa: N805 - pluggy hookspec signature
+    def register_query_strategies(self, register):
         """Register query strategies: ``register(name, func, label=None, description=None)``."""
 
 

@@ -1,0 +1,200 @@
+"""Query strategies: hand-computed scores, ranking, tie-breaking, the registry and its hook."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pluggy
+import pytest
+from labeling import strategies
+from labeling.strategies import (
+    QueryStrategySpecs,
+    StrategyRegistry,
+    StreamingRanker,
+    collect_strategies,
+    default_registry,
+    rank,
+    top_k,
+)
+from labelloop.errors import LabelloopError
+
+BINARY = np.array([[0.5, 0.5], [0.9, 0.1], [0.2, 0.8], [1.0, 0.0]])
+MULTI = np.array(
+    [
+        [0.5, 0.3, 0.2],
+        [0.9, 0.05, 0.05],
+        [1 / 3, 1 / 3, 1 / 3],
+        [0.0, 1.0, 0.0],
+        [0.1, 0.45, 0.45],
+    ]
+)
+
+
+def test_confidence_is_one_minus_max():
+    assert strategies.confidence(BINARY) == pytest.approx([0.5, 0.1, 0.2, 0.0])
+    assert strategies.confidence(MULTI) == pytest.approx([0.5, 0.1, 2 / 3, 0.0, 0.55])
+
+
+def test_margin_is_one_minus_gap_of_top_two():
+    assert strategies.margin(BINARY) == pytest.approx([1.0, 0.2, 0.4, 0.0])
+    assert strategies.margin(MULTI) == pytest.approx([0.8, 0.15, 1.0, 0.0, 1.0])
+
+
+def test_entropy_natural_log_with_zero_log_zero():
+    h = strategies.entropy(MULTI)
+    expected0 = -(0.5 * math.log(0.5) + 0.3 * math.log(0.3) + 0.2 * math.log(0.2))
+    expected1 = -(0.9 * math.log(0.9) + 2 * 0.05 * math.log(0.05))
+    assert h == pytest.approx(
+        [expected0, expected1, math.log(3), 0.0, -(0.1 * math.log(0.1) + 2 * 0.45 * math.log(0.45))]
+    )
+    assert not np.signbit(h[3])  # exactly +0.0 for a certain row
+    assert strategies.entropy(BINARY) == pytest.approx(
+        [
+            math.log(2),
+            -(0.9 * math.log(0.9) + 0.1 * math.log(0.1)),
+            -(0.2 * math.log(0.2) + 0.8 * math.log(0.8)),
+            0.0,
+        ]
+    )
+
+
+def test_scores_across_block_boundaries_match_row_by_row():
+    proba = np.random.default_rng(3).dirichlet(np.ones(7), size=10_000)
+    row = [1 - (np.sort(p)[-1] - np.sort(p)[-2]) for p in proba[:50]]
+    assert strategies.margin(proba)[:50] == pytest.approx(row)
+    ent = strategies.entropy(proba)
+    assert ent[-5:] == pytest.approx(-(proba[-5:] * np.log(proba[-5:])).sum(axis=1))
+    # float32 input gives float64 scores without converting the matrix first
+    assert strategies.entropy(proba.astype(np.float32)).dtype == np.float64
+
+
+def test_random_is_seeded_and_chunk_invariant():
+    registry = default_registry()
+    proba = np.full((10, 2), 0.5)
+    a = registry.score("random", proba, seed=7)
+    b = registry.score("random", proba, seed=7)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, registry.score("random", proba, seed=8))
+    rng = np.random.default_rng(7)
+    chunked = np.concatenate(
+        [registry.score("random", proba[:4], rng=rng), registry.score("random", proba[4:], rng=rng)]
+    )
+    assert np.array_equal(a, chunked)
+
+
+def test_one_class_model_refused_with_its_name():
+    with pytest.raises(LabelloopError, match="only one class 'cat'.*at least two"):
+        default_registry().score("margin", np.ones((3, 1)), classes=["cat"])
+    with pytest.raises(LabelloopError, match="only one class"):
+        strategies.entropy(np.ones((3, 1)))
+    with pytest.raises(LabelloopError, match="2-D"):
+        strategies.margin(np.ones(3))
+
+
+def test_rank_most_uncertain_first_ties_by_index():
+    scores = [0.1, 0.7, 0.7, 0.3, 0.7]
+    assert rank(scores).tolist() == [1, 2, 4, 3, 0]
+
+
+def test_rank_ties_by_item_id():
+    scores = [0.1, 0.7, 0.7, 0.3, 0.7]
+    ids = ["e", "c", "b", "d", "a"]
+    assert rank(scores, ids=ids).tolist() == [4, 2, 1, 3, 0]
+
+
+def test_nan_scores_go_last():
+    assert rank([np.nan, 0.2, 0.5]).tolist() == [2, 1, 0]
+    assert top_k([np.nan, 0.2, 0.5], 1).tolist() == [2]
+
+
+def test_top_k_matches_rank_prefix_including_boundary_ties():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 5, size=2000).astype(float)  # many ties
+    ids = rng.permutation(2000)
+    for k in (0, 1, 17, 400, 1999, 2000, 5000):
+        assert top_k(scores, k).tolist() == rank(scores)[:k].tolist()
+        assert top_k(scores, k, ids=ids).tolist() == rank(scores, ids=ids)[:k].tolist()
+    with pytest.raises(LabelloopError, match="k must be"):
+        top_k(scores, -1)
+
+
+def test_streaming_ranker_equals_full_ranking():
+    rng = np.random.default_rng(1)
+    scores = np.round(rng.random(50_000), 3)
+    pred = rng.integers(0, 4, size=50_000).astype(np.int32)
+    full = StreamingRanker()
+    best = StreamingRanker(k=100)
+    for start in range(0, 50_000, 7_000):
+        s = slice(start, start + 7_000)
+        positions = np.arange(start, min(start + 7_000, 50_000))
+        full.add(scores[s], positions, prediction=pred[s])
+        best.add(scores[s], positions, prediction=pred[s])
+    ranked = full.result()
+    assert full.seen == 50_000
+    assert ranked.positions.tolist() == rank(scores).tolist()
+    assert np.array_equal(ranked.scores, scores[ranked.positions])
+    assert np.array_equal(ranked.columns["prediction"], pred[ranked.positions])
+    top = best.result()
+    assert top.positions.tolist() == top_k(scores, 100).tolist()
+    assert np.array_equal(top.columns["prediction"], pred[top.positions])
+
+
+def test_streaming_ranker_rejects_inconsistent_chunks():
+    ranker = StreamingRanker()
+    ranker.add([0.1, 0.2], prediction=[0, 1])
+    with pytest.raises(LabelloopError, match="same columns"):
+        ranker.add([0.3])
+    with pytest.raises(LabelloopError, match="positions"):
+        ranker.add([0.3], positions=[1, 2], prediction=[0])
+    assert len(StreamingRanker().result()) == 0
+
+
+def test_registry_builtins_and_choices():
+    registry = default_registry()
+    assert registry.names() == ["confidence", "margin", "entropy", "random"]
+    assert {"value": "margin", "label": "Smallest margin"} in registry.choices()
+    assert registry.get("entropy").description
+    with pytest.raises(LabelloopError, match="unknown query strategy 'nope'.*margin"):
+        registry.get("nope")
+
+
+def test_registry_extension_with_and_without_rng():
+    registry = StrategyRegistry()
+    registry.register("second", lambda proba: np.sort(proba, axis=1)[:, -2], label="Second best")
+    registry.register("noisy", lambda proba, rng: rng.random(len(proba)))
+    assert registry.choices() == [
+        {"value": "second", "label": "Second best"},
+        {"value": "noisy", "label": "Noisy"},
+    ]
+    assert registry.score("second", MULTI) == pytest.approx([0.3, 0.05, 1 / 3, 0.0, 0.45])
+    assert registry.score("noisy", MULTI, seed=1).shape == (5,)
+    registry.register("bad", lambda proba: np.zeros(2))
+    with pytest.raises(LabelloopError, match="one score per row"):
+        registry.score("bad", MULTI)
+    with pytest.raises(LabelloopError, match="not callable"):
+        registry.register("x", 42)
+
+
+class _SamplePlugin:
+    @pluggy.HookimplMarker("labelloop")
+    def register_query_strategies(self, register):
+        register(
+            "least_second", lambda proba: 1 - np.sort(proba, axis=1)[:, -2], label="Least second"
+        )
+
+
+def test_collect_strategies_through_the_hook():
+    pm = pluggy.PluginManager("labelloop")
+    pm.add_hookspecs(QueryStrategySpecs)
+    pm.register(_SamplePlugin(), name="sample")
+    registry = collect_strategies(pm)
+    assert registry.names()[:4] == ["confidence", "margin", "entropy", "random"]
+    assert "least_second" in registry
+    order = top_k(registry.score("least_second", MULTI), 2)
+    assert order.tolist() == [3, 1]
+    # A manager without the hookspec (or none at all) gives the built-ins.
+    assert (
+        collect_strategies(pluggy.PluginManager("labelloop")).names() == default_registry().names()
+    )
+    assert len(collect_strategies(None)) == 4
