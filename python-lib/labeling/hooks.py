@@ -1,0 +1,18 @@
+"""The labeling plugin's hooks: its own hookspec for query strategies, and its CLI commands."""
+
+from __future__ import annotations
+
+from labelloop.hookspecs import hookimpl
+
+from .strategies import QueryStrategySpecs
+
+# Added to the host's plugin manager when this module is registered (plugin.json "hooks").
+hookspecs = QueryStrategySpecs
+
+
+@hookimpl
+def register_commands(cli):
+    """Add `labelloop demo` (the active-learning demo project)."""
+    from .demo import demo_command
+
+    cli.add_command(demo_command)

@@ -1,0 +1,342 @@
+"""Plugins: one pluggy PluginManager fed by directory plugins, entry points and built-ins."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .descriptors import descriptor_errors, load_json, validate_descriptor
+from .errors import DescriptorError, LabelloopError, NotFoundError
+
+ENTRY_POINT_GROUP = "labelloop"
+# The host's own components, shipped as ordinary plugins.
+BUILTIN_MODULES = ("labelloop.builtin",)
+
+# kind -> (directory in a plugin, descriptor file, code file, entry point function)
+COMPONENT_DIRS: dict[str, tuple[str, str, str, str]] = {
+    "recipe": ("custom-recipes", "recipe.json", "recipe.py", "run"),
+    "webapp": ("webapps", "webapp.json", "backend.py", "create_backend"),
+    "trigger": ("python-triggers", "trigger.json", "trigger.py", "check"),
+    "step": ("python-steps", "step.json", "step.py", "run"),
+}
+ENTRY_FUNCTIONS = {kind: spec[3] for kind, spec in COMPONENT_DIRS.items()}
+
+
+def builtin_plugin_dir() -> Path | None:
+    """The repository root that ships with the host (the built-in directory plugin)."""
+    env = os.environ.get("LABELLOOP_BUILTIN_PLUGIN")
+    if env is not None:
+        return Path(env) if env else None
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "plugin.json").is_file() else None
+
+
+def env_plugin_dirs() -> list[Path]:
+    """Extra plugin directories from LABELLOOP_PLUGIN_PATH (os.pathsep-separated)."""
+    value = os.environ.get("LABELLOOP_PLUGIN_PATH", "")
+    return [Path(p) for p in value.split(os.pathsep) if p.strip()]
+
+
+@dataclass
+class Component:
+    """A recipe, webapp, trigger or step of a plugin."""
+
+    plugin: str
+    kind: str
+    id: str
+    descriptor: dict
+    path: Path | None = None  # the component's directory (directory plugins)
+    callables: dict[str, Callable] = field(default_factory=dict)
+    _module: ModuleType | None = field(default=None, repr=False)
+
+    @property
+    def type(self) -> str:
+        return f"{self.plugin}/{self.id}"
+
+    @property
+    def label(self) -> str:
+        return self.descriptor.get("meta", {}).get("label") or self.id
+
+    @property
+    def params(self) -> list[dict]:
+        return self.descriptor.get("params", [])
+
+    def module(self) -> ModuleType:
+        """The component's code module, imported on first use."""
+        if self._module is None:
+            code = self.path / COMPONENT_DIRS[self.kind][2]
+            name = f"labelloop_components.{self.plugin}.{self.kind}.{self.id}".replace("-", "_")
+            spec = importlib.util.spec_from_file_location(name, code)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            try:
+                spec.loader.exec_module(module)
+            except Exception as exc:
+                sys.modules.pop(name, None)
+                raise LabelloopError(f"component {self.type}: cannot import {code}: "
+                                     f"{type(exc).__name__}: {exc}") from exc
+            self._module = module
+        return self._module
+
+    def entry(self, name: str | None = None) -> Callable:
+        """The component's entry point (`run`, `check` or `create_backend`)."""
+        name = name or ENTRY_FUNCTIONS[self.kind]
+        if name in self.callables:
+            return self.callables[name]
+        if self.path is None:
+            raise LabelloopError(f"component {self.type} registered no {name}() callable")
+        func = getattr(self.module(), name, None)
+        if not callable(func):
+            raise LabelloopError(f"component {self.type}: {self.path / COMPONENT_DIRS[self.kind][2]}"
+                                 f" defines no {name}() function")
+        return func
+
+
+@dataclass
+class PluginInfo:
+    id: str
+    source: str  # builtin | directory | entrypoint
+    path: Path | None = None
+    descriptor: dict = field(default_factory=dict)
+    status: str = "loaded"
+    error: str | None = None
+
+
+class PluginRegistry:
+    """The plugin manager and every component its plugins provide."""
+
+    def __init__(self, plugin_dirs: Iterable[str | os.PathLike] = (), load_entry_points: bool = True,
+                 builtin_dir: Path | None | bool = True):
+        self.pm = pluggy.PluginManager("labelloop")
+        self.pm.add_hookspecs(hookspecs)
+        self.plugins: dict[str, PluginInfo] = {}
+        self.components: dict[str, Component] = {}
+        allowed = os.environ.get("LABELLOOP_LOAD_PLUGINS")
+        self._allowed = None if allowed is None else {p.strip() for p in allowed.split(",") if p.strip()}
+
+        for modname in BUILTIN_MODULES:
+            self._register_module("labelloop", modname, "builtin")
+        dirs: list[Path] = []
+        if builtin_dir is True:
+            builtin = builtin_plugin_dir()
+            if builtin:
+                dirs.append(builtin)
+        elif builtin_dir:
+            dirs.append(Path(builtin_dir))
+        dirs += [Path(p) for p in plugin_dirs] + env_plugin_dirs()
+        seen: set[Path] = set()
+        for d in dirs:
+            if d.resolve() not in seen:
+                seen.add(d.resolve())
+                self._load_directory(d)
+        if load_entry_points:
+            self._load_entry_points()
+        self._collect_components()
+
+    # ---- loading ----
+    def _fail(self, plugin_id: str, source: str, path: Path | None, reason: str) -> None:
+        info = self.plugins.get(plugin_id) or PluginInfo(plugin_id, source, path)
+        info.status, info.error = "failed", reason
+        self.plugins[plugin_id] = info
+
+    def _skip(self, plugin_id: str) -> bool:
+        return self._allowed is not None and plugin_id not in self._allowed and plugin_id != "labelloop"
+
+    def _register_module(self, plugin_id: str, modname: str, source: str,
+                         path: Path | None = None) -> ModuleType | None:
+        try:
+            module = importlib.import_module(modname)
+            specs = getattr(module, "hookspecs", None)
+            if specs is not None:
+                self.pm.add_hookspecs(specs)
+            self.pm.register(module, name=f"{plugin_id}:{modname}")
+        except Exception as exc:
+            self._fail(plugin_id, source, path, f"cannot load hooks module {modname!r}: "
+                       f"{type(exc).__name__}: {exc}")
+            return None
+        self.plugins.setdefault(plugin_id, PluginInfo(plugin_id, source, path))
+        return module
+
+    def _load_directory(self, directory: Path) -> None:
+        manifest = directory / "plugin.json"
+        plugin_id = directory.name
+        try:
+            if not manifest.is_file():
+                raise LabelloopError(f"{directory} is not a plugin directory (no plugin.json)")
+            descriptor = validate_descriptor("plugin", load_json(manifest), manifest)
+            plugin_id = descriptor["id"]
+            if self._skip(plugin_id):
+                return
+            if plugin_id in self.plugins and self.plugins[plugin_id].status == "loaded":
+                raise LabelloopError(f"a plugin with id {plugin_id!r} is already loaded from "
+                                     f"{self.plugins[plugin_id].path}")
+            components = list(self._scan_components(plugin_id, directory))
+        except LabelloopError as exc:
+            self._fail(plugin_id, "directory", directory, str(exc))
+            return
+        lib = directory / "python-lib"
+        if lib.is_dir() and str(lib) not in sys.path:
+            sys.path.append(str(lib))
+        self.plugins[plugin_id] = PluginInfo(plugin_id, "directory", directory, descriptor)
+        for modname in descriptor.get("hooks", []):
+            if self._register_module(plugin_id, modname, "directory", directory) is None:
+                return
+        for comp in components:
+            self.components[comp.type] = comp
+
+    @staticmethod
+    def _scan_components(plugin_id: str, directory: Path):
+        for kind, (sub, desc_file, _code, _fn) in COMPONENT_DIRS.items():
+            base = directory / sub
+            if not base.is_dir():
+                continue
+            for comp_dir in sorted(p for p in base.iterdir() if p.is_dir()):
+                desc_path = comp_dir / desc_file
+                if not desc_path.is_file():
+                    continue
+                descriptor = validate_descriptor(kind, load_json(desc_path), desc_path)
+                yield Component(plugin_id, kind, comp_dir.name, descriptor, comp_dir)
+
+    def _load_entry_points(self) -> None:
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if self._skip(ep.name) or ep.name in self.plugins:
+                continue
+            try:
+                module = ep.load()
+                self.pm.register(module, name=f"{ep.name}:entrypoint")
+            except Exception as exc:
+                self._fail(ep.name, "entrypoint", None, f"{type(exc).__name__}: {exc}")
+                continue
+            self.plugins[ep.name] = PluginInfo(ep.name, "entrypoint")
+
+    def register_plugin(self, plugin_id: str, obj: Any) -> None:
+        """Register a Python object implementing hooks (tests, embedding) and its components."""
+        self.pm.register(obj, name=f"{plugin_id}:object")
+        self.plugins.setdefault(plugin_id, PluginInfo(plugin_id, "python"))
+        for impl in self.pm.hook.register_components.get_hookimpls():
+            if impl.plugin is obj:
+                self._call_register(plugin_id, impl)
+
+    def _plugin_of(self, impl: pluggy.HookImpl) -> str:
+        return impl.plugin_name.split(":", 1)[0]
+
+    def _collect_components(self) -> None:
+        for impl in self.pm.hook.register_components.get_hookimpls():
+            plugin_id = self._plugin_of(impl)
+            if self.plugins.get(plugin_id, PluginInfo(plugin_id, "?")).status == "failed":
+                continue
+            self._call_register(plugin_id, impl)
+
+    def _call_register(self, plugin_id: str, impl: pluggy.HookImpl) -> None:
+        found: list[Component] = []
+
+        def register(descriptor: dict) -> None:
+            found.append(self._python_component(plugin_id, descriptor))
+
+        try:
+            impl.function(register=register)
+        except Exception as exc:
+            self._fail(plugin_id, self.plugins.get(plugin_id, PluginInfo(plugin_id, "?")).source,
+                       None, f"register_components failed: {type(exc).__name__}: {exc}")
+            return
+        for comp in found:
+            self.components[comp.type] = comp
+
+    @staticmethod
+    def _python_component(plugin_id: str, descriptor: dict) -> Component:
+        source = f"<python component of plugin {plugin_id}>"
+        if not isinstance(descriptor, dict):
+            raise DescriptorError(source, "register() takes a descriptor dict")
+        kind = descriptor.get("kind")
+        if kind not in COMPONENT_DIRS:
+            raise DescriptorError(source, f"'kind' must be one of {', '.join(COMPONENT_DIRS)}, "
+                                  f"got {kind!r}", pointer="/kind")
+        comp_id = descriptor.get("id")
+        if not isinstance(comp_id, str) or not comp_id:
+            raise DescriptorError(source, "'id' (a non-empty string) is required", pointer="/id")
+        callables = {k: v for k, v in descriptor.items() if callable(v)}
+        fn = ENTRY_FUNCTIONS[kind]
+        if fn not in callables:
+            raise DescriptorError(source, f"a {kind} needs a callable {fn!r}", pointer=f"/{fn}")
+        data = {k: v for k, v in descriptor.items() if k not in callables and k not in ("kind", "id")}
+        data = validate_descriptor(kind, data, f"{source} {comp_id}")
+        return Component(plugin_id, kind, comp_id, data, None, callables)
+
+    # ---- queries ----
+    def component(self, type_: str, kind: str | None = None) -> Component:
+        """The component `plugin-id/component-id`, optionally of a given kind."""
+        comp = self.components.get(type_)
+        if comp is None or (kind and comp.kind != kind):
+            known = sorted(t for t, c in self.components.items() if not kind or c.kind == kind)
+            what = f"{kind} component" if kind else "component"
+            hint = ""
+            plugin = type_.split("/", 1)[0]
+            if plugin in self.plugins and self.plugins[plugin].status == "failed":
+                hint = f"; its plugin failed to load: {self.plugins[plugin].error}"
+            raise NotFoundError(f"unknown {what} type {type_!r} (known: {', '.join(known) or 'none'})"
+                                f"{hint}")
+        return comp
+
+    def by_kind(self, kind: str) -> list[Component]:
+        return sorted((c for c in self.components.values() if c.kind == kind), key=lambda c: c.type)
+
+    @property
+    def failures(self) -> list[PluginInfo]:
+        return [p for p in self.plugins.values() if p.status == "failed"]
+
+
+def validate_plugin_dir(directory: str | os.PathLike) -> list[DescriptorError]:
+    """Every problem of a plugin directory: descriptors, missing code files, missing entry points."""
+    directory = Path(directory)
+    errors: list[DescriptorError] = []
+    manifest = directory / "plugin.json"
+    if not manifest.is_file():
+        return [DescriptorError(manifest, "missing: a plugin directory needs a plugin.json")]
+    try:
+        errors += descriptor_errors("plugin", load_json(manifest), manifest)
+    except DescriptorError as exc:
+        errors.append(exc)
+    for kind, (sub, desc_file, code_file, fn) in COMPONENT_DIRS.items():
+        base = directory / sub
+        if not base.is_dir():
+            continue
+        for comp_dir in sorted(p for p in base.iterdir() if p.is_dir()):
+            desc_path = comp_dir / desc_file
+            if not desc_path.is_file():
+                errors.append(DescriptorError(desc_path, f"missing: a {kind} needs {desc_file}"))
+                continue
+            try:
+                errors += descriptor_errors(kind, load_json(desc_path), desc_path)
+            except DescriptorError as exc:
+                errors.append(exc)
+            code = comp_dir / code_file
+            if not code.is_file():
+                errors.append(DescriptorError(code, f"missing: a {kind} needs {code_file} "
+                                              f"defining {fn}()"))
+                continue
+            try:
+                tree = ast.parse(code.read_text(), filename=str(code))
+            except SyntaxError as exc:
+                errors.append(DescriptorError(code, f"syntax error: {exc.msg}", line=exc.lineno))
+                continue
+            if not any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == fn
+                       for n in tree.body):
+                errors.append(DescriptorError(code, f"defines no top-level {fn}() function"))
+    return errors
+
+
+def format_exception(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()

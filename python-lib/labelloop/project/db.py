@@ -1,0 +1,109 @@
+"""The project's one SQLAlchemy engine and the host's own tables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import sqlalchemy as sa
+from sqlalchemy import event
+
+metadata = sa.MetaData()
+
+# One row per dataset: its schema (ordered columns with types) and the table holding its rows.
+datasets_table = sa.Table(
+    "ll_datasets",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("table_name", sa.String(250), nullable=False, unique=True),
+    sa.Column("schema", sa.JSON, nullable=False),
+    sa.Column("generation", sa.Integer, nullable=False, default=0),
+    sa.Column("updated", sa.DateTime(timezone=True)),
+)
+
+variables_table = sa.Table(
+    "ll_variables",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("value", sa.JSON),
+)
+
+model_versions_table = sa.Table(
+    "ll_model_versions",
+    metadata,
+    sa.Column("model", sa.String(200), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("created", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("file", sa.String(500), nullable=False),
+    sa.Column("meta", sa.JSON, nullable=False),
+)
+
+runs_table = sa.Table(
+    "ll_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(20), nullable=False),  # recipe | scenario | step
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("started", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("ended", sa.DateTime(timezone=True)),
+    sa.Column("status", sa.String(20), nullable=False),  # RUNNING | SUCCESS | FAILED
+    sa.Column("error", sa.Text),
+    sa.Column("details", sa.JSON),
+    sa.Index("ix_ll_runs_kind_name", "kind", "name", "id"),
+)
+
+# Why FULL: a label acknowledged to an annotator must survive a crash of the machine, not only
+# of the process. Override with LABELLOOP_SQLITE_SYNCHRONOUS=NORMAL when speed matters more.
+SQLITE_SYNCHRONOUS = "FULL"
+
+
+def sqlite_url(path: os.PathLike | str) -> str:
+    """The SQLAlchemy URL of a SQLite file."""
+    return f"sqlite:///{os.fspath(path)}"
+
+
+def create_engine(url: str) -> sa.Engine:
+    """An engine for `url`; SQLite gets WAL, a busy timeout and explicit BEGIN modes."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+        sync = os.environ.get("LABELLOOP_SQLITE_SYNCHRONOUS", SQLITE_SYNCHRONOUS).upper()
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn, _record):
+            # Let SQLAlchemy's begin event emit BEGIN itself, so writers can ask for IMMEDIATE.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA synchronous={sync}")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn):
+            mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+    else:
+        engine = sa.create_engine(url, pool_pre_ping=True)
+    return engine
+
+
+@contextmanager
+def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A transaction that takes the write lock up front (SQLite BEGIN IMMEDIATE).
+
+    Why: a deferred SQLite transaction that reads then writes can fail with "database is
+    locked" when another process wrote in between; taking the lock first makes writers queue.
+    """
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+        with conn.begin():
+            yield conn
+
+
+def create_host_tables(engine: sa.Engine) -> None:
+    """Create the host's own tables if missing."""
+    metadata.create_all(engine)
