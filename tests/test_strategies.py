@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pluggy
 import pytest
+
 from labeling import strategies
 from labeling.strategies import (
     QueryStrategySpecs,

@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from labelloop.errors import LabelloopError
 from sklearn.base import BaseEstimator, TransformerMixin
+
+from labelloop.errors import LabelloopError
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp"})
 SOUND_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3"})
@@ -250,8 +251,14 @@ def band_energies(
     # Sum the power of each frequency bin into its band with one matrix product.
     assign = np.zeros((freqs.shape[0], n_bands))
     assign[np.flatnonzero(inside), band[inside]] = 1.0
-    energies = np.log(power @ assign + 1e-10)
-    return np.concatenate([energies.mean(axis=0), energies.std(axis=0)])
+    bands = power @ assign
+    # A floor 60 dB under the mean frame energy: silent bands read the same whatever the
+    # bit depth's quantisation noise, so 8- and 16-bit files of one sound match.
+    floor = 1e-6 * float(power.sum(axis=1).mean()) + 1e-12
+    energies = np.log(bands + floor)
+    # Rounded so constant bands stay exactly constant: float noise of 1e-15 would become
+    # unit-variance noise after standard scaling.
+    return np.round(np.concatenate([energies.mean(axis=0), energies.std(axis=0)]), 6)
 
 
 def folder_extension_kind(paths: Any) -> str | None:

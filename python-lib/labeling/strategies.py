@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pluggy
+
 from labelloop.errors import LabelloopError
 
 hookspec = pluggy.HookspecMarker("labelloop")
