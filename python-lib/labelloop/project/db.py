@@ -20,6 +20,21 @@ datasets_table = sa.Table(
     sa.Column("schema", sa.JSON, nullable=False),
     sa.Column("generation", sa.Integer, nullable=False, default=0),
     sa.Column("updated", sa.DateTime(timezone=True)),
+    # rows: one SQL row per dataset row (small or row-updated datasets);
+    # columns: Arrow IPC chunks in ll_dataset_chunks (large datasets written whole).
+    sa.Column("storage", sa.String(10), nullable=False, default="rows"),
+)
+
+# Column-wise storage: each chunk is an Arrow IPC stream of up to CHUNK_ROWS rows, keyed by the
+# dataset generation's table name so a replace swaps generations atomically.
+dataset_chunks_table = sa.Table(
+    "ll_dataset_chunks",
+    metadata,
+    sa.Column("table_name", sa.String(250), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True),
+    sa.Column("first_row", sa.BigInteger, nullable=False),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
 )
 
 variables_table = sa.Table(
