@@ -1,0 +1,44 @@
+"""Query Sampler: rank the unlabeled pool with the saved classifier, most uncertain first."""
+
+from __future__ import annotations
+
+from labeling.sampling import Pool, sample_queries, session_variable
+from labeling.strategies import collect_strategies
+from labeling.training import TRUSTED_TYPES, set_folder_root
+from labelloop.project import Folder
+
+
+def param_choices(param_name, registry):
+    """The strategy choices: built-ins plus strategies registered by plugins."""
+    if param_name == "strategy":
+        return collect_strategies(registry.pm).choices()
+    return None
+
+
+def run(ctx):
+    cfg = ctx.config
+    model = ctx.input("saved_model")
+    source = ctx.input("unlabeled_samples")
+    labels_ds = ctx.input("labels")
+    queries = ctx.output("queries")
+    meta = model.metadata()
+    pipeline = model.load(trusted=TRUSTED_TYPES)
+    if isinstance(source, Folder):
+        set_folder_root(pipeline, str(source.root))
+    pool = Pool(source, cfg["chunk_size"], meta.get("data_type"))
+    labels = labels_ds.read() if labels_ds is not None and labels_ds.exists() else None
+    result = sample_queries(pipeline, pool, cfg["strategy"], collect_strategies(ctx.registry.pm),
+                            labels=labels, label_col=cfg["label_col"],
+                            id_column=cfg.get("id_column") or None,
+                            max_queries=cfg["max_queries"], seed=cfg["seed"],
+                            progress=ctx.progress)
+    # The new ranking and its session number land together: a webapp never sees one without
+    # the other.
+    with ctx.project.write_transaction() as conn:
+        queries.write(result.queries, conn=conn)
+        session = ctx.project.variables.incr(session_variable(queries.name), conn=conn)
+    ctx.details.update(model_version=meta["version"], strategy=cfg["strategy"], session=session,
+                       pool_rows=result.pool_rows, excluded=result.excluded,
+                       queries=len(result.queries))
+    ctx.log.info("wrote %d queries (session %d, %d labeled items left out)",
+                 len(result.queries), session, result.excluded)

@@ -1,0 +1,200 @@
+"""The Query Sampler's work: score the unlabeled pool in chunks and rank it, most uncertain first.
+
+The pool is streamed twice: once to score (only compact per-row arrays are kept: score,
+position, predicted class index, confidence; never the probability matrix), once to gather
+the ranked rows' columns straight into the output arrays (the only copy of pool data held).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from labelloop.errors import LabelloopError
+from labelloop.project import Dataset, Folder
+
+from .features import IMAGE_EXTENSIONS, SOUND_EXTENSIONS
+from .strategies import StrategyRegistry, StreamingRanker
+from .training import (
+    METADATA_COLUMNS,
+    PATH_COLUMN,
+    SCORE_COLUMNS,
+    model_classes,
+    score_rows,
+)
+
+Progress = Callable[..., Iterable]
+
+
+def session_variable(queries_dataset: str) -> str:
+    """The project variable counting Query Sampler runs for a queries dataset."""
+    return f"{queries_dataset}_session"
+
+
+@dataclass
+class Pool:
+    """The unlabeled items: a dataset's rows or a folder's files, read in chunks."""
+
+    source: Dataset | Folder
+    chunk_size: int
+    data_type: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.source, Folder):
+            exts = {"image": IMAGE_EXTENSIONS, "sound": SOUND_EXTENSIONS}.get(
+                self.data_type or "", IMAGE_EXTENSIONS | SOUND_EXTENSIONS)
+            self._files = [f for f in self.source.list() if _ext(f) in exts]
+        else:
+            self._files = None
+
+    @property
+    def is_folder(self) -> bool:
+        return self._files is not None
+
+    def __len__(self) -> int:
+        return len(self._files) if self._files is not None else self.source.count()
+
+    @property
+    def n_chunks(self) -> int:
+        return -(-len(self) // self.chunk_size)
+
+    def columns(self) -> list[str]:
+        return [PATH_COLUMN] if self.is_folder else self.source.columns
+
+    def chunks(self) -> Iterator[tuple[np.ndarray, pd.DataFrame]]:
+        """`(positions, frame)` per chunk; positions are stable row numbers in the pool."""
+        if self._files is not None:
+            for start in range(0, len(self._files), self.chunk_size):
+                part = self._files[start:start + self.chunk_size]
+                yield (np.arange(start, start + len(part), dtype=np.int64),
+                       pd.DataFrame({PATH_COLUMN: part}))
+            return
+        for frame in self.source.iter_chunks(self.chunk_size, with_row=True):
+            positions = frame.pop("_row").to_numpy(dtype=np.int64)
+            yield positions, frame
+
+
+def _ext(path: str) -> str:
+    dot = path.rfind(".")
+    return path[dot:].lower() if dot >= 0 else ""
+
+
+class LabeledIndex:
+    """Which pool rows are already labeled: by id column, by path, or by row content."""
+
+    def __init__(self, labels: pd.DataFrame | None, pool_columns: list[str], label_col: str,
+                 id_column: str | None, is_folder: bool):
+        self.keys: list[str] = []
+        self.hashes = np.empty(0, dtype=np.uint64)
+        if labels is None or labels.empty:
+            return
+        if label_col in labels.columns:  # a skipped or unlabeled row is not excluded
+            labels = labels[labels[label_col].notna() & (labels[label_col].astype(str) != "")]
+        if is_folder:
+            self.keys = [PATH_COLUMN]
+        elif id_column:
+            if id_column not in pool_columns or id_column not in labels.columns:
+                raise LabelloopError(f"id column {id_column!r} must exist in both the pool and "
+                                     "the labels dataset")
+            self.keys = [id_column]
+        else:
+            ignore = {label_col, f"{label_col}_id", *METADATA_COLUMNS, *SCORE_COLUMNS}
+            self.keys = [c for c in pool_columns if c in labels.columns and c not in ignore]
+        if not self.keys:
+            raise LabelloopError("the labels dataset shares no column with the pool, so labeled "
+                                 "items can't be recognised: set the id column, or leave the "
+                                 "labels role empty")
+        self.hashes = np.unique(row_hashes(labels, self.keys))
+
+    def mask(self, frame: pd.DataFrame) -> np.ndarray:
+        """True for the rows of `frame` that are already labeled."""
+        if not self.hashes.size:
+            return np.zeros(len(frame), dtype=bool)
+        return np.isin(row_hashes(frame, self.keys), self.hashes)
+
+
+def row_hashes(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """A 64-bit hash per row of `columns`, equal for equal values whatever the dtypes."""
+    norm = {}
+    for c in columns:
+        s = frame[c]
+        if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+            norm[c] = pd.to_numeric(s, errors="coerce").astype("float64")
+        else:
+            norm[c] = s.astype(object).where(s.notna(), None).map(
+                lambda v: v if v is None or isinstance(v, str) else str(v))
+    return pd.util.hash_pandas_object(pd.DataFrame(norm), index=False).to_numpy()
+
+
+@dataclass
+class SampleResult:
+    queries: pd.DataFrame
+    pool_rows: int
+    excluded: int
+
+
+def sample_queries(pipeline: Any, pool: Pool, strategy: str, registry: StrategyRegistry,
+                   labels: pd.DataFrame | None = None, label_col: str = "label",
+                   id_column: str | None = None, max_queries: int = 0, seed: int = 0,
+                   progress: Progress | None = None) -> SampleResult:
+    """Rank the pool: its columns plus uncertainty, prediction and confidence, best first."""
+    registry.get(strategy)  # unknown strategy: a clear error before any work
+    classes = np.asarray([str(c) for c in model_classes(pipeline)], dtype=object)
+    labeled = LabeledIndex(labels, pool.columns(), label_col, id_column, pool.is_folder)
+    rng = np.random.default_rng(seed)
+    ranker = StreamingRanker(k=max_queries or None)
+    progress = progress or (lambda it, *a, **k: it)
+    total, excluded = 0, 0
+    for positions, frame in progress(pool.chunks(), "scoring", total=pool.n_chunks):
+        total += len(frame)
+        done = labeled.mask(frame)
+        if done.any():
+            excluded += int(done.sum())
+            keep = ~done
+            frame, positions = frame[keep], positions[keep]
+        if frame.empty:
+            continue
+        scored = score_rows(pipeline, frame, strategy, registry, rng=rng, seed=seed)
+        ranker.add(scored["uncertainty"], positions, prediction=scored["prediction"],
+                   confidence=scored["confidence"])
+    if total == 0:
+        raise LabelloopError("the unlabeled pool is empty: nothing to score (check the "
+                             "'unlabeled_samples' input)")
+    ranked = ranker.result()
+    if len(ranked) == 0:
+        raise LabelloopError(f"every one of the {total} items of the pool is already labeled: "
+                             "nothing left to rank")
+    out = _gather(pool, ranked.positions, progress)
+    out["uncertainty"] = ranked.scores
+    out["prediction"] = classes[ranked.columns["prediction"]]
+    out["confidence"] = ranked.columns["confidence"].astype(np.float64)
+    return SampleResult(out, total, excluded)
+
+
+def _gather(pool: Pool, positions: np.ndarray, progress: Progress) -> pd.DataFrame:
+    """The pool columns of the rows at `positions`, in that order (one pass over the pool)."""
+    n = positions.shape[0]
+    order = np.argsort(positions, kind="stable")
+    sorted_pos = positions[order]
+    arrays: dict[str, np.ndarray] = {}
+    for chunk_pos, frame in progress(pool.chunks(), "gathering", total=pool.n_chunks):
+        idx = np.searchsorted(sorted_pos, chunk_pos)
+        idx[idx >= n] = n - 1
+        hit = sorted_pos[idx] == chunk_pos
+        if not hit.any():
+            continue
+        ranks = order[idx[hit]]
+        for col in frame.columns:
+            values = frame[col].to_numpy()[hit]
+            if col not in arrays:
+                arrays[col] = np.empty(n, dtype=values.dtype) if values.dtype.kind in "biufM" \
+                    else np.full(n, None, dtype=object)
+            target = arrays[col]
+            if target.dtype != object and values.dtype != target.dtype:
+                arrays[col] = target = target.astype(np.result_type(target.dtype, values.dtype))
+            target[ranks] = values
+    return pd.DataFrame(arrays, copy=False)
