@@ -76,10 +76,19 @@ class Project:
         from ..descriptors import validate_descriptor
 
         validate_descriptor("project", cfg, target)
+        created_dir = not directory.exists()
         directory.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(cfg, indent=2) + "\n")
-        project = cls(directory, database_url=database_url, **kwargs)
-        project.engine  # noqa: B018 - creates the database and its tables now
+        try:
+            project = cls(directory, database_url=database_url, **kwargs)
+            project.engine  # noqa: B018 - creates the database and its tables now
+        except BaseException:
+            # Why: a half-made project (project.json but no database) would make the next
+            # `init` refuse with "already a project"; leave the directory as it was.
+            target.unlink(missing_ok=True)
+            if created_dir:
+                directory.rmdir()
+            raise
         return project
 
     @classmethod
@@ -113,11 +122,16 @@ class Project:
     # ---- the database ----
     @cached_property
     def engine(self) -> sa.Engine:
-        engine = create_engine(self.database_url)
         try:
+            engine = create_engine(self.database_url)
             create_host_tables(engine)
-        except sa.exc.SQLAlchemyError as exc:
-            raise LabelloopError(f"cannot open the database {engine.url!r}: {exc}") from exc
+        except (sa.exc.SQLAlchemyError, ImportError) as exc:
+            # One line: SQLAlchemy appends a "Background on this error" line to its messages.
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            url = sa.engine.make_url(self.database_url).render_as_string(hide_password=True) \
+                if not isinstance(exc, sa.exc.ArgumentError) else repr(self.database_url)
+            raise LabelloopError(f"cannot open the database {url}: {reason} (check --database-url "
+                                 "or LABELLOOP_DATABASE_URL)") from exc
         return engine
 
     def write_transaction(self):
