@@ -6,6 +6,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..errors import LabelloopError
 from .db import variables_table, write_transaction
 
 
@@ -57,6 +58,11 @@ class Variables:
         t = variables_table
         row = conn.execute(sa.select(t.c.value).where(t.c.name == name)).first()
         current = row[0] if row is not None else self.initial.get(name, 0)
-        new = int(current or 0) + by
+        if isinstance(current, float) and current.is_integer():
+            current = int(current)
+        if current is not None and (isinstance(current, bool) or not isinstance(current, int)):
+            raise LabelloopError(f"cannot increment variable {name!r}: its value {current!r} is "
+                                 "not an integer; set it to a number first")
+        new = (current or 0) + by
         self._set(conn, name, new)
         return new
