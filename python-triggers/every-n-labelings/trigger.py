@@ -16,14 +16,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from labeling.sampling import session_variable
 from labelloop.project import Dataset, Project
 
 LABELED = "LABELED"
-
-
-def session_variable(queries: str) -> str:
-    """The project variable holding the queries session counter of dataset ``queries``."""
-    return f"{queries}_session"
 
 
 def count_labels(dataset: Dataset, session: Any = None) -> int:
