@@ -207,7 +207,7 @@ def folder():
 
 @folder.command("import")
 @click.argument("name")
-@click.argument("source", type=click.Path(file_okay=False))
+@click.argument("source", type=click.Path(exists=True, file_okay=False))
 @click.option("--path", "rel_path", help="Folder location inside the project (default: NAME).")
 @click.pass_obj
 def folder_import(state: State, name: str, source: str, rel_path: str | None):
