@@ -507,10 +507,17 @@ class Dataset:
         if fmt not in ("csv", "parquet"):
             raise LabelloopError(f"unknown export format {fmt!r}: use csv or parquet")
         df = self.read()
-        if fmt == "csv":
-            df.to_csv(path, index=False)
-        else:
-            df.to_parquet(path, index=False)
+        # Written beside the target then renamed, so a failed export leaves no half file.
+        tmp = path.with_name(f".{path.name}.part")
+        try:
+            if fmt == "csv":
+                df.to_csv(tmp, index=False)
+            else:
+                df.to_parquet(tmp, index=False)
+            tmp.replace(path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise LabelloopError(f"cannot write {path}: {exc.strerror or exc}") from exc
         return len(df)
 
 
