@@ -28,9 +28,9 @@ Queue order: the items of the queries dataset, most uncertain first (ties by id)
 rest of the pool in a seeded random order; without queries, the whole pool in that random
 order. Items already annotated (by anyone with shared labels) are left out.
 
-Halting: for each scored item, the empirical CDF of its uncertainty within the session
-(the share of the session's items at most as uncertain). 1 = among the most informative,
-near 0 = the model learns little from it.
+Halting (`labeling.stopping`): the session's low/high thresholds are quantiles of its
+uncertainties; an item's halting value is 0 at or under the low one (the model learns little
+from it), 1 at or over the high one, linear in between. Computed once per session at build.
 """
 
 from __future__ import annotations
@@ -51,14 +51,15 @@ import sqlalchemy as sa
 from labelloop.errors import ConfigError, LabelloopError, NotFoundError
 
 from .datatypes import BadItemId, DataType, data_type
+from .sampling import session_variable
 from .settings import EngineConfig
+from .stopping import halting_thresholds, halting_values, stopping_warnings
 
 log = logging.getLogger(__name__)
 
 LABELED, SKIPPED = "LABELED", "SKIPPED"
 LEASE_SECONDS = 120.0  # a builder that dies frees the build after this
 INSERT_CHUNK = 50_000
-HALTING_LOW, HALTING_HIGH = 0.25, 0.75
 MAX_BATCH = 500
 MAX_COMMENT = 10_000
 MAX_USER = 200
@@ -156,11 +157,6 @@ cursors_table = sa.Table(
     sa.Column("owner", sa.String(MAX_USER), primary_key=True),
     sa.Column("pos", sa.Integer, nullable=False),
 )
-
-
-def session_variable(queries_ds: str) -> str:
-    """The project variable the Query Sampler increments after writing `queries_ds`."""
-    return f"{queries_ds}_session"
 
 
 def create_tables(engine: sa.Engine) -> None:
@@ -448,7 +444,13 @@ class LabelingEngine:
             rest = ids[~ids.isin(scores["id"])]
             rest = rest[rng.permutation(len(rest))]
             scored = scores["uncertainty"]
-            halting = scored.rank(method="max", pct=True).where(scored.notna())
+            thresholds = halting_thresholds(scored.to_numpy(dtype=float))
+            halting = np.full(len(scores), np.nan)
+            info: dict[str, Any] = {"scored": int(len(scores))}
+            if thresholds is not None:
+                unc = scored.to_numpy(dtype=float)
+                halting = np.where(np.isfinite(unc), halting_values(unc, *thresholds), np.nan)
+                info.update(low=thresholds[0], high=thresholds[1])
             order = pd.DataFrame({
                 "item_id": np.concatenate([scores["id"].to_numpy(dtype=object),
                                            rest.to_numpy(dtype=object)]),
@@ -457,23 +459,14 @@ class LabelingEngine:
                 "prediction": list(scores["prediction"]) + [None] * len(rest),
                 "confidence": np.concatenate([scores["confidence"].to_numpy(dtype=float),
                                               np.full(len(rest), np.nan)]),
-                "halting": np.concatenate([halting.to_numpy(dtype=float),
-                                           np.full(len(rest), np.nan)]),
+                "halting": np.concatenate([halting, np.full(len(rest), np.nan)]),
             })
-            valid = scored.dropna().to_numpy(dtype=float)
-            info = {"scored": int(len(scores)), "halting_low": HALTING_LOW,
-                    "halting_high": HALTING_HIGH}
-            if len(valid):
-                lo, hi = np.quantile(valid, [HALTING_LOW, HALTING_HIGH])
-                info.update(uncertainty_low=float(lo), uncertainty_high=float(hi),
-                            uncertainty_min=float(valid.min()),
-                            uncertainty_max=float(valid.max()))
         else:
             perm = ids[rng.permutation(len(ids))]
             order = pd.DataFrame({"item_id": perm.to_numpy(dtype=object),
                                   "uncertainty": np.nan, "prediction": None,
                                   "confidence": np.nan, "halting": np.nan})
-            info = {"scored": 0, "halting_low": HALTING_LOW, "halting_high": HALTING_HIGH}
+            info = {"scored": 0}
         if warning:
             info["warning"] = warning
         if done:
@@ -818,6 +811,7 @@ class LabelingEngine:
         """`{"labeled", "skipped", "total", "remaining", "per_label", "session"}`."""
         user = self._user(user)
         session = self.session()
+        self._ensure_items()
         with self.engine.connect() as conn:
             app = self._app(conn)
             return self._stats(conn, app, self._owner(user), session)
@@ -854,6 +848,10 @@ class LabelingEngine:
         self.refresh()
         info = self.queue_info()
         warnings = [w for w in (info.get("warning"), info.get("build_error")) if w]
+        try:
+            warnings += stopping_warnings(self.project)
+        except LabelloopError as exc:  # a broken metrics dataset must not break the page
+            warnings.append(str(exc))
         return {
             "webapp": self.cfg.webapp, "data_type": self.cfg.data_type,
             "categories": [{"name": k, "description": v} for k, v in self.cfg.categories.items()],
@@ -862,11 +860,7 @@ class LabelingEngine:
             "reservation_seconds": self.cfg.reservation_seconds,
             "al_enabled": bool(info.get("scored")), "session": self.session(),
             "queue_session": info.get("session"),
-            "halting": {k: info.get(k) for k in (
-                "halting_low", "halting_high", "uncertainty_low", "uncertainty_high",
-                "uncertainty_min", "uncertainty_max")} | {
-                "low": info.get("halting_low", HALTING_LOW),
-                "high": info.get("halting_high", HALTING_HIGH)},
+            "halting": {"low": info.get("low"), "high": info.get("high")},
             "warnings": warnings,
         }
 

@@ -1,0 +1,158 @@
+"""The JSON API of a labeling webapp: routes over the engine, and a reusable backend.
+
+Routes (mounted by the host under `/api/v1/webapps/<instance>/`):
+
+| route | payload | answer |
+|---|---|---|
+| `GET config` | | categories, multi_label, al_enabled, session, halting thresholds, warnings |
+| `GET batch` | `size` (1-500, default 20) | `{"items": [{"id", "data", "suggestion", "halting", "uncertainty"}], "stats", "is_last_batch", "done"}`; the items are reserved for the caller |
+| `POST labels` | `{"id", "label", "comment"?}` | `{"label_id", "stats"}`; labeling an item again changes the label |
+| `POST skips` | `{"id", "comment"?}` | `{"label_id", "stats"}` |
+| `GET annotations` | `before` (label id), `limit` (1-500, default 50) | `{"annotations": [...], "next_before"}`, the caller's, newest first |
+| `GET stats` | | `{"labeled", "skipped", "total", "remaining", "per_label", "session"}` |
+
+A webapp component's backend.py is one line: `create_backend = backend_factory("tabular")`.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from labelloop.errors import LabelloopError
+
+from .engine import MAX_BATCH, MAX_COMMENT, LabelingEngine
+from .settings import EngineConfig, parse_settings
+
+log = logging.getLogger(__name__)
+
+_ID = {"type": "string", "minLength": 1, "maxLength": 4096, "description": "the item id"}
+_COMMENT = {"type": ["string", "null"], "maxLength": MAX_COMMENT}
+BATCH_SCHEMA = {"type": "object", "properties": {
+    "size": {"type": "integer", "minimum": 1, "maximum": MAX_BATCH, "default": 20}}}
+LABEL_SCHEMA = {
+    "type": "object", "required": ["id", "label"], "additionalProperties": False,
+    "properties": {
+        "id": _ID,
+        "label": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+                  "description": "a category, or a list of categories when multi-label"},
+        "comment": _COMMENT,
+    },
+}
+SKIP_SCHEMA = {"type": "object", "required": ["id"], "additionalProperties": False,
+               "properties": {"id": _ID, "comment": _COMMENT}}
+ANNOTATIONS_SCHEMA = {"type": "object", "properties": {
+    "before": {"type": "integer", "minimum": 1, "description": "a label id: older ones only"},
+    "limit": {"type": "integer", "minimum": 1, "maximum": MAX_BATCH, "default": 50}}}
+EMPTY_SCHEMA = {"type": "object"}
+
+
+def _int(payload: dict, key: str, default: int | None) -> int | None:
+    """A query argument as an integer (the host converts it when the schema applies)."""
+    value = payload.get(key, default)
+    if value is None or isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    try:
+        return int(str(value))
+    except ValueError:
+        raise LabelloopError(f"{key} must be an integer, got {value!r}") from None
+
+
+def _body(payload: Any, required: tuple[str, ...]) -> dict:
+    if not isinstance(payload, dict):
+        raise LabelloopError("the body must be a JSON object")
+    missing = [k for k in required if k not in payload]
+    if missing:
+        raise LabelloopError(f"missing field {', '.join(map(repr, missing))} in the body")
+    return payload
+
+
+def build_routes(engine: LabelingEngine,
+                 extra_config: Callable[[], dict] | None = None) -> dict:
+    """The DESIGN routes of one labeling webapp over `engine`."""
+
+    def config(payload: dict, user: str) -> dict:
+        out = engine.config()
+        if extra_config is not None:
+            out.update(extra_config())
+        return out
+
+    def batch(payload: dict, user: str) -> dict:
+        return engine.batch(user, _int(payload, "size", 20))
+
+    def labels(payload: Any, user: str) -> dict:
+        body = _body(payload, ("id", "label"))
+        return engine.label(user, body["id"], body["label"], body.get("comment"))
+
+    def skips(payload: Any, user: str) -> dict:
+        body = _body(payload, ("id",))
+        return engine.skip(user, body["id"], body.get("comment"))
+
+    def annotations(payload: dict, user: str) -> dict:
+        return engine.annotations(user, _int(payload, "before", None),
+                                  _int(payload, "limit", 50))
+
+    def stats(payload: dict, user: str) -> dict:
+        return engine.stats(user)
+
+    return {
+        ("GET", "config"): {"handler": config, "schema": EMPTY_SCHEMA,
+                            "summary": "The webapp's categories, mode, session and thresholds"},
+        ("GET", "batch"): {"handler": batch, "schema": BATCH_SCHEMA,
+                           "summary": "The next items for the caller, reserved for them"},
+        ("POST", "labels"): {"handler": labels, "schema": LABEL_SCHEMA,
+                             "summary": "Label an item (again to change its label)"},
+        ("POST", "skips"): {"handler": skips, "schema": SKIP_SCHEMA,
+                            "summary": "Skip an item"},
+        ("GET", "annotations"): {"handler": annotations, "schema": ANNOTATIONS_SCHEMA,
+                                 "summary": "The caller's annotations, newest first"},
+        ("GET", "stats"): {"handler": stats, "schema": EMPTY_SCHEMA,
+                           "summary": "Labeled, skipped, remaining and per-label counts"},
+    }
+
+
+class LabelingBackend:
+    """A labeling webapp's backend: settings -> engine -> routes (+ a page to override)."""
+
+    def __init__(self, ctx: Any, data_type: str, background: bool = True):
+        self.ctx = ctx
+        self.cfg: EngineConfig = parse_settings(ctx.config, data_type, ctx.webapp, ctx.project)
+        self.engine = LabelingEngine(ctx.project, self.cfg, background=background)
+        self.routes = build_routes(self.engine)
+        if background:  # index the pool now so the first page doesn't wait for it
+            threading.Thread(target=self._warm, name=f"labeling-warm-{ctx.webapp}",
+                             daemon=True).start()
+
+    def _warm(self) -> None:
+        try:
+            self.engine.refresh(wait=True)
+        except Exception:
+            log.exception("indexing the pool of %s failed", self.cfg.webapp)
+
+    def describe(self) -> dict:
+        """Merged into the webapps list of the JSON API."""
+        return {"data_type": self.cfg.data_type, "categories": list(self.cfg.categories)}
+
+    def make_document(self, doc: Any) -> None:
+        """A placeholder page (the labeling UI replaces it)."""
+        from bokeh.models import Div
+
+        doc.title = self.cfg.webapp
+        doc.add_root(Div(text=f"<h2>{html.escape(self.cfg.webapp)}</h2><p>Labeling API at "
+                              f"<code>{html.escape(str(self.ctx.api_prefix))}</code></p>"))
+
+
+def backend_factory(data_type: str, backend_class: type = LabelingBackend
+                    ) -> Callable[[Any], Any]:
+    """A `create_backend(ctx)` for a labeling webapp component of `data_type`."""
+
+    def create_backend(ctx: Any) -> Any:
+        return backend_class(ctx, data_type)
+
+    create_backend.__doc__ = f"The backend of a {data_type} labeling webapp."
+    return create_backend
