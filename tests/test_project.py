@@ -464,3 +464,12 @@ def test_runs_are_recorded(project):
     assert runs[0]["status"] == "FAILED" and runs[0]["error"] == "boom"
     assert runs[0]["ended"] >= runs[0]["started"]
     assert project.runs("recipe", limit=1)[0]["id"] == bad
+
+
+def test_non_string_column_labels_keep_their_values(project):
+    ds = project.dataset("d", create=True)
+    ds.write(pd.DataFrame(np.arange(6).reshape(3, 2)))
+    assert ds.columns == ["0", "1"]
+    assert ds.read()["1"].tolist() == [1, 3, 5]
+    ds.append(pd.DataFrame({0: [6], 1: [7]}))
+    assert ds.read()["0"].tolist() == [0, 2, 4, 6]

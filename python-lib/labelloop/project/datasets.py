@@ -84,9 +84,11 @@ def _text(v: Any) -> str | None:
 def normalize(df: pd.DataFrame, schema: Sequence[dict]) -> pd.DataFrame:
     """A new frame with exactly the schema's columns, typed after it (missing values as NA)."""
     out = {}
+    # Schema names are strings; a frame's labels may not be (e.g. 0, 1 from a numpy array).
+    labels = {str(c): c for c in df.columns}
     for col in schema:
         name, kind = col["name"], col["type"]
-        s = df[name] if name in df.columns else pd.Series([None] * len(df), index=df.index)
+        s = df[labels[name]] if name in labels else pd.Series([None] * len(df), index=df.index)
         if kind == "double":
             out[name] = pd.to_numeric(s, errors="coerce").astype("float64")
         elif kind == "bigint":
