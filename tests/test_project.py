@@ -473,3 +473,13 @@ def test_non_string_column_labels_keep_their_values(project):
     assert ds.read()["1"].tolist() == [1, 3, 5]
     ds.append(pd.DataFrame({0: [6], 1: [7]}))
     assert ds.read()["0"].tolist() == [0, 2, 4, 6]
+
+
+def test_declare_a_folder_and_a_refused_declaration(project):
+    project.declare("folders", "imgs")
+    assert project.folder("imgs").root == project.dir / "imgs"
+    with pytest.raises(DescriptorError, match="/folders/bad/path"):
+        project.declare("folders", "bad", {"path": ""})
+    assert "bad" not in project.config["folders"]
+    project.declare("datasets", "after")  # the next save still works
+    assert set(json.loads(project.config_path.read_text())["datasets"]) == {"after"}

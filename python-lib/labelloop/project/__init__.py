@@ -175,8 +175,14 @@ class Project:
         check_name(section.rstrip("s"), name)
         entries = self.config.setdefault(section, {})
         if name not in entries:
+            if not value and section == "folders":
+                value = {"path": name}  # a folder lives in a directory of its name by default
             entries[name] = value or {}
-            self.save_config()
+            try:
+                self.save_config()
+            except LabelloopError:
+                del entries[name]  # keep the in-memory config valid for the next save
+                raise
 
     # ---- folders ----
     def folder(self, name: str) -> Folder:
