@@ -1,5 +1,5 @@
-"""Tabular labeling webapp: the engine and routes come from labeling.api."""
+"""Tabular labeling webapp: the engine's routes (labeling.api) and the labeling page (labeling.ui)."""
 
-from labeling.api import backend_factory
+from labeling.ui import webapp_backend
 
-create_backend = backend_factory("tabular")
+create_backend = webapp_backend("tabular")

@@ -1,0 +1,248 @@
+"""The Bokeh page shared by every labeling webapp.
+
+The document holds the page layout (a Jinja template in resource/templates), the Bokeh charts
+(per-label counts, the metrics history) and a bootstrap JSON block. The item, the category
+buttons, the keyboard and the prefetching are a small JS app (resource/labeling.js) that talks
+to the webapp's JSON API directly: answering an item never waits for a Bokeh round trip.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from labelloop.web.auth import tokens_configured
+
+from .api import LabelingBackend, build_routes
+from .stopping import DEFAULT_METRICS_DATASET, history, stopping_warnings
+
+PLUGIN_ID = "ml-assisted-labeling"
+RESOURCE_DIR = Path(__file__).resolve().parents[2] / "resource"
+TEMPLATE_DIR = RESOURCE_DIR / "templates"
+# Keys with a fixed meaning on the page; a category never gets them as its letter.
+RESERVED_KEYS = frozenset("s")
+DATA_TYPES = ("tabular", "text", "image", "sound")
+PER_LABEL_SOURCE = "ll-per-label"
+METRICS_SOURCE = "ll-metrics"
+TITLES = {
+    "tabular": "Tabular labeling",
+    "text": "Text labeling",
+    "image": "Image labeling",
+    "sound": "Sound labeling",
+}
+
+_env = Environment(loader=FileSystemLoader(str(TEMPLATE_DIR)), autoescape=select_autoescape())
+
+
+@dataclass
+class PageSettings:
+    """What the page needs to know before its first API call."""
+
+    webapp: str
+    data_type: str
+    categories: Mapping[str, str | None]
+    multi_label: bool = False
+    title: str | None = None
+    text_column: str | None = None
+    columns: list[str] | None = None
+    api_base: str | None = None
+    batch_size: int = 20
+    user: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def assign_shortcuts(categories: list[str]) -> list[dict[str, Any]]:
+    """Give each category a number key (the first nine) and a free letter from its name."""
+    taken: set[str] = set(RESERVED_KEYS)
+    out = []
+    for i, name in enumerate(categories):
+        letter = None
+        # Prefer a letter of the name (initial first), else any free letter.
+        candidates = [c.lower() for c in name if c.isascii() and c.isalpha()]
+        for c in [*candidates, *string.ascii_lowercase]:
+            if c not in taken:
+                letter = c
+                break
+        if letter:
+            taken.add(letter)
+        out.append({"name": name, "number": str(i + 1) if i < 9 else None, "letter": letter})
+    return out
+
+
+def bootstrap(page: PageSettings) -> dict[str, Any]:
+    """The JSON the JS app starts from (everything else comes from the API)."""
+    shortcuts = assign_shortcuts(list(page.categories))
+    for entry in shortcuts:
+        entry["description"] = page.categories.get(entry["name"]) or ""
+    return {
+        "webapp": page.webapp,
+        "data_type": page.data_type,
+        "title": page.title or TITLES.get(page.data_type, "Labeling"),
+        "api_base": page.api_base or f"/api/v1/webapps/{page.webapp}",
+        "categories": shortcuts,
+        "multi_label": bool(page.multi_label),
+        "text_column": page.text_column,
+        "columns": page.columns,
+        "batch_size": page.batch_size,
+        "user": page.user,
+        "per_label_source": PER_LABEL_SOURCE,
+        "metrics_source": METRICS_SOURCE,
+        **page.extra,
+    }
+
+
+def script_json(data: Any) -> str:
+    """JSON safe to put inside a <script> element (no '</script>' or '<!--' can appear)."""
+    text = json.dumps(data, ensure_ascii=False)
+    return (text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+
+
+def resource_url(rel: str, base: str | None = None) -> str:
+    """URL of a file of resource/, with its modification time so a new version is fetched."""
+    path = RESOURCE_DIR / rel
+    version = int(path.stat().st_mtime) if path.exists() else 0
+    return f"{base or '/resource/' + PLUGIN_ID}/{rel}?v={version}"
+
+
+def _per_label_chart(categories: list[str]):
+    from bokeh.models import ColumnDataSource, FactorRange
+    from bokeh.plotting import figure
+
+    # Bars grow downwards in category order, like the buttons.
+    factors = list(reversed(categories))
+    source = ColumnDataSource(
+        {"category": factors, "count": [0] * len(factors), "text": ["0"] * len(factors)},
+        name=PER_LABEL_SOURCE,
+    )
+    fig = figure(
+        y_range=FactorRange(*factors), height=max(110, 26 * len(factors) + 40),
+        sizing_mode="stretch_width", toolbar_location=None, tools="", name="ll_per_label_chart",
+        x_range=(0, 1), min_border_left=8, min_border_right=24,
+    )
+    fig.x_range.name = "ll-per-label-xrange"
+    fig.hbar(y="category", right="count", height=0.7, source=source, color="#4c78a8")
+    fig.text(x="count", y="category", text="text", source=source, x_offset=4,
+             text_baseline="middle", text_font_size="11px", text_color="#333")
+    fig.xaxis.visible = False
+    fig.xgrid.grid_line_color = None
+    fig.ygrid.grid_line_color = None
+    fig.outline_line_color = None
+    fig.yaxis.major_label_text_font_size = "12px"
+    fig.yaxis.axis_line_color = None
+    fig.yaxis.major_tick_line_color = None
+    return fig
+
+
+def _metrics_chart():
+    from bokeh.models import ColumnDataSource, Range1d
+    from bokeh.plotting import figure
+
+    source = ColumnDataSource({"labels": [], "auc": [], "contradictions": []},
+                              name=METRICS_SOURCE)
+    fig = figure(
+        height=170, sizing_mode="stretch_width", toolbar_location=None, tools="",
+        y_range=Range1d(0, 1), name="ll_metrics_chart", x_axis_label="labels",
+    )
+    fig.line("labels", "auc", source=source, color="#4c78a8", line_width=2, legend_label="AUC")
+    fig.scatter("labels", "auc", source=source, color="#4c78a8", size=5)
+    fig.line("labels", "contradictions", source=source, color="#e45756", line_width=2,
+             legend_label="contradictions")
+    fig.scatter("labels", "contradictions", source=source, color="#e45756", size=5)
+    fig.legend.location = "center_right"
+    fig.legend.label_text_font_size = "10px"
+    fig.legend.background_fill_alpha = 0.6
+    fig.xaxis.axis_label_text_font_size = "11px"
+    return fig
+
+
+def make_document(doc: Any, page: PageSettings, resource_base: str | None = None) -> None:
+    """Fill a Bokeh document with the labeling page for one webapp instance."""
+    categories = list(page.categories)
+    per_label = _per_label_chart(categories)
+    metrics = _metrics_chart()
+    doc.add_root(per_label)
+    doc.add_root(metrics)
+    boot = bootstrap(page)
+    doc.title = f"{boot['title']} · {page.webapp}"
+    doc.template = _env.get_template("labeling.html")
+    doc.template_variables.update(_page_variables(boot, resource_base))
+
+
+def make_error_document(doc: Any, message: str, *, webapp: str = "", title: str = "",
+                        resource_base: str | None = None) -> None:
+    """Show a settings problem as a readable page (never a blank page or a traceback)."""
+    doc.title = f"{title or 'Labeling'} · settings to fix"
+    doc.template = _env.get_template("labeling.html")
+    variables = _page_variables({"title": title or "Labeling", "webapp": webapp}, resource_base)
+    variables["settings_error"] = message
+    doc.template_variables.update(variables)
+
+
+def _page_variables(boot: dict[str, Any], resource_base: str | None = None) -> dict[str, Any]:
+    return {
+        "ll_title": boot.get("title", "Labeling"),
+        "ll_webapp": boot.get("webapp", ""),
+        "ll_bootstrap": script_json(boot),
+        "ll_css": resource_url("labeling.css", resource_base),
+        "ll_js": resource_url("labeling.js", resource_base),
+        "settings_error": None,
+    }
+
+
+
+# ---------------------------------------------------------------------------------------------
+# The backend of the labeling webapps: the engine's routes plus this page.
+
+
+class LabelingPageBackend(LabelingBackend):
+    """A labeling webapp: the engine's JSON routes, a metrics route and the labeling page."""
+
+    def __init__(self, ctx: Any, data_type: str, background: bool = True):
+        super().__init__(ctx, data_type, background=background)
+        self.metrics_ds = ctx.config.get("metrics_ds") or DEFAULT_METRICS_DATASET
+        self.batch_size = int(ctx.config.get("batch_size") or 20)
+        self.routes = build_routes(self.engine, self._extra_config)
+        self.routes[("GET", "metrics")] = {
+            "handler": self._metrics, "schema": {"type": "object"},
+            "summary": "The model's metrics after each retrain (labels, AUC, contradictions)",
+        }
+
+    def _extra_config(self) -> dict:
+        return {"stopping_warnings": stopping_warnings(self.ctx.project, self.metrics_ds)}
+
+    def _metrics(self, payload: Any, user: str) -> dict:
+        return {"history": history(self.ctx.project, self.metrics_ds)}
+
+    def make_document(self, doc: Any, user: str = "anonymous") -> None:
+        """The labeling page of one browser session."""
+        # With tokens the page's user is certain; otherwise it is only a default name.
+        fixed = tokens_configured(self.ctx.project.engine)
+        named = user if user and user != "anonymous" else None
+        component = getattr(self.ctx, "component", None)
+        page = PageSettings(
+            webapp=self.cfg.webapp, data_type=self.cfg.data_type,
+            categories=self.cfg.categories, multi_label=self.cfg.multi_label,
+            title=component.label if component is not None else None,
+            text_column=self.cfg.text_column, columns=self.cfg.columns,
+            api_base=self.ctx.api_prefix, batch_size=self.batch_size,
+            user=named if fixed else None,
+            extra={"session_user": None if fixed else named},
+        )
+        make_document(doc, page, resource_base=getattr(self.ctx, "resource_url", None))
+
+
+def webapp_backend(data_type: str) -> Callable[[Any], Any]:
+    """A `create_backend(ctx)` for a labeling webapp component of `data_type`."""
+
+    def create_backend(ctx: Any) -> Any:
+        return LabelingPageBackend(ctx, data_type)
+
+    create_backend.__doc__ = f"The backend of a {data_type} labeling webapp."
+    return create_backend

@@ -1,0 +1,807 @@
+/* Labelloop labeling page: renders items, handles the keyboard, prefetches batches and talks
+ * to the webapp's JSON API. Data from the API is only ever put in the page with textContent
+ * or as attribute values, never parsed as HTML. */
+(function () {
+  "use strict";
+
+  const boot = JSON.parse(document.getElementById("ll-bootstrap").textContent);
+  const API = boot.api_base;
+  const BATCH = boot.batch_size || 20;
+  const PREFETCH_AT = Math.max(3, Math.floor(BATCH / 3));
+  const USER_KEY = "labelloop.user";
+  const $ = (id) => document.getElementById(id);
+
+  const state = {
+    config: null,
+    queue: [],            // items fetched and not shown yet (already reserved for us)
+    seen: new Set(),      // item ids handed to this page, so a refetch never repeats one
+    current: null,        // the live item on screen
+    history: [],          // our answers, newest first: {id, data, label, status, comment, label_id}
+    historyIndex: -1,     // -1: the live item; k: history[k] is on screen
+    historyDone: false,   // the server has no older answers
+    selected: new Set(),  // multi-label toggles for the item on screen
+    fetching: null,
+    done: false,
+    session: undefined,
+    stats: null,
+    writes: Promise.resolve(),
+    pending: 0,
+    errors: [],
+    keyAt: null,
+    timings: [],
+    cache: new Map(),     // item id -> data, for answers made on this page
+    liveComment: { id: null, text: "" },
+  };
+
+  // ---------------------------------------------------------------- identity & HTTP
+
+  function user() {
+    // A token's user (boot.user) is fixed; otherwise the name given once in this browser.
+    return boot.user || localStorage.getItem(USER_KEY) || "";
+  }
+
+  function headers(json) {
+    const h = {};
+    if (json) h["Content-Type"] = "application/json";
+    const name = user();
+    // Header values must be Latin-1; other names travel percent-encoded.
+    // With tokens the server knows us from its cookie; the name header is only for the rest.
+    if (name && !boot.user) h["X-Labelloop-User"] = /^[\x20-\x7e\xa0-\xff]*$/.test(name) ? name : encodeURIComponent(name);
+    return h;
+  }
+
+  async function call(method, path, body) {
+    const resp = await fetch(API + path, {
+      method: method,
+      headers: headers(body !== undefined),
+      body: body === undefined ? undefined : JSON.stringify(body),
+      cache: "no-store",
+    });
+    let data = null;
+    const text = await resp.text();
+    if (text) {
+      try { data = JSON.parse(text); } catch (e) { data = { error: text.slice(0, 300) }; }
+    }
+    if (!resp.ok) {
+      const err = new Error((data && data.error) || resp.status + " " + resp.statusText);
+      err.status = resp.status;
+      throw err;
+    }
+    return data;
+  }
+
+  function askName() {
+    return new Promise((resolve) => {
+      const dialog = $("ll-name-dialog");
+      const input = $("ll-name-input");
+      input.value = localStorage.getItem(USER_KEY) || "";
+      const done = (ev) => {
+        ev.preventDefault();
+        const name = input.value.trim();
+        if (!name) { input.focus(); return; }
+        localStorage.setItem(USER_KEY, name);
+        dialog.close();
+        $("ll-name-form").removeEventListener("submit", done);
+        showUser();
+        resolve(name);
+      };
+      $("ll-name-form").addEventListener("submit", done);
+      dialog.addEventListener("cancel", (ev) => { if (!user()) ev.preventDefault(); });
+      dialog.showModal();
+      input.focus();
+    });
+  }
+
+  function showUser() {
+    $("ll-user-name").textContent = user() || "anonymous";
+    $("ll-user").hidden = false;
+    $("ll-user-change").hidden = Boolean(boot.user);
+  }
+
+  // ---------------------------------------------------------------- banners
+
+  let bannerTimer = null;
+  function banner(text, kind, sticky) {
+    const el = $("ll-banner");
+    el.textContent = text;
+    el.className = "ll-banner ll-banner-" + (kind || "info");
+    el.hidden = false;
+    clearTimeout(bannerTimer);
+    if (!sticky) bannerTimer = setTimeout(() => { el.hidden = true; }, 4000);
+  }
+
+  // ---------------------------------------------------------------- queue
+
+  function fillQueue() {
+    if (state.fetching) return state.fetching;
+    state.fetching = (async () => {
+      try {
+        const resp = await call("GET", "/batch?size=" + BATCH);
+        let added = 0;
+        for (const item of resp.items || []) {
+          const id = String(item.id);
+          if (state.seen.has(id)) continue;
+          state.seen.add(id);
+          state.queue.push(item);
+          preload(item);
+          added++;
+        }
+        if (resp.stats) applyStats(resp.stats);
+        // Done when nothing is pending at all; items reserved by others are not done.
+        state.done = Boolean(resp.done) && added === 0;
+      } catch (e) {
+        banner("Could not load items: " + e.message + " (retrying)", "error");
+        await new Promise((r) => setTimeout(r, 2000));
+        state.fetching = null;
+        return fillQueue();
+      }
+      state.fetching = null;
+    })();
+    return state.fetching;
+  }
+
+  async function nextLive() {
+    if (!state.queue.length && !state.done) {
+      await fillQueue();
+      // The last answers may still be on their way; once stored they leave the queue.
+      if (!state.queue.length && !state.done) { await state.writes; await fillQueue(); }
+    }
+    if (state.historyIndex >= 0) return; // the annotator went back meanwhile
+    state.current = state.queue.shift() || null;
+    if (state.queue.length < PREFETCH_AT && !state.done) fillQueue();
+    if (!state.current && !state.done) { showWaiting(); return; }
+    showLive();
+  }
+
+  function showWaiting() {
+    // Everything left is reserved by other annotators: look again in a moment.
+    const box = $("ll-item");
+    box.replaceChildren(plain("The items left are being labeled by others right now. Checking again in a few seconds…"));
+    box.dataset.itemId = "";
+    $("ll-item-id").textContent = "";
+    $("ll-item-mode").textContent = "Waiting";
+    $("ll-suggestion").hidden = true;
+    $("ll-halting").hidden = true;
+    $("ll-done").hidden = true;
+    setState("waiting");
+    updateNav();
+    setTimeout(() => { if (state.historyIndex < 0 && !state.current) nextLive(); }, 3000);
+  }
+
+  // ---------------------------------------------------------------- rendering
+
+  function mediaUrl(item) {
+    const d = item.data;
+    const safe = (u) => typeof u === "string" && /^(data:|blob:|https?:|\/)/.test(u);
+    if (d && typeof d === "object" && safe(d.src)) return d.src;
+    if (safe(d)) return d;
+    return API + "/file?id=" + encodeURIComponent(item.id);
+  }
+
+  function preload(item) {
+    if (boot.data_type === "image") {
+      const img = new Image();
+      img.src = mediaUrl(item);
+      item._img = img;
+    } else if (boot.data_type === "sound") {
+      item._audio = fetch(mediaUrl(item), { headers: headers(false) })
+        .then((r) => (r.ok ? r.arrayBuffer() : Promise.reject(new Error(r.status))))
+        .catch(() => null);
+    }
+  }
+
+  function cellText(v) {
+    if (v === null || v === undefined) return "";
+    if (typeof v === "object") return JSON.stringify(v);
+    return String(v);
+  }
+
+  function pairsOf(data) {
+    // Engine items carry ordered [column, value] pairs; plain objects are accepted too.
+    if (data && Array.isArray(data.fields)) return data.fields;
+    if (data && typeof data === "object") return Object.entries(data);
+    return [];
+  }
+
+  function kvTable(pairs) {
+    const table = document.createElement("table");
+    table.className = "ll-kv";
+    for (const [key, v] of pairs) {
+      const tr = table.insertRow();
+      const th = document.createElement("th");
+      th.textContent = key;
+      th.scope = "row";
+      tr.appendChild(th);
+      const td = tr.insertCell();
+      td.textContent = cellText(v);
+      if (v === null || v === undefined || v === "") td.className = "ll-empty";
+    }
+    return table;
+  }
+
+  function renderItem(item, box) {
+    box.replaceChildren();
+    const data = item.data;
+    const type = boot.data_type;
+    if (data === null || data === undefined) {
+      box.appendChild(errorNote("This item is no longer in the data (id " + item.id + ")."));
+    } else if (type === "image") {
+      const url = mediaUrl(item);
+      const img = item._img && item._img.src === url ? item._img : new Image();
+      if (img.src !== url) img.src = url;
+      img.className = "ll-image";
+      img.alt = "item " + item.id;
+      img.onerror = () => { box.replaceChildren(errorNote("This image could not be loaded.")); };
+      box.append(img, caption(item));
+    } else if (type === "sound") {
+      const audio = document.createElement("audio");
+      audio.controls = true;
+      audio.preload = "auto";
+      audio.src = mediaUrl(item);
+      audio.className = "ll-audio";
+      audio.id = "ll-audio";
+      const canvas = document.createElement("canvas");
+      canvas.className = "ll-wave";
+      canvas.id = "ll-wave";
+      canvas.width = 900;
+      canvas.height = 160;
+      box.append(canvas, audio, caption(item));
+      drawWaveform(item, canvas, audio);
+    } else if (type === "text" && typeof data === "object" && "text" in data) {
+      box.appendChild(plain(cellText(data.text), "ll-text"));
+      const pairs = pairsOf(data);
+      if (pairs.length) box.appendChild(kvTable(pairs));
+    } else if (typeof data === "object") {
+      box.appendChild(kvTable(pairsOf(data)));
+    } else {
+      box.appendChild(plain(cellText(data)));
+    }
+  }
+
+  function plain(text) {
+    const div = document.createElement("div");
+    div.className = "ll-text";
+    div.textContent = text;
+    return div;
+  }
+
+  function caption(item) {
+    const p = document.createElement("p");
+    p.className = "ll-caption";
+    const d = item.data;
+    p.textContent = d && typeof d === "object" && d.path ? d.path : String(item.id);
+    return p;
+  }
+
+  function errorNote(text) {
+    const p = document.createElement("p");
+    p.className = "ll-error-note";
+    p.textContent = text;
+    return p;
+  }
+
+  async function drawWaveform(item, canvas, audio) {
+    const ctx2d = canvas.getContext("2d");
+    ctx2d.fillStyle = "#f3f5f8";
+    ctx2d.fillRect(0, 0, canvas.width, canvas.height);
+    let buf = item._audio ? await item._audio : null;
+    if (!buf) {
+      try {
+        const r = await fetch(mediaUrl(item), { headers: headers(false) });
+        buf = await r.arrayBuffer();
+      } catch (e) { buf = null; }
+    }
+    if (!buf) return;
+    let decoded;
+    try {
+      const AC = window.OfflineAudioContext || window.webkitOfflineAudioContext;
+      decoded = await new AC(1, 1, 44100).decodeAudioData(buf.slice(0));
+    } catch (e) {
+      ctx2d.fillStyle = "#888";
+      ctx2d.fillText("waveform unavailable for this file", 10, 20);
+      return;
+    }
+    if (!canvas.isConnected) return;
+    const samples = decoded.getChannelData(0);
+    const w = canvas.width, h = canvas.height, mid = h / 2;
+    const step = Math.max(1, Math.floor(samples.length / w));
+    ctx2d.fillStyle = "#4c78a8";
+    for (let x = 0; x < w; x++) {
+      let lo = 1, hi = -1;
+      const start = x * step;
+      const end = Math.min(samples.length, start + step);
+      for (let i = start; i < end; i++) {
+        const s = samples[i];
+        if (s < lo) lo = s;
+        if (s > hi) hi = s;
+      }
+      if (hi < lo) break;
+      ctx2d.fillRect(x, mid - hi * mid, 1, Math.max(1, (hi - lo) * mid));
+    }
+    ctx2d.fillStyle = "#333";
+    ctx2d.fillText(decoded.duration.toFixed(2) + " s · " + decoded.sampleRate + " Hz", 8, 14);
+    // A cursor that follows playback.
+    const base = ctx2d.getImageData(0, 0, w, h);
+    const tick = () => {
+      if (!canvas.isConnected) return;
+      ctx2d.putImageData(base, 0, 0);
+      if (decoded.duration > 0) {
+        const x = (audio.currentTime / decoded.duration) * w;
+        ctx2d.fillStyle = "#e45756";
+        ctx2d.fillRect(x, 0, 2, h);
+      }
+      if (!audio.paused) requestAnimationFrame(tick);
+    };
+    audio.addEventListener("play", () => requestAnimationFrame(tick));
+    audio.addEventListener("seeked", tick);
+    canvas.addEventListener("click", (ev) => {
+      const r = canvas.getBoundingClientRect();
+      audio.currentTime = ((ev.clientX - r.left) / r.width) * decoded.duration;
+    });
+  }
+
+  function suggestionOf(item) {
+    const s = item && item.suggestion;
+    if (s === null || s === undefined || s === "") return null;
+    if (typeof s === "object") {
+      const label = s.label !== undefined ? s.label : s.prediction;
+      if (label === null || label === undefined) return null;
+      return { label: label, confidence: s.confidence };
+    }
+    return { label: s, confidence: item.confidence };
+  }
+
+  function showSuggestion(item) {
+    const el = $("ll-suggestion");
+    const s = state.historyIndex < 0 ? suggestionOf(item) : null;
+    if (!s) { el.hidden = true; el.replaceChildren(); return; }
+    const labels = Array.isArray(s.label) ? s.label.map(String) : [String(s.label)];
+    el.replaceChildren();
+    const a = document.createElement("span");
+    a.textContent = "Model suggests ";
+    const b = document.createElement("b");
+    b.textContent = labels.join(", ");
+    el.append(a, b);
+    if (typeof s.confidence === "number" && isFinite(s.confidence)) {
+      const c = document.createElement("span");
+      c.className = "ll-confidence";
+      c.textContent = " " + Math.round(s.confidence * 100) + "% confident";
+      el.appendChild(c);
+    }
+    const k = document.createElement("span");
+    k.className = "ll-muted";
+    k.textContent = " — press Enter to accept";
+    el.appendChild(k);
+    el.hidden = false;
+  }
+
+  function showHalting(item) {
+    const box = $("ll-halting");
+    const v = item && typeof item.halting === "number" && state.historyIndex < 0 ? item.halting : null;
+    if (v === null) { box.hidden = true; return; }
+    box.hidden = false;
+    const th = (state.config && (state.config.halting || state.config.halting_thresholds)) || {};
+    const low = typeof th.low === "number" ? th.low : 0.33;
+    const high = typeof th.high === "number" ? th.high : 0.66;
+    // The value is high while the model still learns from such items: efficient is on the left.
+    const pos = Math.max(0, Math.min(1, 1 - v));
+    $("ll-halting-marker").style.left = (pos * 100).toFixed(1) + "%";
+    const text = v >= high ? "efficient: the model learns from items like this"
+      : v >= low ? "less efficient: the model is fairly sure about items like this"
+        : "not efficient: the model hardly learns from items like this any more";
+    $("ll-halting-text").textContent = text + " (" + v.toFixed(2) + ")";
+  }
+
+  function categoryButtons() {
+    const box = $("ll-categories");
+    box.replaceChildren();
+    for (const cat of boot.categories) {
+      const btn = document.createElement("button");
+      btn.type = "button";
+      btn.className = "ll-cat";
+      btn.dataset.category = cat.name;
+      const keys = document.createElement("span");
+      keys.className = "ll-keys";
+      for (const k of [cat.number, cat.letter]) {
+        if (!k) continue;
+        const kbd = document.createElement("kbd");
+        kbd.textContent = k;
+        keys.appendChild(kbd);
+      }
+      const name = document.createElement("span");
+      name.className = "ll-cat-name";
+      name.textContent = cat.name;
+      btn.append(keys, name);
+      if (cat.description) {
+        const d = document.createElement("span");
+        d.className = "ll-cat-desc";
+        d.textContent = cat.description;
+        btn.appendChild(d);
+        btn.title = cat.description;
+      }
+      btn.addEventListener("click", () => choose(cat.name));
+      box.appendChild(btn);
+    }
+    $("ll-multi").hidden = !boot.multi_label;
+  }
+
+  function markCategories(labels, suggested) {
+    const chosen = new Set((labels || []).map(String));
+    const sug = new Set((suggested || []).map(String));
+    for (const btn of $("ll-categories").children) {
+      btn.classList.toggle("ll-chosen", chosen.has(btn.dataset.category));
+      btn.classList.toggle("ll-suggested", sug.has(btn.dataset.category));
+      btn.setAttribute("aria-pressed", chosen.has(btn.dataset.category) ? "true" : "false");
+    }
+  }
+
+  function setState(name) {
+    $("ll-app").dataset.state = name;
+  }
+
+  function onScreen() {
+    return state.historyIndex >= 0 ? state.history[state.historyIndex] : state.current;
+  }
+
+  function showLive() {
+    state.historyIndex = -1;
+    const item = state.current;
+    const box = $("ll-item");
+    state.selected = new Set();
+    // A comment typed for the live item survives a look at earlier answers.
+    $("ll-comment").value = item && state.liveComment.id === item.id ? state.liveComment.text : "";
+    state.liveComment = { id: null, text: "" };
+    if (!item) {
+      box.replaceChildren();
+      box.dataset.itemId = "";
+      $("ll-item-id").textContent = "";
+      $("ll-item-mode").textContent = "";
+      $("ll-done").hidden = false;
+      $("ll-suggestion").hidden = true;
+      $("ll-halting").hidden = true;
+      setState("done");
+      markCategories([], []);
+      updateNav();
+      return;
+    }
+    $("ll-done").hidden = true;
+    renderItem(item, box);
+    box.dataset.itemId = String(item.id);
+    $("ll-item-id").textContent = String(item.id);
+    $("ll-item-mode").textContent = "To label";
+    $("ll-item-mode").className = "ll-item-mode";
+    const s = suggestionOf(item);
+    markCategories([], s ? (Array.isArray(s.label) ? s.label : [s.label]) : []);
+    showSuggestion(item);
+    showHalting(item);
+    setState("item");
+    updateNav();
+    shown();
+  }
+
+  function showHistory() {
+    const entry = state.history[state.historyIndex];
+    const box = $("ll-item");
+    $("ll-done").hidden = true;
+    if (entry.data !== undefined && entry.data !== null) renderItem(entry, box);
+    else box.replaceChildren(plain("item " + entry.id));
+    box.dataset.itemId = String(entry.id);
+    $("ll-item-id").textContent = String(entry.id);
+    const what = entry.status === "SKIPPED" ? "skipped"
+      : "labeled " + (Array.isArray(entry.label) ? entry.label.join(", ") : cellText(entry.label));
+    $("ll-item-mode").textContent = "Earlier answer (" + what + ") — choose a category to change it";
+    $("ll-item-mode").className = "ll-item-mode ll-history";
+    $("ll-comment").value = entry.comment || "";
+    const labels = entry.status === "SKIPPED" || entry.label === null || entry.label === undefined ? []
+      : (Array.isArray(entry.label) ? entry.label : [entry.label]);
+    state.selected = new Set(labels.map(String));
+    markCategories(labels, []);
+    $("ll-suggestion").hidden = true;
+    $("ll-halting").hidden = true;
+    setState("history");
+    updateNav();
+    shown();
+  }
+
+  function shown() {
+    if (state.keyAt !== null) {
+      const t0 = state.keyAt;
+      state.keyAt = null;
+      requestAnimationFrame(() => state.timings.push(performance.now() - t0));
+    }
+  }
+
+  function updateNav() {
+    $("ll-back").disabled = state.historyDone && state.historyIndex >= state.history.length - 1;
+    $("ll-next").disabled = state.historyIndex < 0;
+    $("ll-skip").disabled = !onScreen();
+  }
+
+  // ---------------------------------------------------------------- stats, config, metrics
+
+  function applyStats(stats) {
+    if (!stats) return;
+    state.stats = stats;
+    const labeled = stats.labeled || 0, skipped = stats.skipped || 0;
+    const total = stats.total || 0;
+    const remaining = stats.remaining !== undefined ? stats.remaining : Math.max(0, total - labeled - skipped);
+    $("ll-progress-text").textContent = labeled + " labeled · " + skipped + " skipped · " + remaining + " remaining" + (total ? " of " + total : "");
+    const pct = (n) => (total ? Math.min(100, (100 * n) / total) : 0).toFixed(2) + "%";
+    $("ll-progress-labeled").style.width = pct(labeled);
+    $("ll-progress-skipped").style.width = pct(skipped);
+    const session = stats.session;
+    $("ll-session").textContent = session === null || session === undefined || session === 0
+      ? "Order: random (no model queries yet)" : "Model queries: session " + session;
+    if (state.session !== undefined && session !== state.session) onNewSession(session);
+    state.session = session;
+    $("ll-done-text").textContent = labeled + " labeled and " + skipped + " skipped: there is nothing left to label.";
+    updatePerLabel(stats.per_label || {});
+  }
+
+  function bokehModel(name, fn, tries) {
+    const docs = window.Bokeh && window.Bokeh.documents;
+    const model = docs && docs.length ? docs[0].get_model_by_name(name) : null;
+    if (model) { fn(model); return; }
+    if ((tries || 0) < 100) setTimeout(() => bokehModel(name, fn, (tries || 0) + 1), 100);
+  }
+
+  function updatePerLabel(perLabel) {
+    const names = boot.categories.map((c) => c.name).reverse();
+    const counts = names.map((n) => Number(perLabel[n] || 0));
+    const max = Math.max(1, ...counts);
+    bokehModel(boot.per_label_source, (src) => {
+      src.data = { category: names, count: counts, text: counts.map(String) };
+    });
+    bokehModel("ll-per-label-xrange", (r) => { r.end = max * 1.15; });
+  }
+
+  async function loadConfig() {
+    try {
+      state.config = await call("GET", "/config");
+    } catch (e) {
+      state.config = {};
+      return;
+    }
+    const warnings = [...(state.config.warnings || []), ...(state.config.stopping_warnings || [])];
+    const box = $("ll-warnings");
+    box.replaceChildren();
+    for (const w of warnings) {
+      const p = document.createElement("p");
+      p.textContent = typeof w === "string" ? w : (w.message || JSON.stringify(w));
+      box.appendChild(p);
+    }
+    box.hidden = warnings.length === 0;
+  }
+
+  async function loadMetrics() {
+    let resp;
+    try {
+      resp = await call("GET", "/metrics");
+    } catch (e) {
+      return; // this backend has no metrics route
+    }
+    // Columns: {labels: [...], auc: [...], contradictions: [...]}, one entry per retrain.
+    const h = (resp && resp.history) || {};
+    const num = (v) => (v === null || v === undefined ? NaN : Number(v));
+    const labels = (h.labels || []).map(num);
+    if (!labels.length) return;
+    const data = {
+      labels: labels,
+      auc: labels.map((_, i) => num((h.auc || [])[i])),
+      contradictions: labels.map((_, i) => num((h.contradictions || [])[i])),
+    };
+    $("ll-metrics").hidden = false;
+    bokehModel(boot.metrics_source, (src) => { src.data = data; });
+  }
+
+  function onNewSession(session) {
+    // The model was retrained: drop items ranked by the old model (their reservations lapse).
+    banner("The model was retrained: items now come in the new order (session " + session + ").", "info");
+    for (const item of state.queue) state.seen.delete(String(item.id));
+    state.queue = [];
+    state.done = false;
+    fillQueue();
+    loadConfig();
+    loadMetrics();
+  }
+
+  // ---------------------------------------------------------------- actions
+
+  function write(method, path, body, onOk) {
+    state.pending++;
+    const run = async () => {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          const resp = await call(method, path, body);
+          if (resp && resp.stats) applyStats(resp.stats);
+          if (onOk) onOk(resp);
+          return;
+        } catch (e) {
+          // Bad input is final; a network hiccup or a busy server is retried.
+          if ((e.status && e.status < 500 && e.status !== 429) || attempt >= 4) {
+            state.errors.push(e.message);
+            banner("Not saved (item " + body.id + "): " + e.message, "error", true);
+            return;
+          }
+          await new Promise((r) => setTimeout(r, 300 * (attempt + 1)));
+        }
+      }
+    };
+    state.writes = state.writes.then(run).finally(() => { state.pending--; });
+    return state.writes;
+  }
+
+  function remember(item, label, status, comment) {
+    // Newest first; answering an item again moves its entry to the front.
+    state.history = state.history.filter((h) => String(h.id) !== String(item.id));
+    const entry = { id: item.id, data: item.data, label: label, status: status, comment: comment };
+    state.history.unshift(entry);
+    state.cache.set(String(item.id), item.data);
+    return entry;
+  }
+
+  function answer(label, skip) {
+    const item = onScreen();
+    if (!item) return;
+    const comment = $("ll-comment").value.trim();
+    const inHistory = state.historyIndex >= 0;
+    const body = skip ? { id: item.id, comment: comment } : { id: item.id, label: label, comment: comment };
+    const entry = remember(item, skip ? null : label, skip ? "SKIPPED" : "LABELED", comment);
+    write("POST", skip ? "/skips" : "/labels", body, (resp) => {
+      if (resp && resp.label_id !== undefined) entry.label_id = resp.label_id;
+    });
+    if (inHistory) {
+      // A changed answer moved to the front; go on with the live item.
+      backToLive();
+      banner("Answer for " + item.id + " changed.", "info");
+    } else {
+      nextLive();
+    }
+  }
+
+  function choose(name) {
+    if (!onScreen()) return;
+    if (boot.multi_label) {
+      if (state.selected.has(name)) state.selected.delete(name);
+      else state.selected.add(name);
+      markCategories([...state.selected], []);
+      return;
+    }
+    answer(name, false);
+  }
+
+  function submitMulti() {
+    if (!state.selected.size) {
+      banner("Choose at least one category (or skip).", "info");
+      return;
+    }
+    answer(boot.categories.map((c) => c.name).filter((n) => state.selected.has(n)), false);
+  }
+
+  function accept() {
+    if (boot.multi_label && state.selected.size) { submitMulti(); return; }
+    const s = state.historyIndex < 0 ? suggestionOf(state.current) : null;
+    if (!s) {
+      if (boot.multi_label) submitMulti();
+      else banner("No model suggestion for this item: choose a category.", "info");
+      return;
+    }
+    if (boot.multi_label) answer(Array.isArray(s.label) ? s.label : [s.label], false);
+    else answer(Array.isArray(s.label) ? s.label[0] : s.label, false);
+  }
+
+  async function back() {
+    if (state.historyIndex + 1 >= state.history.length) {
+      if (state.historyDone) { banner("No earlier answers.", "info"); return; }
+      await loadOlder();
+      if (state.historyIndex + 1 >= state.history.length) { banner("No earlier answers.", "info"); updateNav(); return; }
+    }
+    if (state.historyIndex < 0 && state.current) {
+      state.liveComment = { id: state.current.id, text: $("ll-comment").value };
+    }
+    state.historyIndex++;
+    showHistory();
+  }
+
+  function forward() {
+    if (state.historyIndex < 0) return;
+    state.historyIndex--;
+    if (state.historyIndex < 0) backToLive(); else showHistory();
+  }
+
+  function backToLive() {
+    state.historyIndex = -1;
+    if (state.current || state.done) showLive(); else nextLive();
+  }
+
+  async function loadOlder() {
+    await state.writes; // our latest answers must be on the server before we page through them
+    const known = new Set(state.history.map((h) => String(h.id)));
+    const ids = state.history.map((h) => h.label_id).filter((x) => x !== undefined && x !== null);
+    const before = ids.length ? Math.min(...ids) : null;
+    let resp;
+    try {
+      resp = await call("GET", "/annotations?limit=50" + (before !== null ? "&before=" + encodeURIComponent(before) : ""));
+    } catch (e) {
+      banner("Could not load earlier answers: " + e.message, "error");
+      return;
+    }
+    const rows = Array.isArray(resp) ? resp : (resp && (resp.items || resp.annotations)) || [];
+    for (const r of rows) {
+      const id = String(r.id !== undefined ? r.id : r.data_id);
+      if (known.has(id)) continue;
+      known.add(id);
+      state.history.push({
+        id: id,
+        data: r.data !== undefined ? r.data : state.cache.get(id),
+        label: r.label,
+        status: r.status || (r.label === null || r.label === undefined ? "SKIPPED" : "LABELED"),
+        comment: r.comment || "",
+        label_id: r.label_id,
+      });
+    }
+    if (!rows.length || rows.length < 50) state.historyDone = true;
+  }
+
+  // ---------------------------------------------------------------- keyboard
+
+  function keyTarget(ev) {
+    const t = ev.target;
+    return t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.tagName === "SELECT" || t.isContentEditable);
+  }
+
+  function onKey(ev) {
+    if ($("ll-name-dialog").open) return;
+    if (keyTarget(ev)) {
+      if (ev.key === "Escape") ev.target.blur();
+      return;
+    }
+    if (ev.ctrlKey || ev.metaKey || ev.altKey || ev.repeat) return;
+    const key = ev.key;
+    let handled = true;
+    const t0 = performance.now();
+    if (key === "ArrowLeft") back();
+    else if (key === "ArrowRight") forward();
+    else if (key === "Enter") { state.keyAt = t0; accept(); }
+    else if (key === "s" || key === "S" || key === " ") { state.keyAt = t0; answer(null, true); }
+    else {
+      const k = key.toLowerCase();
+      const cat = boot.categories.find((c) => c.number === k || c.letter === k);
+      if (cat) { state.keyAt = t0; choose(cat.name); } else handled = false;
+    }
+    if (handled) ev.preventDefault();
+  }
+
+  // ---------------------------------------------------------------- start
+
+  async function start() {
+    categoryButtons();
+    document.addEventListener("keydown", onKey);
+    // A clicked button keeps no focus, so Space and Enter stay shortcuts.
+    document.addEventListener("click", (ev) => {
+      const btn = ev.target.closest && ev.target.closest("button");
+      if (btn && !btn.closest("dialog")) btn.blur();
+    });
+    $("ll-back").addEventListener("click", () => back());
+    $("ll-next").addEventListener("click", () => forward());
+    $("ll-skip").addEventListener("click", () => answer(null, true));
+    $("ll-submit").addEventListener("click", () => submitMulti());
+    $("ll-user-change").addEventListener("click", () => askName());
+    if (!user() && boot.session_user) localStorage.setItem(USER_KEY, boot.session_user);
+    if (!user()) await askName();
+    showUser();
+    loadConfig();
+    loadMetrics();
+    await nextLive();
+  }
+
+  window.labelloop = {
+    state: state,
+    boot: boot,
+    idle: () => state.pending === 0 && !state.fetching,
+    flush: () => state.writes,
+  };
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();
