@@ -23,6 +23,7 @@ from .training import (
     METADATA_COLUMNS,
     PATH_COLUMN,
     SCORE_COLUMNS,
+    check_scoring_input,
     model_classes,
     score_rows,
 )
@@ -143,6 +144,9 @@ def sample_queries(pipeline: Any, pool: Pool, strategy: str, registry: StrategyR
                    progress: Progress | None = None) -> SampleResult:
     """Rank the pool: its columns plus uncertainty, prediction and confidence, best first."""
     registry.get(strategy)  # unknown strategy: a clear error before any work
+    # Regressor, one-class model, columns the pool lacks: refused before reading the pool
+    # (model_classes alone would call a regressor "not fitted").
+    check_scoring_input(pipeline, pd.DataFrame(columns=pool.columns()))
     classes = np.asarray([str(c) for c in model_classes(pipeline)], dtype=object)
     labeled = LabeledIndex(labels, pool.columns(), label_col, id_column, pool.is_folder)
     rng = np.random.default_rng(seed)
