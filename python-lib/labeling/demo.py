@@ -1,33 +1,435 @@
-"""`labelloop demo`: a demo project for the active-learning loop (filled in by the loop issue)."""
+"""`labelloop demo`: a ready-to-label project with the active-learning loop, then serve it.
+
+The demo project holds a pool of items (by default the 1,797 hand-written digits of
+``sklearn.datasets.load_digits`` as PNG files in a managed folder), a labeling webapp, the
+Train classifier and Query Sampler recipes, and the ``active-learning`` scenario: every n
+labels it retrains the classifier, re-ranks the pool and records the labeling metrics.
+
+The true labels are kept out of the pool, in ``ground_truth.csv`` at the project's root, for
+simulated annotators (tests, benchmarks); the webapp never reads it.
+"""
 
 from __future__ import annotations
 
+import io
+import json
+import threading
+import time
+import urllib.request
+import wave
+import webbrowser
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
+import numpy as np
+import pandas as pd
+
+from labelloop.errors import ConfigError, LabelloopError
+
+DATA_TYPES = ("image", "tabular", "text", "sound")
+DEFAULT_N = 20
+SCENARIO = "active-learning"
+GROUND_TRUTH = "ground_truth.csv"
+PLUGIN = "ml-assisted-labeling"
+SCHEDULER_PERIOD = 2.0  # seconds between trigger checks: the loop reacts within a label or two
+
+
+@dataclass
+class DemoData:
+    """A generated pool: what goes into the project and the truth kept beside it."""
+
+    data_type: str
+    webapp: str
+    categories: dict[str, str | None]
+    truth: pd.DataFrame  # columns: id (the webapp's item id), label
+    files: dict[str, bytes] | None = None  # folder pool: relative path -> content
+    rows: pd.DataFrame | None = None  # dataset pool
+    id_column: str | None = None
+    text_column: str | None = None
+
+
+# --------------------------------------------------------------------------- data
+
+
+def digits_data(scale: int = 8) -> DemoData:
+    """load_digits as grayscale PNGs, 8x8 scaled up ``scale`` times (dark ink on white)."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    files, ids = {}, []
+    for i, image in enumerate(digits.images):
+        # load_digits holds ink levels 0..16; inverted so digits look like pen on paper.
+        pixels = (255 - np.round(image * (255 / 16))).astype(np.uint8)
+        img = Image.fromarray(pixels, mode="L").resize((8 * scale, 8 * scale),
+                                                       Image.Resampling.NEAREST)
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        path = f"digit-{i:04d}.png"  # no label in the name: the annotator must look
+        files[path] = buf.getvalue()
+        ids.append(path)
+    categories = {str(d): f"the digit {d}" for d in range(10)}
+    truth = pd.DataFrame({"id": ids, "label": [str(t) for t in digits.target]})
+    return DemoData("image", "label-digits", categories, truth, files=files)
+
+
+def iris_data() -> DemoData:
+    """The iris measurements as a dataset; three species."""
+    from sklearn.datasets import load_iris
+
+    iris = load_iris(as_frame=True)
+    rows = iris.data.rename(columns=lambda c: c.replace(" (cm)", "").replace(" ", "_"))
+    # `data_id` names the item like the metadata column does; training never uses it.
+    rows.insert(0, "data_id", [f"iris-{i:03d}" for i in range(len(rows))])
+    names = [str(n) for n in iris.target_names]
+    categories = {"setosa": "Iris setosa", "versicolor": "Iris versicolor",
+                  "virginica": "Iris virginica"}
+    truth = pd.DataFrame({"id": rows["data_id"], "label": [names[t] for t in iris.target]})
+    return DemoData("tabular", "label-iris", categories, truth, rows=rows, id_column="data_id")
+
+
+_TOPICS: dict[str, dict[str, list[str]]] = {
+    "sports": {
+        "who": ["The home team", "Our striker", "The veteran goalkeeper", "The young sprinter",
+                "The coach", "The captain"],
+        "did": ["scored twice in the second half", "won the final after extra time",
+                "broke the national record", "was injured during training",
+                "signed a new contract", "missed a penalty in the last minute"],
+        "where": ["at the stadium", "in the league match", "at the championship",
+                  "during the derby", "in front of a full crowd"],
+    },
+    "weather": {
+        "who": ["Forecasters", "The national weather service", "Meteorologists",
+                "Residents of the coast", "Farmers in the valley"],
+        "did": ["expect heavy rain and strong wind", "warned of a heat wave",
+                "reported the first snow of the season", "saw temperatures drop below zero",
+                "are preparing for a storm", "measured record rainfall"],
+        "where": ["this weekend", "across the north", "along the coast", "overnight",
+                  "in the mountains"],
+    },
+    "cooking": {
+        "who": ["The chef", "My grandmother", "This recipe", "The bakery downtown",
+                "Our cooking class"],
+        "did": ["roasts the vegetables with garlic and thyme", "bakes bread with a crisp crust",
+                "simmers the tomato sauce for hours", "adds a pinch of salt to the caramel",
+                "serves the soup with fresh herbs", "whisks eggs and butter into a sauce"],
+        "where": ["for dinner", "in a cast iron pan", "every Sunday", "in the oven",
+                  "with seasonal produce"],
+    },
+    "technology": {
+        "who": ["The startup", "Engineers", "The new phone", "The software update",
+                "Researchers at the lab"],
+        "did": ["released a faster processor", "fixed a security flaw in the browser",
+                "trained a larger language model", "doubled the battery life",
+                "open sourced their database", "shipped a new version of the app"],
+        "where": ["this quarter", "for developers", "at the conference", "in the cloud",
+                  "on every laptop"],
+    },
+}
+# Words every topic may use: they make some texts harder to tell apart, as real ones are.
+_FILLERS = ["Yesterday,", "Reportedly,", "Once again,", "Surprisingly,", "As expected,", ""]
+
+
+def texts_data(n: int = 400, seed: int = 0) -> DemoData:
+    """Short generated news-like sentences in four topics."""
+    rng = np.random.default_rng(seed)
+    topics = list(_TOPICS)
+    texts, labels = [], []
+    for i in range(n):
+        topic = topics[i % len(topics)]
+        parts = _TOPICS[topic]
+        pick = {k: parts[k][rng.integers(len(parts[k]))] for k in parts}
+        filler = _FILLERS[rng.integers(len(_FILLERS))]
+        sentence = f"{pick['who']} {pick['did']} {pick['where']}."
+        texts.append(f"{filler} {sentence[0].lower()}{sentence[1:]}" if filler else sentence)
+        labels.append(topic)
+    order = rng.permutation(n)
+    rows = pd.DataFrame({"data_id": [f"text-{i:04d}" for i in range(n)],
+                         "text": [texts[j] for j in order]})
+    truth = pd.DataFrame({"id": rows["data_id"], "label": [labels[j] for j in order]})
+    categories = {t: f"a text about {t}" for t in topics}
+    return DemoData("text", "label-texts", categories, truth, rows=rows, id_column="data_id",
+                    text_column="text")
+
+
+_TONES = {"low": (180.0, 320.0), "middle": (500.0, 800.0), "high": (1200.0, 2000.0)}
+
+
+def tone_wav(freq: float, seconds: float, rate: int, rng: np.random.Generator) -> bytes:
+    """A 16-bit mono WAV of a tone with one harmonic, a fade in/out and a little noise."""
+    t = np.arange(int(seconds * rate)) / rate
+    signal = np.sin(2 * np.pi * freq * t) + 0.3 * np.sin(2 * np.pi * 2 * freq * t)
+    fade = np.minimum(1.0, np.minimum(t, t[-1] - t) / 0.05)
+    signal = signal * fade + 0.05 * rng.standard_normal(len(t))
+    pcm = np.clip(signal / 1.5 * 32767, -32768, 32767).astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+    return buf.getvalue()
+
+
+def sounds_data(n: int = 150, seed: int = 0, rate: int = 8000) -> DemoData:
+    """Generated WAV tones: low, middle or high pitched."""
+    rng = np.random.default_rng(seed)
+    names = list(_TONES)
+    files, ids, labels = {}, [], []
+    for i in range(n):
+        label = names[rng.integers(len(names))]
+        lo, hi = _TONES[label]
+        path = f"tone-{i:04d}.wav"
+        files[path] = tone_wav(float(rng.uniform(lo, hi)), float(rng.uniform(0.6, 1.2)), rate,
+                               rng)
+        ids.append(path)
+        labels.append(label)
+    categories = {k: f"a {k} pitched tone ({int(lo)}-{int(hi)} Hz)"
+                  for k, (lo, hi) in _TONES.items()}
+    truth = pd.DataFrame({"id": ids, "label": labels})
+    return DemoData("sound", "label-tones", categories, truth, files=files)
+
+
+GENERATORS = {"image": digits_data, "tabular": iris_data, "text": texts_data,
+              "sound": sounds_data}
+
+
+# --------------------------------------------------------------------------- the project
+
+
+def project_config(data: DemoData, n: int = DEFAULT_N) -> dict:
+    """project.json of a demo project for ``data``."""
+    folder_pool = data.files is not None
+    pool = {"image": "images", "sound": "sounds"}.get(data.data_type, "unlabeled")
+    train_inputs: dict[str, Any] = {"labels": "labels"}
+    if folder_pool:
+        train_inputs["folder"] = pool
+    sample_params: dict[str, Any] = {"strategy": "margin", "label_col": "label"}
+    if data.id_column:
+        sample_params["id_column"] = data.id_column
+    webapp_params: dict[str, Any] = {
+        "unlabeled": pool, "categories": data.categories, "labels_ds": "labels",
+        "metadata_ds": "metadata", "label_col_name": "label", "queries_ds": "queries",
+        "metrics_ds": "metrics",
+    }
+    if data.id_column:
+        webapp_params["id_column"] = data.id_column
+    if data.text_column:
+        webapp_params["text_column"] = data.text_column
+    datasets = {name: {} for name in ("labels", "metadata", "queries", "metrics")}
+    if not folder_pool:
+        datasets = {"unlabeled": {"description": "the pool of items to label"}, **datasets}
+    return {
+        "description": f"Labelloop demo: label {data.data_type} items; every {n} labels the "
+                       "classifier retrains and the queue is re-ranked by uncertainty.",
+        "datasets": datasets,
+        "folders": {pool: {"path": pool, "description": "the pool of items to label"}}
+        if folder_pool else {},
+        "models": {"classifier": {}},
+        "recipes": {
+            "train": {"type": f"{PLUGIN}/train-classifier", "inputs": train_inputs,
+                      "outputs": {"model": "classifier"},
+                      "params": {"label_col": "label", "data_type": data.data_type}},
+            "sample": {"type": f"{PLUGIN}/query-sampler",
+                       "inputs": {"saved_model": "classifier", "unlabeled_samples": pool,
+                                  "labels": "labels"},
+                       "outputs": {"queries": "queries"}, "params": sample_params},
+        },
+        "webapps": {data.webapp: {"type": f"{PLUGIN}/{data.data_type}-labeling",
+                                  "params": webapp_params}},
+        "scenarios": {SCENARIO: {
+            "description": f"Every {n} labels: retrain, re-rank the pool, record metrics.",
+            "triggers": [{"type": f"{PLUGIN}/every-n-labelings", "name": "every-n-labelings",
+                          "params": {"i_labeling_count": n, "ds_metadata": "metadata",
+                                     "ds_queries": "queries"}}],
+            "steps": [{"recipe": "train"}, {"recipe": "sample"},
+                      {"step": f"{PLUGIN}/labeling-metrics", "name": "labeling-metrics",
+                       "params": {"ds_metrics": "metrics"}}],
+        }},
+    }
+
+
+def check_project(project: Any) -> None:
+    """Validate every recipe, webapp, trigger and step of a project against its component."""
+    from labelloop import flow
+    from labelloop.descriptors import validate_config
+
+    registry = project.registry
+    for name in project.config.get("recipes", {}):
+        flow.prepare(project, name)
+    for name, app in project.config.get("webapps", {}).items():
+        comp = registry.component(app["type"], "webapp")
+        validate_config(f"{comp.type} (webapp {name!r})",
+                        flow.effective_params(comp, registry), app.get("params"))
+    for name, scenario in project.config.get("scenarios", {}).items():
+        for trig in scenario.get("triggers", []):
+            comp = registry.component(trig["type"], "trigger")
+            validate_config(f"{comp.type} (scenario {name!r})", comp.params, trig.get("params"))
+        for step in scenario.get("steps", []):
+            if "step" in step:
+                comp = registry.component(step["step"], "step")
+                validate_config(f"{comp.type} (scenario {name!r})",
+                                flow.effective_params(comp, registry), step.get("params"))
+
+
+def create_demo(directory: str | Path, data_type: str = "image", n: int = DEFAULT_N,
+                check: bool = True, **project_options: Any) -> Any:
+    """Create the demo project in ``directory`` (a new one; see ``open_or_create_demo``)."""
+    from labelloop.project import Project
+
+    if data_type not in GENERATORS:
+        raise ConfigError(f"unknown demo data {data_type!r}: use one of {', '.join(DATA_TYPES)}")
+    if n < 1:
+        raise ConfigError(f"--n must be at least 1 (labels between two retrains), got {n}")
+    directory = Path(directory)
+    data = GENERATORS[data_type]()
+    config = project_config(data, n)
+    key = {"image": "DIGITS", "tabular": "IRIS", "text": "TEXTS", "sound": "TONES"}[data_type]
+    # Files first: a project.json only appears once its data is complete, so an interrupted
+    # run leaves a directory that the next run simply fills again.
+    directory.mkdir(parents=True, exist_ok=True)
+    if data.files is not None:
+        pool = directory / next(iter(config["folders"].values()))["path"]
+        pool.mkdir(parents=True, exist_ok=True)
+        for rel, content in data.files.items():
+            (pool / rel).write_bytes(content)
+    data.truth.to_csv(directory / GROUND_TRUTH, index=False)
+    project = Project.init(directory, key=key, config=config, **project_options)
+    if data.rows is not None:
+        project.dataset("unlabeled").write(data.rows)
+    if check:
+        try:
+            check_project(project)
+        except LabelloopError:
+            # Not a usable demo: leave no project.json behind, so the next run starts over
+            # rather than reusing a broken project.
+            project.engine.dispose()
+            for leftover in directory.glob("labelloop.db*"):
+                leftover.unlink()
+            (directory / "project.json").unlink()
+            raise
+    return project
+
+
+def demo_data_type(project: Any) -> str | None:
+    """The data type of a demo project's webapp (None if it has none)."""
+    for app in project.config.get("webapps", {}).values():
+        kind = app["type"].rsplit("/", 1)[-1]
+        if kind.endswith("-labeling"):
+            return kind[: -len("-labeling")]
+    return None
+
+
+def set_labeling_count(project: Any, n: int) -> bool:
+    """Set n of the project's every-n-labelings triggers; True if project.json changed."""
+    changed = False
+    for scenario in project.config.get("scenarios", {}).values():
+        for trig in scenario.get("triggers", []):
+            if trig["type"] == f"{PLUGIN}/every-n-labelings":
+                params = trig.setdefault("params", {})
+                if params.get("i_labeling_count") != n:
+                    params["i_labeling_count"] = n
+                    changed = True
+    if changed:
+        project.save_config()
+    return changed
+
+
+def open_or_create_demo(directory: str | Path, data_type: str | None = None,
+                        n: int | None = None, echo=click.echo, **project_options: Any) -> Any:
+    """The demo project in ``directory``: reused when it exists, else created.
+
+    ``project_options``: ``database_url``, ``plugin_dirs`` as for ``Project.open``.
+    """
+    from labelloop.project import Project
+
+    directory = Path(directory)
+    if (directory / "project.json").is_file():
+        project = Project.open(directory, **project_options)
+        existing = demo_data_type(project)
+        echo(f"reusing the demo project {project.key} in {project.dir}")
+        if data_type and existing and data_type != existing:
+            echo(f"note: it holds {existing} data, not {data_type}; remove {directory} or pass "
+                 "another --dir for a fresh demo")
+        if n is not None and set_labeling_count(project, n):
+            echo(f"retraining every {n} labels from now on")
+        return project
+    data_type = data_type or "image"
+    echo(f"creating a {data_type} demo project in {directory.resolve()} ...")
+    project = create_demo(directory, data_type, n or DEFAULT_N, **project_options)
+    echo(f"created project {project.key}: webapp {next(iter(project.config['webapps']))}, "
+         f"scenario {SCENARIO} (every {n or DEFAULT_N} labels)")
+    return project
+
+
+def webapp_url(project: Any, host: str, port: int) -> str:
+    """The address of the demo's labeling page."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}/webapps/{next(iter(project.config['webapps']))}"
+
+
+def open_when_ready(url: str, health: str, timeout: float = 60.0) -> threading.Thread:
+    """Open ``url`` in a browser as soon as ``health`` answers (from a background thread)."""
+
+    def wait_and_open() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(health, timeout=2) as resp:
+                    if json.loads(resp.read()).get("status") == "ok":
+                        webbrowser.open(url)
+                        return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=wait_and_open, name="open-browser", daemon=True)
+    thread.start()
+    return thread
+
+
+# --------------------------------------------------------------------------- the command
 
 
 @click.command("demo")
-@click.option(
-    "--dir",
-    "directory",
-    default="demo-project",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="Where to create the demo project.",
-)
-@click.option("--no-browser", is_flag=True, help="Don't open a browser.")
-def demo_command(directory: str, no_browser: bool):
-    """Create a demo project (the full active-learning demo arrives with the loop)."""
-    from labelloop.project import Project
+@click.option("--dir", "directory", default="demo-project", show_default=True,
+              type=click.Path(file_okay=False), help="Where the demo project lives (reused "
+              "when it exists).")
+@click.option("--data", "data_type", type=click.Choice(DATA_TYPES), default=None,
+              help="What to label: image (digits, the default), tabular (iris), text "
+                   "(generated sentences) or sound (generated tones).")
+@click.option("--n", "n", type=click.IntRange(min=1), default=None,
+              help=f"Retrain every n labels  [default: {DEFAULT_N}]")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=5006, show_default=True, type=click.IntRange(0, 65535),
+              help="Port of the server.")
+@click.option("--no-browser", is_flag=True, help="Don't open a browser (headless use).")
+@click.option("--no-serve", is_flag=True, help="Only create the project; don't start the "
+              "server.")
+@click.pass_context
+def demo_command(ctx: click.Context, directory: str, data_type: str | None, n: int | None,
+                 host: str, port: int, no_browser: bool, no_serve: bool) -> None:
+    """Create a demo project with the active-learning loop and serve its labeling page."""
+    state = ctx.obj  # the CLI group's options: --database-url, --plugin-dir
+    plugin_dirs = [str(d) for d in getattr(state, "plugin_dirs", None) or []]
+    options: dict[str, Any] = {"plugin_dirs": plugin_dirs}
+    if getattr(state, "database_url", None):
+        options["database_url"] = state.database_url
+    project = open_or_create_demo(directory, data_type, n, **options)
+    if no_serve:
+        click.echo(f"serve it with: labelloop --project {project.dir} serve")
+        return
+    from labelloop.web.server import ServeOptions, serve
 
-    path = Path(directory)
-    if (path / "project.json").exists():
-        project = Project.open(path)
-        click.echo(f"demo project {project.key} already exists in {project.dir}")
-    else:
-        project = Project.init(path, key="DEMO")
-        click.echo(
-            f"created an empty demo project in {project.dir}; the labeling loop is "
-            "not wired yet, so there is nothing to serve"
-        )
+    url = webapp_url(project, host, port)
+    click.echo(f"labeling page: {url}")
+    click.echo("every labeled item counts; the model retrains in the background. Ctrl-C stops.")
+    if not no_browser:
+        base = url.split("/webapps/")[0]
+        open_when_ready(url, f"{base}/api/v1/health")
+    serve(project, ServeOptions(host=host, port=port, period=SCHEDULER_PERIOD,
+                                plugin_dirs=plugin_dirs))
