@@ -73,9 +73,9 @@ def test_builtin_plugin_can_be_turned_off(monkeypatch):
 def test_plugin_dir_source():
     registry = PluginRegistry(plugin_dirs=[SAMPLE], load_entry_points=False)
     assert registry.plugins["sample"].source == "directory"
-    assert kinds(registry, "sample") == {"sample/scale-column": "recipe",
-                                         "sample/flag-file": "trigger",
-                                         "sample/write-variable": "step"}
+    assert kinds(registry, "sample").items() >= {"sample/scale-column": "recipe",
+                                                 "sample/flag-file": "trigger",
+                                                 "sample/write-variable": "step"}.items()
     comp = registry.component("sample/scale-column", "recipe")
     assert comp.label == "Scale a column" and comp.path == SAMPLE / "custom-recipes" / "scale-column"
     assert callable(comp.entry())
@@ -265,3 +265,24 @@ def test_plugin_list_with_a_real_entry_point_in_a_subprocess(tmp_path):
     assert res.returncode == 0, res.stderr
     assert any(line.split()[:3] == ["ep", "recipe", "ep/add-constant"]
                for line in res.stdout.splitlines())
+
+
+@pytest.mark.parametrize("code, ok", [
+    ("def create_backend(ctx):\n    return None\n", True),
+    ("from mylib import create_backend\n", True),
+    ("from mylib import make as create_backend\n", True),
+    ("create_backend = make_backend('image')\n", True),
+    ("class create_backend:\n    pass\n", True),
+    ("def helper():\n    def create_backend(ctx):\n        pass\n", False),
+    ("backend = 1\n", False),
+])
+def test_validate_accepts_any_top_level_binding_of_the_entry_point(tmp_path, code, ok):
+    webapp = tmp_path / "webapps" / "page"
+    webapp.mkdir(parents=True)
+    (tmp_path / "plugin.json").write_text('{"id": "p"}')
+    (webapp / "webapp.json").write_text('{"meta": {"label": "Page"}}')
+    (webapp / "backend.py").write_text(code)
+    errors = validate_plugin_dir(tmp_path)
+    assert (errors == []) is ok, errors
+    if not ok:
+        assert "defines no top-level create_backend()" in str(errors[0])

@@ -332,10 +332,27 @@ def validate_plugin_dir(directory: str | os.PathLike) -> list[DescriptorError]:
             except SyntaxError as exc:
                 errors.append(DescriptorError(code, f"syntax error: {exc.msg}", line=exc.lineno))
                 continue
-            if not any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == fn
-                       for n in tree.body):
+            if fn not in _top_level_names(tree):
                 errors.append(DescriptorError(code, f"defines no top-level {fn}() function"))
     return errors
+
+
+def _top_level_names(tree: ast.Module) -> set[str]:
+    """Names a module binds at top level: defs, classes, assignments and imports.
+
+    Why not only defs: `create_backend = make_backend("image")` or
+    `from mylib import run` are valid entry points too.
+    """
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return names
 
 
 def format_exception(exc: BaseException) -> str:
