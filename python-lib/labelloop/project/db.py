@@ -68,6 +68,43 @@ runs_table = sa.Table(
     sa.Index("ix_ll_runs_kind_name", "kind", "name", "id"),
 )
 
+# One row per scenario being checked or run: the owner keeps it alive with a heartbeat, so a
+# crashed process' lock expires and another process can take over (times are epoch seconds).
+scenario_locks_table = sa.Table(
+    "ll_scenario_locks",
+    metadata,
+    sa.Column("scenario", sa.String(200), primary_key=True),
+    sa.Column("owner", sa.String(200), nullable=False),
+    sa.Column("purpose", sa.String(20), nullable=False),  # checking | running
+    sa.Column("run_id", sa.Integer),
+    sa.Column("acquired", sa.Float, nullable=False),
+    sa.Column("expires", sa.Float, nullable=False),
+)
+
+# What a scenario trigger keeps between checks (`ctx.state`), and how its last checks went.
+trigger_states_table = sa.Table(
+    "ll_trigger_states",
+    metadata,
+    sa.Column("scenario", sa.String(200), primary_key=True),
+    sa.Column("trigger", sa.String(250), primary_key=True),
+    sa.Column("state", sa.JSON, nullable=False),
+    sa.Column("checked", sa.Float),
+    sa.Column("fired", sa.Float),
+    sa.Column("fire_count", sa.Integer, nullable=False, default=0),
+    sa.Column("error", sa.Text),
+    sa.Column("error_count", sa.Integer, nullable=False, default=0),
+)
+
+# API tokens: only the sha256 of a token is stored; the token itself is shown once.
+tokens_table = sa.Table(
+    "ll_tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("user", sa.String(200), nullable=False, index=True),
+    sa.Column("sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("created", sa.DateTime(timezone=True), nullable=False),
+)
+
 # Why FULL: a label acknowledged to an annotator must survive a crash of the machine, not only
 # of the process. Override with LABELLOOP_SQLITE_SYNCHRONOUS=NORMAL when speed matters more.
 SQLITE_SYNCHRONOUS = "FULL"

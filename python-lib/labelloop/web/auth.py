@@ -1,0 +1,145 @@
+"""Who is asking: API tokens (stored hashed) and the user of a request.
+
+Rules (the same for the JSON API and the Bokeh pages):
+
+- With at least one token in the project's database, every request needs a valid token:
+  `Authorization: Bearer <token>`, or the `labelloop_token` cookie that `/login` sets (open a
+  webapp as `/webapps/<id>?token=<token>` once; the page redirects through `/login`, which
+  sets the cookie and drops the token from the address). The user is the token's user.
+- Without tokens, the user is the `X-Labelloop-User` header, else (pages only) the `?user=`
+  argument or the `labelloop_user` cookie, else `anonymous`. Anyone who can reach the server
+  can claim any name, which is why binding beyond loopback without tokens needs --insecure.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+from collections.abc import Mapping
+
+import sqlalchemy as sa
+
+from ..errors import LabelloopError, NotFoundError
+from ..project import Project
+from ..project.db import tokens_table, write_transaction
+
+TOKEN_COOKIE = "labelloop_token"
+USER_COOKIE = "labelloop_user"
+USER_HEADER = "X-Labelloop-User"
+ANONYMOUS = "anonymous"
+MAX_USER_LENGTH = 100
+
+
+class AuthenticationError(LabelloopError):
+    """The request needs a valid token."""
+
+    status = 401
+
+
+def hash_token(token: str) -> str:
+    """The stored form of a token."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def check_user_name(user: str) -> str:
+    """A user name as given, stripped; refuses empty, too long or non-printable names."""
+    name = (user or "").strip()
+    if not name or len(name) > MAX_USER_LENGTH or not name.isprintable():
+        raise LabelloopError(f"invalid user name {user[:MAX_USER_LENGTH]!r}: use 1 to "
+                             f"{MAX_USER_LENGTH} printable characters")
+    return name
+
+
+def add_token(project: Project, user: str) -> str:
+    """Create a token for `user`; returns it (only its hash is stored)."""
+    user = check_user_name(user)
+    value = secrets.token_urlsafe(32)
+    with write_transaction(project.engine) as conn:
+        conn.execute(sa.insert(tokens_table).values(user=user, sha256=hash_token(value),
+                                                    created=dt.datetime.now(dt.UTC)))
+    return value
+
+
+def list_tokens(project: Project) -> list[dict]:
+    """Tokens (id, user, created), never their values."""
+    t = tokens_table
+    with project.engine.connect() as conn:
+        rows = conn.execute(sa.select(t.c.id, t.c.user, t.c.created).order_by(t.c.id)).all()
+    return [{"id": r.id, "user": r.user, "created": r.created.isoformat()} for r in rows]
+
+
+def remove_tokens(project: Project, user: str, token_id: int | None = None) -> int:
+    """Delete the tokens of `user` (or only token `token_id`); how many were removed."""
+    t = tokens_table
+    cond = t.c.user == user
+    if token_id is not None:
+        cond &= t.c.id == token_id
+    with write_transaction(project.engine) as conn:
+        n = conn.execute(sa.delete(t).where(cond)).rowcount
+    if not n:
+        which = f"token {token_id} of {user!r}" if token_id is not None else f"tokens of {user!r}"
+        raise NotFoundError(f"no {which} (see `labelloop token list`)")
+    return n
+
+
+def tokens_configured(engine: sa.Engine) -> bool:
+    """True when the project has at least one token (the server then requires one)."""
+    with engine.connect() as conn:
+        return conn.execute(sa.select(tokens_table.c.id).limit(1)).first() is not None
+
+
+def user_for_token(engine: sa.Engine, token: str) -> str | None:
+    """The user of a token, or None."""
+    digest = hash_token(token)
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(tokens_table.c.user, tokens_table.c.sha256)
+                           .where(tokens_table.c.sha256 == digest)).first()
+    # The lookup is by hash already; compare_digest keeps the final check constant-time.
+    return row.user if row and hmac.compare_digest(row.sha256, digest) else None
+
+
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header."""
+    value = headers.get("Authorization") or ""
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+class Identity:
+    """Resolves the user of a request against the project's tokens."""
+
+    def __init__(self, engine: sa.Engine):
+        self.engine = engine
+
+    def required(self) -> bool:
+        return tokens_configured(self.engine)
+
+    def resolve(self, headers: Mapping[str, str], cookies: Mapping[str, str],
+                arguments: Mapping[str, str] | None = None) -> tuple[str, str]:
+        """`(user, how)`: how is bearer | cookie | header | argument | anonymous.
+
+        Raises AuthenticationError when tokens are configured and none valid was given.
+        `arguments` (query arguments) are only used for pages, never for the API.
+        """
+        if self.required():
+            for how, token in (("bearer", bearer_token(headers)),
+                               ("cookie", cookies.get(TOKEN_COOKIE))):
+                if token:
+                    user = user_for_token(self.engine, token)
+                    if user is None:
+                        raise AuthenticationError("invalid token: ask for a new one "
+                                                  "(`labelloop token add USER`)")
+                    return user, how
+            raise AuthenticationError("this server requires a token: send 'Authorization: "
+                                      "Bearer <token>' (pages: open them with ?token=<token>)")
+        if headers.get(USER_HEADER):
+            return check_user_name(headers[USER_HEADER]), "header"
+        for how, value in (("argument", (arguments or {}).get("user")),
+                           ("cookie", cookies.get(USER_COOKIE))):
+            if value:
+                return check_user_name(value), how
+        return ANONYMOUS, "anonymous"

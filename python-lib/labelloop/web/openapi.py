@@ -1,0 +1,155 @@
+"""The OpenAPI 3.1 document of the JSON API, including the routes webapp backends declare."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .. import __version__
+from .webapps import API_PREFIX, BODY_METHODS, WebappHost, WebappUnavailableError
+
+JSON = "application/json"
+ERROR_CODES = {"400": "Invalid input (malformed JSON, payload not matching its schema)",
+               "401": "A valid token is required",
+               "404": "Unknown webapp, scenario or route",
+               "413": "Request body too large"}
+
+
+def _json(schema: dict | None = None, description: str = "JSON answer") -> dict:
+    return {"description": description, "content": {JSON: {"schema": schema or {}}}}
+
+
+def _errors(*codes: str) -> dict:
+    return {code: {"$ref": "#/components/responses/Error"} for code in codes}
+
+
+def _op(op_id: str, summary: str, ok: dict, *codes: str, **extra: Any) -> dict:
+    responses = {"200": ok, **_errors(*codes), "500": {"$ref": "#/components/responses/Error"}}
+    return {"operationId": op_id, "summary": summary, "responses": responses, **extra}
+
+
+def _name_param(name: str, description: str) -> dict:
+    return {"name": name, "in": "path", "required": True, "description": description,
+            "schema": {"type": "string"}}
+
+
+def host_paths() -> dict:
+    """Paths of the host's own API."""
+    scenario = _name_param("scenario", "scenario name in project.json")
+    return {
+        f"{API_PREFIX}/health": {"get": {
+            **_op("health", "Server health", _json({"type": "object", "properties": {
+                "status": {"const": "ok"}}, "required": ["status"]})), "security": []}},
+        f"{API_PREFIX}/openapi.json": {"get": {
+            **_op("openapi", "This document", _json({"type": "object"})), "security": []}},
+        f"{API_PREFIX}/webapps": {"get": _op(
+            "listWebapps", "Webapp instances of the project", _json({"type": "array", "items": {
+                "$ref": "#/components/schemas/Webapp"}}), "401")},
+        f"{API_PREFIX}/scenarios": {"get": _op(
+            "listScenarios", "Scenarios with their triggers, steps, current and last run",
+            _json({"type": "array", "items": {"type": "object"}}), "401")},
+        f"{API_PREFIX}/scenarios/{{scenario}}/run": {"post": {
+            "operationId": "runScenario",
+            "summary": "Start a run in the background (409 when the scenario is running)",
+            "parameters": [scenario],
+            "responses": {"202": _json({"$ref": "#/components/schemas/RunStarted"},
+                                       "Run started"),
+                          **_errors("401", "404", "409", "413"),
+                          "500": {"$ref": "#/components/responses/Error"}}}},
+        f"{API_PREFIX}/scenarios/{{scenario}}/runs": {"get": _op(
+            "listScenarioRuns", "Runs of a scenario, newest first",
+            _json({"type": "array", "items": {"$ref": "#/components/schemas/Run"}}),
+            "400", "401", "404", parameters=[scenario, {
+                "name": "limit", "in": "query", "required": False,
+                "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 20}}])},
+        f"{API_PREFIX}/scenarios/{{scenario}}/runs/{{run_id}}": {"get": _op(
+            "getScenarioRun", "One run of a scenario", _json({"$ref": "#/components/schemas/Run"}),
+            "400", "401", "404", parameters=[scenario, {
+                "name": "run_id", "in": "path", "required": True,
+                "schema": {"type": "integer"}}])},
+    }
+
+
+def _operation_id(webapp: str, method: str, subpath: str) -> str:
+    words = re.split(r"[^A-Za-z0-9]+", f"{webapp} {method.lower()} {subpath}")
+    return words[0] + "".join(w[:1].upper() + w[1:] for w in words[1:] if w)
+
+
+def webapp_paths(host: WebappHost) -> tuple[dict, list[str]]:
+    """Paths of every webapp backend's routes, and the webapps that could not start."""
+    paths: dict[str, dict] = {}
+    unavailable = []
+    for webapp in host.ids():
+        try:
+            app = host.get(webapp)
+        except WebappUnavailableError:
+            unavailable.append(webapp)
+            continue
+        for (method, subpath), route in sorted(app.routes.items()):
+            op: dict[str, Any] = {
+                "operationId": _operation_id(webapp, method, subpath),
+                "summary": route.summary or f"{method} {subpath} of webapp {webapp}",
+                "tags": [webapp],
+                "responses": {"200": _json(route.response),
+                              **_errors("400", "401", "404"),
+                              "500": {"$ref": "#/components/responses/Error"}}}
+            if route.description:
+                op["description"] = route.description
+            schema = route.schema or {}
+            if method in BODY_METHODS:
+                op["requestBody"] = {"required": False, "content": {JSON: {"schema": schema}}}
+                op["responses"].update(_errors("413"))
+            elif isinstance(schema.get("properties"), dict):
+                required = set(schema.get("required") or [])
+                op["parameters"] = [{"name": name, "in": "query", "required": name in required,
+                                     "schema": prop if isinstance(prop, dict) else {}}
+                                    for name, prop in schema["properties"].items()]
+            paths.setdefault(f"{API_PREFIX}/webapps/{webapp}/{subpath}", {})[method.lower()] = op
+    return paths, unavailable
+
+
+def build_openapi(host: WebappHost, title: str) -> dict:
+    """The whole OpenAPI document."""
+    paths = host_paths()
+    extra, unavailable = webapp_paths(host)
+    paths.update(extra)
+    description = ("JSON API of a Labelloop server. The user of a request is the token's user "
+                   "(`Authorization: Bearer <token>`) when the project has tokens, else the "
+                   "`X-Labelloop-User` header, else `anonymous`. Errors are `{\"error\": ...}`.")
+    if unavailable:
+        description += f" Webapps that could not start (routes not listed): {', '.join(unavailable)}."
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": __version__, "description": description},
+        "paths": paths,
+        "security": [{"bearer": []}, {"user": []}, {}],
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "user": {"type": "apiKey", "in": "header", "name": "X-Labelloop-User"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"],
+                          "properties": {"error": {"type": "string"}}},
+                "Webapp": {"type": "object", "required": ["id", "type"], "properties": {
+                    "id": {"type": "string"}, "type": {"type": "string"},
+                    "data_type": {"type": ["string", "null"]},
+                    "categories": {}, "page": {"type": "string"},
+                    "error": {"type": "string"}}},
+                "RunStarted": {"type": "object", "required": ["run_id", "scenario", "status"],
+                               "properties": {"run_id": {"type": "integer"},
+                                              "scenario": {"type": "string"},
+                                              "status": {"type": "string"},
+                                              "url": {"type": "string"}}},
+                "Run": {"type": "object", "properties": {
+                    "id": {"type": "integer"}, "kind": {"type": "string"},
+                    "name": {"type": "string"}, "started": {"type": "string"},
+                    "ended": {"type": ["string", "null"]}, "status": {"type": "string"},
+                    "error": {"type": ["string", "null"]}, "details": {"type": "object"}}},
+            },
+            "responses": {"Error": _json({"$ref": "#/components/schemas/Error"},
+                                         "Error: {\"error\": message}")},
+        },
+    }
+
+
+__all__ = ["build_openapi", "ERROR_CODES"]

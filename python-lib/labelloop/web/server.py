@@ -1,0 +1,393 @@
+"""One Tornado server: each webapp's Bokeh app, the JSON API and the scenario scheduler.
+
+Layout of the port:
+
+- `/webapps/<instance>`: the Bokeh application of each webapp instance of project.json
+  (a new Document per browser session, built by the backend's `make_document`);
+- `/api/v1/...`: the JSON API (see api.py and `/api/v1/openapi.json`);
+- `/resource/<plugin-id>/<path>`: files of a plugin's `resource/` directory;
+- `/login`, `/logout`: set / clear the token cookie for the pages (see auth.py);
+- `/`: Bokeh's index of the webapps.
+
+The scheduler checks triggers from a thread every `period` seconds and runs scenarios in
+subprocesses, so neither trigger checks nor training ever block the event loop.
+"""
+
+from __future__ import annotations
+
+import html
+import ipaddress
+import logging
+import mimetypes
+import secrets
+import signal
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import tornado.web
+from bokeh.application import Application
+from bokeh.application.handlers.function import FunctionHandler
+from bokeh.models import Div
+from bokeh.server.auth_provider import AuthProvider
+from bokeh.server.server import Server
+from tornado.ioloop import IOLoop, PeriodicCallback
+
+from ..errors import LabelloopError
+from ..project import Project
+from ..scenarios import Scheduler
+from .api import Api, api_patterns
+from .auth import ANONYMOUS, TOKEN_COOKIE, USER_HEADER, AuthenticationError, Identity
+from .webapps import WebappHost
+
+log = logging.getLogger("labelloop.server")
+
+USER_PAYLOAD_KEY = "labelloop_user"
+
+
+@dataclass
+class ServeOptions:
+    """Options of `labelloop serve`."""
+
+    host: str = "127.0.0.1"
+    port: int = 5006
+    insecure: bool = False
+    scheduler: bool = True
+    period: float = 5.0
+    max_body: int = 1024 * 1024
+    threads: int = 8
+    websocket_origins: list[str] = field(default_factory=list)
+    plugin_dirs: list[str] = field(default_factory=list)
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach."""
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            infos = socket.getaddrinfo(host, None)
+        except OSError:
+            return False
+        return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
+
+
+def check_bind(host: str, insecure: bool, identity: Identity) -> None:
+    """Refuse to expose a token-less server beyond this machine unless asked to."""
+    if is_loopback(host) or insecure or identity.required():
+        return
+    raise LabelloopError(
+        f"refusing to serve on {host}: no API token is configured, so anyone who can reach this "
+        "address could label as anyone and run scenarios. Create tokens with `labelloop token "
+        "add USER` (annotators then open the webapps with ?token=...), bind to 127.0.0.1, or "
+        "pass --insecure if the network is trusted")
+
+
+def _decode_args(arguments: dict) -> dict[str, str]:
+    """Last value of each query argument, as text."""
+    out = {}
+    for name, values in (arguments or {}).items():
+        value = values[-1] if isinstance(values, list) and values else values
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        if isinstance(value, str):
+            out[name] = value
+    return out
+
+
+def session_user(doc: Any) -> str:
+    """The user of the browser session that owns a Bokeh document ('anonymous' if unknown)."""
+    ctx = getattr(doc, "session_context", None)
+    try:
+        payload = ctx.token_payload if ctx is not None else {}
+    except Exception:  # no session (a document built outside the server)
+        payload = {}
+    return (payload or {}).get(USER_PAYLOAD_KEY) or ANONYMOUS
+
+
+class WebappHandler(FunctionHandler):
+    """The Bokeh handler of one webapp instance: identity at page load, the backend's document."""
+
+    def __init__(self, host: WebappHost, identity: Identity, webapp: str):
+        self.host = host
+        self.identity = identity
+        self.webapp = webapp
+        super().__init__(self._make_document)
+
+    def process_request(self, request: Any) -> dict[str, Any]:
+        # Runs at page load: its result goes into the (signed) session token, where
+        # session_user(doc) finds it. Tokens and cookies themselves are kept out of it.
+        cookies = {k: v.value for k, v in request.cookies.items()}
+        try:
+            user, _how = self.identity.resolve(request.headers, cookies,
+                                               _decode_args(request.arguments))
+        except LabelloopError as exc:
+            log.warning("webapp %s: %s; the session is anonymous", self.webapp, exc)
+            user = ANONYMOUS
+        return {USER_PAYLOAD_KEY: user}
+
+    def _make_document(self, doc: Any) -> None:
+        user = session_user(doc)
+        try:
+            app = self.host.get(self.webapp)
+            app.make_document(doc, user)
+        except Exception as exc:
+            message = str(exc) if isinstance(exc, LabelloopError) else \
+                f"{type(exc).__name__}: {exc}"
+            log.error("webapp %s: make_document failed: %s", self.webapp, message,
+                      exc_info=not isinstance(exc, LabelloopError))
+            doc.clear()
+            doc.title = f"{self.webapp}: error"
+            doc.add_root(Div(text=f"<h2>Webapp {html.escape(self.webapp)} could not start</h2>"
+                                  f"<pre>{html.escape(message)}</pre><p>Fix the problem and "
+                                  "reload this page (see the server log).</p>",
+                             css_classes=["labelloop-error"]))
+
+
+class PageAuth(AuthProvider):
+    """Bokeh page authentication: a valid token cookie when the project has tokens."""
+
+    def __init__(self, identity: Identity):
+        self.identity = identity
+        super().__init__()
+
+    @property
+    def get_user(self):
+        return self._get_user
+
+    @property
+    def get_login_url(self):
+        return self._login_url
+
+    def _get_user(self, handler: tornado.web.RequestHandler) -> str | None:
+        cookies = {k: v.value for k, v in handler.request.cookies.items()}
+        try:
+            user, _how = self.identity.resolve(handler.request.headers, cookies,
+                                               _decode_args(handler.request.arguments))
+        except AuthenticationError:
+            return None
+        except LabelloopError:
+            return ANONYMOUS  # a malformed ?user= must not lock anyone out of a token-less server
+        return user
+
+    def _login_url(self, handler: tornado.web.RequestHandler) -> str:
+        # The token of `?token=` goes to /login, which sets the cookie and redirects back
+        # to the page without the token in its address.
+        args = {k: v for k, v in _decode_args(handler.request.arguments).items()
+                if k != "token"}
+        target = handler.request.path + (f"?{urlencode(args)}" if args else "")
+        query = {"next": target}
+        token = handler.get_argument("token", None)
+        if token:
+            query["token"] = token
+        return f"/login?{urlencode(query)}"
+
+
+LOGIN_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Labelloop: sign in</title>
+<style>body{{font-family:sans-serif;max-width:30em;margin:4em auto}}input{{width:100%;padding:.4em}}
+.err{{color:#b00}}</style></head><body><h1>Labelloop</h1><p>This server needs an access token
+(ask for one: <code>labelloop token add YOUR-NAME</code>).</p><p class="err">{error}</p>
+<form method="post" action="/login"><input type="hidden" name="next" value="{next}">
+<label>Token <input type="password" name="token" autofocus></label>
+<p><button type="submit">Sign in</button></p></form></body></html>"""
+
+
+def _safe_next(value: str | None) -> str:
+    """A local path to go back to (never another site)."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return "/"
+    parts = urlsplit(value)
+    return value if not parts.scheme and not parts.netloc else "/"
+
+
+class LoginHandler(tornado.web.RequestHandler):
+    """`/login`: checks a token, stores it in an HttpOnly cookie, goes back to the page."""
+
+    def initialize(self, identity: Identity) -> None:
+        self.identity = identity
+
+    def _login(self, token: str | None, target: str) -> None:
+        if not self.identity.required():
+            self.redirect(target)
+            return
+        if token:
+            try:
+                self.identity.resolve({"Authorization": f"Bearer {token}"}, {})
+            except AuthenticationError as exc:
+                self.set_status(401)
+                self.finish(LOGIN_PAGE.format(error=html.escape(str(exc)),
+                                              next=html.escape(target)))
+                return
+            self.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict", path="/",
+                            secure=self.request.protocol == "https", expires_days=30)
+            self.redirect(target)
+            return
+        self.finish(LOGIN_PAGE.format(error="", next=html.escape(target)))
+
+    def get(self) -> None:
+        self._login(self.get_argument("token", None), _safe_next(self.get_argument("next", None)))
+
+    def post(self) -> None:
+        self._login(self.get_body_argument("token", None),
+                    _safe_next(self.get_body_argument("next", None)))
+
+
+class LogoutHandler(tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.clear_cookie(TOKEN_COOKIE, path="/")
+        self.redirect("/login")
+
+
+class ResourceHandler(tornado.web.RequestHandler):
+    """`/resource/<plugin-id>/<path>`: a file of the plugin's resource/ directory."""
+
+    def initialize(self, host: WebappHost) -> None:
+        self.host = host
+
+    def get(self, plugin_id: str, rel: str) -> None:
+        root = self.host.resource_dir(plugin_id)
+        parts = rel.split("/")
+        if root is None or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
+            raise tornado.web.HTTPError(404)
+        path = (root / Path(*parts)).resolve()
+        if not path.is_relative_to(root.resolve()) or not path.is_file():
+            raise tornado.web.HTTPError(404)
+        ctype, _ = mimetypes.guess_type(path.name)
+        self.set_header("Content-Type", ctype or "application/octet-stream")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Cache-Control", "public, max-age=300")
+        self.finish(path.read_bytes())
+
+
+def _free_port(host: str) -> int:
+    """A port that is free now on `host` (for --port 0)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class LabelloopServer:
+    """The server of one project; `start()` then run the IOLoop (see `serve`)."""
+
+    def __init__(self, project: Project, options: ServeOptions):
+        self.project = project
+        self.options = options
+        self.identity = Identity(project.engine)
+        check_bind(options.host, options.insecure, self.identity)
+        self.webapps = WebappHost(project)
+        self.scheduler = Scheduler(project, period=options.period,
+                                   plugin_dirs=options.plugin_dirs)
+        self.executor = ThreadPoolExecutor(max_workers=options.threads,
+                                           thread_name_prefix="labelloop-api")
+        self.api = Api(project, self.identity, self.webapps, self.scheduler, self.executor,
+                       options.max_body)
+        self._ticking = False
+        self._periodic: PeriodicCallback | None = None
+        apps = {f"/webapps/{w}": Application(WebappHandler(self.webapps, self.identity, w))
+                for w in self.webapps.ids()}
+        extra = api_patterns(self.api) + [
+            (r"/resource/([A-Za-z0-9][A-Za-z0-9_.-]*)/(.+)", ResourceHandler,
+             {"host": self.webapps}),
+            (r"/login", LoginHandler, {"identity": self.identity}),
+            (r"/logout", LogoutHandler),
+        ]
+        port = options.port or _free_port(options.host)
+        # Bokeh allows only localhost:<port> by default; the address we bind must work too.
+        origins = {f"localhost:{port}", f"127.0.0.1:{port}", f"{options.host}:{port}",
+                   *options.websocket_origins}
+        if not is_loopback(options.host):
+            origins |= {f"{socket.gethostname()}:{port}", f"{socket.getfqdn()}:{port}"}
+        self.bokeh = Server(
+            apps, port=port, address=options.host, extra_patterns=extra,
+            auth_provider=PageAuth(self.identity),
+            # A per-process secret signs session tokens, so a browser can't forge the user
+            # that process_request put in them.
+            secret_key=secrets.token_urlsafe(32), sign_sessions=True,
+            exclude_cookies=[TOKEN_COOKIE],
+            exclude_headers=["Authorization", "Cookie", USER_HEADER],
+            allow_websocket_origin=sorted(origins), num_procs=1,
+        )
+        self.port = self.bokeh.port
+
+    @property
+    def url(self) -> str:
+        host = self.options.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> None:
+        """Start serving and, unless disabled, the scheduler; warm up the backends."""
+        self.bokeh.start()
+        loop = IOLoop.current()
+        for webapp in self.webapps.ids():  # create backends now, in threads, to show errors early
+            loop.run_in_executor(self.executor, self._warm, webapp)
+        if self.options.scheduler:
+            self._periodic = PeriodicCallback(self._tick, self.options.period * 1000)
+            self._periodic.start()
+            loop.add_callback(self._tick)
+        else:  # runs started from the API still need reaping
+            self._periodic = PeriodicCallback(self._reap, max(self.options.period, 1.0) * 1000)
+            self._periodic.start()
+
+    def _warm(self, webapp: str) -> None:
+        try:
+            self.webapps.get(webapp)
+        except LabelloopError:
+            pass  # logged by the host; the page and the API show the error
+
+    async def _tick(self) -> None:
+        if self._ticking:  # a slow tick (busy database) is never stacked
+            return
+        self._ticking = True
+        try:
+            await IOLoop.current().run_in_executor(self.executor, self.scheduler.tick)
+        except Exception:
+            log.exception("scheduler tick failed")
+        finally:
+            self._ticking = False
+
+    async def _reap(self) -> None:
+        try:
+            await IOLoop.current().run_in_executor(self.executor, self.scheduler.reap)
+        except Exception:
+            log.exception("reaping scenario runs failed")
+
+    def stop(self) -> None:
+        if self._periodic is not None:
+            self._periodic.stop()
+        self.bokeh.stop()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def serve(project: Project, options: ServeOptions) -> None:
+    """Run the server until SIGINT / SIGTERM."""
+    server = LabelloopServer(project, options)
+    server.start()
+    loop = IOLoop.current()
+
+    def _stop(*_: Any) -> None:
+        loop.add_callback_from_signal(loop.stop)
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    mode = "tokens required" if server.identity.required() else "no tokens"
+    print(f"Labelloop: project {project.key} served at {server.url}/ ({mode}; "
+          f"scheduler {'on, every ' + str(options.period) + 's' if options.scheduler else 'off'})",
+          flush=True)
+    for webapp in server.webapps.ids():
+        print(f"  webapp {webapp}: {server.url}/webapps/{webapp}", flush=True)
+    print(f"  API: {server.url}/api/v1 (OpenAPI: {server.url}/api/v1/openapi.json)", flush=True)
+    try:
+        loop.start()
+    finally:
+        server.stop()
+        running = server.scheduler.running()
+        if running:
+            log.info("scenario runs still going on (they finish on their own): %s", running)

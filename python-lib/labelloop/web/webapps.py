@@ -1,0 +1,280 @@
+"""Webapp instances of a project and their backends: creation, routes, payload checks.
+
+A webapp component's `backend.py` defines `create_backend(ctx)`, returning an object with
+
+- `make_document(doc)` (or `make_document(doc, user)`): builds the Bokeh document of one
+  browser session; `labelloop.web.session_user(doc)` gives the session's user;
+- `routes`: `{(METHOD, subpath): handler}` where `handler(payload, user)` returns JSON-able
+  data, or `{(METHOD, subpath): {"handler": f, "schema": {...}, "summary": "...",
+  "description": "...", "response": {...}}}`; the host validates the payload against
+  `schema` first. GET/DELETE payloads are the query arguments (a str per argument, a list
+  when repeated; converted to integer / number / boolean where the schema says so);
+  POST/PUT/PATCH payloads are the JSON body (`{}` when empty);
+- optionally `describe()`: a dict merged into the webapp's entry of `GET /api/v1/webapps`.
+
+Handlers run in threads: a backend must be safe to call from several threads at once.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError, best_match
+
+from ..descriptors import validate_config
+from ..errors import LabelloopError, NotFoundError
+from ..plugins import Component, PluginRegistry
+from ..project import Project
+
+API_PREFIX = "/api/v1"
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+BODY_METHODS = ("POST", "PUT", "PATCH")
+RETRY_SECONDS = 10.0  # a backend that failed to start is retried after this long
+
+
+class WebappUnavailableError(LabelloopError):
+    """The webapp's backend could not be created (its error says why)."""
+
+    status = 503
+
+
+@dataclass
+class WebappContext:
+    """What `create_backend(ctx)` receives."""
+
+    project: Project
+    webapp: str
+    component: Component
+    config: dict
+    log: logging.Logger
+    resource_dir: Path | None
+    api_prefix: str
+    resource_url: str | None = None  # where resource_dir is served, e.g. "/resource/<plugin>"
+
+    @property
+    def registry(self) -> PluginRegistry:
+        return self.project.registry
+
+
+@dataclass
+class Route:
+    """One route a backend declares."""
+
+    method: str
+    subpath: str
+    handler: Callable[[Any, str], Any]
+    schema: dict | None = None
+    summary: str | None = None
+    description: str | None = None
+    response: dict | None = None
+    validator: Draft202012Validator | None = field(default=None, repr=False)
+
+    def payload_from_query(self, args: dict[str, list[str]]) -> dict:
+        """Query arguments as a payload, converted to the types the schema asks for."""
+        props = (self.schema or {}).get("properties") or {}
+        out: dict[str, Any] = {}
+        for name, values in args.items():
+            value: Any = values[0] if len(values) == 1 else list(values)
+            kind = (props.get(name) or {}).get("type")
+            if isinstance(value, str) and kind in ("integer", "number", "boolean"):
+                value = _convert(value, kind)
+            out[name] = value
+        return out
+
+    def check(self, payload: Any) -> None:
+        """Validate the payload against the route's schema (LabelloopError, status 400)."""
+        if self.validator is None:
+            return
+        error = best_match(self.validator.iter_errors(payload))
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path)
+            raise LabelloopError(f"invalid payload{' at ' + where if where else ''}: "
+                                 f"{error.message}")
+
+
+def _convert(value: str, kind: str) -> Any:
+    """A query string as an int / float / bool; unchanged when it isn't one (the schema says)."""
+    try:
+        if kind == "integer":
+            return int(value)
+        if kind == "number":
+            return float(value)
+    except ValueError:
+        return value
+    if kind == "boolean" and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+        return value.lower() in ("true", "1", "yes")
+    return value
+
+
+def normalise_routes(webapp: str, routes: Any) -> dict[tuple[str, str], Route]:
+    """Check a backend's `routes` and turn them into Route objects."""
+    where = f"webapp {webapp!r}: backend routes"
+    if routes is None:
+        return {}
+    if not isinstance(routes, dict):
+        raise LabelloopError(f"{where} must be a dict {{(METHOD, subpath): handler}}, "
+                             f"got {type(routes).__name__}")
+    out: dict[tuple[str, str], Route] = {}
+    for key, value in routes.items():
+        if not (isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, str) for k in key)):
+            raise LabelloopError(f"{where}: key {key!r} must be a (METHOD, subpath) tuple")
+        method, subpath = key[0].upper(), key[1].strip("/")
+        if method not in METHODS:
+            raise LabelloopError(f"{where}: method {key[0]!r} must be one of {', '.join(METHODS)}")
+        if not subpath or any(p in ("", ".", "..") for p in subpath.split("/")):
+            raise LabelloopError(f"{where}: subpath {key[1]!r} must be a non-empty relative path")
+        spec = value if isinstance(value, dict) else {"handler": value}
+        if not callable(spec.get("handler")):
+            raise LabelloopError(f"{where}: {method} {subpath} has no callable handler")
+        schema = spec.get("schema")
+        validator = None
+        if schema is not None:
+            try:
+                Draft202012Validator.check_schema(schema)
+            except SchemaError as exc:
+                raise LabelloopError(f"{where}: {method} {subpath}: invalid JSON Schema: "
+                                     f"{exc.message}") from exc
+            validator = Draft202012Validator(schema)
+        out[(method, subpath)] = Route(method, subpath, spec["handler"], schema,
+                                       spec.get("summary"), spec.get("description"),
+                                       spec.get("response"), validator)
+    return out
+
+
+@dataclass
+class Webapp:
+    """A created webapp instance: its backend and routes."""
+
+    id: str
+    component: Component
+    backend: Any
+    routes: dict[tuple[str, str], Route]
+
+    def make_document(self, doc: Any, user: str) -> None:
+        """Call the backend's make_document (with the user when it takes two arguments)."""
+        make = getattr(self.backend, "make_document", None)
+        if make is None:
+            raise LabelloopError(f"webapp {self.id!r}: its backend has no make_document(doc)")
+        try:
+            n_params = len(inspect.signature(make).parameters)
+        except (TypeError, ValueError):
+            n_params = 1
+        if n_params >= 2:
+            make(doc, user)
+        else:
+            make(doc)
+
+    def describe(self) -> dict:
+        """The webapp's entry of `GET /api/v1/webapps`."""
+        entry = {"id": self.id, "type": self.component.type,
+                 "data_type": self.component.descriptor.get("dataType"), "categories": None,
+                 "label": self.component.label, "page": f"/webapps/{self.id}"}
+        describe = getattr(self.backend, "describe", None)
+        if callable(describe):
+            extra = describe()
+            if isinstance(extra, dict):
+                entry.update(extra)
+        return entry
+
+    def route(self, method: str, subpath: str) -> Route:
+        route = self.routes.get((method, subpath.strip("/")))
+        if route is None:
+            if any(sp == subpath.strip("/") for _m, sp in self.routes):
+                raise MethodNotAllowedError(f"webapp {self.id!r}: {subpath!r} does not accept "
+                                            f"{method}")
+            known = ", ".join(f"{m} {p}" for m, p in sorted(self.routes)) or "none"
+            raise NotFoundError(f"webapp {self.id!r} has no route {method} {subpath!r} "
+                                f"(routes: {known})")
+        return route
+
+
+class MethodNotAllowedError(LabelloopError):
+    """The route exists but not for this method."""
+
+    status = 405
+
+
+class WebappHost:
+    """The webapp instances of a project; each backend is created once, at first use."""
+
+    def __init__(self, project: Project):
+        self.project = project
+        self._apps: dict[str, Webapp] = {}
+        self._failures: dict[str, tuple[float, str]] = {}
+        self._lock = threading.Lock()
+        self.log = logging.getLogger("labelloop.webapps")
+
+    def ids(self) -> list[str]:
+        return sorted(self.project.config.get("webapps", {}))
+
+    def resource_dir(self, plugin_id: str) -> Path | None:
+        """The `resource/` directory of a directory plugin, if it has one."""
+        info = self.project.registry.plugins.get(plugin_id)
+        if info is None or info.path is None or info.status != "loaded":
+            return None
+        path = Path(info.path) / "resource"
+        return path if path.is_dir() else None
+
+    def get(self, webapp: str) -> Webapp:
+        """The created webapp (creating it now if needed)."""
+        config = self.project.config.get("webapps", {})
+        if webapp not in config:
+            raise NotFoundError(f"unknown webapp {webapp!r} (webapps: "
+                                f"{', '.join(sorted(config)) or 'none'})")
+        app = self._apps.get(webapp)
+        if app is not None:
+            return app
+        with self._lock:
+            if webapp in self._apps:
+                return self._apps[webapp]
+            failed = self._failures.get(webapp)
+            if failed and time.monotonic() - failed[0] < RETRY_SECONDS:
+                raise WebappUnavailableError(failed[1])
+            try:
+                app = self._create(webapp, config[webapp])
+            except Exception as exc:
+                reason = str(exc) if isinstance(exc, LabelloopError) else \
+                    f"{type(exc).__name__}: {exc}"
+                message = f"webapp {webapp!r} could not start: {reason}"
+                self.log.error(message, exc_info=not isinstance(exc, LabelloopError))
+                self._failures[webapp] = (time.monotonic(), message)
+                raise WebappUnavailableError(message) from exc
+            self._failures.pop(webapp, None)
+            self._apps[webapp] = app
+            return app
+
+    def _create(self, webapp: str, cfg: dict) -> Webapp:
+        registry = self.project.registry
+        comp = registry.component(cfg["type"], "webapp")
+        from ..flow import effective_params
+
+        config = validate_config(f"{comp.type} (webapp {webapp!r})",
+                                 effective_params(comp, registry), cfg.get("params"))
+        resource_dir = self.resource_dir(comp.plugin)
+        ctx = WebappContext(self.project, webapp, comp, config,
+                            logging.getLogger(f"labelloop.webapp.{webapp}"), resource_dir,
+                            f"{API_PREFIX}/webapps/{webapp}",
+                            f"/resource/{comp.plugin}" if resource_dir else None)
+        backend = comp.entry()(ctx)
+        if backend is None:
+            raise LabelloopError(f"{comp.type}: create_backend(ctx) returned None")
+        routes = normalise_routes(webapp, getattr(backend, "routes", None))
+        self.log.info("webapp %s (%s): backend ready, %d route(s)", webapp, comp.type, len(routes))
+        return Webapp(webapp, comp, backend, routes)
+
+    def describe(self, webapp: str) -> dict:
+        """The list entry of one webapp; a webapp that can't start says why."""
+        try:
+            return self.get(webapp).describe()
+        except WebappUnavailableError as exc:
+            cfg = self.project.config["webapps"][webapp]
+            return {"id": webapp, "type": cfg["type"], "data_type": None, "categories": None,
+                    "page": f"/webapps/{webapp}", "error": str(exc)}

@@ -1,0 +1,245 @@
+"""Shared fixtures: the sample plugin, throwaway projects, the CLI, real `labelloop serve` processes.
+
+- `sample_plugin_dir`: tests/plugins/sample-plugin (plugin id "sample").
+- `make_project(name="project", config=None, plugins=True, key="TEST") -> Project`: a project
+  in tmp_path; with `plugins`, project.json lists the sample plugin in `plugin_dirs` (so
+  subprocesses find it too). `create_project(directory, ...)` is the same for any directory.
+- `run_cli(project_dir, *args, env=None, check=True)`: `python -m labelloop.cli --project DIR
+  ARGS` in a subprocess; returns CompletedProcess (text). With `check`, a non-zero exit fails
+  the test showing the output.
+- `serve(project_dir, *args, env=None)`: starts `labelloop serve --port <free> ARGS` on
+  127.0.0.1, waits for /api/v1/health, returns a `ServerProcess` (.url .port .proc .log()
+  .request() .get() .post() .stop()); every server is stopped after the test.
+  `serve_module` is the same, shared by a test module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labelloop.project import Project
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_PLUGIN = ROOT / "tests" / "plugins" / "sample-plugin"
+START_TIMEOUT = 60.0
+
+
+def create_project(directory: Path, config: dict | None = None, plugins: bool = True,
+                   key: str = "TEST") -> Project:
+    """A new project in `directory`; `plugins` adds the sample plugin to its plugin_dirs."""
+    cfg = json.loads(json.dumps(config or {}))  # never mutate the caller's dict
+    if plugins:
+        cfg["plugin_dirs"] = [*cfg.get("plugin_dirs", []), str(SAMPLE_PLUGIN)]
+    return Project.init(directory, key=key, config=cfg)
+
+
+def labelloop_command(*args: str) -> list[str]:
+    """The command line of the labelloop CLI with this interpreter."""
+    return [sys.executable, "-m", "labelloop.cli", *args]
+
+
+@pytest.fixture
+def sample_plugin_dir() -> Path:
+    return SAMPLE_PLUGIN
+
+
+@pytest.fixture
+def make_project(tmp_path):
+    def make(name: str = "project", config: dict | None = None, plugins: bool = True,
+             key: str = "TEST") -> Project:
+        return create_project(tmp_path / name, config, plugins, key)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def project_factory():
+    """`create_project` for fixtures of wider scope than a test."""
+    return create_project
+
+
+def _run_cli(project_dir: Path | str, *args: str, env: dict | None = None, check: bool = True,
+             timeout: float = 120) -> subprocess.CompletedProcess:
+    proc = subprocess.run(labelloop_command("--project", str(project_dir), *args),
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        pytest.fail(f"labelloop {' '.join(args)} exited {proc.returncode}\n"
+                    f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def run_cli():
+    return _run_cli
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Response:
+    status: int
+    headers: Any
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):  # let tests see 302s
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def http(method: str, url: str, json_body: Any = None, data: bytes | None = None,
+         headers: dict | None = None, timeout: float = 30) -> Response:
+    """One HTTP request; any status comes back as a Response (redirects are not followed)."""
+    headers = dict(headers or {})
+    if json_body is not None:
+        data = json.dumps(json_body).encode()
+        headers.setdefault("Content-Type", "application/json")
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with _OPENER.open(req, timeout=timeout) as resp:
+            return Response(resp.status, resp.headers, resp.read())
+    except urllib.error.HTTPError as exc:
+        return Response(exc.code, exc.headers, exc.read())
+
+
+@dataclass
+class ServerProcess:
+    """A running `labelloop serve`."""
+
+    url: str
+    port: int
+    proc: subprocess.Popen
+    project_dir: Path
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Response:
+        return http(method, self.url + path, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, json_body: Any = None, **kwargs: Any) -> Response:
+        return self.request("POST", path, json_body=json_body, **kwargs)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+class ServerManager:
+    """Starts servers (retrying on a port race) and stops them all at the end."""
+
+    def __init__(self, log_dir: Path):
+        self.log_dir = log_dir
+        self.servers: list[ServerProcess] = []
+
+    def start(self, project_dir: Path | str, *args: str, env: dict | None = None,
+              timeout: float = START_TIMEOUT) -> ServerProcess:
+        args = tuple(str(a) for a in args)
+        host = args[args.index("--host") + 1] if "--host" in args else "127.0.0.1"
+        url_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        for attempt in range(3):
+            port = free_port()
+            log_path = self.log_dir / f"serve-{port}.log"
+            with open(log_path, "wb") as log_file:
+                proc = subprocess.Popen(
+                    labelloop_command("--project", str(project_dir), "serve", "--port", str(port),
+                                      *args),
+                    stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    env={**os.environ, **(env or {})})
+            server = ServerProcess(f"http://{url_host}:{port}", port, proc, Path(project_dir),
+                                   log_path)
+            self.servers.append(server)
+            if self._wait_ready(server, timeout):
+                return server
+            server.stop()
+            if "Address already in use" in server.log() and attempt < 2:
+                continue
+            pytest.fail(f"labelloop serve did not start (exit {proc.returncode}):\n{server.log()}")
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _wait_ready(server: ServerProcess, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if server.proc.poll() is not None:
+                return False
+            try:
+                with urllib.request.urlopen(server.url + "/api/v1/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        return True
+            except OSError:
+                pass
+            time.sleep(0.1)
+        return False
+
+    def stop_all(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+@pytest.fixture
+def serve(tmp_path):
+    manager = ServerManager(tmp_path)
+    yield manager.start
+    manager.stop_all()
+
+
+@pytest.fixture(scope="module")
+def serve_module(tmp_path_factory):
+    manager = ServerManager(tmp_path_factory.mktemp("servers"))
+    yield manager.start
+    manager.stop_all()
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
+    """Poll `predicate()` until it returns something truthy (returned); fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def poll():
+    """`wait_for` as a fixture: poll(predicate, timeout=30, what="...")."""
+    return wait_for
