@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from labeling.sampling import Pool, sample_queries, session_variable
+from labeling.sampling import Pool, sample_queries, session_variable, write_in_pieces
 from labeling.strategies import collect_strategies
 from labeling.training import TRUSTED_TYPES, set_folder_root
 from labelloop.project import Folder
@@ -35,7 +35,7 @@ def run(ctx):
     # The new ranking and its session number land together: a webapp never sees one without
     # the other.
     with ctx.project.write_transaction() as conn:
-        queries.write(result.queries, conn=conn)
+        write_in_pieces(queries, result.queries, conn)
         session = ctx.project.variables.incr(session_variable(queries.name), conn=conn)
     ctx.details.update(model_version=meta["version"], strategy=cfg["strategy"], session=session,
                        pool_rows=result.pool_rows, excluded=result.excluded,

@@ -18,7 +18,7 @@ from labelloop.errors import ConflictError, LabelloopError
 from labelloop.project import Dataset, Folder
 
 from .features import IMAGE_EXTENSIONS, SOUND_EXTENSIONS
-from .strategies import StrategyRegistry, StreamingRanker
+from .strategies import StrategyRegistry, StreamingRanker, top_k
 from .training import (
     METADATA_COLUMNS,
     PATH_COLUMN,
@@ -131,6 +131,25 @@ def row_hashes(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
     return pd.util.hash_pandas_object(pd.DataFrame(norm), index=False).to_numpy()
 
 
+# Rows converted and stored at a time when the queries are written.
+WRITE_ROWS = 100_000
+
+
+def write_in_pieces(dataset: Dataset, frame: pd.DataFrame, conn: Any,
+                    rows: int = WRITE_ROWS) -> None:
+    """Replace `dataset` with `frame`, stored a piece at a time within `conn`'s transaction.
+
+    Readers still see the old rows or the new ones, never a mix; the store's conversion
+    copies are one piece big instead of a whole 1M-row frame.
+    """
+    if len(frame) <= rows:
+        dataset.write(frame, conn=conn)
+        return
+    dataset.write(frame.iloc[:rows], conn=conn, storage="columns")
+    for start in range(rows, len(frame), rows):
+        dataset.append(frame.iloc[start:start + rows], conn=conn)
+
+
 @dataclass
 class SampleResult:
     queries: pd.DataFrame
@@ -151,6 +170,9 @@ def sample_queries(pipeline: Any, pool: Pool, strategy: str, registry: StrategyR
     labeled = LabeledIndex(labels, pool.columns(), label_col, id_column, pool.is_folder)
     rng = np.random.default_rng(seed)
     ranker = StreamingRanker(k=max_queries or None)
+    # With a cap, the rows that can still make the cut are kept as they stream by, so the
+    # pool is read once; a full ranking needs every row's columns: a second pass gathers them.
+    candidates = _Candidates(max_queries) if max_queries else None
     progress = progress or (lambda it, *a, **k: it)
     total, excluded = 0, 0
     for positions, frame in progress(pool.chunks(), "scoring", total=pool.n_chunks):
@@ -165,6 +187,8 @@ def sample_queries(pipeline: Any, pool: Pool, strategy: str, registry: StrategyR
         scored = score_rows(pipeline, frame, strategy, registry, rng=rng, seed=seed)
         ranker.add(scored["uncertainty"], positions, prediction=scored["prediction"],
                    confidence=scored["confidence"])
+        if candidates is not None:
+            candidates.add(frame, positions, scored["uncertainty"])
     if total == 0:
         raise LabelloopError("the unlabeled pool is empty: nothing to score (check the "
                              "'unlabeled_samples' input)")
@@ -172,11 +196,55 @@ def sample_queries(pipeline: Any, pool: Pool, strategy: str, registry: StrategyR
     if len(ranked) == 0:
         raise LabelloopError(f"every one of the {total} items of the pool is already labeled: "
                              "nothing left to rank")
-    out = _gather(pool, ranked.positions, progress)
+    if candidates is not None:
+        out = candidates.take(ranked.positions)
+    else:
+        out = _gather(pool, ranked.positions, progress)
     out["uncertainty"] = ranked.scores
-    out["prediction"] = classes[ranked.columns["prediction"]]
+    out["prediction"] = pd.Series(classes[ranked.columns["prediction"]], dtype=object)
     out["confidence"] = ranked.columns["confidence"].astype(np.float64)
     return SampleResult(out, total, excluded)
+
+
+class _Candidates:
+    """Pool rows that may still be among the best `k`, with their scores: O(k + chunk) rows.
+
+    Only a chunk's own best `k` can be in the overall best `k` (same order as the ranker:
+    score descending, position ascending), and the union is cut back to its best `k`
+    whenever it grows past a few times `k`.
+    """
+
+    def __init__(self, k: int):
+        self.k = k
+        self.frames: list[pd.DataFrame] = []
+        self.positions: list[np.ndarray] = []
+        self.scores: list[np.ndarray] = []
+        self.rows = 0
+
+    def add(self, frame: pd.DataFrame, positions: np.ndarray, scores: np.ndarray) -> None:
+        best = top_k(scores, self.k, ids=positions)
+        self.frames.append(frame.iloc[best])
+        self.positions.append(positions[best])
+        self.scores.append(np.asarray(scores, dtype=np.float64)[best])
+        self.rows += best.shape[0]
+        if self.rows > 4 * self.k:
+            frame, positions, scores = self._concat()
+            best = top_k(scores, self.k, ids=positions)
+            self.frames, self.positions = [frame.iloc[best]], [positions[best]]
+            self.scores, self.rows = [scores[best]], best.shape[0]
+
+    def _concat(self) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+        frame = pd.concat(self.frames, ignore_index=True) if len(self.frames) > 1 \
+            else self.frames[0].reset_index(drop=True)
+        return frame, np.concatenate(self.positions), np.concatenate(self.scores)
+
+    def take(self, positions: np.ndarray) -> pd.DataFrame:
+        """The kept rows at `positions`, in that order."""
+        frame, kept, _ = self._concat()
+        rows = pd.Index(kept).get_indexer(positions)
+        if (rows < 0).any():  # cannot happen: the ranker and this keep the same best k
+            raise LabelloopError("internal error: a ranked row was not kept")
+        return frame.take(rows).reset_index(drop=True)
 
 
 def _gather(pool: Pool, positions: np.ndarray, progress: Progress) -> pd.DataFrame:
@@ -212,7 +280,11 @@ def _gather(pool: Pool, positions: np.ndarray, progress: Progress) -> pd.DataFra
     if found != n:
         raise ConflictError("the unlabeled pool changed while it was being scored: run the "
                             "Query Sampler again")
-    return pd.DataFrame(arrays)
+    # No copy of the gathered columns; object columns stay object (as the store reads
+    # them), not inferred as pandas strings.
+    return pd.DataFrame({col: pd.Series(values, dtype=object, copy=False)
+                         if isinstance(values, np.ndarray) and values.dtype == object else values
+                         for col, values in arrays.items()}, copy=False)
 
 
 def _values(series: pd.Series, rows: np.ndarray) -> Any:
