@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import threading
 import zlib
+from pathlib import Path
 
 import pytest
 
 from labelloop.project import Project
 from labelloop.scenarios import ScenarioLock
+
+SAMPLE_PLUGIN = Path(__file__).parent / "plugins" / "sample-plugin"
 
 
 def write_var(name: str, value: str = "done", fail: bool = False) -> dict:
@@ -32,7 +36,15 @@ CONFIG = {
 
 @pytest.fixture(scope="module")
 def server(project_factory, tmp_path_factory, serve_module):
-    project = project_factory(tmp_path_factory.mktemp("served") / "project", CONFIG)
+    base = tmp_path_factory.mktemp("served")
+    # a copy of the sample plugin with a resource/ directory, to serve its files
+    plugin = base / "sample-plugin"
+    shutil.copytree(SAMPLE_PLUGIN, plugin, ignore=shutil.ignore_patterns("__pycache__"))
+    (plugin / "resource").mkdir()
+    (plugin / "resource" / "notes.css").write_text("h1 { color: teal; }\n")
+    (plugin / "resource" / ".secret").write_text("hidden\n")
+    project = project_factory(base / "project", {**CONFIG, "plugin_dirs": [str(plugin)]},
+                              plugins=False)
     return serve_module(project.dir, "--period", "0.2", "--max-body", "65536")
 
 
@@ -98,8 +110,12 @@ def test_broken_webapp_page_shows_an_error_and_the_server_keeps_running(server):
 
 
 def test_resource_files_are_served_safely(server):
-    # the sample plugin has no resource/ dir: nothing to serve, and no path escapes
-    assert server.get("/resource/sample/plugin.json").status == 404
+    resp = server.get("/resource/sample/notes.css")
+    assert resp.status == 200 and resp.text == "h1 { color: teal; }\n"
+    assert resp.headers["Content-Type"].startswith("text/css")
+    assert server.get("/resource/sample/.secret").status == 404
+    assert server.get("/resource/sample/missing.css").status == 404
+    assert server.get("/resource/nope/notes.css").status == 404
     assert server.get("/resource/sample/../plugin.json").status == 404
     assert server.get("/resource/sample/%2e%2e/plugin.json").status == 404
 
@@ -109,6 +125,7 @@ def test_routes_round_trip_json_per_user(server):
     assert hello["greeting"] == "Hi, bob!"
     assert hello["query"] == {"a": ["1", "2"], "b": "x"}
     assert hello["api_prefix"] == "/api/v1/webapps/notes"
+    assert hello["resource_url"] == "/resource/sample"
     resp = server.post("/api/v1/webapps/notes/notes", {"text": "first", "category": "todo"},
                        headers=bob())
     assert resp.status == 200 and resp.json() == {"count": 1, "user": "bob"}

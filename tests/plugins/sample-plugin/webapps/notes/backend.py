@@ -45,7 +45,8 @@ class NotesBackend:
     # ---- routes ----
     def hello(self, payload, user):
         return {"greeting": f"{self.ctx.config['greeting']}, {user}!", "query": payload,
-                "webapp": self.ctx.webapp, "api_prefix": self.ctx.api_prefix}
+                "webapp": self.ctx.webapp, "api_prefix": self.ctx.api_prefix,
+                "resource_url": self.ctx.resource_url}
 
     def add_note(self, payload, user):
         key = f"{self.prefix}.{user}"
