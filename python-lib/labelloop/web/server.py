@@ -372,11 +372,8 @@ def serve(project: Project, options: ServeOptions) -> None:
     server.start()
     loop = IOLoop.current()
 
-    def _stop(*_: Any) -> None:
-        loop.add_callback_from_signal(loop.stop)
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.asyncio_loop.add_signal_handler(sig, loop.stop)
     mode = "tokens required" if server.identity.required() else "no tokens"
     print(f"Labelloop: project {project.key} served at {server.url}/ ({mode}; "
           f"scheduler {'on, every ' + str(options.period) + 's' if options.scheduler else 'off'})",
