@@ -93,8 +93,13 @@ class LabeledIndex:
         self.hashes = np.empty(0, dtype=np.uint64)
         if labels is None or labels.empty:
             return
-        if label_col in labels.columns:  # a skipped or unlabeled row is not excluded
-            labels = labels[labels[label_col].notna() & (labels[label_col].astype(str) != "")]
+        # Labeled means what training uses: not SKIPPED, with a non-empty label; a skipped
+        # or unlabeled item stays in the pool.
+        if "status" in labels.columns:
+            labels = labels[~labels["status"].astype(str).str.upper().eq("SKIPPED")]
+        if label_col in labels.columns:
+            values = labels[label_col]
+            labels = labels[values.notna() & ~values.astype(str).str.strip().eq("")]
         if is_folder:
             self.keys = [PATH_COLUMN]
         elif id_column:
