@@ -156,6 +156,7 @@
   function showWaiting() {
     // Everything left is reserved by other annotators: look again in a moment.
     const box = $("ll-item");
+    box.hidden = false;
     box.replaceChildren(plain("The items left are being labeled by others right now. Checking again in a few seconds…"));
     box.dataset.itemId = "";
     $("ll-item-id").textContent = "";
@@ -230,6 +231,8 @@
       const img = item._img && item._img.src === url ? item._img : new Image();
       if (img.src !== url) img.src = url;
       img.className = "ll-image";
+      const sharpen = () => img.classList.toggle("ll-pixelated", img.naturalWidth > 0 && img.naturalWidth < 128);
+      if (img.complete) sharpen(); else img.addEventListener("load", sharpen, { once: true });
       img.alt = "item " + item.id;
       img.onerror = () => { box.replaceChildren(errorNote("This image could not be loaded.")); };
       box.append(img, caption(item));
@@ -319,7 +322,7 @@
       ctx2d.fillRect(x, mid - hi * mid, 1, Math.max(1, (hi - lo) * mid));
     }
     ctx2d.fillStyle = "#333";
-    ctx2d.fillText(decoded.duration.toFixed(2) + " s · " + decoded.sampleRate + " Hz", 8, 14);
+    ctx2d.fillText(decoded.duration.toFixed(2) + " s", 8, 14);
     // A cursor that follows playback.
     const base = ctx2d.getImageData(0, 0, w, h);
     const tick = () => {
@@ -451,6 +454,7 @@
     // A comment typed for the live item survives a look at earlier answers.
     $("ll-comment").value = item && state.liveComment.id === item.id ? state.liveComment.text : "";
     state.liveComment = { id: null, text: "" };
+    box.hidden = !item;
     if (!item) {
       box.replaceChildren();
       box.dataset.itemId = "";
@@ -483,6 +487,7 @@
     const entry = state.history[state.historyIndex];
     const box = $("ll-item");
     $("ll-done").hidden = true;
+    box.hidden = false;
     if (entry.data !== undefined && entry.data !== null) renderItem(entry, box);
     else box.replaceChildren(plain("item " + entry.id));
     box.dataset.itemId = String(entry.id);
@@ -530,12 +535,18 @@
     $("ll-progress-labeled").style.width = pct(labeled);
     $("ll-progress-skipped").style.width = pct(skipped);
     const session = stats.session;
-    $("ll-session").textContent = session === null || session === undefined || session === 0
-      ? "Order: random (no model queries yet)" : "Model queries: session " + session;
+    showOrder(session);
     if (state.session !== undefined && session !== state.session) onNewSession(session);
     state.session = session;
     $("ll-done-text").textContent = labeled + " labeled and " + skipped + " skipped: there is nothing left to label.";
     updatePerLabel(stats.per_label || {});
+  }
+
+  function showOrder(session) {
+    const scored = state.config && state.config.al_enabled;
+    $("ll-session").textContent = scored
+      ? "Most informative first: model queries" + (session ? ", session " + session : "")
+      : "Random order (no model queries yet)";
   }
 
   function bokehModel(name, fn, tries) {
@@ -562,7 +573,7 @@
       state.config = {};
       return;
     }
-    const warnings = [...(state.config.warnings || []), ...(state.config.stopping_warnings || [])];
+    const warnings = [...new Set([...(state.config.warnings || []), ...(state.config.stopping_warnings || [])])];
     const box = $("ll-warnings");
     box.replaceChildren();
     for (const w of warnings) {
@@ -571,6 +582,7 @@
       box.appendChild(p);
     }
     box.hidden = warnings.length === 0;
+    showOrder(state.session);
   }
 
   async function loadMetrics() {
@@ -802,6 +814,7 @@
     flush: () => state.writes,
   };
 
-  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
-  else start();
+  // The script tag follows the page's markup, so everything it needs is there: start now,
+  // without waiting for Bokeh's scripts below it.
+  start();
 })();

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# Imported with the backend (at server start), so the first page doesn't pay for it.
+from bokeh.models import ColumnDataSource, FactorRange, Range1d
+from bokeh.plotting import figure
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from labelloop.web.auth import tokens_configured
@@ -111,10 +114,7 @@ def resource_url(rel: str, base: str | None = None) -> str:
     return f"{base or '/resource/' + PLUGIN_ID}/{rel}?v={version}"
 
 
-def _per_label_chart(categories: list[str]):
-    from bokeh.models import ColumnDataSource, FactorRange
-    from bokeh.plotting import figure
-
+def _per_label_chart(categories: list[str]) -> figure:
     # Bars grow downwards in category order, like the buttons.
     factors = list(reversed(categories))
     source = ColumnDataSource(
@@ -140,10 +140,7 @@ def _per_label_chart(categories: list[str]):
     return fig
 
 
-def _metrics_chart():
-    from bokeh.models import ColumnDataSource, Range1d
-    from bokeh.plotting import figure
-
+def _metrics_chart() -> figure:
     source = ColumnDataSource({"labels": [], "auc": [], "contradictions": []},
                               name=METRICS_SOURCE)
     fig = figure(
@@ -175,16 +172,6 @@ def make_document(doc: Any, page: PageSettings, resource_base: str | None = None
     doc.template_variables.update(_page_variables(boot, resource_base))
 
 
-def make_error_document(doc: Any, message: str, *, webapp: str = "", title: str = "",
-                        resource_base: str | None = None) -> None:
-    """Show a settings problem as a readable page (never a blank page or a traceback)."""
-    doc.title = f"{title or 'Labeling'} · settings to fix"
-    doc.template = _env.get_template("labeling.html")
-    variables = _page_variables({"title": title or "Labeling", "webapp": webapp}, resource_base)
-    variables["settings_error"] = message
-    doc.template_variables.update(variables)
-
-
 def _page_variables(boot: dict[str, Any], resource_base: str | None = None) -> dict[str, Any]:
     return {
         "ll_title": boot.get("title", "Labeling"),
@@ -192,7 +179,6 @@ def _page_variables(boot: dict[str, Any], resource_base: str | None = None) -> d
         "ll_bootstrap": script_json(boot),
         "ll_css": resource_url("labeling.css", resource_base),
         "ll_js": resource_url("labeling.js", resource_base),
-        "settings_error": None,
     }
 
 
