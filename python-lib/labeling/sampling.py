@@ -24,6 +24,7 @@ from .training import (
     PATH_COLUMN,
     SCORE_COLUMNS,
     check_scoring_input,
+    input_columns,
     model_classes,
     score_rows,
 )
@@ -171,6 +172,7 @@ def sample_queries(pipeline: Any, pool: Pool, strategy: str, registry: StrategyR
     # Regressor, one-class model, columns the pool lacks: refused before reading the pool
     # (model_classes alone would call a regressor "not fitted").
     check_scoring_input(pipeline, pd.DataFrame(columns=pool.columns()))
+    _check_width(pipeline, pool)
     classes = np.asarray([str(c) for c in model_classes(pipeline)], dtype=object)
     labeled = LabeledIndex(labels, pool.columns(), label_col, id_column, pool.is_folder)
     rng = np.random.default_rng(seed)
@@ -189,7 +191,7 @@ def sample_queries(pipeline: Any, pool: Pool, strategy: str, registry: StrategyR
             frame, positions = frame[keep], positions[keep]
         if frame.empty:
             continue
-        scored = score_rows(pipeline, frame, strategy, registry, rng=rng, seed=seed)
+        scored = _score(pipeline, frame, strategy, registry, rng, seed)
         ranker.add(scored["uncertainty"], positions, prediction=scored["prediction"],
                    confidence=scored["confidence"])
         if candidates is not None:
@@ -209,6 +211,33 @@ def sample_queries(pipeline: Any, pool: Pool, strategy: str, registry: StrategyR
     out["prediction"] = pd.Series(classes[ranked.columns["prediction"]], dtype=object)
     out["confidence"] = ranked.columns["confidence"].astype(np.float64)
     return SampleResult(out, total, excluded)
+
+
+def _check_width(pipeline: Any, pool: Pool) -> None:
+    """A model fitted without column names reads every pool column: the count must match."""
+    if pool.is_folder or input_columns(pipeline) is not None:
+        return
+    expected = getattr(pipeline, "n_features_in_", None)
+    columns = pool.columns()
+    if expected is not None and expected != len(columns):
+        raise LabelloopError(
+            f"the model expects {expected} input columns and the pool has {len(columns)} "
+            f"({', '.join(columns)}): score a dataset like the one it was trained on, or "
+            "retrain it with the Train classifier recipe")
+
+
+def _score(pipeline: Any, frame: pd.DataFrame, strategy: str, registry: StrategyRegistry,
+           rng: np.random.Generator, seed: int) -> dict[str, np.ndarray]:
+    try:
+        return score_rows(pipeline, frame, strategy, registry, rng=rng, seed=seed)
+    except LabelloopError:
+        raise
+    except (ValueError, TypeError, KeyError) as exc:
+        # scikit-learn's words for "these rows are not what I was trained on"
+        raise LabelloopError(
+            f"the model cannot score the pool's rows ({type(exc).__name__}: {exc}): it was "
+            "trained on other data; retrain it on labels of this pool with the Train "
+            "classifier recipe") from exc
 
 
 class _Candidates:
