@@ -366,6 +366,12 @@ ERROR_CASES = {
         LogisticRegression().fit(pd.DataFrame({"height": [0.0, 1.0], "x": [1.0, 0.0]}),
                                  ["a", "b"]), {}),
         LabelloopError, r"trained on columns height, x; the pool lacks height"),
+    "fitted without names, other width": (lambda p, pool: p.model("clf").save(
+        LogisticRegression().fit(np.eye(3), [0, 1, 1]), {}),
+        LabelloopError, r"expects 3 input columns and the pool has 4 \(x, y, color, count\)"),
+    "fitted without names, not numbers": (lambda p, pool: p.model("clf").save(
+        LogisticRegression().fit(np.eye(4), [0, 1, 1, 0]), {}),
+        LabelloopError, r"cannot score the pool's rows \(ValueError: .*'(red|green|blue)'"),
     "one class": (lambda p, pool: p.model("clf").save(_one_class_model(), {}),
                   LabelloopError, r"knows only one class 'neg'.*at least two categories"),
     "empty pool": (lambda p, pool: p.dataset("pool").write(pool.iloc[:0]),
