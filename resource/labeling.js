@@ -8,6 +8,8 @@
   const API = boot.api_base;
   const BATCH = boot.batch_size || 20;
   const PREFETCH_AT = Math.max(3, Math.floor(BATCH / 3));
+  // Stats are polled while idle, so others' progress and a retrained model show up unasked.
+  const POLL_MS = 15000;
   const USER_KEY = "labelloop.user";
   const $ = (id) => document.getElementById(id);
 
@@ -804,6 +806,9 @@
     showUser();
     loadConfig();
     loadMetrics();
+    setInterval(() => {
+      if (!document.hidden && !state.pending) call("GET", "/stats").then(applyStats, () => {});
+    }, POLL_MS);
     await nextLive();
   }
 

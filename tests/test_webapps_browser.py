@@ -221,9 +221,18 @@ def keyboard_latency(page, n: int = 20) -> tuple[float, float]:
     return statistics.median(spans), statistics.median(in_page) if in_page else float("nan")
 
 
-def report(kind: str, first: float, latency: tuple[float, float]) -> None:
-    print(f"\n[{kind}] page open -> first item: {first * 1000:.0f} ms; key -> next item "
-          f"(median of 20): {latency[0]:.1f} ms from the test, {latency[1]:.1f} ms in the page")
+def reopen(page) -> float:
+    """Seconds from a reload (server warm) to the first item on screen."""
+    t0 = time.perf_counter()
+    page.reload()
+    page.wait_for_function("document.getElementById('ll-item').dataset.itemId")
+    return time.perf_counter() - t0
+
+
+def report(kind: str, first: float, latency: tuple[float, float], warm: float) -> None:
+    print(f"\n[{kind}] page open -> first item: {first * 1000:.0f} ms (server's first page), "
+          f"{warm * 1000:.0f} ms (reload); key -> next item (median of 20): "
+          f"{latency[0]:.1f} ms from the test, {latency[1]:.1f} ms in the page")
 
 
 def row_id_by(column: str, ids_by_value: dict):
@@ -263,9 +272,18 @@ def test_tabular_labeling(tmp_path, serve, page_for):
     assert not page.is_visible("#ll-name-dialog")
     assert page.inner_text("#ll-user-name") == ANNOTATOR
     assert "4 labeled · 1 skipped" in page.inner_text("#ll-progress-text")
+    # Back after a reload pages through the server's history: the newest answer is the skip.
+    live = item_id(page)
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_function("id => document.getElementById('ll-item').dataset.itemId === id",
+                           arg=walk["ids"][4])
+    assert "skipped" in page.inner_text("#ll-item-mode")
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function("id => document.getElementById('ll-item').dataset.itemId === id",
+                           arg=live)
     latency = keyboard_latency(page)
     page.screenshot(path=str(tmp_path / "tabular.png"), full_page=True)
-    report("tabular", first, latency)
+    report("tabular", first, latency, reopen(page))
     assert page.errors == []
 
 
@@ -282,7 +300,7 @@ def test_image_labeling(tmp_path, serve, page_for):
     check_datasets(directory, walk["expected"], lambda row: row["path"])
     latency = keyboard_latency(page)
     page.screenshot(path=str(tmp_path / "image.png"), full_page=True)
-    report("image", first, latency)
+    report("image", first, latency, reopen(page))
     assert page.errors == []
 
 
@@ -305,7 +323,7 @@ def test_sound_labeling(tmp_path, serve, page_for):
     check_datasets(directory, walk["expected"], lambda row: row["path"])
     latency = keyboard_latency(page)
     page.screenshot(path=str(tmp_path / "sound.png"), full_page=True)
-    report("sound", first, latency)
+    report("sound", first, latency, reopen(page))
     assert page.errors == []
 
 
@@ -324,7 +342,7 @@ def test_text_labeling(tmp_path, serve, page_for):
     check_datasets(directory, walk["expected"], lambda row: _text_id(page, row["text"]))
     latency = keyboard_latency(page)
     page.screenshot(path=str(tmp_path / "text.png"), full_page=True)
-    report("text", first, latency)
+    report("text", first, latency, reopen(page))
     assert page.errors == []
 
 
@@ -448,3 +466,39 @@ def test_token_user_is_the_annotator(tmp_path, serve, page_for):
     wait_idle(page)
     meta = read(directory, "metadata")
     assert meta[["data_id", "annotator", "label"]].values.tolist() == [[first, "carol", "dog"]]
+
+
+def test_new_queries_session_reorders_the_queue(tmp_path, serve, page_for, poll):
+    from labeling.sampling import session_variable
+
+    directory = tmp_path / "project"
+    names = [f"r{i:02d}" for i in range(12)]
+    rows = pd.DataFrame({"name": names, "size": np.arange(12.0)})
+    project = make_labeling_project(directory, "tabular", rows=rows, id_column="name",
+                                    queries_ds="queries")
+    server = serve(directory, "--no-scheduler")
+    page = page_for()
+    open_page(page, server.url + "/webapps/app")
+    answered = [item_id(page)]
+    page.keyboard.press("1")
+    current = wait_item_change(page, answered[0])
+    wait_idle(page)
+    # The Query Sampler's part: new queries (r11 most uncertain ... r00 least), then the session.
+    project.dataset("queries", create=True).write(rows.assign(
+        uncertainty=np.linspace(0.0, 1.0, 12), prediction="dog", confidence=0.5))
+    project.variables.incr(session_variable("queries"))
+    headers = {"X-Labelloop-User": ANNOTATOR}
+    poll(lambda: server.get("/api/v1/webapps/app/config", headers=headers).json()
+         .get("queue_session") == 1, what="the queue of session 1")
+    answered.append(current)
+    page.keyboard.press("1")
+    current = wait_item_change(page, current)  # already on screen before the answer's reply
+    page.wait_for_function("document.getElementById('ll-banner').textContent.includes('retrained')")
+    wait_idle(page)
+    answered.append(current)
+    page.keyboard.press("1")
+    current = wait_item_change(page, current)
+    expected = next(n for n in reversed(names) if n not in answered)
+    assert current == expected
+    assert "session 1" in page.inner_text("#ll-session")
+    assert page.is_visible("#ll-suggestion") and page.is_visible("#ll-halting")
