@@ -52,8 +52,6 @@ class PageSettings:
     categories: Mapping[str, str | None]
     multi_label: bool = False
     title: str | None = None
-    text_column: str | None = None
-    columns: list[str] | None = None
     api_base: str | None = None
     batch_size: int = 20
     user: str | None = None
@@ -90,8 +88,6 @@ def bootstrap(page: PageSettings) -> dict[str, Any]:
         "api_base": page.api_base or f"/api/v1/webapps/{page.webapp}",
         "categories": shortcuts,
         "multi_label": bool(page.multi_label),
-        "text_column": page.text_column,
-        "columns": page.columns,
         "batch_size": page.batch_size,
         "user": page.user,
         "per_label_source": PER_LABEL_SOURCE,
@@ -216,7 +212,6 @@ class LabelingPageBackend(LabelingBackend):
             webapp=self.cfg.webapp, data_type=self.cfg.data_type,
             categories=self.cfg.categories, multi_label=self.cfg.multi_label,
             title=component.label if component is not None else None,
-            text_column=self.cfg.text_column, columns=self.cfg.columns,
             api_base=self.ctx.api_prefix, batch_size=self.batch_size,
             user=named if fixed else None,
             extra={"session_user": None if fixed else named},
