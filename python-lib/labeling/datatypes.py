@@ -170,12 +170,21 @@ class _DatasetType(DataType):
     def _pool(self) -> Any:
         return self.project.dataset(self.cfg.unlabeled)
 
+    _schema: tuple[int, list[dict]] | None = None
+
     def pool_key(self) -> str:
         ds = self._pool()
-        return f"dataset:{self.cfg.unlabeled}:{ds.generation()}:{self.cfg.id_column or ''}"
+        generation = ds.generation()
+        if self._schema is not None and self._schema[0] != generation:
+            self._schema = None
+        return f"dataset:{self.cfg.unlabeled}:{generation}:{self.cfg.id_column or ''}"
 
     def item_schema(self) -> list[dict]:
-        return self._pool().schema
+        # Cached: read on every label otherwise; pool_key() drops it when the pool changes.
+        if self._schema is None:
+            ds = self._pool()
+            self._schema = (ds.generation(), ds.schema)
+        return self._schema[1]
 
     def _ids_and_lines(self, frame: pd.DataFrame, schema: list[dict]) -> tuple[list, list[str]]:
         frame = normalize(frame, schema)

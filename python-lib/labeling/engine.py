@@ -71,6 +71,7 @@ apps_table = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("name", sa.String(200), nullable=False, unique=True),
     sa.Column("iset", sa.Integer),  # current item set
+    sa.Column("n_items", sa.Integer),  # its size
     sa.Column("queue_id", sa.Integer),  # current queue
     sa.Column("session_key", sa.Text),  # what the current queue was built from
     sa.Column("builder", sa.String(64)),
@@ -197,6 +198,72 @@ _OWN_BATCH_SQL = sa.text(
     "ORDER BY q.pos LIMIT :limit")
 
 
+# The hot paths (label, batch) use prebuilt statements: building Core statements per call
+# costs more than running them.
+_APP_SQL = sa.text("SELECT * FROM lb_apps WHERE id = :id")
+_VARIABLE_SQL = sa.text("SELECT value FROM ll_variables WHERE name = :name").columns(
+    value=sa.JSON)
+_DATASET_SQL = sa.text("SELECT table_name, storage FROM ll_datasets WHERE name = :name")
+_ITEM_SQL = sa.text("SELECT row FROM lb_items WHERE iset = :iset AND item_id = :item_id")
+_OLD_SQL = sa.text("SELECT label_id, status, label, labels_row, meta_row FROM lb_annotations "
+                   "WHERE app = :app AND owner = :owner AND item_id = :item_id")
+_INSERT_ANNOTATION_SQL = sa.text(
+    "INSERT INTO lb_annotations (app, item_id, owner, annotator, status, label, comment, "
+    "session, created, updated) VALUES (:app, :item_id, :owner, :annotator, :status, :label, "
+    ":comment, :session, :now, :now) RETURNING label_id")
+_UPDATE_ANNOTATION_SQL = sa.text(
+    "UPDATE lb_annotations SET annotator = :annotator, status = :status, label = :label, "
+    "comment = :comment, session = :session, updated = :now, labels_row = :labels_row, "
+    "meta_row = :meta_row WHERE label_id = :label_id")
+_DONE_SQL = sa.text("UPDATE lb_queue SET state = 1 WHERE qid = :qid AND item_id = :item_id")
+_UNRESERVE_SQL = sa.text("DELETE FROM lb_reservations WHERE app = :app AND item_id = :item_id")
+_COUNTS_SQL = sa.text("SELECT key, n FROM lb_counts WHERE app = :app AND owner = :owner")
+
+
+class _RowTable:
+    """Prebuilt insert / update / delete statements of a row-stored dataset's table."""
+
+    def __init__(self, table: sa.Table, lid_col: str, dialect: Any):
+        quote = dialect.identifier_preparer.quote
+        self.name = table.name
+        self.table = table
+        self.params = {c.name: f"p{i}" for i, c in enumerate(table.columns) if c.name != "_row"}
+        self.has_lid = lid_col in self.params
+        self.lid_col = lid_col
+        types = [sa.bindparam(p, type_=table.c[n].type) for n, p in self.params.items()]
+        names = ", ".join(quote(n) for n in self.params)
+        binds = ", ".join(f":{p}" for p in self.params.values())
+        tname = quote(table.name)
+        self._insert = sa.text(f"INSERT INTO {tname} ({names}) VALUES ({binds}) "
+                               "RETURNING _row").bindparams(*types)
+        self._types = {p: t for p, t in zip(self.params.values(), types, strict=True)}
+        self._quote = quote
+        self._updates: dict[tuple[str, ...], sa.TextClause] = {}
+        where = f"_row = :row AND {quote(lid_col)} = :lid" if self.has_lid else "1 = 0"
+        self._where = where
+        self._delete = sa.text(f"DELETE FROM {tname} WHERE {where}")
+
+    def insert(self, conn: sa.Connection, values: dict, label_id: int) -> int:
+        values = {**values, self.lid_col: label_id}
+        return int(conn.execute(self._insert, {p: values.get(n) for n, p in self.params.items()}
+                                ).scalar_one())
+
+    def update(self, conn: sa.Connection, row: int, label_id: int, values: dict) -> bool:
+        """Update the row an annotation wrote; False if it is gone (dataset replaced)."""
+        cols = tuple(n for n in values if n in self.params and n != self.lid_col)
+        stmt = self._updates.get(cols)
+        if stmt is None:
+            sets = ", ".join(f"{self._quote(n)} = :{self.params[n]}" for n in cols)
+            stmt = sa.text(f"UPDATE {self._quote(self.name)} SET {sets} WHERE {self._where}"
+                           ).bindparams(*[self._types[self.params[n]] for n in cols])
+            self._updates[cols] = stmt
+        args = {self.params[n]: values[n] for n in cols}
+        return bool(conn.execute(stmt, {**args, "row": row, "lid": label_id}).rowcount)
+
+    def delete(self, conn: sa.Connection, row: int, label_id: int) -> None:
+        conn.execute(self._delete, {"row": row, "lid": label_id})
+
+
 class LabelingEngine:
     """The labeling engine of one webapp instance over a project's database."""
 
@@ -211,7 +278,8 @@ class LabelingEngine:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._checked_at = 0.0
-        self._tables: dict[str, tuple[str, sa.Table, set[str]]] = {}
+        self._ready = False
+        self._tables: dict[str, _RowTable] = {}
         self.engine = project.engine
         create_tables(self.engine)
         self.app_id = self._register()
@@ -252,11 +320,16 @@ class LabelingEngine:
                     "name it was written with")
 
     # ------------------------------------------------------------------ sessions
-    def session(self) -> int:
+    def session(self, conn: sa.Connection | None = None) -> int:
         """The current queries session number (0 before the first Query Sampler run)."""
         if not self.cfg.queries_ds:
             return 0
-        value = self.project.variables.get(session_variable(self.cfg.queries_ds), 0)
+        if conn is None:
+            with self.engine.connect() as c:
+                return self.session(c)
+        name = session_variable(self.cfg.queries_ds)
+        row = conn.execute(_VARIABLE_SQL, {"name": name}).first()
+        value = row[0] if row is not None else self.project.variables.initial.get(name, 0)
         try:
             return int(value or 0)
         except (TypeError, ValueError):
@@ -275,8 +348,7 @@ class LabelingEngine:
         return f"{self.dtype.pool_key()}|{qpart}"
 
     def _app(self, conn: sa.Connection) -> sa.Row:
-        t = apps_table
-        return conn.execute(sa.select(t).where(t.c.id == self.app_id)).first()
+        return conn.execute(_APP_SQL, {"id": self.app_id}).first()
 
     def refresh(self, wait: bool = False) -> None:
         """Rebuild the queue if the session changed (in the background if one is served)."""
@@ -486,7 +558,7 @@ class LabelingEngine:
                     conn.execute(sa.update(queue_table).where(
                         queue_table.c.qid == qid, queue_table.c.item_id == item_id).values(state=1))
             conn.execute(sa.update(apps_table).where(apps_table.c.id == self.app_id).values(
-                queue_id=qid, iset=iset, session_key=key, build_error=None))
+                queue_id=qid, iset=iset, n_items=len(ids), session_key=key, build_error=None))
         self._drop_old(old_queue, old_iset if old_iset != iset else None)
 
     def _insert_queue(self, qid: int, order: pd.DataFrame, token: str) -> None:
@@ -605,16 +677,21 @@ class LabelingEngine:
 
     # ------------------------------------------------------------------ datasets
     def _dataset_table(self, conn: sa.Connection, name: str, schema: list[dict]
-                       ) -> tuple[sa.Table, set[str]]:
+                       ) -> _RowTable:
+        # One indexed read tells whether the cached statements still fit the dataset's table.
+        info = conn.execute(_DATASET_SQL, {"name": name}).first()
+        cached = self._tables.get(name)
+        if info is not None and info.storage == "rows" and cached is not None \
+                and cached.name == info.table_name:
+            return cached
         ds = self.project.dataset(name, create=True)
-        try:
-            t = ds.table(conn)
-        except NotFoundError:
+        if info is None:
             empty = pd.DataFrame({c["name"]: pd.Series([], dtype=_DTYPES[c["type"]])
                                   for c in schema})
             ds.write(empty, conn=conn, storage="rows")
-            t = ds.table(conn)
-        return t, {c.name for c in t.columns}
+        table = _RowTable(ds.table(conn), self.cfg.label_id_col, conn.dialect)
+        self._tables[name] = table
+        return table
 
     # ------------------------------------------------------------------ actions
     def label(self, user: Any, item_id: Any, label: Any, comment: Any = None) -> dict:
@@ -636,91 +713,73 @@ class LabelingEngine:
             raise LabelloopError(f"comment is longer than {MAX_COMMENT} characters: shorten it")
         comment = comment or None
         owner = self._owner(user)
-        session = self.session()
         self._ensure_items()
-        an = annotations_table
         now = _now()
         when = dt.datetime.fromtimestamp(now, dt.UTC)
+        label_col = self.cfg.label_col
         with self.project.write_transaction() as conn:
             app = self._app(conn)
-            row = conn.execute(sa.select(items_table.c.row).where(
-                items_table.c.iset == app.iset, items_table.c.item_id == item_id)).first()
+            session = self.session(conn)
+            row = conn.execute(_ITEM_SQL, {"iset": app.iset, "item_id": item_id}).first()
             if row is None:
                 raise NotFoundError(f"no item {item_id!r} in {self.cfg.unlabeled!r}: use an id "
                                     "from a batch")
-            old = conn.execute(sa.select(an).where(an.c.app == self.app_id, an.c.owner == owner,
-                                                   an.c.item_id == item_id)).first()
-            lt, lcols = self._dataset_table(conn, self.cfg.labels_ds, self._labels_schema())
-            mt, mcols = self._dataset_table(conn, self.cfg.metadata_ds, self._metadata_schema())
-            lid_col = self.cfg.label_id_col
+            key = {"app": self.app_id, "owner": owner, "item_id": item_id}
+            old = conn.execute(_OLD_SQL, key).first()
+            lt = self._dataset_table(conn, self.cfg.labels_ds, self._labels_schema())
+            mt = self._dataset_table(conn, self.cfg.metadata_ds, self._metadata_schema())
             meta = {"date": when, "data_id": item_id, "comment": comment, "session": session,
-                    "status": status, "annotator": user, self.cfg.label_col: stored}
+                    "status": status, "annotator": user, label_col: stored}
+            values = {**key, "annotator": user, "status": status, "label": stored,
+                      "comment": comment, "session": session, "now": now}
+            deltas: dict[str, int] = {}
             if old is None:
-                label_id = int(conn.execute(sa.insert(an).values(
-                    app=self.app_id, item_id=item_id, owner=owner, annotator=user, status=status,
-                    label=stored, comment=comment, session=session, created=now,
-                    updated=now)).inserted_primary_key[0])
+                label_id = int(conn.execute(_INSERT_ANNOTATION_SQL, values).scalar_one())
                 labels_row = None
                 if status == LABELED:
-                    labels_row = self._insert_labels_row(conn, lt, lcols, json.loads(row[0]),
-                                                         stored, label_id)
-                meta_row = conn.execute(sa.insert(mt).values(
-                    **_only(mcols, {**meta, lid_col: label_id}))).inserted_primary_key[0]
-                conn.execute(sa.update(an).where(an.c.label_id == label_id).values(
-                    labels_row=labels_row, meta_row=meta_row))
-                deltas = {k: 1 for k in self._label_keys(status, stored)}
+                    labels_row = lt.insert(conn, {**self.dtype.labels_row(json.loads(row[0])),
+                                                  label_col: stored}, label_id)
+                meta_row = mt.insert(conn, meta, label_id)
                 if not self.cfg.per_annotator and app.queue_id is not None:
-                    conn.execute(sa.update(queue_table).where(
-                        queue_table.c.qid == app.queue_id, queue_table.c.item_id == item_id)
-                        .values(state=1))
+                    conn.execute(_DONE_SQL, {"qid": app.queue_id, "item_id": item_id})
             else:
                 label_id = int(old.label_id)
                 labels_row = old.labels_row
                 if status == LABELED and labels_row is not None:
-                    if not _update_row(conn, lt, labels_row, lid_col, label_id,
-                                       {self.cfg.label_col: stored}):
+                    if not lt.update(conn, labels_row, label_id, {label_col: stored}):
                         labels_row = None
                 if status == LABELED and labels_row is None:
-                    labels_row = self._insert_labels_row(conn, lt, lcols, json.loads(row[0]),
-                                                         stored, label_id)
+                    labels_row = lt.insert(conn, {**self.dtype.labels_row(json.loads(row[0])),
+                                                  label_col: stored}, label_id)
                 if status == SKIPPED and labels_row is not None:
-                    _delete_row(conn, lt, labels_row, lid_col, label_id)
+                    lt.delete(conn, labels_row, label_id)
                     labels_row = None
                 meta_row = old.meta_row
-                if meta_row is None or not _update_row(conn, mt, meta_row, lid_col, label_id,
-                                                       _only(mcols, meta)):
-                    meta_row = conn.execute(sa.insert(mt).values(
-                        **_only(mcols, {**meta, lid_col: label_id}))).inserted_primary_key[0]
-                conn.execute(sa.update(an).where(an.c.label_id == label_id).values(
-                    annotator=user, status=status, label=stored, comment=comment,
-                    session=session, updated=now, labels_row=labels_row, meta_row=meta_row))
-                deltas: dict[str, int] = {}
+                if meta_row is None or not mt.update(conn, meta_row, label_id, meta):
+                    meta_row = mt.insert(conn, meta, label_id)
                 for k in self._label_keys(old.status, old.label):
                     deltas[k] = deltas.get(k, 0) - 1
-                for k in self._label_keys(status, stored):
-                    deltas[k] = deltas.get(k, 0) + 1
+            for k in self._label_keys(status, stored):
+                deltas[k] = deltas.get(k, 0) + 1
+            conn.execute(_UPDATE_ANNOTATION_SQL, {**values, "label_id": label_id,
+                                                  "labels_row": labels_row, "meta_row": meta_row})
             params = [{"app": self.app_id, "owner": owner, "key": k, "n": n}
                       for k, n in deltas.items() if n]
             if params:
                 conn.execute(_COUNT_SQL, params)
             if not self.cfg.per_annotator:
-                conn.execute(sa.delete(reservations_table).where(
-                    reservations_table.c.app == self.app_id,
-                    reservations_table.c.item_id == item_id))
+                conn.execute(_UNRESERVE_SQL, {"app": self.app_id, "item_id": item_id})
             stats = self._stats(conn, app, owner, session)
         return {"label_id": label_id, "stats": stats}
 
-    def _insert_labels_row(self, conn: sa.Connection, t: sa.Table, cols: set[str], row: dict,
-                           stored: str | None, label_id: int) -> int:
-        values = {**self.dtype.labels_row(row), self.cfg.label_col: stored,
-                  self.cfg.label_id_col: label_id}
-        return conn.execute(sa.insert(t).values(**_only(cols, values))).inserted_primary_key[0]
-
     def _ensure_items(self) -> None:
+        if self._ready:
+            return
         with self.engine.connect() as conn:
             app = self._app(conn)
         if app.iset is None:
             self.refresh(wait=True)
+        self._ready = True  # an item set, once there, is only ever swapped for another
 
     # ------------------------------------------------------------------ reading
     def batch(self, user: Any, size: int = 20) -> dict:
@@ -729,14 +788,16 @@ class LabelingEngine:
         if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_BATCH:
             raise LabelloopError(f"size must be an integer from 1 to {MAX_BATCH}, got {size!r}")
         self.refresh()
-        with self.engine.connect() as conn:
-            if self._app(conn).queue_id is None:
-                self.refresh(wait=True)
-        session = self.session()
+        if not self._ready:
+            with self.engine.connect() as conn:
+                if self._app(conn).queue_id is None:
+                    self.refresh(wait=True)
+            self._ready = True
         now = _now()
         owner = self._owner(user)
         with self.project.write_transaction() as conn:
             app = self._app(conn)
+            session = self.session(conn)
             if self.cfg.per_annotator:
                 cur = conn.execute(sa.select(cursors_table.c.pos).where(
                     cursors_table.c.qid == app.queue_id, cursors_table.c.owner == user)).first()
@@ -810,20 +871,15 @@ class LabelingEngine:
     def stats(self, user: Any = None) -> dict:
         """`{"labeled", "skipped", "total", "remaining", "per_label", "session"}`."""
         user = self._user(user)
-        session = self.session()
         self._ensure_items()
         with self.engine.connect() as conn:
             app = self._app(conn)
+            session = self.session(conn)
             return self._stats(conn, app, self._owner(user), session)
 
     def _stats(self, conn: sa.Connection, app: sa.Row, owner: str, session: int) -> dict:
-        c = counts_table
-        counts = dict(conn.execute(sa.select(c.c.key, c.c.n).where(
-            c.c.app == self.app_id, c.c.owner == owner)).all())
-        total = 0
-        if app.iset is not None:
-            total = conn.execute(sa.select(itemsets_table.c.n).where(
-                itemsets_table.c.id == app.iset)).scalar() or 0
+        counts = dict(conn.execute(_COUNTS_SQL, {"app": self.app_id, "owner": owner}).all())
+        total = app.n_items or 0
         labeled, skipped = counts.get("labeled", 0), counts.get("skipped", 0)
         return {"labeled": labeled, "skipped": skipped, "total": int(total),
                 "remaining": max(0, int(total) - labeled - skipped),
@@ -867,25 +923,6 @@ class LabelingEngine:
 
 _DTYPES = {"string": object, "bigint": "int64", "double": "float64", "boolean": bool,
            "date": "datetime64[ns, UTC]"}
-
-
-def _only(cols: set[str], values: dict) -> dict:
-    return {k: v for k, v in values.items() if k in cols}
-
-
-def _update_row(conn: sa.Connection, t: sa.Table, row: int, lid_col: str, label_id: int,
-                values: dict) -> bool:
-    """Update the row this annotation wrote; False if it is gone (dataset replaced)."""
-    if lid_col not in t.c:
-        return False
-    done = conn.execute(sa.update(t).where(t.c["_row"] == row, t.c[lid_col] == label_id)
-                        .values(**values)).rowcount
-    return bool(done)
-
-
-def _delete_row(conn: sa.Connection, t: sa.Table, row: int, lid_col: str, label_id: int) -> None:
-    if lid_col in t.c:
-        conn.execute(sa.delete(t).where(t.c["_row"] == row, t.c[lid_col] == label_id))
 
 
 __all__: Sequence[str] = ("LabelingEngine", "QueueNotReady", "BadItemId", "create_tables",
