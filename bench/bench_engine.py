@@ -1,0 +1,290 @@
+"""Labeling engine: label one item / get a batch of 20 on a 1,000,000-row pool, in-process and
+over HTTP, with 1,000 and 100,000 labels recorded; baseline: rewriting the whole labels and
+metadata datasets on every label (what the Dataiku plugin did).
+
+    .venv/bin/python bench/bench_engine.py [--rows 1000000] [--dir DIR]
+
+Prints figures; asserts nothing. Targets (issue 5): at 100k labels, recording >= 1000x faster
+than the baseline; label p99 < 5 ms in-process and < 25 ms over HTTP; batch p99 < 20 ms over
+HTTP; neither grows > 2x from 1k to 100k labels. PRAGMA synchronous follows
+LABELLOOP_SQLITE_SYNCHRONOUS (default FULL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "python-lib"))
+
+from labeling.engine import (  # noqa: E402
+    _COUNT_SQL,
+    LabelingEngine,
+    annotations_table,
+    session_variable,
+)
+from labeling.settings import parse_settings  # noqa: E402
+from labelloop.project import Project  # noqa: E402
+
+CATS = {f"c{i}": None for i in range(5)}
+WEBAPP = "label-rows"
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values) * 1000.0, q))
+
+
+def make_project(directory: Path, rows: int) -> Project:
+    rng = np.random.default_rng(0)
+    params = {"unlabeled": "pool", "categories": CATS, "labels_ds": "labels",
+              "metadata_ds": "metadata", "queries_ds": "queries"}
+    project = Project.init(directory, config={
+        "webapps": {WEBAPP: {"type": "ml-assisted-labeling/tabular-labeling",
+                             "params": params}}})
+    pool = pd.DataFrame({f"f{i}": rng.normal(size=rows) for i in range(8)})
+    pool["group"] = rng.choice(["a", "b", "c", "d"], size=rows)
+    pool["n"] = rng.integers(0, 1000, size=rows)
+    t = time.perf_counter()
+    project.dataset("pool", create=True).write(pool)
+    queries = pool.copy()
+    queries["uncertainty"] = rng.random(rows)
+    queries["prediction"] = rng.choice(list(CATS), size=rows)
+    queries["confidence"] = 1 - queries["uncertainty"] / 2
+    queries = queries.sort_values("uncertainty", ascending=False, kind="stable")
+    project.dataset("queries", create=True).write(queries)
+    project.variables.incr(session_variable("queries"))
+    print(f"pool + queries written ({rows:,} rows): {time.perf_counter() - t:.1f} s")
+    return project
+
+
+def engine_for(project: Project) -> LabelingEngine:
+    params = project.config["webapps"][WEBAPP]["params"]
+    cfg = parse_settings(params, "tabular", WEBAPP, project)
+    return LabelingEngine(project, cfg, background=False)
+
+
+def bulk_label(engine: LabelingEngine, n: int) -> None:
+    """Record n labels of the next pending items in a few big transactions (setup only)."""
+    project = engine.project
+    cats = list(CATS)
+    while n > 0:
+        k = min(n, 20_000)
+        with project.write_transaction() as conn:
+            app = engine._app(conn)
+            rows = conn.execute(sa.text(
+                "SELECT q.pos, q.item_id, i.row FROM lb_queue q JOIN lb_items i ON "
+                "i.iset = :iset AND i.item_id = q.item_id WHERE q.qid = :qid AND q.state = 0 "
+                "ORDER BY q.pos LIMIT :k"), {"iset": app.iset, "qid": app.queue_id, "k": k}).all()
+            now = time.time()
+            labels = [cats[i % len(cats)] for i in range(len(rows))]
+            start = conn.execute(sa.select(sa.func.coalesce(sa.func.max(
+                annotations_table.c.label_id), 0))).scalar_one()
+            conn.execute(sa.insert(annotations_table), [
+                {"app": engine.app_id, "item_id": r.item_id, "owner": "", "annotator": "bulk",
+                 "status": "LABELED", "label": lab, "comment": None, "session": 1,
+                 "created": now, "updated": now} for r, lab in zip(rows, labels, strict=True)])
+            ids = conn.execute(sa.select(annotations_table.c.label_id).where(
+                annotations_table.c.label_id > start).order_by(annotations_table.c.label_id)
+            ).scalars().all()
+            items = pd.DataFrame([json.loads(r.row) for r in rows])
+            items["label"] = labels
+            items["label_id"] = ids
+            engine._dataset_table(conn, "labels", engine._labels_schema())
+            engine._dataset_table(conn, "metadata", engine._metadata_schema())
+            project.dataset("labels", create=True).append(items, conn=conn)
+            project.dataset("metadata", create=True).append(pd.DataFrame({
+                "date": pd.Timestamp.now(tz="UTC"), "data_id": [r.item_id for r in rows],
+                "comment": None, "session": 1, "status": "LABELED", "annotator": "bulk",
+                "label": labels, "label_id": ids}), conn=conn)
+            conn.exec_driver_sql("UPDATE lb_queue SET state = 1 WHERE qid = ? AND pos = ?",
+                                 [(app.queue_id, r.pos) for r in rows])
+            counts = pd.Series(labels).value_counts()
+            conn.execute(_COUNT_SQL, [{"app": engine.app_id, "owner": "", "key": f"label:{c}",
+                                       "n": int(v)} for c, v in counts.items()]
+                         + [{"app": engine.app_id, "owner": "", "key": "labeled",
+                             "n": len(rows)}])
+        n -= len(rows)
+
+
+def measure_inprocess(engine: LabelingEngine, labels: int, batches: int) -> dict:
+    label_t, batch_t = [], []
+    cats = list(CATS)
+    done = 0
+    while done < labels or len(batch_t) < batches:
+        t = time.perf_counter()
+        b = engine.batch(f"ann{len(batch_t) % 8}", 20)
+        batch_t.append(time.perf_counter() - t)
+        for k, item in enumerate(b["items"]):
+            if done >= labels:
+                break
+            t = time.perf_counter()
+            engine.label(f"ann{len(batch_t) % 8}", item["id"], cats[k % len(cats)], None)
+            label_t.append(time.perf_counter() - t)
+            done += 1
+    return {"label": label_t, "batch": batch_t}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A `labelloop serve` subprocess on 127.0.0.1."""
+
+    def __init__(self, project_dir: Path):
+        self.port = free_port()
+        env = dict(os.environ, PYTHONPATH=str(ROOT / "python-lib"))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "labelloop.cli", "--project", str(project_dir), "serve",
+             "--port", str(self.port), "--no-scheduler"], env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if self.request("GET", "/api/v1/health")[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("labelloop serve did not start: " + self.proc.stderr.read().decode())
+
+    def request(self, method: str, path: str, body: dict | None = None,
+                conn: http.client.HTTPConnection | None = None, user: str = "bench"):
+        own = conn is None
+        conn = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        headers = {"X-Labelloop-User": user}
+        data = None
+        if body is not None:
+            data = json.dumps(body)
+            headers["Content-Type"] = "application/json"
+        conn.request(method, path, body=data, headers=headers)
+        resp = conn.getresponse()
+        payload = resp.read()
+        if own:
+            conn.close()
+        return resp.status, json.loads(payload) if payload else None
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def measure_http(server: Server, labels: int, batches: int) -> dict:
+    base = f"/api/v1/webapps/{WEBAPP}"
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+    status, _ = server.request("GET", f"{base}/config", conn=conn)  # backend creation, warm-up
+    assert status == 200, status
+    label_t, batch_t = [], []
+    cats = list(CATS)
+    done = 0
+    while done < labels or len(batch_t) < batches:
+        user = f"http{len(batch_t) % 8}"
+        t = time.perf_counter()
+        status, b = server.request("GET", f"{base}/batch?size=20", conn=conn, user=user)
+        batch_t.append(time.perf_counter() - t)
+        if status != 200:
+            raise RuntimeError(f"batch: {status} {b}")
+        for k, item in enumerate(b["items"]):
+            if done >= labels:
+                break
+            t = time.perf_counter()
+            status, r = server.request("POST", f"{base}/labels", {
+                "id": item["id"], "label": cats[k % len(cats)]}, conn=conn, user=user)
+            label_t.append(time.perf_counter() - t)
+            if status != 200:
+                raise RuntimeError(f"label: {status} {r}")
+            done += 1
+    conn.close()
+    return {"label": label_t, "batch": batch_t}
+
+
+def baseline(project: Project, repeats: int) -> list[float]:
+    """Record one label the old way: rewrite the whole labels and metadata datasets."""
+    labels = project.dataset("labels").read()
+    meta = project.dataset("metadata").read()
+    out = []
+    for k in range(repeats):
+        new_label = labels.iloc[[0]].assign(label_id=10**9 + k)
+        new_meta = meta.iloc[[0]].assign(label_id=10**9 + k)
+        t = time.perf_counter()
+        labels = pd.concat([labels, new_label], ignore_index=True)
+        meta = pd.concat([meta, new_meta], ignore_index=True)
+        project.dataset("labels_baseline", create=True).write(labels)
+        project.dataset("metadata_baseline", create=True).write(meta)
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--dir", default=None, help="project directory (default: a temp dir)")
+    parser.add_argument("--labels", type=int, default=1000, help="labels timed per phase")
+    args = parser.parse_args()
+    sync = os.environ.get("LABELLOOP_SQLITE_SYNCHRONOUS", "FULL")
+    print(f"PRAGMA synchronous={sync}; pool of {args.rows:,} rows")
+    tmp = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bench-engine-"))
+    directory = tmp / "project"
+    if directory.exists():
+        shutil.rmtree(directory)
+    project = make_project(directory, args.rows)
+    engine = engine_for(project)
+    t = time.perf_counter()
+    engine.refresh(wait=True)
+    print(f"engine index + queue built: {time.perf_counter() - t:.1f} s")
+    results = {}
+    for target in (1_000, 100_000):
+        have = engine.stats("x")["labeled"]
+        if target > have:
+            t = time.perf_counter()
+            bulk_label(engine, target - have)
+            print(f"bulk-recorded {target - have:,} labels: {time.perf_counter() - t:.1f} s")
+        inproc = measure_inprocess(engine, args.labels, 100)
+        server = Server(directory)
+        try:
+            over_http = measure_http(server, args.labels, 100)
+        finally:
+            server.stop()
+        base = baseline(project, 3)
+        results[target] = (inproc, over_http, base)
+        print(f"\n-- {target:,} labels recorded (now {engine.stats('x')['labeled']:,}) --")
+        print(f"{'':28}{'p50 ms':>10}{'p99 ms':>10}")
+        for name, series in (("label, in-process", inproc["label"]),
+                             ("batch of 20, in-process", inproc["batch"]),
+                             ("label, HTTP", over_http["label"]),
+                             ("batch of 20, HTTP", over_http["batch"]),
+                             ("baseline: rewrite datasets", base)):
+            print(f"{name:28}{pct(series, 50):10.2f}{pct(series, 99):10.2f}")
+        speedup = np.median(base) / np.median(inproc["label"])
+        print(f"recording a label: {speedup:,.0f}x faster than the baseline (medians)")
+    if len(results) == 2:
+        print("\n-- growth from 1k to 100k labels (p99 ratio) --")
+        for i, name in ((0, "in-process"), (1, "HTTP")):
+            for kind in ("label", "batch"):
+                lo, hi = results[1_000][i][kind], results[100_000][i][kind]
+                print(f"{kind:6} {name:11} {pct(hi, 99) / pct(lo, 99):.2f}x")
+    if not args.dir:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
