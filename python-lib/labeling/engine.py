@@ -53,7 +53,7 @@ from labelloop.errors import ConfigError, LabelloopError, NotFoundError
 from .datatypes import BadItemId, DataType, data_type
 from .sampling import session_variable
 from .settings import EngineConfig
-from .stopping import halting_thresholds, halting_values, stopping_warnings
+from .stopping import halting_thresholds, halting_values
 
 log = logging.getLogger(__name__)
 
@@ -772,6 +772,15 @@ class LabelingEngine:
             stats = self._stats(conn, app, owner, session)
         return {"label_id": label_id, "stats": stats}
 
+    def _ensure_queue(self) -> None:
+        """Follow a new session; wait for the first queue only (later ones build meanwhile)."""
+        self.refresh()
+        if not self._ready:
+            with self.engine.connect() as conn:
+                if self._app(conn).queue_id is None:
+                    self.refresh(wait=True)
+            self._ready = True
+
     def _ensure_items(self) -> None:
         if self._ready:
             return
@@ -787,12 +796,7 @@ class LabelingEngine:
         user = self._user(user)
         if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_BATCH:
             raise LabelloopError(f"size must be an integer from 1 to {MAX_BATCH}, got {size!r}")
-        self.refresh()
-        if not self._ready:
-            with self.engine.connect() as conn:
-                if self._app(conn).queue_id is None:
-                    self.refresh(wait=True)
-            self._ready = True
+        self._ensure_queue()
         now = _now()
         owner = self._owner(user)
         with self.project.write_transaction() as conn:
@@ -901,13 +905,9 @@ class LabelingEngine:
 
     def config(self) -> dict:
         """What the page needs to know: DESIGN's config answer."""
-        self.refresh()
+        self._ensure_queue()
         info = self.queue_info()
         warnings = [w for w in (info.get("warning"), info.get("build_error")) if w]
-        try:
-            warnings += stopping_warnings(self.project)
-        except LabelloopError as exc:  # a broken metrics dataset must not break the page
-            warnings.append(str(exc))
         return {
             "webapp": self.cfg.webapp, "data_type": self.cfg.data_type,
             "categories": [{"name": k, "description": v} for k, v in self.cfg.categories.items()],
