@@ -161,6 +161,13 @@ def test_bad_input_gets_a_json_4xx(server, method, path, body, status, message):
     assert message in resp.json()["error"]
 
 
+def test_percent_encoded_user_header_carries_non_latin1_names(server):
+    # An HTTP header can't carry "李雷" as is, so the page sends the name percent-encoded.
+    headers = {"X-Labelloop-User": "%E6%9D%8E%E9%9B%B7"}
+    resp = server.post("/api/v1/webapps/notes/notes", {"text": "hi"}, headers=headers)
+    assert resp.status == 200 and resp.json()["user"] == "李雷"
+
+
 def test_bad_user_header_is_a_400(server):
     resp = server.get("/api/v1/webapps", headers={"X-Labelloop-User": "x" * 500})
     assert resp.status == 400 and "invalid user name" in resp.json()["error"]

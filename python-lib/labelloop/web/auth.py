@@ -17,6 +17,7 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
+import urllib.parse
 from collections.abc import Mapping
 
 import sqlalchemy as sa
@@ -137,7 +138,7 @@ class Identity:
             raise AuthenticationError("this server requires a token: send 'Authorization: "
                                       "Bearer <token>' (pages: open them with ?token=<token>)")
         if headers.get(USER_HEADER):
-            return check_user_name(headers[USER_HEADER]), "header"
+            return check_user_name(urllib.parse.unquote(headers[USER_HEADER])), "header"
         for how, value in (("argument", (arguments or {}).get("user")),
                            ("cookie", cookies.get(USER_COOKIE))):
             if value:
