@@ -380,3 +380,14 @@ def test_label_ids_are_not_reused_after_a_dataset_is_replaced(project):
         conn.execute(sa.delete(annotations_table))
     assert e.label("u", ids[1], "cat")["label_id"] > first
     assert json.loads(json.dumps(e.stats("u")))["labeled"] >= 1
+
+
+def test_queries_without_the_pools_columns_fall_back_to_random_order(project):
+    project.dataset("queries", create=True).write(pd.DataFrame({"other": [1, 2],
+                                                                "uncertainty": [0.5, 0.1]}))
+    project.variables.incr(session_variable("queries"))
+    e = make_engine(project)
+    cfg = e.config()
+    assert not cfg["al_enabled"]
+    assert any("lacks the pool's column" in w for w in cfg["warnings"])
+    assert len(e.batch("u", 30)["items"]) == 30

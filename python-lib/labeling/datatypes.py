@@ -19,6 +19,7 @@ import datetime as dt
 import hashlib
 import json
 import mimetypes
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import PurePosixPath
 from typing import Any
@@ -37,6 +38,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
 SOUND_EXTENSIONS = (".wav", ".mp3", ".ogg", ".flac", ".m4a")
 ID_HEX = 20
 READ_CHUNK = 100_000
+FOLDER_CHECK_SECONDS = 10.0
 
 
 class BadItemId(LabelloopError):
@@ -267,10 +269,17 @@ class _FolderType(DataType):
     def _files(self) -> list[str]:
         return [p for p in self._folder().list() if p.lower().endswith(self.extensions)]
 
+    _key: tuple[float, str] | None = None
+
     def pool_key(self) -> str:
+        # Listing a big folder is slow: look again at most every FOLDER_CHECK_SECONDS.
+        if self._key is not None and time.monotonic() - self._key[0] < FOLDER_CHECK_SECONDS:
+            return self._key[1]
         files = self._files()
         digest = hashlib.sha1("\n".join(files).encode("utf-8")).hexdigest()[:16]
-        return f"folder:{self.cfg.unlabeled}:{len(files)}:{digest}"
+        key = f"folder:{self.cfg.unlabeled}:{len(files)}:{digest}"
+        self._key = (time.monotonic(), key)
+        return key
 
     def item_schema(self) -> list[dict]:
         return [{"name": PATH, "type": "string"}]

@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 
 LABELED, SKIPPED = "LABELED", "SKIPPED"
 LEASE_SECONDS = 120.0  # a builder that dies frees the build after this
+RETRY_SECONDS = 60.0  # a rebuild that failed is retried after this
 INSERT_CHUNK = 50_000
 MAX_BATCH = 500
 MAX_COMMENT = 10_000
@@ -279,6 +280,7 @@ class LabelingEngine:
         self._thread: threading.Thread | None = None
         self._checked_at = 0.0
         self._ready = False
+        self._failed: dict[str, float] = {}
         self._tables: dict[str, _RowTable] = {}
         self.engine = project.engine
         create_tables(self.engine)
@@ -370,6 +372,9 @@ class LabelingEngine:
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
                 return
+            failed = self._failed.get(key)
+            if failed is not None and _now() - failed < RETRY_SECONDS:
+                return  # the same inputs failed a moment ago: don't rebuild in a loop
             self._thread = threading.Thread(target=self._build_logged, args=(key,),
                                             name=f"labeling-build-{self.cfg.webapp}", daemon=True)
             self._thread.start()
@@ -378,6 +383,7 @@ class LabelingEngine:
         try:
             self.build(key)
         except Exception:  # a failed rebuild must not stop labeling: the old queue is served
+            self._failed[key] = _now()
             log.exception("rebuilding the queue of %s failed", self.cfg.webapp)
 
     def _build_or_wait(self, key: str) -> None:
