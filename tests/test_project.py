@@ -483,3 +483,34 @@ def test_declare_a_folder_and_a_refused_declaration(project):
     assert "bad" not in project.config["folders"]
     project.declare("datasets", "after")  # the next save still works
     assert set(json.loads(project.config_path.read_text())["datasets"]) == {"after"}
+
+
+
+def test_table_creation_waits_for_another_writer(tmp_path):
+    """Regression: a process creating the tables while another wrote failed "database is locked"."""
+    import threading
+    import time
+
+    from labelloop.project.db import create_engine, create_host_tables
+
+    path = tmp_path / "shared.db"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("PRAGMA journal_mode=WAL")
+    other.execute("BEGIN IMMEDIATE")  # another process is writing
+    other.execute("CREATE TABLE elsewhere (x INTEGER)")
+    errors: list[BaseException] = []
+
+    def create():
+        try:
+            create_host_tables(create_engine(f"sqlite:///{path}"))
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=create)
+    thread.start()
+    time.sleep(0.5)  # let the creator reach the lock
+    other.execute("COMMIT")
+    thread.join(timeout=60)
+    other.close()
+    assert errors == []
+    assert {"ll_datasets", "elsewhere"} <= set(db_snapshot(path))

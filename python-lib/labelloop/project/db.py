@@ -158,4 +158,8 @@ def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
 
 def create_host_tables(engine: sa.Engine) -> None:
     """Create the host's own tables if missing."""
-    metadata.create_all(engine)
+    # Why under the write lock: processes opening a fresh project together (server, CLI,
+    # scenario runner) would otherwise all see the tables missing, and SQLite refuses the
+    # losers' CREATE at once ("database is locked": a read transaction can't become a writer).
+    with write_transaction(engine) as conn:
+        metadata.create_all(conn)
