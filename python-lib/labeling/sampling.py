@@ -1,8 +1,10 @@
 """The Query Sampler's work: score the unlabeled pool in chunks and rank it, most uncertain first.
 
-The pool is streamed twice: once to score (only compact per-row arrays are kept: score,
-position, predicted class index, confidence; never the probability matrix), once to gather
-the ranked rows' columns straight into the output arrays (the only copy of pool data held).
+The pool is streamed once, in chunks. Per row only compact arrays are kept for ranking
+(score, position, predicted class index, confidence; never the probability matrix), plus
+the row's columns when it can be written: every unlabeled row for a full ranking (that is
+the queries dataset, the one copy of pool data held), only rows that can still make the
+best `max_queries` otherwise.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from labelloop.errors import ConflictError, LabelloopError
+from labelloop.errors import LabelloopError
 from labelloop.project import Dataset, Folder
 
 from .features import IMAGE_EXTENSIONS, SOUND_EXTENSIONS
@@ -177,9 +179,9 @@ def sample_queries(pipeline: Any, pool: Pool, strategy: str, registry: StrategyR
     labeled = LabeledIndex(labels, pool.columns(), label_col, id_column, pool.is_folder)
     rng = np.random.default_rng(seed)
     ranker = StreamingRanker(k=max_queries or None)
-    # With a cap, the rows that can still make the cut are kept as they stream by, so the
-    # pool is read once; a full ranking needs every row's columns: a second pass gathers them.
-    candidates = _Candidates(max_queries) if max_queries else None
+    # The pool is read once: with a cap, only the rows that can still make the cut are kept
+    # as they stream by; a full ranking keeps every unlabeled row (the queries to write).
+    keeper = _Candidates(max_queries) if max_queries else _KeepAll(len(pool))
     progress = progress or (lambda it, *a, **k: it)
     total, excluded = 0, 0
     for positions, frame in progress(pool.chunks(), "scoring", total=pool.n_chunks):
@@ -194,8 +196,7 @@ def sample_queries(pipeline: Any, pool: Pool, strategy: str, registry: StrategyR
         scored = _score(pipeline, frame, strategy, registry, rng, seed)
         ranker.add(scored["uncertainty"], positions, prediction=scored["prediction"],
                    confidence=scored["confidence"])
-        if candidates is not None:
-            candidates.add(frame, positions, scored["uncertainty"])
+        keeper.add(frame, positions, scored["uncertainty"])
     if total == 0:
         raise LabelloopError("the unlabeled pool is empty: nothing to score (check the "
                              "'unlabeled_samples' input)")
@@ -203,10 +204,7 @@ def sample_queries(pipeline: Any, pool: Pool, strategy: str, registry: StrategyR
     if len(ranked) == 0:
         raise LabelloopError(f"every one of the {total} items of the pool is already labeled: "
                              "nothing left to rank")
-    if candidates is not None:
-        out = candidates.take(ranked.positions)
-    else:
-        out = _gather(pool, ranked.positions, progress)
+    out = keeper.take(ranked.positions)
     out["uncertainty"] = ranked.scores
     out["prediction"] = pd.Series(classes[ranked.columns["prediction"]], dtype=object)
     out["confidence"] = ranked.columns["confidence"].astype(np.float64)
@@ -281,67 +279,68 @@ class _Candidates:
         return frame.take(rows).reset_index(drop=True)
 
 
-def _gather(pool: Pool, positions: np.ndarray, progress: Progress) -> pd.DataFrame:
-    """The pool columns of the rows at `positions`, in that order (one pass over the pool)."""
-    n = positions.shape[0]
-    # rank_of[position] -> output row (-1: not wanted); a direct lookup per chunk row is
-    # several times faster than a binary search over a million positions.
-    rank_of = np.full(int(positions.max()) + 1, -1, dtype=np.int64)
-    rank_of[positions] = np.arange(n, dtype=np.int64)
-    arrays: dict[str, Any] = {}
-    found = 0
-    for chunk_pos, frame in progress(pool.chunks(), "gathering", total=pool.n_chunks):
-        inside = chunk_pos < rank_of.shape[0]
-        ranks = np.full(chunk_pos.shape[0], -1, dtype=np.int64)
-        ranks[inside] = rank_of[chunk_pos[inside]]
-        hit = ranks >= 0
-        if not hit.any():
-            continue
-        ranks = ranks[hit]
-        found += ranks.shape[0]
+class _KeepAll:
+    """Every unlabeled row's columns, in pool order, to be written in rank order.
+
+    This is the one copy of pool data the Query Sampler holds (the queries it writes).
+    Numeric columns are copied into arrays sized for the whole pool as chunks stream by
+    (no per-chunk allocations to fragment the heap); other columns (text, nullable ints,
+    dates with a zone) are kept as per-chunk pieces. At the end each output column is put
+    in rank order and its source dropped, so the peak is this copy plus one column.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.rows = 0
+        self.names: list[str] = []
+        self.dense: dict[str, np.ndarray] = {}
+        self.pieces: dict[str, list[pd.Series]] = {}
+        self.positions: list[np.ndarray] = []
+
+    @staticmethod
+    def _is_dense(series: pd.Series) -> bool:
+        return isinstance(series.dtype, np.dtype) and series.dtype.kind in "biufcmM"
+
+    def add(self, frame: pd.DataFrame, positions: np.ndarray, scores: np.ndarray) -> None:
+        n, end = self.rows, self.rows + len(frame)
         for col in frame.columns:
-            values = _values(frame[col], hit)
-            target = arrays.get(col)
-            if target is None:
-                target = arrays[col] = _missing_like(values, n)
-            elif values.dtype != target.dtype:
-                # e.g. a bigint column read as int64 in one chunk, nullable Int64 (it has
-                # missing values) in another: both become their common type, never object.
-                common = _common_dtype(target, values)
-                target = arrays[col] = _as_dtype(target, common)
-                values = _as_dtype(values, common)
-            target[ranks] = values
-    if found != n:
-        raise ConflictError("the unlabeled pool changed while it was being scored: run the "
-                            "Query Sampler again")
-    # No copy of the gathered columns; object columns stay object (as the store reads
-    # them), not inferred as pandas strings.
-    return pd.DataFrame({col: pd.Series(values, dtype=object, copy=False)
-                         if isinstance(values, np.ndarray) and values.dtype == object else values
-                         for col, values in arrays.items()}, copy=False)
+            series = frame[col]
+            if col not in self.dense and col not in self.pieces:
+                self.names.append(col)
+                if self._is_dense(series):
+                    self.dense[col] = np.empty(self.capacity, dtype=series.dtype)
+                else:
+                    self.pieces[col] = []
+            target = self.dense.get(col)
+            if target is not None:
+                if series.dtype == target.dtype and end <= target.shape[0]:
+                    target[n:end] = series.to_numpy()
+                    continue
+                # Its type changed between chunks (int64, then Int64 with a missing value),
+                # or the pool grew: this column continues as pieces.
+                self.pieces[col] = [pd.Series(target[:n])]
+                del self.dense[col]
+            self.pieces[col].append(series.copy(deep=True))
+        self.positions.append(positions)
+        self.rows = end
 
-
-def _values(series: pd.Series, rows: np.ndarray) -> Any:
-    """The series' values at boolean `rows`: a numpy array, or an extension array whose
-    dtype (nullable int / boolean, tz-aware date) must survive into the queries."""
-    if isinstance(series.dtype, np.dtype):
-        return series.to_numpy()[rows]
-    return series.array[rows]
-
-
-def _missing_like(values: Any, n: int) -> Any:
-    """An array of `n` missing (or uninitialised numeric) values of `values`' type."""
-    if isinstance(values, np.ndarray):
-        if values.dtype.kind in "biufcmM":
-            return np.empty(n, dtype=values.dtype)  # every slot is filled by the gather
-        return np.full(n, None, dtype=object)
-    return values.take(np.full(n, -1, dtype=np.intp), allow_fill=True)
-
-
-def _common_dtype(a: Any, b: Any) -> Any:
-    return pd.concat([pd.Series(a[:0]), pd.Series(b[:0])]).dtype
-
-
-def _as_dtype(values: Any, dtype: Any) -> Any:
-    converted = pd.Series(values).astype(dtype)
-    return converted.to_numpy() if isinstance(dtype, np.dtype) else converted.array
+    def take(self, positions: np.ndarray) -> pd.DataFrame:
+        """The kept rows at `positions`, in that order (each kept row exactly once)."""
+        kept = np.concatenate(self.positions)
+        rows = pd.Index(kept).get_indexer(positions)
+        if (rows < 0).any() or len(rows) != len(kept):
+            raise LabelloopError("internal error: the ranking and the kept rows differ")
+        out: dict[str, pd.Series] = {}
+        for col in self.names:
+            if col in self.dense:
+                values = self.dense.pop(col)[: self.rows].take(rows)
+                out[col] = pd.Series(values, dtype=object, copy=False) \
+                    if values.dtype == object else pd.Series(values, copy=False)
+                continue
+            pieces = self.pieces.pop(col)
+            # concat gives the pieces' common type (int64 + nullable Int64 -> Int64)
+            whole = pd.concat(pieces, ignore_index=True) if len(pieces) > 1 \
+                else pieces[0].reset_index(drop=True)
+            del pieces
+            out[col] = whole.take(rows).reset_index(drop=True)
+        return pd.DataFrame(out, copy=False)  # copy=False: no consolidating 2nd copy
