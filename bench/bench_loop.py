@@ -1,0 +1,276 @@
+"""The active-learning loop against random order, through a real server, on the digits demo.
+
+Two runs of the same setup: `labelloop demo` (digits, retrain every 20 labels), 30% of the
+images held out of the pool, a real `labelloop serve` with its scenario scheduler, and a
+simulated annotator who labels through the HTTP API with the true digits up to 300 labels.
+The only difference is the Query Sampler's strategy: `margin` (the loop) or `random` (the
+baseline: same retrains, random order). After the runs every saved model version is scored
+on the held-out images; printed: accuracy against labels, and the area under each learning
+curve (mean accuracy over the common label range). Target: the loop's area above random's.
+
+    .venv/bin/python bench/bench_loop.py [--labels 300] [--n 20] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "python-lib"))
+
+from labeling.training import TRUSTED_TYPES, set_folder_root  # noqa: E402
+from labelloop.project import Project  # noqa: E402
+
+WEBAPP = "label-digits"
+SCENARIO = "active-learning"
+USER = {"X-Labelloop-User": "bench"}
+HOLDOUT = 0.3
+DURING_TRAINING = 2
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http(method: str, url: str, body: dict | None = None) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {**USER, **({"Content-Type": "application/json"} if data else {})}
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "labelloop.cli", *args]
+
+
+def make_project(directory: Path, strategy: str, n: int, seed: int = 0) -> pd.DataFrame:
+    """The demo project with ``strategy``; moves a held-out share of the images out of the pool."""
+    subprocess.run(cli("demo", "--dir", str(directory), "--no-serve", "--no-browser", "--n",
+                       str(n)), check=True, capture_output=True, text=True)
+    config_path = directory / "project.json"
+    config = json.loads(config_path.read_text())
+    config["recipes"]["sample"]["params"]["strategy"] = strategy
+    config_path.write_text(json.dumps(config, indent=2))
+    truth = pd.read_csv(directory / "ground_truth.csv", dtype=str)
+    rng = np.random.default_rng(seed)
+    held = truth.iloc[np.sort(rng.choice(len(truth), int(HOLDOUT * len(truth)), replace=False))]
+    holdout_dir = directory / "holdout"
+    holdout_dir.mkdir()
+    for path in held["id"]:
+        shutil.move(directory / "images" / path, holdout_dir / path)
+    return held
+
+
+class Server:
+    """A `labelloop serve` subprocess on a free port."""
+
+    def __init__(self, directory: Path, log_path: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            cli("--project", str(directory), "serve", "--port", str(self.port), "--period",
+                "0.3"), stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if http("GET", self.url + "/api/v1/health")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"the server did not start; see {log_path}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+class Annotator:
+    """Labels through the HTTP API with the true digits; waits for each retrain."""
+
+    def __init__(self, server: Server, truth: dict[str, str], n: int):
+        self.server = server
+        self.api = f"{server.url}/api/v1/webapps/{WEBAPP}"
+        self.truth = truth
+        self.n = n
+        self.pending: list[dict] = []
+        self.session = 0
+        self.labels = 0
+        self.waited = 0.0
+
+    def get(self, path: str) -> dict:
+        deadline = time.monotonic() + 60
+        while True:
+            status, body = http("GET", self.api + path)
+            if status == 200:
+                return body
+            if status != 503 or time.monotonic() > deadline:  # 503: the webapp is starting
+                raise RuntimeError(f"GET {path}: {status} {body}")
+            time.sleep(0.5)
+
+    def label_next(self) -> int:
+        if not self.pending:
+            self.pending = self.get("/batch?size=5")["items"]
+            if not self.pending:
+                raise RuntimeError("the queue ran dry")
+        item = self.pending.pop(0)
+        status, body = http("POST", self.api + "/labels",
+                            {"id": item["id"], "label": self.truth[item["id"]]})
+        if status != 200:
+            raise RuntimeError(f"label {item['id']}: {status} {body}")
+        self.labels += 1
+        return body["stats"]["session"]
+
+    def wait_for_queue(self, session: int) -> None:
+        t0 = time.monotonic()
+        while True:
+            if self.get("/stats")["session"] == session and \
+                    self.get("/config").get("queue_session") == session:
+                break
+            if time.monotonic() - t0 > 300:
+                raise RuntimeError(f"no queue for session {session} after 300 s")
+            time.sleep(0.2)
+        self.waited += time.monotonic() - t0
+        self.session = session
+        self.pending = []
+
+    def run(self, total: int) -> None:
+        in_session = 0
+        while self.labels < total:
+            session = self.label_next()
+            if session != self.session:
+                self.wait_for_queue(session)
+                in_session = 0
+                continue
+            in_session += 1
+            threshold = self.n + 1 if self.session == 0 else self.n
+            if in_session >= threshold + DURING_TRAINING and self.labels < total:
+                # Enough labels for a retrain: wait for it (a person would take a break).
+                t0 = time.monotonic()
+                while self.get("/stats")["session"] == self.session:
+                    if time.monotonic() - t0 > 300:
+                        raise RuntimeError("no retrain within 300 s")
+                    time.sleep(0.2)
+                self.waited += time.monotonic() - t0
+                self.wait_for_queue(self.session + 1)
+                in_session = 0
+
+
+def wait_idle(server: Server, timeout: float = 300) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        status, runs = http("GET", f"{server.url}/api/v1/scenarios/{SCENARIO}/runs")
+        runs = runs["runs"] if isinstance(runs, dict) else runs
+        if not any(r["status"] == "RUNNING" for r in runs) or time.monotonic() > deadline:
+            return runs
+        time.sleep(0.5)
+
+
+def learning_curve(directory: Path, held: pd.DataFrame) -> list[tuple[int, float]]:
+    """(labels, held-out accuracy) of every saved model version."""
+    project = Project.open(directory)
+    rows = pd.DataFrame({"path": held["id"].tolist()})
+    truth = held["label"].to_numpy()
+    curve = []
+    for meta in project.model("classifier").versions():
+        model = project.model("classifier").load(meta["version"], trusted=TRUSTED_TYPES)
+        set_folder_root(model, str(directory / "holdout"))
+        accuracy = float((model.predict(rows).astype(str) == truth).mean())
+        curve.append((int(meta["train_rows"]), accuracy))
+    return curve
+
+
+def area(curve: list[tuple[int, float]], lo: float, hi: float) -> float:
+    """Mean accuracy over [lo, hi] labels (trapezoids on a 1-label grid; flat at the ends)."""
+    xs = np.array([c[0] for c in curve], dtype=float)
+    ys = np.array([c[1] for c in curve], dtype=float)
+    grid = np.arange(lo, hi + 1, 1.0)
+    return float(np.trapezoid(np.interp(grid, xs, ys), grid) / (hi - lo))
+
+
+def one_run(workdir: Path, strategy: str, labels: int, n: int) -> dict:
+    directory = workdir / strategy
+    held = make_project(directory, strategy, n)
+    truth = pd.read_csv(directory / "ground_truth.csv", dtype=str)
+    server = Server(directory, workdir / f"serve-{strategy}.log")
+    t0 = time.monotonic()
+    try:
+        annotator = Annotator(server, dict(zip(truth["id"], truth["label"], strict=True)), n)
+        annotator.run(labels)
+        runs = wait_idle(server)
+    finally:
+        server.stop()
+    seconds = time.monotonic() - t0
+    ok = [r for r in runs if r["status"] == "SUCCESS"]
+    run_seconds = [r["details"].get("seconds") or 0 for r in ok]
+    return {"strategy": strategy, "curve": learning_curve(directory, held), "runs": len(runs),
+            "failed": len(runs) - len(ok), "seconds": seconds, "waited": annotator.waited,
+            "run_seconds": float(np.mean(run_seconds)) if run_seconds else float("nan"),
+            "held_out": len(held)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--labels", type=int, default=300)
+    parser.add_argument("--n", type=int, default=20)
+    parser.add_argument("--keep", type=Path, help="keep the projects in this directory")
+    args = parser.parse_args()
+    workdir = args.keep or Path(tempfile.mkdtemp(prefix="bench-loop-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    os.environ.pop("LABELLOOP_PROJECT", None)
+    try:
+        results = [one_run(workdir, s, args.labels, args.n) for s in ("margin", "random")]
+    finally:
+        if args.keep is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    loop, rand = results
+    print(f"digits demo, {loop['held_out']} held-out images, retrain every {args.n} labels, "
+          f"{args.labels} labels through the HTTP API")
+    print(f"{'labels':>8} {'loop (margin)':>14} {'random order':>13}")
+    grid = sorted({x for r in results for x, _ in r["curve"]})
+    for x in grid:
+        cells = []
+        for r in results:
+            hit = [a for lbl, a in r["curve"] if lbl == x]
+            cells.append(f"{hit[0]:.3f}" if hit else "")
+        print(f"{x:>8} {cells[0]:>14} {cells[1]:>13}")
+    lo = max(r["curve"][0][0] for r in results)
+    hi = min(r["curve"][-1][0] for r in results)
+    areas = [area(r["curve"], lo, hi) for r in results]
+    print(f"area under the learning curve (mean accuracy, labels {lo}-{hi}): "
+          f"loop {areas[0]:.3f}  random {areas[1]:.3f}  "
+          f"({'loop above random' if areas[0] > areas[1] else 'loop NOT above random'})")
+    for r in results:
+        print(f"{r['strategy']:>7}: {r['runs']} retrains ({r['failed']} failed), mean run "
+              f"{r['run_seconds']:.1f} s; the annotator waited for retrains {r['waited']:.0f} s "
+              f"of {r['seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
