@@ -434,6 +434,7 @@ class LabelingEngine:
             if iset is None:
                 iset = self._build_items(pool_key, token)
             self._build_queue(key, iset, app, token)
+            self._checkpoint()
             return True
         except LabelloopError as exc:
             with self.project.write_transaction() as conn:
@@ -445,6 +446,13 @@ class LabelingEngine:
                 conn.execute(sa.update(apps_table).where(apps_table.c.id == self.app_id,
                                                          apps_table.c.builder == token)
                              .values(builder=None, lease_until=None))
+
+    def _checkpoint(self) -> None:
+        # A build writes a large WAL; fold it into the database now, in the builder's thread,
+        # so the next annotator's commit doesn't pay for it. PASSIVE blocks nobody.
+        if self.engine.dialect.name == "sqlite":
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _current_iset(self, app: sa.Row, pool_key: str) -> int | None:
         if app.iset is None:
