@@ -157,3 +157,50 @@ def test_webapp_url_and_labeling_count(tmp_path):
     assert demo.set_labeling_count(project, 4) is True
     assert Project.open(project.dir).config["scenarios"]["active-learning"]["triggers"][0][
         "params"]["i_labeling_count"] == 4
+
+
+def test_demo_command_serves_the_labeling_page(tmp_path):
+    """`labelloop demo --no-browser` creates the project, prints the URL and serves it."""
+    import time
+    import urllib.request
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("LABELLOOP_PROJECT", None)
+    log_path = tmp_path / "demo.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "labelloop.cli", "demo", "--dir", str(tmp_path / "d"),
+             "--data", "tabular", "--no-browser", "--port", "0"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        url = None
+        while url is None:
+            assert proc.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            for line in log_path.read_text().splitlines():
+                if line.startswith("labeling page: "):
+                    url = line.removeprefix("labeling page: ").strip()
+            time.sleep(0.1)
+        assert url.endswith("/webapps/label-iris")
+        base = url.split("/webapps/")[0]
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/api/v1/webapps/label-iris/config") as resp:
+                    config = json.loads(resp.read())
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, \
+                    log_path.read_text()
+                time.sleep(0.2)
+        assert [c["name"] for c in config["categories"]] == ["setosa", "versicolor",
+                                                               "virginica"]
+        with urllib.request.urlopen(url) as resp:
+            assert resp.status == 200
+        with urllib.request.urlopen(f"{base}/api/v1/scenarios") as resp:
+            listed = json.loads(resp.read())
+        listed = listed["scenarios"] if isinstance(listed, dict) else listed
+        assert [s["id"] for s in listed] == ["active-learning"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

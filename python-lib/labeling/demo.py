@@ -357,7 +357,7 @@ def open_or_create_demo(directory: str | Path, data_type: str | None = None,
             echo(f"retraining every {n} labels from now on")
         return project
     data_type = data_type or "image"
-    echo(f"creating a {data_type} demo project in {directory.resolve()} ...")
+    echo(f"creating the {data_type} demo project in {directory.resolve()} ...")
     project = create_demo(directory, data_type, n or DEFAULT_N, **project_options)
     echo(f"created project {project.key}: webapp {next(iter(project.config['webapps']))}, "
          f"scenario {SCENARIO} (every {n or DEFAULT_N} labels)")
@@ -370,6 +370,15 @@ def webapp_url(project: Any, host: str, port: int) -> str:
     if ":" in shown:
         shown = f"[{shown}]"
     return f"http://{shown}:{port}/webapps/{next(iter(project.config['webapps']))}"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 def open_when_ready(url: str, health: str, timeout: float = 60.0) -> threading.Thread:
@@ -425,6 +434,8 @@ def demo_command(ctx: click.Context, directory: str, data_type: str | None, n: i
         return
     from labelloop.web.server import ServeOptions, serve
 
+    if port == 0:
+        port = free_port(host)  # the URL is printed (and opened) before the server binds
     url = webapp_url(project, host, port)
     click.echo(f"labeling page: {url}")
     click.echo("every labeled item counts; the model retrains in the background. Ctrl-C stops.")
