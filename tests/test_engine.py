@@ -391,3 +391,16 @@ def test_queries_without_the_pools_columns_fall_back_to_random_order(project):
     assert not cfg["al_enabled"]
     assert any("lacks the pool's column" in w for w in cfg["warnings"])
     assert len(e.batch("u", 30)["items"]) == 30
+
+
+def test_changing_a_label_after_the_labels_dataset_was_rewritten_keeps_one_row(project):
+    e = make_engine(project)
+    ids = ids_of(e.batch("u", 3))
+    first = e.label("u", ids[0], "cat")["label_id"]
+    e.label("u", ids[1], "dog")
+    labels = project.dataset("labels")
+    labels.write(labels.read().iloc[::-1], storage="rows")  # someone rewrote it, rows renumbered
+    e.label("u", ids[0], "bird")
+    df = labels.read()
+    assert df["label_id"].is_unique and len(df) == 2
+    assert df.set_index("label_id").loc[first, "label"] == "bird"

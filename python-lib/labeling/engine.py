@@ -259,7 +259,20 @@ class _RowTable:
                            ).bindparams(*[self._types[self.params[n]] for n in cols])
             self._updates[cols] = stmt
         args = {self.params[n]: values[n] for n in cols}
-        return bool(conn.execute(stmt, {**args, "row": row, "lid": label_id}).rowcount)
+        if conn.execute(stmt, {**args, "row": row, "lid": label_id}).rowcount:
+            return True
+        if not self.has_lid:
+            return False
+        # The dataset was rewritten (rows renumbered): find the row by its label id (a scan,
+        # only after such a rewrite) rather than add a second row for this label.
+        by_lid = self._updates.get(("lid",) + cols)
+        if by_lid is None:
+            sets = ", ".join(f"{self._quote(n)} = :{self.params[n]}" for n in cols)
+            by_lid = sa.text(f"UPDATE {self._quote(self.name)} SET {sets} WHERE "
+                             f"{self._quote(self.lid_col)} = :lid"
+                             ).bindparams(*[self._types[self.params[n]] for n in cols])
+            self._updates[("lid",) + cols] = by_lid
+        return bool(conn.execute(by_lid, {**args, "lid": label_id}).rowcount)
 
     def delete(self, conn: sa.Connection, row: int, label_id: int) -> None:
         conn.execute(self._delete, {"row": row, "lid": label_id})
