@@ -38,6 +38,27 @@ class AsStrings(TransformerMixin, BaseEstimator):
         return values.to_numpy(dtype=object)
 
 
+class Clip(TransformerMixin, BaseEstimator):
+    """Clip standardised features to [-limit, limit].
+
+    Why: with the few labels of an active-learning start, a column that is nearly constant in
+    the labeled rows gets a tiny standard deviation, and pool rows then score tens of sigmas
+    out, which swamps the model's uncertainty; clipping keeps one column from dominating.
+    """
+
+    def __init__(self, limit: float = 3.0):
+        self.limit = limit
+
+    def fit(self, X: Any, y: Any = None) -> Clip:
+        return self
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True  # stateless
+
+    def transform(self, X: Any) -> np.ndarray:
+        return np.clip(np.asarray(X, dtype=np.float64), -self.limit, self.limit)
+
+
 def _paths(X: Any, column: str) -> list[str]:
     if isinstance(X, pd.DataFrame):
         if column not in X.columns:

@@ -27,7 +27,7 @@ from sklearn.model_selection import StratifiedKFold, cross_validate
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from labeling.features import AsStrings, ImageFeatures, SoundFeatures, folder_extension_kind
+from labeling.features import AsStrings, Clip, ImageFeatures, SoundFeatures, folder_extension_kind
 from labeling.strategies import StrategyRegistry, check_proba, default_registry
 from labelloop.errors import LabelloopError
 
@@ -46,6 +46,7 @@ PATH_COLUMN = "path"
 # Every non-scikit-learn type a pipeline built here contains, for skops.io.load(trusted=...).
 TRUSTED_TYPES: list[str] = [
     "labeling.features.AsStrings",
+    "labeling.features.Clip",
     "labeling.features.ImageFeatures",
     "labeling.features.SoundFeatures",
     # SimpleImputer keeps the dtype it was fitted on; skops does not trust it by default.
@@ -221,7 +222,11 @@ def build_pipeline(
         parts: list[tuple[str, Any, Any]] = []
         if plan.numeric:
             numeric = Pipeline(
-                [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
+                [
+                    ("impute", SimpleImputer(strategy="median")),
+                    ("scale", StandardScaler()),
+                    ("clip", Clip(3.0)),
+                ]
             )
             parts.append(("numeric", numeric, list(plan.numeric)))
         if plan.categorical:
