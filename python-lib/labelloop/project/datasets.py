@@ -89,7 +89,9 @@ def normalize(df: pd.DataFrame, schema: Sequence[dict]) -> pd.DataFrame:
     for col in schema:
         name, kind = col["name"], col["type"]
         s = df[labels[name]] if name in labels else pd.Series([None] * len(df), index=df.index)
-        if kind == "double":
+        if _has_type(s, kind):  # already right: no conversion, no copy
+            out[name] = s
+        elif kind == "double":
             out[name] = pd.to_numeric(s, errors="coerce").astype("float64")
         elif kind == "bigint":
             num = pd.to_numeric(s, errors="coerce")
@@ -101,7 +103,16 @@ def normalize(df: pd.DataFrame, schema: Sequence[dict]) -> pd.DataFrame:
         else:
             out[name] = pd.Series([_text(v) for v in s.tolist()], index=df.index, dtype=object) \
                 if s.dtype != object or not _all_text(s) else s
-    return pd.DataFrame(out, index=df.index).reset_index(drop=True)
+    frame = pd.DataFrame(out, index=df.index, copy=False)
+    return frame if isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0 \
+        and frame.index.step == 1 else frame.reset_index(drop=True)
+
+
+def _has_type(s: pd.Series, kind: str) -> bool:
+    dtype = s.dtype
+    return ((kind == "double" and dtype == np.float64)
+            or (kind == "bigint" and dtype in (np.int64, pd.Int64Dtype()))
+            or (kind == "boolean" and dtype == np.bool_))
 
 
 def _all_text(s: pd.Series) -> bool:
@@ -136,19 +147,25 @@ def _encode(frame: pd.DataFrame) -> bytes:
     import pyarrow.ipc as ipc
 
     table = pa.Table.from_pandas(frame, preserve_index=False)
+    # lz4 saves nothing on float columns but costs time both ways; it pays on text.
+    numeric = all(pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_boolean(t)
+                  for t in table.schema.types)
+    options = ipc.IpcWriteOptions(compression=None if numeric else "lz4")
     sink = io.BytesIO()
-    with ipc.new_stream(sink, table.schema, options=ipc.IpcWriteOptions(compression="lz4")) as w:
+    with ipc.new_stream(sink, table.schema, options=options) as w:
         w.write_table(table)
     return sink.getvalue()
 
 
 def _decode(data: bytes, columns: Sequence[str] | None) -> pd.DataFrame:
+    import pyarrow as pa
     import pyarrow.ipc as ipc
 
-    table = ipc.open_stream(io.BytesIO(data)).read_all()
+    table = ipc.open_stream(pa.py_buffer(data)).read_all()  # zero-copy over the blob
     if columns is not None:
         table = table.select(list(columns))
-    frame = table.to_pandas()
+    # One block per column: no consolidation copy, and columns can be freed one by one.
+    frame = table.to_pandas(split_blocks=True)
     for name in frame.columns:  # same dtype as row storage gives (object), whatever pandas infers
         if pd.api.types.is_string_dtype(frame[name]) and frame[name].dtype != object:
             frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
