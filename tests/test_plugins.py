@@ -111,6 +111,17 @@ def test_entry_point_group_labelloop(installed):
     assert registry.plugins["ml-assisted-labeling"].status == "loaded"
 
 
+def test_an_entry_point_named_like_a_loaded_plugin_is_reported(tmp_path, monkeypatch):
+    site = make_dist(tmp_path / "site2", {"sample": "entrypoint_plugin"}, name="clash-plugin")
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    monkeypatch.syspath_prepend(str(site))
+    registry = PluginRegistry(plugin_dirs=[PLUGINS / "sample-plugin"])
+    assert registry.plugins["sample"].status == "loaded"  # the directory plugin keeps its id
+    failed = {p.id: p.error for p in registry.failures}
+    assert "sample (entry point entrypoint_plugin)" in failed
+    assert "already loaded" in failed["sample (entry point entrypoint_plugin)"]
+
+
 def test_entry_points_can_be_skipped(installed):
     registry = PluginRegistry(load_entry_points=False)
     assert "ep" not in registry.plugins

@@ -116,8 +116,21 @@ def test_database_url_puts_the_data_in_another_sqlite_file(tmp_path):
         assert Project.open(tmp_path / "p").dataset("d").count() == 3
     finally:
         del os.environ["LABELLOOP_DATABASE_URL"]
-    # Without it the project's own (empty) file is used.
-    assert not Project.open(tmp_path / "p").dataset_names()
+    # init remembered the URL (it has no password), so plain open finds the data too.
+    assert json.loads((tmp_path / "p" / "project.json").read_text())["settings"] == {
+        "database_url": url}
+    assert Project.open(tmp_path / "p").dataset("d").count() == 3
+    assert not (tmp_path / "p" / "labelloop.db").exists()
+
+
+def test_a_database_url_with_a_password_is_not_written_to_project_json(tmp_path):
+    url = f"sqlite+pysqlite://user:secret@/{tmp_path / 'x.db'}"
+    try:
+        Project.init(tmp_path / "p", database_url=url)
+    except LabelloopError:
+        pass  # the sqlite driver may refuse credentials; what matters is what was written
+    config = tmp_path / "p" / "project.json"
+    assert not config.exists() or "secret" not in config.read_text()
 
 
 def test_database_url_option_of_the_cli(tmp_path, monkeypatch):

@@ -212,7 +212,14 @@ class PluginRegistry:
 
     def _load_entry_points(self) -> None:
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            if self._skip(ep.name) or ep.name in self.plugins:
+            if self._skip(ep.name):
+                continue
+            if ep.name in self.plugins:
+                other = self.plugins[ep.name]
+                if other.status == "loaded":
+                    self._fail(f"{ep.name} (entry point {ep.value})", "entrypoint", None,
+                               f"a plugin with id {ep.name!r} is already loaded from "
+                               f"{other.path or other.source}: rename one of them")
                 continue
             try:
                 module = ep.load()

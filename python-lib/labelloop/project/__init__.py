@@ -38,6 +38,13 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
+def _url_without_password(url: str) -> bool:
+    try:
+        return sa.engine.make_url(url).password is None
+    except sa.exc.ArgumentError:
+        return False  # refused with a clear message when the engine is made
+
+
 class Project:
     """A Labelloop project directory (project.json + database + folders + model files)."""
 
@@ -73,6 +80,10 @@ class Project:
         cfg = {"key": key, "datasets": {}, "folders": {}, "models": {}, "recipes": {},
                "webapps": {}, "scenarios": {}}
         cfg.update(config or {})
+        if database_url and _url_without_password(database_url):
+            # Remember where the data is, so later commands need no --database-url. A URL with
+            # a password is never written to project.json: give it with each command instead.
+            cfg.setdefault("settings", {}).setdefault("database_url", database_url)
         from ..descriptors import validate_descriptor
 
         validate_descriptor("project", cfg, target)
