@@ -150,10 +150,13 @@ class Server:
     def __init__(self, project_dir: Path):
         self.port = free_port()
         env = dict(os.environ, PYTHONPATH=str(ROOT / "python-lib"))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "labelloop.cli", "--project", str(project_dir), "serve",
-             "--port", str(self.port), "--no-scheduler"], env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # The access log goes to a file: an unread pipe would fill up and stall the server.
+        self.log_path = project_dir.parent / f"serve-{self.port}.log"
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "labelloop.cli", "--project", str(project_dir), "serve",
+                 "--port", str(self.port), "--no-scheduler"], env=env,
+                stdout=log, stderr=subprocess.STDOUT)
         deadline = time.time() + 120
         while time.time() < deadline:
             try:
@@ -162,7 +165,7 @@ class Server:
             except OSError:
                 time.sleep(0.2)
         self.stop()
-        raise RuntimeError("labelloop serve did not start: " + self.proc.stderr.read().decode())
+        raise RuntimeError("labelloop serve did not start: " + self.log_path.read_text())
 
     def request(self, method: str, path: str, body: dict | None = None,
                 conn: http.client.HTTPConnection | None = None, user: str = "bench"):
