@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from jsonschema import Draft202012Validator
+
 from labelloop.descriptors import (
     KINDS,
     descriptor_errors,

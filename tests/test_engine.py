@@ -96,6 +96,29 @@ def test_text_items(project):
     assert texts == {"line one\nline two", "other"}
 
 
+def test_a_column_named_text_is_the_text_even_when_other_columns_are_shown(project):
+    project.dataset("mails", create=True).write(pd.DataFrame(
+        {"source": ["mail", "chat"], "text": ["hello there", "see you"]}))
+    e = make_engine(project, data_type="text", unlabeled="mails", columns=["source"])
+    assert e.cfg.text_column == "text"
+    assert {i["data"]["text"] for i in e.batch("u", 5)["items"]} == {"hello there", "see you"}
+
+
+def test_engine_tables_are_created_under_the_write_lock(project):
+    # Another process holds the write lock while this one opens the engine: creating the
+    # tables waits for it instead of failing with "database is locked".
+    import sqlite3
+    import threading
+
+    other = sqlite3.connect(project.dir / "labelloop.db", timeout=30, isolation_level=None,
+                            check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    threading.Timer(0.5, lambda: other.execute("COMMIT")).start()
+    e = make_engine(project)
+    assert e.stats("u")["total"] == len(pool_frame())
+    other.close()
+
+
 def folder_project(project, kind="image"):
     root = project.dir / "media"
     (root / "sub").mkdir(parents=True)

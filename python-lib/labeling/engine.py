@@ -49,6 +49,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from labelloop.errors import ConfigError, LabelloopError, NotFoundError
+from labelloop.project import write_transaction
 
 from .datatypes import BadItemId, DataType, data_type
 from .sampling import session_variable
@@ -162,8 +163,10 @@ cursors_table = sa.Table(
 
 
 def create_tables(engine: sa.Engine) -> None:
-    """Create the engine's tables if missing."""
-    metadata.create_all(engine)
+    """Create the engine's tables if missing (under the write lock: servers, the CLI and
+    scenario runs may open a fresh database at the same moment)."""
+    with write_transaction(engine) as conn:
+        metadata.create_all(conn)
 
 
 class QueueNotReady(LabelloopError):

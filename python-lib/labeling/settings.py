@@ -201,6 +201,8 @@ def check_against_project(cfg: EngineConfig, project: Any) -> None:
 def _guess_text_column(ds: Any, cfg: EngineConfig) -> str:
     strings = [c["name"] for c in ds.schema if c["type"] == "string"
                and c["name"] != cfg.id_column]
+    if "text" in strings:  # a column named text wins, even when not among those shown
+        return "text"
     if cfg.columns:
         strings = [c for c in cfg.columns if c in strings] or strings
     if not strings:
