@@ -199,14 +199,8 @@ class PluginRegistry:
 
     @staticmethod
     def _scan_components(plugin_id: str, directory: Path):
-        for kind, (sub, desc_file, _code, _fn) in COMPONENT_DIRS.items():
-            base = directory / sub
-            if not base.is_dir():
-                continue
-            for comp_dir in sorted(p for p in base.iterdir() if p.is_dir()):
-                desc_path = comp_dir / desc_file
-                if not desc_path.is_file():
-                    continue
+        for kind, comp_dir, desc_path in component_dirs(directory):
+            if desc_path.is_file():
                 descriptor = validate_descriptor(kind, load_json(desc_path), desc_path)
                 yield Component(plugin_id, kind, comp_dir.name, descriptor, comp_dir)
 
@@ -305,6 +299,15 @@ class PluginRegistry:
         return [p for p in self.plugins.values() if p.status == "failed"]
 
 
+def component_dirs(directory: Path) -> Iterable[tuple[str, Path, Path]]:
+    """`(kind, component directory, descriptor path)` of every component directory of a plugin."""
+    for kind, (sub, desc_file, _code, _fn) in COMPONENT_DIRS.items():
+        base = directory / sub
+        if base.is_dir():
+            for comp_dir in sorted(p for p in base.iterdir() if p.is_dir()):
+                yield kind, comp_dir, comp_dir / desc_file
+
+
 def validate_plugin_dir(directory: str | os.PathLike) -> list[DescriptorError]:
     """Every problem of a plugin directory: descriptors, missing code files, missing entry points."""
     directory = Path(directory)
@@ -316,31 +319,27 @@ def validate_plugin_dir(directory: str | os.PathLike) -> list[DescriptorError]:
         errors += descriptor_errors("plugin", load_json(manifest), manifest)
     except DescriptorError as exc:
         errors.append(exc)
-    for kind, (sub, desc_file, code_file, fn) in COMPONENT_DIRS.items():
-        base = directory / sub
-        if not base.is_dir():
+    for kind, comp_dir, desc_path in component_dirs(directory):
+        _sub, desc_file, code_file, fn = COMPONENT_DIRS[kind]
+        if not desc_path.is_file():
+            errors.append(DescriptorError(desc_path, f"missing: a {kind} needs {desc_file}"))
             continue
-        for comp_dir in sorted(p for p in base.iterdir() if p.is_dir()):
-            desc_path = comp_dir / desc_file
-            if not desc_path.is_file():
-                errors.append(DescriptorError(desc_path, f"missing: a {kind} needs {desc_file}"))
-                continue
-            try:
-                errors += descriptor_errors(kind, load_json(desc_path), desc_path)
-            except DescriptorError as exc:
-                errors.append(exc)
-            code = comp_dir / code_file
-            if not code.is_file():
-                errors.append(DescriptorError(code, f"missing: a {kind} needs {code_file} "
-                                              f"defining {fn}()"))
-                continue
-            try:
-                tree = ast.parse(code.read_text(), filename=str(code))
-            except SyntaxError as exc:
-                errors.append(DescriptorError(code, f"syntax error: {exc.msg}", line=exc.lineno))
-                continue
-            if fn not in _top_level_names(tree):
-                errors.append(DescriptorError(code, f"defines no top-level {fn}() function"))
+        try:
+            errors += descriptor_errors(kind, load_json(desc_path), desc_path)
+        except DescriptorError as exc:
+            errors.append(exc)
+        code = comp_dir / code_file
+        if not code.is_file():
+            errors.append(DescriptorError(code, f"missing: a {kind} needs {code_file} "
+                                          f"defining {fn}()"))
+            continue
+        try:
+            tree = ast.parse(code.read_text(), filename=str(code))
+        except SyntaxError as exc:
+            errors.append(DescriptorError(code, f"syntax error: {exc.msg}", line=exc.lineno))
+            continue
+        if fn not in _top_level_names(tree):
+            errors.append(DescriptorError(code, f"defines no top-level {fn}() function"))
     return errors
 
 
