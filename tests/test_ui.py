@@ -32,6 +32,13 @@ def test_shortcuts_numbers_then_free_letters():
     assert letters[4] is not None  # a name without letters still gets one
 
 
+def test_digit_categories_keep_their_own_number_key():
+    keys = assign_shortcuts([str(d) for d in range(10)])
+    assert [k["number"] for k in keys] == list("0123456789")
+    # Mixed names fall back to positions.
+    assert [k["number"] for k in assign_shortcuts(["0", "ten"])] == ["1", "2"]
+
+
 def test_shortcuts_run_out_of_letters():
     keys = assign_shortcuts([f"x{i}" for i in range(30)])
     letters = [k["letter"] for k in keys if k["letter"]]

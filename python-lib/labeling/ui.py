@@ -61,6 +61,10 @@ class PageSettings:
 def assign_shortcuts(categories: list[str]) -> list[dict[str, Any]]:
     """Give each category a number key (the first nine) and a free letter from its name."""
     taken: set[str] = set(RESERVED_KEYS)
+    # Categories that are themselves digits ("0".."9", as for handwritten digits) keep their
+    # own key: pressing 7 labels "7", not the eighth button.
+    own_digit = len(set(categories)) == len(categories) and all(
+        len(n) == 1 and n.isdigit() for n in categories)
     out = []
     for i, name in enumerate(categories):
         letter = None
@@ -72,7 +76,8 @@ def assign_shortcuts(categories: list[str]) -> list[dict[str, Any]]:
                 break
         if letter:
             taken.add(letter)
-        out.append({"name": name, "number": str(i + 1) if i < 9 else None, "letter": letter})
+        number = name if own_digit else (str(i + 1) if i < 9 else None)
+        out.append({"name": name, "number": number, "letter": letter})
     return out
 
 
