@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import sqlite3
@@ -477,6 +478,10 @@ def test_runs_are_recorded(project):
     assert runs[0]["status"] == "FAILED" and runs[0]["error"] == "boom"
     assert runs[0]["ended"] >= runs[0]["started"]
     assert project.runs("recipe", limit=1)[0]["id"] == bad
+    # Times say they are UTC, although SQLite keeps no offset.
+    started = dt.datetime.fromisoformat(runs[0]["started"])
+    assert started.utcoffset() == dt.timedelta(0)
+    assert abs((dt.datetime.now(dt.UTC) - started).total_seconds()) < 600
 
 
 def test_non_string_column_labels_keep_their_values(project):

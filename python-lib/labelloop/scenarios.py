@@ -35,7 +35,13 @@ from .descriptors import validate_config
 from .errors import ConflictError, LabelloopError, NotFoundError
 from .plugins import Component, PluginRegistry
 from .project import Project, end_run, start_run
-from .project.db import runs_table, scenario_locks_table, trigger_states_table, write_transaction
+from .project.db import (
+    runs_table,
+    scenario_locks_table,
+    trigger_states_table,
+    utc_iso,
+    write_transaction,
+)
 
 log = logging.getLogger("labelloop.scenarios")
 
@@ -281,7 +287,7 @@ def get_run(project: Project, run_id: int) -> dict:
     out = dict(row)
     for key in ("started", "ended"):
         if out[key] is not None:
-            out[key] = out[key].isoformat()
+            out[key] = utc_iso(out[key])
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -108,6 +109,13 @@ tokens_table = sa.Table(
 # Why FULL: a label acknowledged to an annotator must survive a crash of the machine, not only
 # of the process. Override with LABELLOOP_SQLITE_SYNCHRONOUS=NORMAL when speed matters more.
 SQLITE_SYNCHRONOUS = "FULL"
+
+
+def utc_iso(value: dt.datetime) -> str:
+    """ISO 8601 with its offset; the naive datetimes SQLite gives back are UTC."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.isoformat()
 
 
 def sqlite_url(path: os.PathLike | str) -> str:

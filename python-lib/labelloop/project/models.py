@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from ..errors import LabelloopError, NotFoundError, UntrustedModelError
-from .db import model_versions_table, write_transaction
+from .db import model_versions_table, utc_iso, write_transaction
 
 if TYPE_CHECKING:
     from . import Project
@@ -47,7 +47,7 @@ class SavedModel:
     @staticmethod
     def _meta(row: Any) -> dict:
         meta = dict(row["meta"] or {})
-        meta.update(version=row["version"], created=row["created"].isoformat()
+        meta.update(version=row["version"], created=utc_iso(row["created"])
                     if hasattr(row["created"], "isoformat") else str(row["created"]),
                     file=row["file"])
         return meta

@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .db import runs_table, write_transaction
+from .db import runs_table, utc_iso, write_transaction
 
 
 def start_run(engine: sa.Engine, kind: str, name: str, details: dict | None = None) -> int:
@@ -47,6 +47,6 @@ def list_runs(engine: sa.Engine, kind: str | None = None, name: str | None = Non
         d = dict(r)
         for key in ("started", "ended"):
             if d[key] is not None:
-                d[key] = d[key].isoformat()
+                d[key] = utc_iso(d[key])
         out.append(d)
     return out

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from ..errors import LabelloopError, NotFoundError
 from ..project import Project
-from ..project.db import tokens_table, write_transaction
+from ..project.db import tokens_table, utc_iso, write_transaction
 
 TOKEN_COOKIE = "labelloop_token"
 USER_COOKIE = "labelloop_user"
@@ -68,7 +68,7 @@ def list_tokens(project: Project) -> list[dict]:
     t = tokens_table
     with project.engine.connect() as conn:
         rows = conn.execute(sa.select(t.c.id, t.c.user, t.c.created).order_by(t.c.id)).all()
-    return [{"id": r.id, "user": r.user, "created": r.created.isoformat()} for r in rows]
+    return [{"id": r.id, "user": r.user, "created": utc_iso(r.created)} for r in rows]
 
 
 def remove_tokens(project: Project, user: str, token_id: int | None = None) -> int:
