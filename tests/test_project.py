@@ -79,6 +79,16 @@ def test_init_creates_project_json_and_a_wal_database(tmp_path):
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
 
 
+def test_new_databases_get_16k_pages_unless_told_otherwise(tmp_path, monkeypatch):
+    con = sqlite3.connect(Project.init(tmp_path / "a").dir / "labelloop.db")
+    assert con.execute("PRAGMA page_size").fetchone()[0] == 16384
+    con.close()
+    monkeypatch.setenv("LABELLOOP_SQLITE_PAGE_SIZE", "4096")
+    con = sqlite3.connect(Project.init(tmp_path / "b").dir / "labelloop.db")
+    assert con.execute("PRAGMA page_size").fetchone()[0] == 4096
+    con.close()
+
+
 def test_synchronous_can_be_relaxed_by_env(tmp_path, monkeypatch):
     monkeypatch.setenv("LABELLOOP_SQLITE_SYNCHRONOUS", "NORMAL")
     project = Project.init(tmp_path / "p")

@@ -111,6 +111,12 @@ tokens_table = sa.Table(
 SQLITE_SYNCHRONOUS = "FULL"
 
 
+# Why 16 KiB pages (SQLite's default is 4 KiB): a 1M-row queries dataset (400 MB of Arrow
+# chunks) is written 25% faster and its old generation freed 4x faster, while recording a label
+# stays at p99 ~3.6 ms (bench/bench_engine.py). Applies to new databases only.
+SQLITE_PAGE_SIZE = "16384"
+
+
 def utc_iso(value: dt.datetime) -> str:
     """ISO 8601 with its offset; the naive datetimes SQLite gives back are UTC."""
     if value.tzinfo is None:
@@ -128,12 +134,15 @@ def create_engine(url: str) -> sa.Engine:
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
         sync = os.environ.get("LABELLOOP_SQLITE_SYNCHRONOUS", SQLITE_SYNCHRONOUS).upper()
+        page_size = os.environ.get("LABELLOOP_SQLITE_PAGE_SIZE", SQLITE_PAGE_SIZE)
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn, _record):
             # Let SQLAlchemy's begin event emit BEGIN itself, so writers can ask for IMMEDIATE.
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
+            if page_size:  # only takes effect on a new, empty database
+                cur.execute(f"PRAGMA page_size={int(page_size)}")
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute(f"PRAGMA synchronous={sync}")
             cur.execute("PRAGMA busy_timeout=60000")
