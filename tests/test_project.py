@@ -542,3 +542,50 @@ def test_table_creation_waits_for_another_writer(tmp_path):
     other.close()
     assert errors == []
     assert {"ll_datasets", "elsewhere"} <= set(db_snapshot(path))
+
+
+# ---------------------------------------------------------------- column chunk files
+def chunk_dirs(project: Project) -> set[str]:
+    root = project.dir / "data"
+    return {d.name for d in root.iterdir()} if root.is_dir() else set()
+
+
+def test_column_chunks_are_files_and_a_replaced_generation_is_deleted(project):
+    ds = project.dataset("big", create=True)
+    ds.write(frame(25), storage="columns")
+    first = chunk_dirs(project)
+    assert len(first) == 1 and list((project.dir / "data").glob("*/*.arrow"))
+    ds.append(frame(3, start=25))  # a new chunk file in the same generation
+    assert len(list((project.dir / "data" / first.pop()).glob("*.arrow"))) == 2
+    ds.write(frame(4), storage="columns")
+    assert len(chunk_dirs(project)) == 1 and ds.read()["id"].tolist() == [0, 1, 2, 3]
+    ds.table()  # converted to rows: no chunk files left
+    assert chunk_dirs(project) == set() and ds.count() == 4
+
+
+def test_a_rolled_back_columns_write_leaves_the_old_data_and_its_files_are_swept(project,
+                                                                              monkeypatch):
+    ds = project.dataset("big", create=True)
+    ds.write(frame(5), storage="columns")
+    before = chunk_dirs(project)
+    with pytest.raises(RuntimeError):
+        with project.write_transaction() as conn:
+            ds.write(frame(9), conn=conn, storage="columns")
+            raise RuntimeError("the caller failed after writing")
+    assert ds.read()["id"].tolist() == list(range(5))
+    orphan = chunk_dirs(project) - before
+    assert len(orphan) == 1  # still young: it could be another process's write in progress
+    monkeypatch.setattr(datasets_mod, "SWEEP_GRACE", -1)
+    ds._sweep()  # what every write does first
+    assert chunk_dirs(project) == before and ds.read()["id"].tolist() == list(range(5))
+
+
+def test_reading_a_generation_swept_meanwhile_is_a_clear_conflict(project, monkeypatch):
+    monkeypatch.setattr(datasets_mod, "CHUNK_ROWS", 2)  # 5 rows: three chunk files
+    ds = project.dataset("big", create=True)
+    ds.write(frame(5), storage="columns")
+    chunks = ds.iter_chunks(2)
+    assert len(next(chunks)) == 2
+    project.dataset("big").write(frame(6), storage="columns")  # replaced and swept
+    with pytest.raises(ConflictError, match="replaced while being read"):
+        list(chunks)

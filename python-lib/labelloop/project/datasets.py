@@ -3,7 +3,8 @@
 Two storages behind one API. Small datasets and datasets that grow row by row (labels,
 metadata) are a SQL table with one row per record, so a label is one INSERT or UPDATE.
 Large datasets written whole (a pool, a queries dataset) are stored column-wise as Arrow IPC
-chunks in `ll_dataset_chunks`, which reads ~10x faster; `table()` converts such a dataset to
+chunk files under the project's `data/` directory, listed in `ll_dataset_chunks`, which reads
+~10x faster; `table()` converts such a dataset to
 rows the first time a plugin needs SQL on it.
 """
 
@@ -12,7 +13,10 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import os
 import re
+import shutil
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +42,8 @@ SQL_TYPES: dict[str, Any] = {
 CHUNK = 50_000
 COLUMNAR_MIN_ROWS = 10_000
 CHUNK_ROWS = 100_000
+DATA_DIR = "data"  # column-wise chunk files, under the project directory
+SWEEP_GRACE = 600  # seconds an unreferenced chunk directory may be a write in progress
 STORAGES = ("rows", "columns")
 
 
@@ -161,7 +167,7 @@ def _decode(data: bytes, columns: Sequence[str] | None) -> pd.DataFrame:
     import pyarrow as pa
     import pyarrow.ipc as ipc
 
-    table = ipc.open_stream(pa.py_buffer(data)).read_all()  # zero-copy over the blob
+    table = ipc.open_stream(pa.py_buffer(data)).read_all()  # zero-copy over the bytes
     if columns is not None:
         table = table.select(list(columns))
     # One block per column: no consolidation copy, and columns can be freed one by one.
@@ -240,6 +246,7 @@ class Dataset:
             if conn is None:
                 with write_transaction(self.engine) as c:
                     info = self._to_rows(c)
+                self._sweep()
             else:
                 info = self._to_rows(conn)
         return _sql_table(info["table_name"], info["schema"])
@@ -252,8 +259,7 @@ class Dataset:
         t.create(conn)
         for _first, frame in self._stored_chunks(conn, info, None):
             self._insert_rows(conn, t, frame, info["schema"])
-        conn.execute(sa.delete(dataset_chunks_table)
-                     .where(dataset_chunks_table.c.table_name == info["table_name"]))
+        self._drop_storage(conn, info)
         conn.execute(sa.update(datasets_table).where(datasets_table.c.name == self.name)
                      .values(storage="rows"))
         return {**info, "storage": "rows"}
@@ -311,11 +317,11 @@ class Dataset:
                                     .order_by(c.seq)).scalars().all()
             for seq in seqs:
                 with self.engine.connect() as conn:
-                    row = conn.execute(sa.select(c.first_row, c.data).where(
+                    row = conn.execute(sa.select(c.first_row, c.file).where(
                         c.table_name == info["table_name"], c.seq == seq)).first()
                 if row is None:  # replaced meanwhile: the old generation is gone
                     raise ConflictError(f"dataset {self.name!r} was replaced while being read")
-                frame = _decode(row.data, [s["name"] for s in schema])
+                frame = _decode(self._chunk_bytes(row.file), [s["name"] for s in schema])
                 for lo in range(0, len(frame), chunksize):
                     part = frame.iloc[lo:lo + chunksize].reset_index(drop=True)
                     if with_row:
@@ -346,12 +352,57 @@ class Dataset:
     def _stored_chunks(self, conn: sa.Connection, info: dict, columns: Sequence[str] | None,
                        start: int = 0, end: int | None = None) -> Iterator[tuple[int, pd.DataFrame]]:
         c = dataset_chunks_table.c
-        q = sa.select(c.first_row, c.data).where(c.table_name == info["table_name"])
+        q = sa.select(c.first_row, c.file).where(c.table_name == info["table_name"])
         q = q.where(c.first_row + c.rows > start)
         if end is not None:
             q = q.where(c.first_row < end)
-        for row in conn.execute(q.order_by(c.seq)):
-            yield row.first_row, _decode(row.data, columns)
+        for row in conn.execute(q.order_by(c.seq)).all():
+            yield row.first_row, _decode(self._chunk_bytes(row.file), columns)
+
+    # ---- chunk files ----
+    @property
+    def _data_dir(self) -> Path:
+        return self.project.dir / DATA_DIR
+
+    def _chunk_bytes(self, rel: str) -> bytes:
+        try:
+            return (self.project.dir / rel).read_bytes()
+        except FileNotFoundError:  # swept after another process replaced the dataset
+            raise ConflictError(f"dataset {self.name!r} was replaced while being read: "
+                                "read it again") from None
+
+    def _write_chunk_file(self, table_name: str, seq: int, data: bytes) -> str:
+        """Write one chunk durably (fsync before the database commit refers to it)."""
+        rel = f"{DATA_DIR}/{table_name}/{seq:06d}.arrow"
+        target = self.project.dir / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".part")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+        return rel
+
+    def _sweep(self) -> None:
+        """Delete chunk directories no dataset refers to any more (replaced, dropped, rolled back).
+
+        A directory another process is still filling is young: it is left alone for a grace
+        period. A generation this process replaced was aged on purpose, so it goes at once.
+        """
+        root = self._data_dir
+        if not root.is_dir():
+            return
+        with self.engine.connect() as conn:
+            live = set(conn.execute(sa.select(dataset_chunks_table.c.table_name).distinct())
+                       .scalars())
+        now = time.time()
+        for d in root.iterdir():
+            try:
+                if d.is_dir() and d.name not in live and now - d.stat().st_mtime > SWEEP_GRACE:
+                    shutil.rmtree(d, ignore_errors=True)
+            except FileNotFoundError:
+                pass
 
     @staticmethod
     def _select_sql(conn: sa.Connection, t: sa.Table, schema: list[dict]) -> str:
@@ -390,9 +441,11 @@ class Dataset:
             storage = "columns" if len(df) >= COLUMNAR_MIN_ROWS else "rows"
         if storage not in STORAGES:
             raise LabelloopError(f"unknown storage {storage!r}: use one of {', '.join(STORAGES)}")
+        self._sweep()  # leftovers of earlier replacements, before adding a generation
         if conn is None:
             with write_transaction(self.engine) as c:
                 self._write(c, df, schema, storage)
+            self._sweep()
         else:
             self._write(conn, df, schema, storage)
 
@@ -422,11 +475,13 @@ class Dataset:
         else:
             conn.execute(sa.insert(datasets_table).values(name=self.name, **values))
 
-    @staticmethod
-    def _drop_storage(conn: sa.Connection, info: dict) -> None:
+    def _drop_storage(self, conn: sa.Connection, info: dict) -> None:
         if info["storage"] == "columns":
             conn.execute(sa.delete(dataset_chunks_table)
                          .where(dataset_chunks_table.c.table_name == info["table_name"]))
+            old = self._data_dir / info["table_name"]
+            if old.is_dir():  # aged: the sweep after the commit deletes it without grace
+                os.utime(old, (0, 0))
         else:
             _sql_table(info["table_name"], info["schema"]).drop(conn, checkfirst=True)
 
@@ -490,9 +545,10 @@ class Dataset:
             part = frame.iloc[start:start + CHUNK_ROWS]
             if part.empty and start:
                 break
+            rel = self._write_chunk_file(table_name, seq, _encode(part))
             conn.execute(sa.insert(dataset_chunks_table).values(
                 table_name=table_name, seq=seq, first_row=first_row + start, rows=len(part),
-                data=_encode(part)))
+                file=rel))
             seq += 1
 
     def drop(self) -> None:
@@ -503,6 +559,7 @@ class Dataset:
                 return
             conn.execute(sa.delete(datasets_table).where(datasets_table.c.name == self.name))
             self._drop_storage(conn, info)
+        self._sweep()
 
     # ---- files ----
     def import_file(self, path: str | Path, replace: bool = False, fmt: str | None = None) -> int:
