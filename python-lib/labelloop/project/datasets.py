@@ -122,7 +122,12 @@ def _has_type(s: pd.Series, kind: str) -> bool:
 
 
 def _all_text(s: pd.Series) -> bool:
-    return bool(s.map(lambda v: v is None or isinstance(v, str)).all())
+    """Whether every value is a str or None (then the column is stored as it is)."""
+    # infer_dtype runs in C; "string" means every non-missing value is a str.
+    if pd.api.types.infer_dtype(s, skipna=True) not in ("string", "empty"):
+        return False
+    missing = s.isna()
+    return not missing.any() or all(v is None for v in s[missing])
 
 
 def _db_values(frame: pd.DataFrame, schema: Sequence[dict], sqlite: bool) -> list[list]:
