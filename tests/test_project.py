@@ -79,13 +79,13 @@ def test_init_creates_project_json_and_a_wal_database(tmp_path):
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
 
 
-def test_new_databases_get_16k_pages_unless_told_otherwise(tmp_path, monkeypatch):
+def test_page_size_of_a_new_database_can_be_set(tmp_path, monkeypatch):
     con = sqlite3.connect(Project.init(tmp_path / "a").dir / "labelloop.db")
-    assert con.execute("PRAGMA page_size").fetchone()[0] == 16384
+    assert con.execute("PRAGMA page_size").fetchone()[0] == 4096  # SQLite's default
     con.close()
-    monkeypatch.setenv("LABELLOOP_SQLITE_PAGE_SIZE", "4096")
+    monkeypatch.setenv("LABELLOOP_SQLITE_PAGE_SIZE", "16384")
     con = sqlite3.connect(Project.init(tmp_path / "b").dir / "labelloop.db")
-    assert con.execute("PRAGMA page_size").fetchone()[0] == 4096
+    assert con.execute("PRAGMA page_size").fetchone()[0] == 16384
     con.close()
 
 

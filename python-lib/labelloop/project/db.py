@@ -114,10 +114,9 @@ tokens_table = sa.Table(
 SQLITE_SYNCHRONOUS = "FULL"
 
 
-# Why 16 KiB pages (SQLite's default is 4 KiB): a 1M-row queries dataset (400 MB of Arrow
-# chunks) is written 25% faster and its old generation freed 4x faster, while recording a label
-# stays at p99 ~3.6 ms (bench/bench_engine.py). Applies to new databases only.
-SQLITE_PAGE_SIZE = "16384"
+# SQLite's own default page size: large datasets live in chunk files, so bigger pages would only
+# make each label's commit write more. LABELLOOP_SQLITE_PAGE_SIZE sets it for a new database.
+SQLITE_PAGE_SIZE = ""
 
 
 def utc_iso(value: dt.datetime) -> str:
