@@ -50,6 +50,18 @@ def labelloop_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "labelloop.cli", *args]
 
 
+CONFIG_VARS = ("LABELLOOP_PROJECT", "LABELLOOP_DATABASE_URL", "LABELLOOP_PLUGIN_PATH",
+               "LABELLOOP_LOAD_PLUGINS", "LABELLOOP_BUILTIN_PLUGIN", "LABELLOOP_TRUSTED_TYPES",
+               "LABELLOOP_DEBUG")
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    """No Labelloop setting leaks in from the environment the tests run in."""
+    for var in CONFIG_VARS:
+        monkeypatch.delenv(var, raising=False)
+
+
 @pytest.fixture
 def sample_plugin_dir() -> Path:
     return SAMPLE_PLUGIN

@@ -20,11 +20,7 @@ SAMPLE = REPO / "tests" / "plugins" / "sample-plugin"
 LABELLOOP = REPO / ".venv" / "bin" / "labelloop"
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    for var in ("LABELLOOP_PROJECT", "LABELLOOP_DATABASE_URL", "LABELLOOP_PLUGIN_PATH",
-                "LABELLOOP_LOAD_PLUGINS", "LABELLOOP_BUILTIN_PLUGIN", "LABELLOOP_DEBUG"):
-        monkeypatch.delenv(var, raising=False)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 class Labelloop:

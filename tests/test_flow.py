@@ -27,11 +27,7 @@ SCALE = {"type": "sample/scale-column", "inputs": {"input": ["numbers"]},
          "outputs": {"output": ["scaled"]}, "params": {"column": "v", "factor": 3}}
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    for var in ("LABELLOOP_PROJECT", "LABELLOOP_DATABASE_URL", "LABELLOOP_PLUGIN_PATH",
-                "LABELLOOP_LOAD_PLUGINS", "LABELLOOP_BUILTIN_PLUGIN", "LABELLOOP_DEBUG"):
-        monkeypatch.delenv(var, raising=False)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def make_project(tmp_path: Path, recipes: dict, **config) -> Project:

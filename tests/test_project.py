@@ -27,12 +27,7 @@ from labelloop.errors import (
 from labelloop.project import Project, UnsafePathError, end_run, list_runs, load_skops, start_run
 from labelloop.project import datasets as datasets_mod
 
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    for var in ("LABELLOOP_PROJECT", "LABELLOOP_DATABASE_URL", "LABELLOOP_PLUGIN_PATH",
-                "LABELLOOP_LOAD_PLUGINS", "LABELLOOP_TRUSTED_TYPES", "LABELLOOP_DEBUG"):
-        monkeypatch.delenv(var, raising=False)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 @pytest.fixture
