@@ -287,6 +287,18 @@ def test_tabular_labeling(tmp_path, serve, page_for):
     assert page.errors == []
 
 
+def walk_check_and_time(page, tmp_path: Path, kind: str, first: float, directory: Path,
+                        id_of_label_row) -> None:
+    """The common end of a webapp test: the label walk, the datasets it must leave, the
+    keyboard timings, a screenshot, and no error in the page."""
+    walk = label_walk(page)
+    check_datasets(directory, walk["expected"], id_of_label_row)
+    latency = keyboard_latency(page)
+    page.screenshot(path=str(tmp_path / f"{kind}.png"), full_page=True)
+    report(kind, first, latency, reopen(page))
+    assert page.errors == []
+
+
 def test_image_labeling(tmp_path, serve, page_for):
     directory = tmp_path / "project"
     make_labeling_project(directory, "image")
@@ -296,12 +308,8 @@ def test_image_labeling(tmp_path, serve, page_for):
     page.wait_for_function("document.querySelector('#ll-item img.ll-image')?.naturalWidth > 0")
     box = page.eval_on_selector("#ll-item img.ll-image", "el => el.getBoundingClientRect().width")
     assert box > 48 * 4  # a small image is scaled up to fit the pane
-    walk = label_walk(page)
-    check_datasets(directory, walk["expected"], lambda row: row["path"])
-    latency = keyboard_latency(page)
-    page.screenshot(path=str(tmp_path / "image.png"), full_page=True)
-    report("image", first, latency, reopen(page))
-    assert page.errors == []
+    walk_check_and_time(page, tmp_path, "image", first, directory,
+                        lambda row: row["path"])
 
 
 def test_sound_labeling(tmp_path, serve, page_for):
@@ -319,12 +327,8 @@ def test_sound_labeling(tmp_path, serve, page_for):
         for (let i = 0; i < d.length; i += 4) if (d[i + 2] > 120 && d[i] < 120) return true;
         return false; }""")
     page.wait_for_function("document.getElementById('ll-audio').duration > 0.4")
-    walk = label_walk(page)
-    check_datasets(directory, walk["expected"], lambda row: row["path"])
-    latency = keyboard_latency(page)
-    page.screenshot(path=str(tmp_path / "sound.png"), full_page=True)
-    report("sound", first, latency, reopen(page))
-    assert page.errors == []
+    walk_check_and_time(page, tmp_path, "sound", first, directory,
+                        lambda row: row["path"])
 
 
 def test_text_labeling(tmp_path, serve, page_for):
@@ -338,12 +342,8 @@ def test_text_labeling(tmp_path, serve, page_for):
     shown = page.inner_text("#ll-item .ll-text")
     assert shown in texts  # line breaks and indentation kept
     assert page.locator("#ll-item table.ll-kv th").all_inner_texts() == ["source"]
-    walk = label_walk(page)
-    check_datasets(directory, walk["expected"], lambda row: _text_id(page, row["text"]))
-    latency = keyboard_latency(page)
-    page.screenshot(path=str(tmp_path / "text.png"), full_page=True)
-    report("text", first, latency, reopen(page))
-    assert page.errors == []
+    walk_check_and_time(page, tmp_path, "text", first, directory,
+                        lambda row: _text_id(page, row["text"]))
 
 
 def _text_id(page, text: str) -> str:
