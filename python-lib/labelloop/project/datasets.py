@@ -446,12 +446,13 @@ class Dataset:
             storage = "columns" if len(df) >= COLUMNAR_MIN_ROWS else "rows"
         if storage not in STORAGES:
             raise LabelloopError(f"unknown storage {storage!r}: use one of {', '.join(STORAGES)}")
-        self._sweep()  # leftovers of earlier replacements, before adding a generation
         if conn is None:
             with write_transaction(self.engine) as c:
                 self._write(c, df, schema, storage)
-            self._sweep()
+            self._sweep()  # the generation just replaced, and any earlier leftovers
         else:
+            # The caller commits later: only leftovers of earlier replacements can go now.
+            self._sweep()
             self._write(conn, df, schema, storage)
 
     def _write(self, conn: sa.Connection, df: pd.DataFrame, schema: list[dict], storage: str) -> None:
