@@ -53,6 +53,11 @@ class LabelloopGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:
+            state = ctx.obj if isinstance(ctx.obj, State) else None
+            if (state and state.debug) or os.environ.get("LABELLOOP_DEBUG"):
+                raise
+            raise click.ClickException("interrupted") from None
         except LabelloopError as exc:
             state = ctx.obj if isinstance(ctx.obj, State) else None
             if (state and state.debug) or os.environ.get("LABELLOOP_DEBUG"):
@@ -346,8 +351,12 @@ def _register_plugin_commands() -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    _register_plugin_commands()
-    cli(prog_name="labelloop")
+    try:
+        _register_plugin_commands()
+        cli(prog_name="labelloop")
+    except KeyboardInterrupt:  # Ctrl-C while starting (loading plugins): one line, no traceback
+        click.echo("Error: interrupted", err=True)
+        sys.exit(130)
 
 
 # ---------------------------------------------------------------- scenarios
@@ -385,6 +394,12 @@ def scenario_run(state: State, name: str, run_id: int | None, lock_owner: str | 
                  trigger_json: str | None):
     """Run scenario NAME once: its steps in order, stopping at the first failure."""
     import getpass
+    import signal
+
+    def _term(*_):  # SIGTERM (the server stopping) ends the run like Ctrl-C: recorded, FAILED
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)
 
     from .scenarios import run_scenario
 

@@ -195,6 +195,10 @@ def run_recipe(project: Project, name: str, show_progress: bool | None = None,
     t0 = time.monotonic()
     try:
         ctx.component.entry()(ctx)
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM: the run ends, recorded
+        end_run(project.engine, run_id, "FAILED", "interrupted",
+                {**ctx.details, "seconds": round(time.monotonic() - t0, 3)})
+        raise
     except Exception as exc:
         message = str(exc) if isinstance(exc, LabelloopError) else \
             f"{type(exc).__name__}: {exc}"

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -127,8 +128,41 @@ class StepContext:
 
 # ------------------------------------------------------------------ the lock
 def new_owner() -> str:
-    """A lock owner id unique to this process and call."""
+    """A lock owner id unique to this process and call: `host:pid:random`."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def owner_for_pid(owner: str, pid: int) -> str:
+    """The owner id `owner` becomes when process `pid` (a run process) takes its lock over."""
+    host, _pid, token = (owner.rsplit(":", 2) + ["", ""])[:3]
+    return f"{host}:{pid}:{token}"
+
+
+def owner_is_gone(owner: str) -> bool:
+    """True when a lock owner is a process of this machine that no longer runs.
+
+    Owners on other machines (a shared database) can't be checked: their heartbeat decides.
+    """
+    try:
+        host, pid_text, _token = owner.rsplit(":", 2)
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if host != socket.gethostname() or pid <= 0:
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    try:  # a zombie (dead, not yet reaped by its parent) is gone too
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False
 
 
 class ScenarioLock:
@@ -180,7 +214,7 @@ class ScenarioLock:
                                                      run_id=None, **values))
                 elif row["owner"] == self.owner:
                     conn.execute(sa.update(t).where(t.c.scenario == self.scenario).values(**values))
-                elif row["expires"] > now:
+                elif row["expires"] > now and not owner_is_gone(row["owner"]):
                     self.last_holder = dict(row)
                     return False
                 else:
@@ -193,12 +227,13 @@ class ScenarioLock:
                     if res.rowcount != 1:
                         return False
                     stale_run = row["run_id"]
-                    log.warning("scenario %s: took over the lock of %s, which stopped refreshing "
-                                "it", self.scenario, row["owner"])
+                    why = "its lock expired" if row["expires"] <= now else "its process is gone"
+                    log.warning("scenario %s: took over the lock of %s (%s)", self.scenario,
+                                row["owner"], why)
         except sa.exc.IntegrityError:  # another process inserted the row first
             return False
         if stale_run is not None:
-            _close_abandoned_run(self.project, stale_run)
+            _close_abandoned_run(self.project, stale_run, why)
         self.last_holder = None
         return True
 
@@ -209,6 +244,20 @@ class ScenarioLock:
             conn.execute(sa.update(t).where((t.c.scenario == self.scenario)
                                             & (t.c.owner == self.owner))
                          .values(run_id=run_id, purpose="running"))
+
+    def adopt(self) -> None:
+        """Make this process the lock's owner (a run process taking over its scheduler's lock),
+        so that the lock follows the process that does the work, not the one that started it."""
+        t = scenario_locks_table
+        mine = owner_for_pid(self.owner, os.getpid())
+        if mine == self.owner:
+            return
+        with write_transaction(self.project.engine) as conn:
+            res = conn.execute(sa.update(t).where((t.c.scenario == self.scenario)
+                                                  & (t.c.owner == self.owner))
+                               .values(owner=mine, expires=time.time() + self.ttl))
+        if res.rowcount == 1:
+            self.owner = mine
 
     def refresh(self) -> bool:
         """Push the expiry forward; False if the lock was lost."""
@@ -259,13 +308,38 @@ class ScenarioLock:
                 f"{self.scenario}`)")
 
 
-def _close_abandoned_run(project: Project, run_id: int) -> None:
-    """Mark a run whose process died (its lock expired) as FAILED."""
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    """Send `sig` to the process group a run process leads (to the process if it has none)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+
+
+def close_interrupted_runs(project: Project, run_id: int, message: str = "interrupted") -> int:
+    """End a scenario run left RUNNING, and the recipe runs it started, as FAILED; how many."""
+    run = get_run(project, run_id)
+    closed = 0
+    if run["status"] == "RUNNING":
+        end_run(project.engine, run_id, "FAILED", message)
+        closed += 1
+    origin = f"scenario {run['name']} (run {run_id})"
+    t = runs_table
     with project.engine.connect() as conn:
-        status = conn.execute(sa.select(runs_table.c.status).where(runs_table.c.id == run_id)).scalar()
-    if status == "RUNNING":
-        end_run(project.engine, run_id, "FAILED",
-                "the process running this scenario stopped without finishing (its lock expired)")
+        rows = conn.execute(sa.select(t.c.id, t.c.details).where(
+            (t.c.kind == "recipe") & (t.c.status == "RUNNING") & (t.c.id > run_id))).all()
+    for row in rows:
+        if (row.details or {}).get("trigger") == origin:
+            end_run(project.engine, row.id, "FAILED", message)
+            closed += 1
+    return closed
+
+
+def _close_abandoned_run(project: Project, run_id: int, why: str) -> None:
+    """Mark a run whose process died (its lock was taken over) as FAILED, with its recipe runs."""
+    close_interrupted_runs(project, run_id, "the process running this scenario stopped "
+                           f"without finishing ({why})")
 
 
 # ------------------------------------------------------------------ run records
@@ -441,6 +515,7 @@ def run_scenario(project: Project, name: str, trigger: dict | None = None,
         if run_id is not None:
             end_run(project.engine, run_id, "SKIPPED", message)
         raise ConflictError(message)
+    lock.adopt()
     try:
         base = {"trigger": trigger or {"kind": "manual"}, "steps": [], "pid": os.getpid(),
                 "owner": lock.owner, "step_count": len(cfg.get("steps", []))}
@@ -547,8 +622,10 @@ class Scheduler:
         lock.attach_run(run_id)
         env = {**os.environ, "LABELLOOP_DATABASE_URL": self.project.database_url}
         try:
+            # Its own process group: a Ctrl-C meant for the server (the terminal signals the
+            # whole foreground group) does not cut a run short; stop() ends runs on purpose.
             proc = subprocess.Popen(self.command(name, run_id, lock.owner, trigger), env=env,
-                                    stdin=subprocess.DEVNULL)
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
         except OSError as exc:
             end_run(self.project.engine, run_id, "FAILED", f"cannot start the run process: {exc}")
             lock.release()
@@ -578,11 +655,12 @@ class Scheduler:
                     continue
                 del self.children[name]
                 done.append({"scenario": name, "run_id": child.run_id, "returncode": code})
-                if code != 0 and get_run(self.project, child.run_id)["status"] == "RUNNING":
-                    end_run(self.project.engine, child.run_id, "FAILED",
-                            f"the scenario process exited with code {code} before recording "
-                            "an end")
-                ScenarioLock(self.project, name, owner=child.owner).release()
+                if code != 0:
+                    close_interrupted_runs(self.project, child.run_id,
+                                           f"the scenario process exited with code {code} "
+                                           "before recording an end")
+                for owner in (child.owner, owner_for_pid(child.owner, child.proc.pid)):
+                    ScenarioLock(self.project, name, owner=owner).release()
         self.finished = (self.finished + done)[-100:]
         self.finished_count += len(done)
         return done
@@ -609,6 +687,36 @@ class Scheduler:
                 with contextlib.suppress(Exception):
                     lock.release()
         return started
+
+    def stop(self, timeout: float = 10.0) -> list[int]:
+        """Interrupt the runs this scheduler started and wait for them; their run ids.
+
+        Each run's process group gets SIGTERM (the run records its end as FAILED,
+        "interrupted", with the recipe run it was in); one still there after `timeout`
+        seconds is killed, and its records are closed here.
+        """
+        with self._lock:
+            children = list(self.children.values())
+        for child in children:
+            if child.proc.poll() is None:
+                log.info("scenario %s: interrupting run %s (pid %s)", child.scenario,
+                         child.run_id, child.proc.pid)
+                _signal_group(child.proc, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for child in children:
+            try:
+                child.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("scenario %s: run %s did not stop within %ss: killed", child.scenario,
+                            child.run_id, timeout)
+                _signal_group(child.proc, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.proc.wait(timeout=5)
+        for child in children:
+            close_interrupted_runs(self.project, child.run_id,
+                                   "interrupted: the server stopped during the run")
+        self.reap()
+        return [c.run_id for c in children]
 
     def running(self) -> dict[str, int]:
         """Scenario -> run id of the runs this scheduler started that are still going."""

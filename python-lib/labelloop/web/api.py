@@ -7,11 +7,14 @@ also serves the Bokeh sessions never waits for the database or for a slow handle
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import json
 import logging
+import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import tornado.web
 from tornado.ioloop import IOLoop
@@ -21,15 +24,107 @@ from ..project import Project
 from ..scenarios import Scheduler, get_run, list_scenarios, scenario_config, scenario_runs
 from .auth import AuthenticationError, Identity
 from .openapi import build_openapi
-from .webapps import API_PREFIX, BODY_METHODS, WebappHost
+from .webapps import API_PREFIX, BODY_METHODS, MethodNotAllowedError, WebappHost
 
 log = logging.getLogger("labelloop.api")
 
-HARD_BODY_CAP = 64 * 1024 * 1024  # beyond this, the connection is dropped without reading
+HARD_BODY_CAP = 64 * 1024 * 1024  # beyond this, the answer (413) comes before the body
+DISCARD_CAP = 1024 * 1024 * 1024  # bodies declared larger: the connection is dropped
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1  # what the database can store
+MAX_DEPTH = 32  # nesting of arrays / objects in a payload
+WRITE_METHODS = (*BODY_METHODS, "DELETE")
+REQUEST_ID_HEADER = "X-Request-Id"
 
 
 class PayloadTooLargeError(LabelloopError):
     status = 413
+
+
+class ForbiddenRequestError(LabelloopError):
+    """A request refused for where it comes from or how it is sent (request forgery)."""
+
+    status = 403
+
+
+def check_payload_bounds(value: Any, where: str = "payload") -> None:
+    """Refuse integers beyond 64 bits and nesting deeper than MAX_DEPTH (iteratively)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, bool):
+            continue
+        if isinstance(item, int):
+            if not INT64_MIN <= item <= INT64_MAX:
+                raise LabelloopError(f"{where}: integer {str(item)[:30]}... is out of range: "
+                                     f"use integers from {INT64_MIN} to {INT64_MAX}")
+        elif isinstance(item, dict | list):
+            if depth >= MAX_DEPTH:
+                raise LabelloopError(f"{where} is nested more than {MAX_DEPTH} levels deep: "
+                                     "flatten it")
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+
+
+def _host_name(host: str) -> str:
+    """The name part of a `Host` header value or of `host[:port]` (lower case, no brackets)."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    if host.count(":") == 1:
+        return host.split(":", 1)[0]
+    return host
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass
+class RequestGuard:
+    """Which `Host` and `Origin` a request may carry (DNS rebinding, cross-site forgery).
+
+    A Host that is an IP address can't come from a rebound name, so it is always accepted;
+    names must be this server's (localhost, the bound name, the machine's names) or one of
+    `--allow-websocket-origin`. A write's `Origin`, when the browser sends one, must be the
+    request's own host (same origin) or an allowed one.
+    """
+
+    names: set[str] = field(default_factory=lambda: {"localhost"})
+    extra: set[str] = field(default_factory=set)  # allowed host[:port] from the command line
+
+    @classmethod
+    def for_server(cls, bound: str, port: int, extra_origins: list[str] | tuple[str, ...] = (),
+                   machine_names: tuple[str, ...] = ()) -> RequestGuard:
+        names = {"localhost", "localhost.localdomain", _host_name(bound),
+                 *(_host_name(n) for n in machine_names if n)}
+        extra = {o.strip().lower() for o in extra_origins if o.strip()}
+        names |= {_host_name(o) for o in extra}
+        return cls(names, extra)
+
+    def check_host(self, host: str | None) -> None:
+        name = _host_name(host or "")
+        if not name or not (_is_ip(name) or name in self.names):
+            raise ForbiddenRequestError(
+                f"request refused: Host {host!r} is not a name of this server (a page served "
+                "under another name may be a DNS-rebinding attack); use the server's address, "
+                "or start it with --allow-websocket-origin HOST behind a proxy")
+
+    def check_origin(self, origin: str | None, host: str | None) -> None:
+        if origin is None:
+            return  # not a browser (browsers send Origin with every cross-origin write)
+        parts = urlsplit(origin.strip())
+        netloc = parts.netloc.lower()
+        if parts.scheme in ("http", "https") and netloc and \
+                (netloc == (host or "").strip().lower() or netloc in self.extra):
+            return
+        raise ForbiddenRequestError(
+            f"request refused: Origin {origin!r} is not this server ({host!r}): pages of other "
+            "sites may not change data here (allow a proxy's origin with "
+            "--allow-websocket-origin HOST[:PORT])")
 
 
 @dataclass
@@ -42,6 +137,7 @@ class Api:
     scheduler: Scheduler
     executor: ThreadPoolExecutor
     max_body: int = 1024 * 1024
+    guard: RequestGuard = field(default_factory=RequestGuard)
 
 
 def _default(value: Any) -> Any:
@@ -75,21 +171,34 @@ class ApiHandler(tornado.web.RequestHandler):
         self._chunks: list[bytes] = []
         self._size = 0
         self._too_large = False
+        self.request_id = uuid.uuid4().hex[:16]
+        self.set_header(REQUEST_ID_HEADER, self.request_id)
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("X-Frame-Options", "DENY")
+        self.set_header("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
 
     def prepare(self) -> None:
         # Why read-and-discard rather than answer at once: clients that are still sending
         # their body see a reset connection instead of the 413 if the server answers early.
-        self.request.connection.set_max_body_size(max(HARD_BODY_CAP, self.api.max_body + 1))
+        cap = max(HARD_BODY_CAP, self.api.max_body + 1)
         try:
             length = int(self.request.headers.get("Content-Length") or 0)
         except ValueError:
             length = 0
         self._too_large = length > self.api.max_body
+        if length > cap:
+            # Answer now (a client waiting on `Expect: 100-continue` never sends the body);
+            # the rest is read and dropped up to DISCARD_CAP so that the answer gets through.
+            self.request.connection.set_max_body_size(min(length, DISCARD_CAP))
+            self.set_header("Connection", "close")
+            self.send_error_json(413, f"request body of {length} bytes is larger than "
+                                      f"{self.api.max_body} bytes")
+            return
+        self.request.connection.set_max_body_size(cap)
 
     def data_received(self, chunk: bytes) -> None:
         self._size += len(chunk)
@@ -104,22 +213,38 @@ class ApiHandler(tornado.web.RequestHandler):
         self.set_status(status)
         self.finish(dumps(value))
 
-    def send_error_json(self, status: int, message: str) -> None:
+    def send_error_json(self, status: int, message: str, allow: list[str] | None = None,
+                        extra: dict | None = None) -> None:
         self.clear()
         self.set_default_headers()
+        self.set_header(REQUEST_ID_HEADER, self.request_id)
         self.set_status(status)
-        self.finish(json.dumps({"error": message}))
+        if status == 405:
+            self.set_header("Allow", ", ".join(allow or self.allowed_methods()))
+        self.finish(json.dumps({"error": message, **(extra or {})}))
+
+    def allowed_methods(self) -> list[str]:
+        """The methods this handler answers (the `Allow` of a 405)."""
+        base = tornado.web.RequestHandler
+        return [m for m in ("GET", "POST", "PUT", "PATCH", "DELETE")
+                if getattr(type(self), m.lower()) is not getattr(base, m.lower())]
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         # Tornado's own errors (405, malformed request...) as JSON too.
-        self.finish(json.dumps({"error": self._reason or "error"}))
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
+        body: dict[str, Any] = {"error": self._reason or "error"}
+        if status_code >= 500:
+            body = {"error": f"internal error (request {self.request_id}); see the server log",
+                    "request_id": self.request_id}
+        self.finish(json.dumps(body))
 
     def log_exception(self, typ, value, tb) -> None:  # noqa: ANN001 - Tornado's signature
         if isinstance(value, tornado.web.HTTPError):
             super().log_exception(typ, value, tb)
         else:
-            log.error("%s %s: unexpected error", self.request.method, self.request.uri,
-                      exc_info=(typ, value, tb))
+            log.error("request %s: %s %s: unexpected error", self.request_id,
+                      self.request.method, self.request.uri, exc_info=(typ, value, tb))
 
     async def in_thread(self, func, *args: Any) -> Any:
         return await IOLoop.current().run_in_executor(self.api.executor, func, *args)
@@ -129,17 +254,39 @@ class ApiHandler(tornado.web.RequestHandler):
         try:
             if self._too_large:
                 raise PayloadTooLargeError(f"request body larger than {self.api.max_body} bytes")
+            self.check_request_origin()
             if self.auth_required:
                 await self.in_thread(self.authenticate)
+            self.check_json_write()
             result = await self.in_thread(work, *args)
             self.send_json(result, status)
+        except MethodNotAllowedError as exc:
+            self.send_error_json(405, str(exc), allow=getattr(exc, "allow", None))
         except LabelloopError as exc:
-            self.send_error_json(exc.status, str(exc))
+            self.send_error_json(exc.status, str(exc), extra=getattr(exc, "details", None))
         except Exception as exc:
-            log.error("%s %s: unexpected error", self.request.method, self.request.uri,
-                      exc_info=True)
-            self.send_error_json(500, f"internal error ({type(exc).__name__}); see the server "
-                                 "log")
+            log.error("request %s: %s %s: unexpected error", self.request_id,
+                      self.request.method, self.request.uri, exc_info=True)
+            self.send_error_json(500, f"internal error ({type(exc).__name__}, request "
+                                 f"{self.request_id}); see the server log",
+                                 extra={"request_id": self.request_id})
+
+    def check_request_origin(self) -> None:
+        """Host always, Origin on writes: refuse what a page of another site could send."""
+        guard = self.api.guard
+        host = self.request.headers.get("Host")
+        guard.check_host(host)
+        if self.request.method in WRITE_METHODS:
+            guard.check_origin(self.request.headers.get("Origin"), host)
+
+    def check_json_write(self) -> None:
+        """A write with a body must say it is JSON (a cross-site form can't)."""
+        if self.request.method in WRITE_METHODS and (self._size or self._chunks) and \
+                not self._is_json_request():
+            ctype = self.request.headers.get("Content-Type")
+            raise ForbiddenRequestError(
+                f"request refused: a {self.request.method} body must be sent as "
+                f"Content-Type: application/json, got {ctype or 'no Content-Type'}")
 
     def authenticate(self) -> None:
         cookies = {k: v.value for k, v in self.request.cookies.items()}
@@ -161,9 +308,14 @@ class ApiHandler(tornado.web.RequestHandler):
         if not raw.strip():
             return {}
         try:
-            return json.loads(raw)
+            value = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise LabelloopError(f"malformed JSON body: {exc}") from exc
+        except RecursionError:
+            raise LabelloopError(f"JSON body nested more than {MAX_DEPTH} levels deep: "
+                                 "flatten it") from None
+        check_payload_bounds(value, "JSON body")
+        return value
 
     def query_args(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
@@ -183,7 +335,7 @@ class ApiHandler(tornado.web.RequestHandler):
         except ValueError:
             raise LabelloopError(f"query argument {name!r} must be an integer, got {raw!r}") \
                 from None
-        if not lo <= value <= hi:
+        if not lo <= value <= hi or len(raw) > 30:
             raise LabelloopError(f"query argument {name!r} must be between {lo} and {hi}, "
                                  f"got {value}")
         return value
@@ -217,17 +369,37 @@ class WebappRouteHandler(ApiHandler):
         method = self.request.method
 
         def work() -> Any:
-            route = self.api.webapps.get(webapp).route(method, subpath)
+            try:
+                route = self.api.webapps.get(webapp).route(method, subpath)
+            except MethodNotAllowedError as exc:
+                exc.allow = self._route_methods(webapp, subpath)  # type: ignore[attr-defined]
+                raise
             if method in BODY_METHODS:
                 payload = self.json_body()
             else:
                 payload = route.payload_from_query(self.query_args())
+                check_payload_bounds(payload, "query")
             route.check(payload)
             return route.handler(payload, self.user)
 
         await self.handle(work)
 
     get = post = put = patch = delete = _route
+
+    def _route_methods(self, webapp: str, subpath: str) -> list[str]:
+        try:
+            routes = self.api.webapps.get(webapp).routes
+        except LabelloopError:
+            return []
+        return sorted(m for m, sp in routes if sp == subpath.strip("/"))
+
+    def allowed_methods(self) -> list[str]:
+        args = self.path_args or []
+        if len(args) == 2:
+            methods = self._route_methods(*args)
+            if methods:
+                return methods
+        return super().allowed_methods()
 
 
 class ScenariosHandler(ApiHandler):
@@ -257,6 +429,8 @@ class ScenarioRunDetailHandler(ApiHandler):
     async def get(self, name: str, run_id: str) -> None:
         def work() -> dict:
             scenario_config(self.api.project, name)
+            if len(run_id) > 18 or int(run_id) > INT64_MAX:
+                raise NotFoundError(f"scenario {name!r} has no run {run_id[:30]}")
             run = get_run(self.api.project, int(run_id))
             if run["kind"] != "scenario" or run["name"] != name:
                 raise NotFoundError(f"scenario {name!r} has no run {run_id}")

@@ -9,6 +9,14 @@ Rules (the same for the JSON API and the Bokeh pages):
 - Without tokens, the user is the `X-Labelloop-User` header, else (pages only) the `?user=`
   argument or the `labelloop_user` cookie, else `anonymous`. Anyone who can reach the server
   can claim any name, which is why binding beyond loopback without tokens needs --insecure.
+
+The mode (tokens required or not) is decided when the server starts. It changes only one
+way while it runs: adding a token (an explicit action) switches a token-less server to
+requiring tokens, which is logged. Removing tokens never switches tokens off: a server that
+required tokens keeps requiring them (a removed token is simply invalid) until restarted.
+
+`X-Labelloop-User` is percent-encoded UTF-8: `%` must start an escape (`%25` is a literal
+`%`), so two spellings never name one user; raw non-ASCII header bytes must be UTF-8.
 """
 
 from __future__ import annotations
@@ -16,7 +24,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import logging
+import re
 import secrets
+import threading
 import urllib.parse
 from collections.abc import Mapping
 
@@ -31,6 +42,9 @@ USER_COOKIE = "labelloop_user"
 USER_HEADER = "X-Labelloop-User"
 ANONYMOUS = "anonymous"
 MAX_USER_LENGTH = 100
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+log = logging.getLogger("labelloop.auth")
 
 
 class AuthenticationError(LabelloopError):
@@ -110,14 +124,47 @@ def bearer_token(headers: Mapping[str, str]) -> str | None:
     return None
 
 
-class Identity:
-    """Resolves the user of a request against the project's tokens."""
+def decode_user_header(raw: str) -> str:
+    """The user name of an `X-Labelloop-User` header: percent-encoded UTF-8, decoded strictly."""
+    try:
+        # Tornado hands header bytes over as Latin-1; the bytes themselves must be UTF-8.
+        text = raw.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        raise LabelloopError(f"{USER_HEADER} is not UTF-8: send the name percent-encoded "
+                             "(e.g. encodeURIComponent(name))") from None
+    if _BAD_ESCAPE.search(text):
+        raise LabelloopError(f"{USER_HEADER} {text[:MAX_USER_LENGTH]!r} has a '%' that is not "
+                             "an escape: the header is percent-encoded, so send '%' as '%25'")
+    try:
+        name = urllib.parse.unquote(text, errors="strict")
+    except UnicodeDecodeError:
+        raise LabelloopError(f"{USER_HEADER} {text[:MAX_USER_LENGTH]!r} does not decode to "
+                             "UTF-8: percent-encode the UTF-8 bytes of the name") from None
+    return check_user_name(name)
 
-    def __init__(self, engine: sa.Engine):
+
+class Identity:
+    """Resolves the user of a request against the project's tokens.
+
+    `required` is decided at construction (server start): see the module's docstring.
+    """
+
+    def __init__(self, engine: sa.Engine, required: bool | None = None):
         self.engine = engine
+        self._required = tokens_configured(engine) if required is None else required
+        self._lock = threading.Lock()
 
     def required(self) -> bool:
-        return tokens_configured(self.engine)
+        if self._required:
+            return True
+        # Only one way: a token added while running turns tokens on (never off).
+        if tokens_configured(self.engine):
+            with self._lock:
+                if not self._required:
+                    self._required = True
+                    log.warning("a token was added: this server now requires a token on "
+                                "every request (until restarted without tokens)")
+        return self._required
 
     def resolve(self, headers: Mapping[str, str], cookies: Mapping[str, str],
                 arguments: Mapping[str, str] | None = None) -> tuple[str, str]:
@@ -138,7 +185,7 @@ class Identity:
             raise AuthenticationError("this server requires a token: send 'Authorization: "
                                       "Bearer <token>' (pages: open them with ?token=<token>)")
         if headers.get(USER_HEADER):
-            return check_user_name(urllib.parse.unquote(headers[USER_HEADER])), "header"
+            return decode_user_header(headers[USER_HEADER]), "header"
         for how, value in (("argument", (arguments or {}).get("user")),
                            ("cookie", cookies.get(USER_COOKIE))):
             if value:

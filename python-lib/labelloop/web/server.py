@@ -39,7 +39,7 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 from ..errors import LabelloopError
 from ..project import Project
 from ..scenarios import Scheduler
-from .api import Api, api_patterns
+from .api import Api, RequestGuard, api_patterns
 from .auth import ANONYMOUS, TOKEN_COOKIE, USER_HEADER, AuthenticationError, Identity
 from .webapps import WebappHost
 
@@ -75,6 +75,26 @@ def is_loopback(host: str) -> bool:
         except OSError:
             return False
         return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
+
+
+# Why 'unsafe-inline' / 'unsafe-eval' for scripts: Bokeh's page embeds its documents with
+# inline scripts and builds some callbacks with `new Function`. What the policy adds is no
+# framing (clickjacking), no plugins, no foreign base URL and no loads from other sites.
+PAGE_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval'; "
+            "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+            "media-src 'self' data: blob:; font-src 'self' data:; connect-src 'self'; "
+            "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'")
+
+
+class SecurityHeaders(tornado.web.OutputTransform):
+    """X-Frame-Options, Content-Security-Policy and nosniff on every answer of the server."""
+
+    def transform_first_chunk(self, status_code, headers, chunk, finishing):  # noqa: ANN001
+        headers.setdefault("X-Frame-Options", "DENY")
+        headers.setdefault("Content-Security-Policy", PAGE_CSP)
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        headers.setdefault("Referrer-Policy", "same-origin")
+        return status_code, headers, chunk
 
 
 def check_bind(host: str, insecure: bool, identity: Identity) -> None:
@@ -278,15 +298,23 @@ class LabelloopServer:
     def __init__(self, project: Project, options: ServeOptions):
         self.project = project
         self.options = options
+        # The authentication mode is decided here, once (see auth.py).
         self.identity = Identity(project.engine)
         check_bind(options.host, options.insecure, self.identity)
+        log.info("authentication: %s", "tokens required" if self.identity.required() else
+                 "no tokens (user names are claimed by the X-Labelloop-User header)")
         self.webapps = WebappHost(project)
         self.scheduler = Scheduler(project, period=options.period,
                                    plugin_dirs=options.plugin_dirs)
         self.executor = ThreadPoolExecutor(max_workers=options.threads,
                                            thread_name_prefix="labelloop-api")
+        port = options.port or _free_port(options.host)
+        machine = (socket.gethostname(), socket.getfqdn()) if not is_loopback(options.host) \
+            else ()
         self.api = Api(project, self.identity, self.webapps, self.scheduler, self.executor,
-                       options.max_body)
+                       options.max_body,
+                       RequestGuard.for_server(options.host, port, options.websocket_origins,
+                                               machine))
         self._ticking = False
         self._periodic: PeriodicCallback | None = None
         apps = {f"/webapps/{w}": Application(WebappHandler(self.webapps, self.identity, w))
@@ -297,13 +325,24 @@ class LabelloopServer:
             (r"/login", LoginHandler, {"identity": self.identity}),
             (r"/logout", LogoutHandler),
         ]
-        port = options.port or _free_port(options.host)
         # Bokeh allows only localhost:<port> by default; the address we bind must work too.
         origins = {f"localhost:{port}", f"127.0.0.1:{port}", f"{options.host}:{port}",
                    *options.websocket_origins}
         if not is_loopback(options.host):
             origins |= {f"{socket.gethostname()}:{port}", f"{socket.getfqdn()}:{port}"}
-        self.bokeh = Server(
+        try:
+            self.bokeh = self._bokeh_server(apps, port, extra, origins)
+        except OSError as exc:
+            self.executor.shutdown(wait=False)
+            raise LabelloopError(f"cannot listen on {options.host}:{port}: {exc.strerror or exc}"
+                                 " (another server may use this port: choose another with "
+                                 "--port, or stop that one)") from exc
+        self.bokeh._tornado.transforms.append(SecurityHeaders)
+        self.port = self.bokeh.port
+
+    def _bokeh_server(self, apps: dict, port: int, extra: list, origins: set) -> Server:
+        options = self.options
+        return Server(
             apps, port=port, address=options.host, extra_patterns=extra,
             auth_provider=PageAuth(self.identity),
             # A per-process secret signs session tokens, so a browser can't forge the user
@@ -313,7 +352,6 @@ class LabelloopServer:
             exclude_headers=["Authorization", "Cookie", USER_HEADER],
             allow_websocket_origin=sorted(origins), num_procs=1,
         )
-        self.port = self.bokeh.port
 
     @property
     def url(self) -> str:
@@ -359,11 +397,13 @@ class LabelloopServer:
         except Exception:
             log.exception("reaping scenario runs failed")
 
-    def stop(self) -> None:
+    def stop(self, child_timeout: float = 10.0) -> None:
+        """Stop serving; the scenario runs this server started end too (see Scheduler.stop)."""
         if self._periodic is not None:
             self._periodic.stop()
         self.bokeh.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.scheduler.stop(timeout=child_timeout)
 
 
 def serve(project: Project, options: ServeOptions) -> None:
@@ -384,7 +424,7 @@ def serve(project: Project, options: ServeOptions) -> None:
     try:
         loop.start()
     finally:
-        server.stop()
         running = server.scheduler.running()
         if running:
-            log.info("scenario runs still going on (they finish on their own): %s", running)
+            log.info("stopping: interrupting the scenario runs still going on: %s", running)
+        server.stop()
