@@ -45,7 +45,8 @@ LABEL_SCHEMA = {
 SKIP_SCHEMA = {"type": "object", "required": ["id"], "additionalProperties": False,
                "properties": {"id": _ID, "comment": _COMMENT}}
 ANNOTATIONS_SCHEMA = {"type": "object", "properties": {
-    "before": {"type": "integer", "minimum": 1, "description": "a label id: older ones only"},
+    "before": {"type": "integer", "minimum": 1, "maximum": 2 ** 63 - 1,
+               "description": "a label id: older ones only"},
     "limit": {"type": "integer", "minimum": 1, "maximum": MAX_BATCH, "default": 50}}}
 EMPTY_SCHEMA = {"type": "object"}
 
@@ -70,6 +71,16 @@ def _body(payload: Any, required: tuple[str, ...]) -> dict:
     if missing:
         raise LabelloopError(f"missing field {', '.join(map(repr, missing))} in the body")
     return payload
+
+
+def label_schema(cfg: EngineConfig) -> dict:
+    """LABEL_SCHEMA with this webapp's categories (so the OpenAPI document lists them)."""
+    cats = list(cfg.categories)
+    one = {"type": "string", "enum": cats}
+    label = {"anyOf": [one, {"type": "array", "items": one}]} if cfg.multi_label else one
+    return {**LABEL_SCHEMA, "properties": {
+        **LABEL_SCHEMA["properties"],
+        "label": {**label, "description": LABEL_SCHEMA["properties"]["label"]["description"]}}}
 
 
 def build_routes(engine: LabelingEngine,
@@ -105,7 +116,7 @@ def build_routes(engine: LabelingEngine,
                             "summary": "The webapp's categories, mode, session and thresholds"},
         ("GET", "batch"): {"handler": batch, "schema": BATCH_SCHEMA,
                            "summary": "The next items for the caller, reserved for them"},
-        ("POST", "labels"): {"handler": labels, "schema": LABEL_SCHEMA,
+        ("POST", "labels"): {"handler": labels, "schema": label_schema(engine.cfg),
                              "summary": "Label an item (again to change its label)"},
         ("POST", "skips"): {"handler": skips, "schema": SKIP_SCHEMA,
                             "summary": "Skip an item"},

@@ -302,8 +302,8 @@ class ApiHandler(tornado.web.RequestHandler):
         ctype = self.request.headers.get("Content-Type", "")
         return ctype.split(";")[0].strip().lower() == "application/json"
 
-    def json_body(self) -> Any:
-        """The parsed JSON body; `{}` when empty."""
+    def json_body(self, bounds: bool = True) -> Any:
+        """The parsed JSON body; `{}` when empty (`bounds`: check integers and nesting)."""
         raw = b"".join(self._chunks)
         if not raw.strip():
             return {}
@@ -314,7 +314,8 @@ class ApiHandler(tornado.web.RequestHandler):
         except RecursionError:
             raise LabelloopError(f"JSON body nested more than {MAX_DEPTH} levels deep: "
                                  "flatten it") from None
-        check_payload_bounds(value, "JSON body")
+        if bounds:
+            check_payload_bounds(value, "JSON body")
         return value
 
     def query_args(self) -> dict[str, list[str]]:
@@ -394,9 +395,12 @@ class WebappRouteHandler(ApiHandler):
         return sorted(m for m, sp in routes if sp == subpath.strip("/"))
 
     def allowed_methods(self) -> list[str]:
-        args = self.path_args or []
-        if len(args) == 2:
-            methods = self._route_methods(*args)
+        # From the path itself: Tornado refuses an unknown method (TRACE) before it parses it.
+        prefix = f"{API_PREFIX}/webapps/"
+        path = self.request.path
+        if path.startswith(prefix) and "/" in path[len(prefix):]:
+            webapp, subpath = path[len(prefix):].split("/", 1)
+            methods = self._route_methods(webapp, subpath)
             if methods:
                 return methods
         return super().allowed_methods()
@@ -410,7 +414,8 @@ class ScenariosHandler(ApiHandler):
 class ScenarioRunHandler(ApiHandler):
     async def post(self, name: str) -> None:
         def work() -> dict:
-            self.json_body()  # refuse a malformed body even though nothing in it is used
+            if not isinstance(self.json_body(bounds=False), dict):  # nothing in it is used
+                raise LabelloopError("the body must be a JSON object (or nothing)")
             scenario_config(self.api.project, name)
             run_id = self.api.scheduler.launch(name, {"kind": "api", "by": self.user})
             return {"run_id": run_id, "scenario": name, "status": "RUNNING",

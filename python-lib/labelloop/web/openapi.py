@@ -11,8 +11,28 @@ from .webapps import API_PREFIX, BODY_METHODS, WebappHost, WebappUnavailableErro
 JSON = "application/json"
 ERROR_CODES = {"400": "Invalid input (malformed JSON, payload not matching its schema)",
                "401": "A valid token is required",
+               "403": "Refused: foreign Host or Origin, or a write whose body is not JSON",
                "404": "Unknown webapp, scenario or route",
-               "413": "Request body too large"}
+               "409": "Conflict (already answered by someone else, scenario already running)",
+               "413": "Request body too large",
+               "503": "Not ready yet (webapp starting, first queue being built)"}
+INT64 = {"minimum": -(2 ** 63), "maximum": 2 ** 63 - 1}
+
+
+def bounded(schema: object) -> object:
+    """A copy of a JSON Schema whose integers are bounded to 64 bits (what the server takes)."""
+    if isinstance(schema, list):
+        return [bounded(x) for x in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: bounded(v) if isinstance(v, dict | list) and k not in ("enum", "const", "default",
+                                                                     "examples") else v
+           for k, v in schema.items()}
+    kind = out.get("type")
+    if kind == "integer" or (isinstance(kind, list) and "integer" in kind):
+        out["minimum"] = max(out.get("minimum", INT64["minimum"]), INT64["minimum"])
+        out["maximum"] = min(out.get("maximum", INT64["maximum"]), INT64["maximum"])
+    return out
 
 
 def _json(schema: dict | None = None, description: str = "JSON answer") -> dict:
@@ -24,7 +44,8 @@ def _errors(*codes: str) -> dict:
 
 
 def _op(op_id: str, summary: str, ok: dict, *codes: str, **extra: Any) -> dict:
-    responses = {"200": ok, **_errors(*codes), "500": {"$ref": "#/components/responses/Error"}}
+    responses = {"200": ok, **_errors(*codes, "403"),
+                 "500": {"$ref": "#/components/responses/Error"}}
     return {"operationId": op_id, "summary": summary, "responses": responses, **extra}
 
 
@@ -33,9 +54,11 @@ def _name_param(name: str, description: str) -> dict:
             "schema": {"type": "string"}}
 
 
-def host_paths() -> dict:
-    """Paths of the host's own API."""
+def host_paths(scenarios: list[str] | None = None) -> dict:
+    """Paths of the host's own API (`scenarios`: the names a scenario path may take)."""
     scenario = _name_param("scenario", "scenario name in project.json")
+    if scenarios:
+        scenario["schema"] = {"type": "string", "enum": list(scenarios)}
     return {
         f"{API_PREFIX}/health": {"get": {
             **_op("health", "Server health", _json({"type": "object", "properties": {
@@ -52,9 +75,11 @@ def host_paths() -> dict:
             "operationId": "runScenario",
             "summary": "Start a run in the background (409 when the scenario is running)",
             "parameters": [scenario],
+            "requestBody": {"required": False, "content": {JSON: {"schema": {
+                "type": "object", "description": "nothing yet (an empty object, or no body)"}}}},
             "responses": {"202": _json({"$ref": "#/components/schemas/RunStarted"},
                                        "Run started"),
-                          **_errors("401", "404", "409", "413"),
+                          **_errors("400", "401", "403", "404", "409", "413"),
                           "500": {"$ref": "#/components/responses/Error"}}}},
         f"{API_PREFIX}/scenarios/{{scenario}}/runs": {"get": _op(
             "listScenarioRuns", "Runs of a scenario, newest first",
@@ -66,7 +91,7 @@ def host_paths() -> dict:
             "getScenarioRun", "One run of a scenario", _json({"$ref": "#/components/schemas/Run"}),
             "400", "401", "404", parameters=[scenario, {
                 "name": "run_id", "in": "path", "required": True,
-                "schema": {"type": "integer"}}])},
+                "schema": {"type": "integer", "minimum": 0, "maximum": INT64["maximum"]}}])},
     }
 
 
@@ -91,14 +116,14 @@ def webapp_paths(host: WebappHost) -> tuple[dict, list[str]]:
                 "summary": route.summary or f"{method} {subpath} of webapp {webapp}",
                 "tags": [webapp],
                 "responses": {"200": _json(route.response),
-                              **_errors("400", "401", "404"),
+                              **_errors("400", "401", "403", "404", "503"),
                               "500": {"$ref": "#/components/responses/Error"}}}
             if route.description:
                 op["description"] = route.description
-            schema = route.schema or {}
+            schema = bounded(route.schema or {})
             if method in BODY_METHODS:
-                op["requestBody"] = {"required": False, "content": {JSON: {"schema": schema}}}
-                op["responses"].update(_errors("413"))
+                op["requestBody"] = {"required": True, "content": {JSON: {"schema": schema}}}
+                op["responses"].update(_errors("409", "413"))
             elif isinstance(schema.get("properties"), dict):
                 required = set(schema.get("required") or [])
                 op["parameters"] = [{"name": name, "in": "query", "required": name in required,
@@ -110,7 +135,7 @@ def webapp_paths(host: WebappHost) -> tuple[dict, list[str]]:
 
 def build_openapi(host: WebappHost, title: str) -> dict:
     """The whole OpenAPI document."""
-    paths = host_paths()
+    paths = host_paths(sorted(host.project.config.get("scenarios", {})))
     extra, unavailable = webapp_paths(host)
     paths.update(extra)
     description = ("JSON API of a Labelloop server. The user of a request is the token's user "
