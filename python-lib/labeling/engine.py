@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from labelloop.errors import ConfigError, LabelloopError, NotFoundError
+from labelloop.errors import ConfigError, ConflictError, LabelloopError, NotFoundError
 from labelloop.project import write_transaction
 
 from .datatypes import BadItemId, DataType, data_type
@@ -758,6 +758,8 @@ class LabelingEngine:
             old = conn.execute(_OLD_SQL, key).first()
             lt = self._dataset_table(conn, self.cfg.labels_ds, self._labels_schema())
             mt = self._dataset_table(conn, self.cfg.metadata_ds, self._metadata_schema())
+            if old is not None and not self.cfg.per_annotator:
+                old = self._answered_by_another(conn, old, user, lt)
             meta = {"date": when, "data_id": item_id, "comment": comment, "session": session,
                     "status": status, "annotator": user, label_col: stored}
             values = {**key, "annotator": user, "status": status, "label": stored,
@@ -801,6 +803,33 @@ class LabelingEngine:
                 conn.execute(_UNRESERVE_SQL, {"app": self.app_id, "item_id": item_id})
             stats = self._stats(conn, app, owner, session)
         return {"label_id": label_id, "stats": stats}
+
+    def _answered_by_another(self, conn: sa.Connection, old: Any, user: str,
+                             lt: _RowTable) -> Any:
+        """Shared mode: an item someone else answered is theirs (409), unless the webapp allows
+        relabeling: then their annotation stays in the history and the caller's becomes a new
+        one (the earlier label row is removed, its metadata row kept). Returns what `old`
+        becomes (None: record a new annotation)."""
+        an = annotations_table
+        prev = conn.execute(sa.select(an.c.annotator, an.c.updated)
+                            .where(an.c.label_id == old.label_id)).first()
+        if prev is None or prev.annotator == user:
+            return old  # the caller's own answer: they may always change it
+        when = dt.datetime.fromtimestamp(prev.updated, dt.UTC).isoformat(timespec="seconds")
+        if not self.cfg.allow_relabel:
+            exc = ConflictError(f"item already answered by {prev.annotator} at {when}: take "
+                                "the next item (the webapp does not allow relabeling answers "
+                                "of others)")
+            exc.details = {"answered_by": prev.annotator, "answered_at": when}
+            raise exc
+        conn.execute(sa.update(an).where(an.c.label_id == old.label_id)
+                     .values(owner=f"~{old.label_id}", labels_row=None))
+        if old.labels_row is not None:
+            lt.delete(conn, old.labels_row, old.label_id)
+        deltas = [{"app": self.app_id, "owner": "", "key": k, "n": -1}
+                  for k in self._label_keys(old.status, old.label)]
+        conn.execute(_COUNT_SQL, deltas)
+        return None
 
     def _ensure_queue(self) -> None:
         """Follow a new session; wait for the first queue only (later ones build meanwhile)."""

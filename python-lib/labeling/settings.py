@@ -17,6 +17,7 @@ Settings keys (webapp.json param names, as the Dataiku plugin had them, plus Lab
 | `columns` | COLUMNS, optional | the columns to show (default: all) |
 | `text_column` | COLUMN, optional | text: the column holding the text |
 | `seed` | INT, default 0 | the random order used when there are no queries |
+| `allow_relabel` | BOOLEAN, default false | shared labels: an annotator may answer an item someone else answered (a new annotation; the earlier one stays in the history); otherwise 409 |
 """
 
 from __future__ import annotations
@@ -32,6 +33,18 @@ DATA_TYPES = ("tabular", "text", "image", "sound")
 FOLDER_TYPES = ("image", "sound")
 DEFAULT_RESERVATION_SECONDS = 30
 _LABEL_COL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_ -]*$")
+MAX_RESERVATION_SECONDS = 86400
+MAX_BATCH_SIZE = 500
+
+
+def check_batch_size(value: Any) -> None:
+    """The page's `batch_size` setting, when given: an integer from 1 to MAX_BATCH_SIZE."""
+    if value is None or value == "":
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value) \
+            or not 1 <= value <= MAX_BATCH_SIZE:
+        raise ConfigError(f"batch_size must be an integer from 1 to {MAX_BATCH_SIZE}, got "
+                          f"{value!r}")
 
 
 @dataclass
@@ -54,6 +67,7 @@ class EngineConfig:
     text_column: str | None = None
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    allow_relabel: bool = False
 
     @property
     def from_folder(self) -> bool:
@@ -137,8 +151,10 @@ def parse_settings(config: Mapping[str, Any], data_type: str, webapp: str,
         seconds = float(config.get("reservation_seconds", DEFAULT_RESERVATION_SECONDS))
     except (TypeError, ValueError):
         raise ConfigError("reservation_seconds must be a number of seconds") from None
-    if not seconds > 0:
-        raise ConfigError(f"reservation_seconds must be positive, got {seconds}")
+    if not 0 < seconds <= MAX_RESERVATION_SECONDS:
+        raise ConfigError(f"reservation_seconds must be more than 0 and at most "
+                          f"{MAX_RESERVATION_SECONDS} (a day), got {seconds}")
+    check_batch_size(config.get("batch_size"))
     columns = config.get("columns") or None
     if columns is not None and (not isinstance(columns, list)
                                 or not all(isinstance(c, str) for c in columns)):
@@ -155,6 +171,7 @@ def parse_settings(config: Mapping[str, Any], data_type: str, webapp: str,
         per_annotator=bool(config.get("labels_per_annotator", False)),
         reservation_seconds=seconds, id_column=config.get("id_column") or None,
         columns=columns, text_column=config.get("text_column") or None, seed=seed,
+        allow_relabel=bool(config.get("allow_relabel", False)),
     )
     if data_type in FOLDER_TYPES and (cfg.id_column or cfg.columns or cfg.text_column):
         raise ConfigError(f"{data_type} items are files: id_column, columns and text_column "

@@ -422,8 +422,11 @@ def check_trigger(project: Project, scenario: str, index: int, trigger: dict) ->
         json.dumps(ctx.state)  # refuse state that can't be stored, as a trigger error
     except Exception as exc:
         message = str(exc) if isinstance(exc, LabelloopError) else f"{type(exc).__name__}: {exc}"
-        log.error("scenario %s: trigger %s failed: %s", scenario, key, message,
-                  exc_info=not isinstance(exc, LabelloopError))
+        # The same error again (bad settings fail every tick) is logged once, not every tick.
+        previous = trigger_states(project, scenario).get(key, {}).get("error")
+        log.log(logging.DEBUG if previous == message else logging.ERROR,
+                "scenario %s: trigger %s failed: %s", scenario, key, message,
+                exc_info=not isinstance(exc, LabelloopError) and previous != message)
         _save_trigger_state(project, scenario, key, {"checked": now, "error": message},
                             failed=True)
         return False
@@ -432,6 +435,21 @@ def check_trigger(project: Project, scenario: str, index: int, trigger: dict) ->
         values["fired"] = now
     _save_trigger_state(project, scenario, key, values, fired=fired)
     return fired
+
+
+def trigger_config_problems(project: Project, scenario: str) -> list[str]:
+    """What is wrong with the trigger settings of a scenario (bad type, params out of range)."""
+    problems = []
+    for index, trigger in enumerate(scenario_config(project, scenario).get("triggers", [])):
+        key = trigger_key(index, trigger) if isinstance(trigger, dict) and "type" in trigger \
+            else str(index)
+        try:
+            comp = project.registry.component(trigger["type"], "trigger")
+            validate_config(f"{comp.type} (scenario {scenario!r}, trigger {key!r})",
+                            comp.params, trigger.get("params"))
+        except (LabelloopError, KeyError, TypeError) as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def check_triggers(project: Project, scenario: str) -> dict | None:
@@ -589,6 +607,15 @@ class Scheduler:
         self.finished_count = 0
         self._lock = threading.Lock()
         self._mtime = self._config_mtime()
+        self._check_configs()
+
+    def _check_configs(self) -> None:
+        """Say at start (and at each reload) which scenarios have invalid trigger settings."""
+        for name in scenario_names(self.project):
+            problems = trigger_config_problems(self.project, name)
+            if problems:
+                log.error("scenario %s: invalid trigger settings (fix project.json; the check "
+                          "is recorded as failed until then): %s", name, "; ".join(problems))
 
     def _config_mtime(self) -> float:
         try:
@@ -603,6 +630,7 @@ class Scheduler:
             try:
                 self.project.reload()
                 log.info("project.json changed: reloaded")
+                self._check_configs()
             except LabelloopError as exc:  # keep the last good config rather than stopping
                 log.error("project.json changed but is invalid, keeping the previous one: %s", exc)
 
