@@ -51,6 +51,7 @@ import sqlalchemy as sa
 from labelloop.errors import ConfigError, ConflictError, LabelloopError, NotFoundError
 from labelloop.project import write_transaction
 
+from . import setaside
 from .datatypes import BadItemId, DataType, data_type
 from .sampling import session_variable
 from .settings import EngineConfig
@@ -167,6 +168,7 @@ def create_tables(engine: sa.Engine) -> None:
     scenario runs may open a fresh database at the same moment)."""
     with write_transaction(engine) as conn:
         metadata.create_all(conn)
+        setaside.create_tables(conn)
 
 
 class QueueNotReady(LabelloopError):
@@ -865,9 +867,9 @@ class LabelingEngine:
                 cur = conn.execute(sa.select(cursors_table.c.pos).where(
                     cursors_table.c.qid == app.queue_id, cursors_table.c.owner == user)).first()
                 cursor = cur[0] if cur else 0
-                rows = conn.execute(_OWN_BATCH_SQL, {
-                    "iset": app.iset, "qid": app.queue_id, "cursor": cursor, "app": self.app_id,
-                    "user": user, "limit": size + 1}).all()
+                rows = setaside.screened(self, conn, app.queue_id, size, lambda n: conn.execute(
+                    _OWN_BATCH_SQL, {"iset": app.iset, "qid": app.queue_id, "cursor": cursor,
+                                     "app": self.app_id, "user": user, "limit": n}).all())
                 if rows and rows[0].pos > cursor:  # all before it are answered: skip them next time
                     if cur is None:
                         conn.execute(sa.insert(cursors_table).values(
@@ -877,9 +879,10 @@ class LabelingEngine:
                             cursors_table.c.qid == app.queue_id,
                             cursors_table.c.owner == user).values(pos=rows[0].pos))
             else:
-                rows = conn.execute(_SHARED_BATCH_SQL, {
-                    "iset": app.iset, "app": self.app_id, "qid": app.queue_id, "now": now,
-                    "user": user, "limit": size + 1}).all()
+                rows = setaside.screened(self, conn, app.queue_id, size, lambda n: conn.execute(
+                    _SHARED_BATCH_SQL, {"iset": app.iset, "app": self.app_id,
+                                        "qid": app.queue_id, "now": now, "user": user,
+                                        "limit": n}).all())
                 served = rows[:size]
                 ttl = self.cfg.reservation_seconds
                 if served:
@@ -944,10 +947,11 @@ class LabelingEngine:
         counts = dict(conn.execute(_COUNTS_SQL, {"app": self.app_id, "owner": owner}).all())
         total = app.n_items or 0
         labeled, skipped = counts.get("labeled", 0), counts.get("skipped", 0)
+        aside = setaside.summary(self, conn) if self.cfg.from_folder else {}
         return {"labeled": labeled, "skipped": skipped, "total": int(total),
-                "remaining": max(0, int(total) - labeled - skipped),
+                "remaining": max(0, int(total) - labeled - skipped - aside.get("set_aside", 0)),
                 "per_label": {k: counts.get(f"label:{k}", 0) for k in self.cfg.categories},
-                "session": session}
+                "session": session, **aside}
 
     def queue_info(self) -> dict:
         """The current queue's build info (scored items, halting thresholds, warnings)."""
@@ -967,6 +971,9 @@ class LabelingEngine:
         self._ensure_queue()
         info = self.queue_info()
         warnings = [w for w in (info.get("warning"), info.get("build_error")) if w]
+        if self.cfg.from_folder:
+            with self.engine.connect() as conn:
+                warnings += setaside.summary(self, conn)["warnings"]
         return {
             "webapp": self.cfg.webapp, "data_type": self.cfg.data_type,
             "categories": [{"name": k, "description": v} for k, v in self.cfg.categories.items()],

@@ -152,7 +152,7 @@ def parse_settings(config: Mapping[str, Any], data_type: str, webapp: str,
     except (TypeError, ValueError):
         raise ConfigError("reservation_seconds must be a number of seconds") from None
     if not 0 < seconds <= MAX_RESERVATION_SECONDS:
-        raise ConfigError(f"reservation_seconds must be more than 0 and at most "
+        raise ConfigError(f"reservation_seconds must be positive and at most "
                           f"{MAX_RESERVATION_SECONDS} (a day), got {seconds}")
     check_batch_size(config.get("batch_size"))
     columns = config.get("columns") or None
