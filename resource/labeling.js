@@ -46,9 +46,10 @@
     const h = {};
     if (json) h["Content-Type"] = "application/json";
     const name = user();
-    // Header values must be Latin-1; other names travel percent-encoded.
+    // The server reads the header as percent-encoded UTF-8: plain ASCII without '%' as is,
+    // anything else percent-encoded (so "100%" and "100%25" stay two names).
     // With tokens the server knows us from its cookie; the name header is only for the rest.
-    if (name && !boot.user) h["X-Labelloop-User"] = /^[\x20-\x7e\xa0-\xff]*$/.test(name) ? name : encodeURIComponent(name);
+    if (name && !boot.user) h["X-Labelloop-User"] = /^[\x20-\x24\x26-\x7e]*$/.test(name) ? name : encodeURIComponent(name);
     return h;
   }
 
@@ -529,6 +530,7 @@
   function applyStats(stats) {
     if (!stats) return;
     state.stats = stats;
+    showExtraWarnings(stats.warnings);
     const labeled = stats.labeled || 0, skipped = stats.skipped || 0;
     const total = stats.total || 0;
     const remaining = stats.remaining !== undefined ? stats.remaining : Math.max(0, total - labeled - skipped);
@@ -566,6 +568,20 @@
       src.data = { category: names, count: counts, text: counts.map(String) };
     });
     bokehModel("ll-per-label-xrange", (r) => { r.end = max * 1.15; });
+  }
+
+  function showExtraWarnings(list) {
+    // Warnings that come with the stats (e.g. folder items set aside), added to the box once.
+    const box = $("ll-warnings");
+    if (!box || !list || !list.length) return;
+    const shown = new Set([...box.children].map((p) => p.textContent));
+    for (const w of list) {
+      if (shown.has(w)) continue;
+      const p = document.createElement("p");
+      p.textContent = w;
+      box.appendChild(p);
+    }
+    box.hidden = false;
   }
 
   async function loadConfig() {

@@ -55,7 +55,8 @@ def check_payload_bounds(value: Any, where: str = "payload") -> None:
             continue
         if isinstance(item, int):
             if not INT64_MIN <= item <= INT64_MAX:
-                raise LabelloopError(f"{where}: integer {str(item)[:30]}... is out of range: "
+                text = str(item) if abs(item) < 10 ** 30 else f"{str(item)[:30]}..."
+                raise LabelloopError(f"{where}: integer {text} is out of range: "
                                      f"use integers from {INT64_MIN} to {INT64_MAX}")
         elif isinstance(item, dict | list):
             if depth >= MAX_DEPTH:
