@@ -68,6 +68,16 @@ class LabelloopGroup(click.Group):
 pass_state = click.make_pass_decorator(State)
 
 
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (e.g. the server stopping) ends a run like Ctrl-C: recorded as interrupted."""
+    import signal
+
+    def _term(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)
+
+
 @click.group(cls=LabelloopGroup)
 @click.option("--project", "project_dir", envvar="LABELLOOP_PROJECT", metavar="DIR",
               help="Project directory (default: the current directory).")
@@ -246,6 +256,7 @@ def recipe_run(state: State, name: str):
     """Run recipe instance NAME of project.json."""
     from .flow import run_recipe
 
+    _interrupt_on_sigterm()
     record = run_recipe(state.project, name)
     click.echo(f"recipe {name}: {record['status']} in {record['details'].get('seconds', '?')}s")
 
@@ -394,12 +405,8 @@ def scenario_run(state: State, name: str, run_id: int | None, lock_owner: str | 
                  trigger_json: str | None):
     """Run scenario NAME once: its steps in order, stopping at the first failure."""
     import getpass
-    import signal
 
-    def _term(*_):  # SIGTERM (the server stopping) ends the run like Ctrl-C: recorded, FAILED
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _term)
+    _interrupt_on_sigterm()
 
     from .scenarios import run_scenario
 
