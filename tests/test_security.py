@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from test_webapps_browser import browser, page_for  # noqa: F401 - the browser fixtures
 
 from labeling.engine import LabelingEngine
 from labeling.settings import parse_settings
@@ -466,3 +467,38 @@ def test_run_records_of_a_dead_run_process_are_closed_with_its_recipe_runs(make_
     assert close_interrupted_runs(project, run_id, "interrupted") == 2
     assert get_run(project, inner)["status"] == "FAILED"
     assert run_scenario(project, "ok")["status"] == "SUCCESS"
+
+
+# ------------------------------------------------------------------------------ pages
+@pytest.mark.browser
+def test_page_shows_who_answered_first_and_set_aside_items(tmp_path, serve,
+                                                           page_for):  # noqa: F811
+    """D3 and D4 as an annotator sees them: a 409 banner naming the other annotator, and the
+    warning about an image that can't be shown while the others are served."""
+    from test_webapps_browser import item_id, make_labeling_project, open_page
+
+    directory = tmp_path / "project"
+    project = make_labeling_project(directory, "image", n=6)
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(_png(3))
+    files = project.folder("files").path / "img"
+    (files / "000.png").unlink()
+    (files / "000.png").symlink_to(outside)
+    server = serve(directory, "--no-scheduler")
+    page = page_for("bob")
+    open_page(page, server.url + "/webapps/app")
+    page.wait_for_function("() => { const b = document.getElementById('ll-warnings');"
+                           " return b && !b.hidden && b.textContent.includes('set aside'); }")
+    assert "escapes folder" in page.inner_text("#ll-warnings")
+    shown = item_id(page)
+    assert shown != "img/000.png"
+    # alice answers the item on bob's screen first (e.g. after his reservation ran out)
+    resp = server.post("/api/v1/webapps/app/labels", {"id": shown, "label": "cat"},
+                       headers=as_user("alice"))
+    assert resp.status == 200
+    page.keyboard.press("2")
+    page.wait_for_function("() => { const b = document.getElementById('ll-banner');"
+                           " return b && !b.hidden && b.textContent.includes('alice'); }")
+    assert "already answered by alice" in page.inner_text("#ll-banner")
+    labels = Project.open(directory).dataset("labels").read()
+    assert labels["label"].tolist() == ["cat"]

@@ -82,7 +82,7 @@ def is_loopback(host: str) -> bool:
 # framing (clickjacking), no plugins, no foreign base URL and no loads from other sites.
 PAGE_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval'; "
             "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
-            "media-src 'self' data: blob:; font-src 'self' data:; connect-src 'self'; "
+            "media-src 'self' data: blob:; font-src 'self' data:; connect-src 'self' data: blob:; "
             "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'")
 
 
