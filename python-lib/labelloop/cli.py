@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
-import json
-import logging
 import os
+import signal
 import sys
-from pathlib import Path
-from typing import Any
 
-import click
 
-from .errors import LabelloopError
+def _interrupted_while_starting(signum, frame) -> None:  # noqa: ANN001 - signal handler
+    """Ctrl-C before the command line runs (imports take a moment): one line, no traceback."""
+    os.write(2, b"Error: interrupted\n")
+    os._exit(130)
+
+
+# Run as a program (`python -m labelloop.cli` or the `labelloop` script), not imported by a
+# library user: main() puts Python's usual Ctrl-C behaviour back once the imports are done.
+if __name__ == "__main__" or os.path.basename(sys.argv[0] or "") == "labelloop":
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+import json  # noqa: E402 - after the handler above, on purpose
+import logging  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import click  # noqa: E402
+
+from .errors import LabelloopError  # noqa: E402
 
 
 class State:
@@ -364,6 +378,8 @@ def main() -> None:
     """Console-script entry point."""
     try:
         _register_plugin_commands()
+        if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         cli(prog_name="labelloop")
     except KeyboardInterrupt:  # Ctrl-C while starting (loading plugins): one line, no traceback
         click.echo("Error: interrupted", err=True)
