@@ -335,6 +335,27 @@ def test_d7_stopping_the_server_ends_its_scenario_runs(make_project, serve):
         os.kill(pid, 0)
 
 
+def test_d7_ctrl_c_on_scenario_watch_ends_its_runs(make_project):
+    project = _slow_project(make_project)
+    project.config["scenarios"]["slow"]["triggers"] = [
+        {"type": "labelloop/periodic", "params": {"seconds": 0.2}}]
+    project.save_config()
+    proc = subprocess.Popen([sys.executable, "-m", "labelloop.cli", "--project",
+                             str(project.dir), "scenario", "watch", "--period", "0.1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_started(project, proc)
+    run = project.runs("scenario", "slow", limit=1)[0]
+    pid = get_run(project, run["id"])["details"]["pid"]
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err
+    run = get_run(project, run["id"])
+    assert run["status"] == "FAILED" and "interrupted" in run["error"]
+    assert project.runs("recipe", "wait", limit=1)[0]["status"] == "FAILED"
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
 def test_d7_a_port_in_use_is_one_error_line(make_project, run_cli):
     project = make_project()
     with socket.socket() as sock:

@@ -464,8 +464,9 @@ def scenario_watch(state: State, period: float, max_runs: int | None, duration: 
     try:
         n = scheduler.watch(max_runs=max_runs, duration=duration)
     except KeyboardInterrupt:
-        click.echo("stopping: waiting for running scenarios to record their end", err=True)
-        scheduler.wait(timeout=30)
+        click.echo("stopping: interrupting the running scenarios (they record their end)",
+                   err=True)
+        scheduler.stop(timeout=30)
         return
     click.echo(f"watched {state.project.key}: {n} run(s) finished")
 
@@ -563,6 +564,12 @@ def token_remove(state: State, user: str, token_id: int | None):
 
     n = remove_tokens(state.project, user, token_id)
     click.echo(f"removed {n} token(s) of {user}")
+    from .web.auth import list_tokens
+
+    if not list_tokens(state.project):
+        click.echo("no token left: running servers keep requiring a token (nobody can use "
+                   "them) until restarted; a server started now serves without tokens, on "
+                   "loopback only unless --insecure", err=True)
 
 
 if __name__ == "__main__":
