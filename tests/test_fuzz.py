@@ -3,7 +3,8 @@
 `schemathesis run --checks all` generates valid and invalid requests for every operation of
 `/api/v1/openapi.json` (a fixed seed and a bounded number of examples keep it deterministic and
 short) and checks every answer: no 5xx, answers matching the documented schemas, valid requests
-accepted, invalid ones rejected. Run once without tokens and once with a token.
+accepted, invalid ones rejected. Run once without tokens (the tabular demo) and once with a
+token (the image demo: folder items).
 
 Run as a script (`python tests/test_fuzz.py`) to print the figures (requests per status).
 """
@@ -58,6 +59,11 @@ def demo_project(tmp_path_factory):
     return demo.create_demo(tmp_path_factory.mktemp("fuzz") / "demo", "tabular", n=5)
 
 
+@pytest.fixture(scope="module")
+def image_demo(tmp_path_factory):
+    return demo.create_demo(tmp_path_factory.mktemp("fuzz") / "digits", "image", n=5)
+
+
 def _check(result: dict) -> None:
     print(f"\nschemathesis: {result['requests']} requests, statuses {result['statuses']}")
     five = {s: n for s, n in result["statuses"].items() if s >= 500}
@@ -73,9 +79,9 @@ def test_fuzzing_without_tokens_finds_nothing(demo_project, serve, tmp_path):
 
 
 @pytest.mark.skipif(SCHEMATHESIS is None, reason="schemathesis is not installed")
-def test_fuzzing_with_a_token_finds_nothing(demo_project, serve, run_cli, tmp_path):
-    token = run_cli(demo_project.dir, "token", "add", "fuzzer").stdout.strip()
-    server = serve(demo_project.dir, "--no-scheduler")
+def test_fuzzing_with_a_token_finds_nothing(image_demo, serve, run_cli, tmp_path):
+    token = run_cli(image_demo.dir, "token", "add", "fuzzer").stdout.strip()
+    server = serve(image_demo.dir, "--no-scheduler")
     _check(fuzz(server.url, tmp_path, headers={"Authorization": f"Bearer {token}"}))
 
 
@@ -87,10 +93,11 @@ if __name__ == "__main__":  # figures for the report: python tests/test_fuzz.py
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        project = demo.create_demo(root / "demo", "tabular", n=5)
+        projects = {"no tokens": demo.create_demo(root / "demo", "tabular", n=5),
+                    "token": demo.create_demo(root / "digits", "image", n=5)}
         manager = ServerManager(root)
         try:
-            for label in ("no tokens", "token"):
+            for label, project in projects.items():
                 headers = {"X-Labelloop-User": "fuzzer"}
                 if label == "token":
                     token = _run_cli(project.dir, "token", "add", "fuzzer").stdout.strip()

@@ -73,14 +73,30 @@ def _body(payload: Any, required: tuple[str, ...]) -> dict:
     return payload
 
 
+# A folder item id is a path inside the folder: not absolute, no `..` part, no NUL.
+_OUTSIDE_FOLDER = r"^[\\/]|(^|[\\/])\.\.([\\/]|$)|\x00"
+
+
+def _id_schema(cfg: EngineConfig) -> dict:
+    if not cfg.from_folder:
+        return _ID
+    return {**_ID, "not": {"pattern": _OUTSIDE_FOLDER},
+            "description": "the item id: its path inside the folder"}
+
+
 def label_schema(cfg: EngineConfig) -> dict:
     """LABEL_SCHEMA with this webapp's categories (so the OpenAPI document lists them)."""
     cats = list(cfg.categories)
     one = {"type": "string", "enum": cats}
     label = {"anyOf": [one, {"type": "array", "items": one}]} if cfg.multi_label else one
     return {**LABEL_SCHEMA, "properties": {
-        **LABEL_SCHEMA["properties"],
+        **LABEL_SCHEMA["properties"], "id": _id_schema(cfg),
         "label": {**label, "description": LABEL_SCHEMA["properties"]["label"]["description"]}}}
+
+
+def skip_schema(cfg: EngineConfig) -> dict:
+    """SKIP_SCHEMA with this webapp's kind of item id."""
+    return {**SKIP_SCHEMA, "properties": {**SKIP_SCHEMA["properties"], "id": _id_schema(cfg)}}
 
 
 def build_routes(engine: LabelingEngine,
@@ -118,7 +134,7 @@ def build_routes(engine: LabelingEngine,
                            "summary": "The next items for the caller, reserved for them"},
         ("POST", "labels"): {"handler": labels, "schema": label_schema(engine.cfg),
                              "summary": "Label an item (again to change its label)"},
-        ("POST", "skips"): {"handler": skips, "schema": SKIP_SCHEMA,
+        ("POST", "skips"): {"handler": skips, "schema": skip_schema(engine.cfg),
                             "summary": "Skip an item"},
         ("GET", "annotations"): {"handler": annotations, "schema": ANNOTATIONS_SCHEMA,
                                  "summary": "The caller's annotations, newest first"},
