@@ -28,7 +28,8 @@ import pandas as pd
 
 from labelloop.errors import ConfigError, LabelloopError
 
-DATA_TYPES = ("image", "tabular", "text", "sound", "similarity")
+DATA_TYPES = ("image", "tabular", "text", "sound")
+SIMILARITY = "similarity"  # the similarity labeler's demo (digits, no classifier loop)
 DEFAULT_N = 20
 SCENARIO = "active-learning"
 GROUND_TRUTH = "ground_truth.csv"
@@ -193,7 +194,7 @@ def sounds_data(n: int = 150, seed: int = 0, rate: int = 8000) -> DemoData:
 
 
 GENERATORS = {"image": digits_data, "tabular": iris_data, "text": texts_data,
-              "sound": sounds_data, "similarity": digits_data}
+              "sound": sounds_data, SIMILARITY: digits_data}
 
 
 # --------------------------------------------------------------------------- the project
@@ -308,7 +309,7 @@ def create_demo(directory: str | Path, data_type: str = "image", n: int = DEFAUL
         raise ConfigError(f"--n must be at least 1 (labels between two retrains), got {n}")
     directory = Path(directory)
     data = GENERATORS[data_type]()
-    config = similarity_config(data) if data_type == "similarity" else project_config(data, n)
+    config = similarity_config(data) if data_type == SIMILARITY else project_config(data, n)
     key = {"image": "DIGITS", "tabular": "IRIS", "text": "TEXTS", "sound": "TONES",
            "similarity": "SIMILAR"}[data_type]
     # Files first: a project.json only appears once its data is complete, so an interrupted
@@ -383,6 +384,9 @@ def open_or_create_demo(directory: str | Path, data_type: str | None = None,
     data_type = data_type or "image"
     echo(f"creating the {data_type} demo project in {directory.resolve()} ...")
     project = create_demo(directory, data_type, n or DEFAULT_N, **project_options)
+    if data_type == SIMILARITY:
+        echo(f"created project {project.key}: webapp {next(iter(project.config['webapps']))}")
+        return project
     echo(f"created project {project.key}: webapp {next(iter(project.config['webapps']))}, "
          f"scenario {SCENARIO} (every {n or DEFAULT_N} labels)")
     return project
@@ -432,7 +436,7 @@ def open_when_ready(url: str, health: str, timeout: float = 60.0) -> threading.T
 @click.option("--dir", "directory", default="demo-project", show_default=True,
               type=click.Path(file_okay=False), help="Where the demo project lives (reused "
               "when it exists).")
-@click.option("--data", "data_type", type=click.Choice(DATA_TYPES), default=None,
+@click.option("--data", "data_type", type=click.Choice((*DATA_TYPES, SIMILARITY)), default=None,
               help="What to label: image (digits, the default), tabular (iris), text "
                    "(generated sentences), sound (generated tones) or similarity (which "
                    "digits are related: tunes an embedding).")
