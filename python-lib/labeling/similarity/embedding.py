@@ -47,8 +47,9 @@ __all__ = ["base_pipeline", "linear_map", "tuned_pipeline", "embed", "TRUSTED_TY
            "MAX_DIM", "set_folder_root"]
 
 
-def _dim(n_rows: int, n_features: int, limit: int = MAX_DIM) -> int:
-    return max(1, min(limit, n_rows - 1, n_features - 1 if n_features > 1 else 1))
+def _dim(n_rows: int, n_features: int, limit: int = MAX_DIM, svd: bool = False) -> int:
+    """Components of the PCA (at most rows, features) or truncated SVD (fewer than features)."""
+    return max(1, min(limit, n_rows - 1, n_features - 1 if svd and n_features > 1 else n_features))
 
 
 def _tabular_steps(frame: pd.DataFrame, exclude: set[str]) -> list[tuple[str, Any]]:
@@ -87,7 +88,7 @@ def base_pipeline(data_type: str, sample: pd.DataFrame, text_column: str | None 
             ("tfidf", TfidfVectorizer(sublinear_tf=True, min_df=1, max_features=50_000))]),
             col)])
         width = features.fit_transform(sample).shape[1]
-        steps = [("features", features), ("svd", TruncatedSVD(_dim(n, width, dim),
+        steps = [("features", features), ("svd", TruncatedSVD(_dim(n, width, dim, svd=True),
                                                               random_state=seed))]
     elif data_type in ("image", "sound"):
         cls = ImageFeatures if data_type == "image" else SoundFeatures
