@@ -210,8 +210,8 @@ def test_labeling_starts_while_the_pool_is_still_being_indexed(make_project):
     gate = threading.Event()
     add = service.index._add
 
-    def slow_add(ids, rows):  # the pool stalls after its first chunk until the test says so
-        add(ids, rows)
+    def slow_add(ids, rows, frame=None):  # the pool stalls after its first chunk until told
+        add(ids, rows, frame)
         gate.wait(60)
 
     service.index._add = slow_add

@@ -20,13 +20,16 @@ import numpy as np
 import pandas as pd
 
 from labelloop.errors import LabelloopError
+from labelloop.project.datasets import normalize
 
+from ..datatypes import canonical_id, content_ids, json_lines
 from .embedding import embed
 
 log = logging.getLogger(__name__)
 
 FIT_ROWS = 1000
-CHUNK_ROWS = 500
+CHUNK_ROWS = 2000
+READ_ROWS = 5000  # dataset rows read at once: the first question needn't wait for a big read
 
 
 class PoolIndex:
@@ -104,35 +107,77 @@ class PoolIndex:
             self.done = True
             self._ready.set()
 
+    def _chunks(self):
+        """(ids, row JSON lines, features frame) of the pool in order, a few thousand at a time.
+
+        Dataset rows are read here in small chunks (ids as the labeling data types give them)
+        and embedded from the typed frame directly; folders go through the data type.
+        """
+        dtype = self.dtype
+        if dtype.from_folder:
+            for ids, lines in dtype.iter_items():
+                yield ids, lines, pd.DataFrame({"path": ids})
+            return
+        ds = dtype._pool()
+        schema = ds.schema
+        id_column = dtype.cfg.id_column
+        for chunk in ds.iter_chunks(chunksize=READ_ROWS, columns=[c["name"] for c in schema]):
+            frame = normalize(chunk, schema).reset_index(drop=True)
+            lines = json_lines(frame)
+            ids = ([canonical_id(v) for v in frame[id_column].tolist()] if id_column
+                   else content_ids(lines))
+            yield ids, lines, frame
+
     def _run(self) -> None:
         if self._total_fn is not None:
             self.total = int(self._total_fn())
-        pending_ids: list[str] = []
-        pending_rows: list[str] = []
         seen: set[str] = set()
-        for ids, lines in self.dtype.iter_items():
-            for item_id, line in zip(ids, lines, strict=True):
-                if item_id is None or item_id in seen:
-                    continue
-                seen.add(item_id)
-                pending_ids.append(item_id)
-                pending_rows.append(line)
+        pending: list[tuple[list[str], list[str], pd.DataFrame]] = []
+        n_pending = 0
+        for ids, lines, frame in self._chunks():
+            keep = []
+            for k, item_id in enumerate(ids):
+                if item_id is not None and item_id not in seen:
+                    seen.add(item_id)
+                    keep.append(k)
+            if len(keep) < len(ids):
+                ids = [ids[k] for k in keep]
+                lines = [lines[k] for k in keep]
+                frame = frame.iloc[keep].reset_index(drop=True)
+            pending.append((ids, lines, frame))
+            n_pending += len(ids)
             need = self.fit_rows if self.base is None else self.chunk_rows
-            while len(pending_ids) >= need:
-                self._add(pending_ids[:need], pending_rows[:need])
-                del pending_ids[:need], pending_rows[:need]
+            while n_pending >= need:
+                self._take(pending, need)
+                n_pending -= need
                 need = self.chunk_rows
-        if pending_ids:
-            self._add(pending_ids, pending_rows)
+        if n_pending:
+            self._take(pending, n_pending)
         if self.base is None:
             raise LabelloopError("the pool is empty: add items to it, then reload the page")
         self.total = self._n
 
-    def _frame(self, rows: list[str]) -> pd.DataFrame:
-        return self.dtype.features([json.loads(r) for r in rows])
+    def _take(self, pending: list, count: int) -> None:
+        """Index the first `count` pending items."""
+        ids: list[str] = []
+        lines: list[str] = []
+        frames = []
+        while count > 0:
+            p_ids, p_lines, p_frame = pending[0]
+            take = min(count, len(p_ids))
+            ids += p_ids[:take]
+            lines += p_lines[:take]
+            frames.append(p_frame.iloc[:take])
+            if take == len(p_ids):
+                pending.pop(0)
+            else:
+                pending[0] = (p_ids[take:], p_lines[take:], p_frame.iloc[take:])
+            count -= take
+        self._add(ids, lines, pd.concat(frames, ignore_index=True))
 
-    def _add(self, ids: list[str], rows: list[str]) -> None:
-        frame = self._frame(rows)
+    def _add(self, ids: list[str], rows: list[str], frame: pd.DataFrame | None = None) -> None:
+        if frame is None:
+            frame = self._frame(rows)
         if self.base is None:
             self.base = self.make_base(frame)
         vecs = embed(self.base, frame)
