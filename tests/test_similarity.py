@@ -297,3 +297,28 @@ def test_embed_and_find_similar_recipes_and_the_question_trigger(make_project):
     q = service.questions("dan", 1)["questions"][0]
     service.answer("dan", {"question_id": q["question_id"], "negatives": [q["candidates"][0]["id"]]})
     assert check(ctx) is True and check(ctx) is False
+
+
+def test_a_second_process_sees_the_same_questions_answers_and_versions(make_project):
+    project = make_project(plugins=False)
+    rng = np.random.default_rng(3)
+    pool = pd.DataFrame({"item": [f"r{i}" for i in range(200)],
+                         **{f"x{j}": rng.normal(size=200) for j in range(5)}})
+    project.dataset("pool", create=True).write(pool)
+    cfg = parse_settings({"unlabeled": "pool", "id_column": "item", "top_k": 4}, "app", project)
+    first = SimilarityService(project, cfg, background=False)
+    # Another server process: its own Project object and its own index of the pool.
+    second = SimilarityService(Project.open(project.dir), cfg, background=False)
+    q = first.questions("erin", 1)["questions"][0]
+    cands = [c["id"] for c in q["candidates"]]
+    second.answer("erin", {"question_id": q["question_id"], "positives": cands[:2],
+                           "negatives": cands[2:]})
+    assert first.stats()["model_version"] == 1  # trained by the other process
+    with pytest.raises(ConflictError, match="already answered"):
+        first.answer("erin", {"question_id": q["question_id"], "ignored": True})
+    assert first.stats()["positives"] == 2 and first.stats()["negatives"] == 2
+    again = first.questions("erin", 3)["questions"]
+    assert q["query"]["id"] not in {x["query"]["id"] for x in again}
+    # Both processes fitted the same base and load the same tuned version.
+    item = q["query"]["id"]
+    assert first.neighbors(item, 5) == second.neighbors(item, 5)

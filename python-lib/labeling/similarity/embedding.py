@@ -10,7 +10,8 @@ When the webapp is given no embedding model, a base embedding is fitted on the p
 | sound | log band energies (``labeling.features.SoundFeatures``), standardised, then PCA |
 
 Every base ends with a ``Normalizer``: base vectors have unit length. The tuned embedding is
-``A @ x`` with the matrix learned by ``labeling.similarity.tuning``; in a saved pipeline it is
+``A @ x`` with the matrix learned by ``labeling.similarity.tuning`` (the base vector and a few
+learned coordinates); in a saved pipeline it is
 the last step, a scikit-learn ``GaussianRandomProjection`` whose ``components_`` is ``A``
 (its ``transform`` is exactly ``X @ components_.T``). Why that class: skops trusts scikit-learn's
 estimators by default, so a saved embedding loads with the same trusted-types list as the

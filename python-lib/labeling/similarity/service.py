@@ -151,9 +151,9 @@ class SimilarityService:
         elif cached is not None and cached[1] == row["version"]:
             out = (cached[1], cached[2], cached[3])
         else:
-            d = int(row["dim"])
+            rows = int(row["dim"])  # the tuned size; the base size is the column count
             out = (int(row["version"]), np.frombuffer(row["matrix"], dtype=np.float64)
-                   .reshape(d, d).copy(), row["threshold"])
+                   .reshape(rows, -1).copy(), row["threshold"])
         self._version_cache = (time.monotonic(), *out)
         return out
 
@@ -176,14 +176,17 @@ class SimilarityService:
         if not self.background and self.index.count() < n and not self.index.done:
             self.index.run()
 
-    def _taken_queries(self) -> set[str]:
+    def _taken_queries(self) -> tuple[set[str], int]:
+        """Queries not to ask now (answered, or issued lately), and how many were issued."""
         t = questions_table
         since = time.time() - REISSUE_SECONDS
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(t.c.query_id).where(
                 t.c.app == self.cfg.webapp,
                 sa.or_(t.c.answered.is_not(None), t.c.issued > since))).scalars().all()
-        return set(rows)
+            issued = conn.execute(sa.select(sa.func.count()).select_from(t).where(
+                t.c.app == self.cfg.webapp)).scalar_one()
+        return set(rows), int(issued)
 
     def questions(self, user: str, size: int | None = None) -> dict:
         """Issue up to `size` new questions to `user` (recorded in the database)."""
@@ -202,8 +205,9 @@ class SimilarityService:
     def _choose(self, user: str, size: int, version: int, Z: np.ndarray) -> list[dict]:
         n = Z.shape[0]
         k = min(self.cfg.top_k, n - 1)
-        rng = np.random.default_rng()
-        taken = self._taken_queries()
+        taken, issued = self._taken_queries()
+        # Seeded by the number of questions issued: the same choices in every process and run.
+        rng = np.random.default_rng([self.cfg.seed, issued])
         free = np.array([i for i in range(n) if self.index.ids[i] not in taken], dtype=np.int64) \
             if len(taken) else np.arange(n)
         if free.size == 0:
@@ -394,6 +398,9 @@ class SimilarityService:
     def train_once(self) -> int | None:
         """Fit a new version on every answered question if one is due; its number or None."""
         started = time.monotonic()
+        self._require_items()
+        if self.index.count() < 2:
+            return None  # nothing indexed yet: the trainer is woken again later
         answered = self._answered()
         latest = self._latest()
         if len(answered) <= (latest["n_questions"] if latest else 0):
@@ -435,6 +442,7 @@ class SimilarityService:
         version, A, _ = self.current()
         dim = self.index.vectors().shape[1]
         pipeline = tuned_pipeline(self.index.base, A if A is not None else np.eye(dim))
+        out_dim = int(pipeline.steps[-1][1].n_components_)
         with self.engine.connect() as conn:
             n_pairs = conn.execute(sa.select(sa.func.coalesce(
                 sa.func.sum(questions_table.c.n_pos + questions_table.c.n_neg), 0)).where(
@@ -442,7 +450,7 @@ class SimilarityService:
         model = self.project.model(self.cfg.model_name, create=True)
         meta = {"kind": "embedding", "data_type": self.cfg.data_type, "webapp": self.cfg.webapp,
                 "pool": self.cfg.unlabeled, "tuned_version": version, "rows": int(n_pairs),
-                "dim": int(pipeline.steps[-1][1].n_components_),
+                "dim": out_dim,
                 "base": self.cfg.embedding_model or "built-in"}
         saved = model.save(pipeline, meta)
         with self.project.write_transaction() as conn:

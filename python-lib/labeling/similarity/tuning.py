@@ -1,18 +1,20 @@
 """Tuning the embedding on answered pairs: a linear projection learned with a triplet objective.
 
 The base embedding (unit vectors, see `labeling.similarity.embedding`) stays fixed; what is
-learned is a square matrix `A` so the tuned embedding of an item is `A @ x`. It starts from
-the identity (the base embedding itself) and is pulled towards the answers:
+learned is a matrix `B` (`extra` x d) and the tuned embedding of an item is `A @ x` with
+`A = [I; B]`: the base vector with `extra` learned coordinates appended. The tuned squared
+distance is the base one plus `|B (x - y)|^2`, so the answers add distance between items they
+say are unrelated and keep it small between related ones, without losing the base's close
+pairs (a square `A` learned from the identity lost precision on "same digit" in the bench):
 
 - for every question with positives P and negatives N, each (p, n) triplet wants
   `d(q, p) + margin <= d(q, n)` (squared hinge, so L-BFGS sees a smooth loss);
-- every positive pair is pulled together a little, every negative pair pushed past `margin`;
-- `reg * ||A - I||^2` keeps what the base embedding already knew (its distances between items
-  the answers say nothing about).
+- every positive pair is pulled together, every negative pair pushed past `margin`;
+- `reg * ||B||^2` keeps the learned part small where the answers say nothing.
 
-`d` is the squared Euclidean distance in the tuned space. Plain numpy + scipy's L-BFGS: with
-a few hundred pairs and a 32-64 dimensional base, a fit takes milliseconds to a few tenths of
-a second, so it runs after every submission without anyone waiting.
+Plain numpy + scipy's L-BFGS: with a few hundred pairs and a 32-dimensional base, a fit takes
+milliseconds to a few tenths of a second, so it runs after every submission without anyone
+waiting.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 
-MARGIN = 0.5
+MARGIN = 1.0
 PULL = 1.0  # weight of the positive-pair pull next to the triplets (bench: 0.2 lost on same digit)
 PUSH = 1.0  # weight of the negative-pair push
-REG = 0.02  # weight of ||A - I||^2
+REG = 0.002  # weight of ||B||^2
+EXTRA = 8  # dimensions the answers add to the base embedding
 
 
 @dataclass
@@ -71,10 +74,13 @@ def _triplets(answers: Sequence[Answer]) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def fit_projection(X: np.ndarray, answers: Sequence[Answer], epochs: int = 10,
-                   init: np.ndarray | None = None, margin: float | None = None,
-                   reg: float | None = None) -> FitResult:
-    """Learn `A` (d x d) from the answers on base embeddings `X` (rows are items).
+                   extra: int = EXTRA, margin: float | None = None,
+                   reg: float | None = None, seed: int = 0) -> FitResult:
+    """Learn `A = [I; B]` ((d + extra) x d) from the answers on base embeddings `X` (rows).
 
+    The tuned squared distance is the base one plus `|B (x - y)|^2`: the answers can add
+    distance between items they say are unrelated (and keep it small between related ones)
+    but never lose what the base embedding knew about its close pairs.
     `epochs` bounds the optimiser: 10 L-BFGS iterations per epoch over all answered pairs.
     """
     margin = MARGIN if margin is None else margin
@@ -82,8 +88,9 @@ def fit_projection(X: np.ndarray, answers: Sequence[Answer], epochs: int = 10,
     pull, push = PULL, PUSH
     X = np.asarray(X, dtype=np.float64)
     d = X.shape[1]
-    eye = np.eye(d)
-    A0 = eye.copy() if init is None else np.asarray(init, dtype=np.float64).copy()
+    k = max(1, int(extra))
+    # B = 0 is a stationary point of the loss (its gradient is B-linear): start near it.
+    B0 = 0.01 * np.random.default_rng(seed).standard_normal((k, d))
     pq, pc, nq, nc = _pairs(answers)
     tq, tp, tn = _triplets(answers)
     dp = X[pq] - X[pc]  # positive differences
@@ -91,42 +98,46 @@ def fit_projection(X: np.ndarray, answers: Sequence[Answer], epochs: int = 10,
     tdp = X[tq] - X[tp]
     tdn = X[tq] - X[tn]
     n_pos, n_neg, n_tri = len(dp), len(dn), len(tdp)
+    base_tp, base_tn = (tdp * tdp).sum(1), (tdn * tdn).sum(1)
+    base_n = (dn * dn).sum(1)
+
+    def matrix(B: np.ndarray) -> np.ndarray:
+        return np.vstack([np.eye(d), B])
+
     if n_pos + n_neg == 0:
-        return FitResult(A0, 0.0, 0, 0, margin)
+        return FitResult(matrix(np.zeros((k, d))), 0.0, 0, 0, margin)
 
     def loss_grad(flat: np.ndarray) -> tuple[float, np.ndarray]:
-        A = flat.reshape(d, d)
+        B = flat.reshape(k, d)
         loss = 0.0
-        # M collects sum_i w_i * delta_i delta_i^T; grad of sum w_i |A delta_i|^2 is 2 A M.
+        # M collects sum_i w_i * delta_i delta_i^T; grad of sum w_i |B delta_i|^2 is 2 B M.
         M = np.zeros((d, d))
         if n_tri:
-            zp = tdp @ A.T
-            zn = tdn @ A.T
-            viol = margin + (zp * zp).sum(1) - (zn * zn).sum(1)
-            active = viol > 0
-            h = np.where(active, viol, 0.0)
+            zp = tdp @ B.T
+            zn = tdn @ B.T
+            viol = margin + base_tp + (zp * zp).sum(1) - base_tn - (zn * zn).sum(1)
+            h = np.where(viol > 0, viol, 0.0)
             loss += float((h * h).sum()) / n_tri
             w = 2 * h / n_tri
             M += (tdp.T * w) @ tdp - (tdn.T * w) @ tdn
         if n_pos:
-            zp = dp @ A.T
+            zp = dp @ B.T
             loss += pull * float((zp * zp).sum()) / n_pos
             M += pull / n_pos * (dp.T @ dp)
         if n_neg:
-            zn = dn @ A.T
-            gap = margin - (zn * zn).sum(1)
+            zn = dn @ B.T
+            gap = margin - base_n - (zn * zn).sum(1)
             h = np.where(gap > 0, gap, 0.0)
             loss += push * float((h * h).sum()) / n_neg
             w = -2 * push * h / n_neg
             M += (dn.T * w) @ dn
-        diff = A - eye
-        loss += reg * float((diff * diff).sum())
-        grad = 2 * A @ M + 2 * reg * diff
+        loss += reg * float((B * B).sum())
+        grad = 2 * B @ M + 2 * reg * B
         return loss, grad.reshape(-1)
 
-    res = minimize(loss_grad, A0.reshape(-1), jac=True, method="L-BFGS-B",
+    res = minimize(loss_grad, B0.reshape(-1), jac=True, method="L-BFGS-B",
                    options={"maxiter": max(1, int(epochs)) * 10})
-    A = res.x.reshape(d, d)
+    A = matrix(res.x.reshape(k, d))
     dpos = ((dp @ A.T) ** 2).sum(1) if n_pos else np.array([0.0])
     dneg = ((dn @ A.T) ** 2).sum(1) if n_neg else np.array([2 * margin])
     threshold = float((dpos.mean() + dneg.mean()) / 2)
