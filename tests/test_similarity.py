@@ -299,7 +299,7 @@ def test_embed_and_find_similar_recipes_and_the_question_trigger(make_project):
     assert check(ctx) is True and check(ctx) is False
 
 
-def test_a_second_process_sees_the_same_questions_answers_and_versions(make_project):
+def test_a_second_process_sees_the_same_questions_answers_and_versions(make_project, poll):
     project = make_project(plugins=False)
     rng = np.random.default_rng(3)
     pool = pd.DataFrame({"item": [f"r{i}" for i in range(200)],
@@ -319,6 +319,8 @@ def test_a_second_process_sees_the_same_questions_answers_and_versions(make_proj
     assert first.stats()["positives"] == 2 and first.stats()["negatives"] == 2
     again = first.questions("erin", 3)["questions"]
     assert q["query"]["id"] not in {x["query"]["id"] for x in again}
-    # Both processes fitted the same base and load the same tuned version.
+    # Both processes fitted the same base and load the same tuned version (a process looks
+    # for a newer version at most every VERSION_CHECK_SECONDS).
     item = q["query"]["id"]
+    poll(lambda: first.neighbors(item, 5)["model_version"] == 1, what="the new version")
     assert first.neighbors(item, 5) == second.neighbors(item, 5)
