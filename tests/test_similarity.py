@@ -122,6 +122,7 @@ def test_routes_answer_save_neighbors_stats(demo_server, poll):
                 "indexed", "total"):
         assert key in stats
     doc = server.get("/api/v1/openapi.json").json()
+    pytest.importorskip("openapi_spec_validator").validate(doc)
     for path in ("questions", "answers", "model", "neighbors", "stats"):
         assert f"{API}/{path}" in doc["paths"]
     assert "requestBody" in doc["paths"][f"{API}/answers"]["post"]
