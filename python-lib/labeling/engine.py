@@ -62,10 +62,19 @@ from labelloop.project import write_transaction
 
 from .datatypes import BadItemId, DataType, data_type
 from .queue import IndexNotReady, Ranking, RankingChanged, Slice
-from .sampling import session_variable
 from .settings import EngineConfig
 
 log = logging.getLogger(__name__)
+
+
+def session_variable(queries_dataset: str) -> str:
+    """The project variable counting Query Sampler runs for a queries dataset.
+
+    The same name as `labeling.sampling.session_variable` gives (DESIGN's contract), without
+    importing scikit-learn: a server's first batch should not wait for it.
+    """
+    return f"{queries_dataset}_session"
+
 
 LABELED, SKIPPED = "LABELED", "SKIPPED"
 LEASE_SECONDS = 15.0  # a builder's heartbeat: renewed at each step, taken over once stale
