@@ -576,7 +576,7 @@ class LabelingEngine:
             if _now() > deadline:
                 raise QueueNotReady(f"the queue of {self.cfg.webapp!r} is still being built; "
                                     "retry in a few seconds")
-            time.sleep(0.1)
+            time.sleep(0.02)
 
     def _set_error(self, message: str) -> None:
         t = apps_table

@@ -133,7 +133,8 @@ class Ranking:
         self.n_scored = len(keyed)
         self._columns = need + [c for c in ("uncertainty", "prediction", "confidence",
                                             MODEL_VERSION) if c in have]
-        self.thresholds = halting_thresholds(unc)
+        # Quantiles of a regular sample: as good for thresholds, and 10x quicker on 1M items.
+        self.thresholds = halting_thresholds(unc[::max(1, len(unc) // 100_000)])
         self.info = {"scored": int(self.n_scored)}
         if self.thresholds is not None:
             self.info.update(low=self.thresholds[0], high=self.thresholds[1])
