@@ -400,6 +400,7 @@ class LabelingEngine:
         self._fill_target: tuple[int, int] = (0, 0)  # (queue id, position to write up to)
         self._index_iter: tuple[int, Any] | None = None
         self._has_queue = False
+        self._ranking_lock = threading.Lock()
         self.engine = project.engine
         create_tables(self.engine)
         self.app_id = self._register()
@@ -623,13 +624,20 @@ class LabelingEngine:
         ranking = self._rankings.get(key)
         if ranking is not None:
             return ranking
+        with self._ranking_lock:  # one thread reads the datasets, the others wait for it
+            ranking = self._rankings.get(key)
+            if ranking is not None:
+                return ranking
+            return self._new_ranking(key)
+
+    def _new_ranking(self, key: str) -> Ranking:
         queries = self._queries() if not key.endswith("|-") else None
         pool_key = key.split("|", 1)[0]
         ranking = Ranking(self.dtype, queries, self.cfg.seed,
                           lambda: self._index_ids(pool_key))
         ranking.prepare()
         if queries is not None and ranking._generation is not None and \
-                f":{ranking._generation}:" not in key.rsplit("|", 1)[1] + ":":
+                str(ranking._generation) != key.rsplit("|", 1)[1].rsplit(":", 2)[1]:
             raise RankingChanged("the queries were replaced meanwhile")
         self._rankings = {k: v for k, v in self._rankings.items() if k == self._served_key()}
         self._rankings[key] = ranking

@@ -18,6 +18,7 @@ pool's ids minus the scored ones, permuted), so it needs the index to be complet
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,6 +109,7 @@ class Ranking:
         self._pool_perm: np.ndarray | None = None
         self._rest_ids: list[str] | None = None
         self._rest_cache: tuple[int, int, Slice] | None = None
+        self._lock = threading.Lock()  # slices share read caches
 
     # ------------------------------------------------------------------ preparing
     def prepare(self) -> None:
@@ -176,10 +178,11 @@ class Ranking:
         """The rows of positions `[start, stop)` (fewer when some are left out)."""
         out = Slice()
         stop = min(stop, self.length)
-        if start < self.n_scored:
-            self._scored(start, min(stop, self.n_scored), out)
-        if stop > self.n_scored:
-            self._rest(max(start, self.n_scored), stop, out)
+        with self._lock:
+            if start < self.n_scored:
+                self._scored(start, min(stop, self.n_scored), out)
+            if stop > self.n_scored:
+                self._rest(max(start, self.n_scored), stop, out)
         return out
 
     def _read_queries(self, lo: int, hi: int) -> pd.DataFrame:
