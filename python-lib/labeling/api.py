@@ -88,6 +88,14 @@ def _id_schema(cfg: EngineConfig) -> dict:
             "description": "the item id: its path inside the folder"}
 
 
+def batch_schema(engine: LabelingEngine) -> dict:
+    """BATCH_SCHEMA with this webapp's cap on `size` (its `max_reserved`)."""
+    cap = min(int(getattr(engine, "max_reserved", MAX_BATCH) or MAX_BATCH), MAX_BATCH)
+    size = {**BATCH_SCHEMA["properties"]["size"], "maximum": cap,
+            "default": min(BATCH_SCHEMA["properties"]["size"]["default"], cap)}
+    return {**BATCH_SCHEMA, "properties": {**BATCH_SCHEMA["properties"], "size": size}}
+
+
 def label_schema(cfg: EngineConfig) -> dict:
     """LABEL_SCHEMA with this webapp's categories (so the OpenAPI document lists them)."""
     cats = list(cfg.categories)
@@ -96,6 +104,12 @@ def label_schema(cfg: EngineConfig) -> dict:
     return {**LABEL_SCHEMA, "properties": {
         **LABEL_SCHEMA["properties"], "id": _id_schema(cfg),
         "label": {**label, "description": LABEL_SCHEMA["properties"]["label"]["description"]}}}
+
+
+def release_schema(cfg: EngineConfig) -> dict:
+    """RELEASE_SCHEMA with this webapp's kind of item id."""
+    ids = {**RELEASE_SCHEMA["properties"]["ids"], "items": _id_schema(cfg)}
+    return {**RELEASE_SCHEMA, "properties": {"ids": ids}}
 
 
 def skip_schema(cfg: EngineConfig) -> dict:
@@ -137,7 +151,7 @@ def build_routes(engine: LabelingEngine,
     return {
         ("GET", "config"): {"handler": config, "schema": EMPTY_SCHEMA,
                             "summary": "The webapp's categories, mode, session and thresholds"},
-        ("GET", "batch"): {"handler": batch, "schema": BATCH_SCHEMA,
+        ("GET", "batch"): {"handler": batch, "schema": batch_schema(engine),
                            "summary": "The next items for the caller, reserved for them"},
         ("POST", "labels"): {"handler": labels, "schema": label_schema(engine.cfg),
                              "summary": "Label an item (again to change its label)"},
@@ -147,7 +161,7 @@ def build_routes(engine: LabelingEngine,
                                  "summary": "The caller's annotations, newest first"},
         ("GET", "stats"): {"handler": stats, "schema": EMPTY_SCHEMA,
                            "summary": "Labeled, skipped, remaining and per-label counts"},
-        ("POST", "release"): {"handler": release, "schema": RELEASE_SCHEMA,
+        ("POST", "release"): {"handler": release, "schema": release_schema(engine.cfg),
                               "summary": "End the caller's reservations of these items now"},
     }
 
