@@ -800,6 +800,10 @@ class LabelingEngine:
             if not self.cfg.per_annotator:
                 conn.execute(_UNRESERVE_SQL, {"app": self.app_id, "item_id": item_id})
             stats = self._stats(conn, app, owner, session)
+            from .interop.events import emit_annotation  # outgoing webhooks, same transaction
+
+            emit_annotation(self, conn, old is None, label_id, item_id, user, status, stored,
+                            comment, row[0])
         return {"label_id": label_id, "stats": stats}
 
     def _ensure_queue(self) -> None:

@@ -16,3 +16,11 @@ def register_commands(cli):
     from .demo import demo_command
 
     cli.add_command(demo_command)
+
+
+@hookimpl
+def register_api_routes(register):
+    """Label Studio's ML-backend protocol over every labeling webapp (labeling.interop)."""
+    from .interop.ml_backend import register_routes
+
+    register_routes(register)

@@ -291,7 +291,9 @@ class LabelloopServer:
         self._periodic: PeriodicCallback | None = None
         apps = {f"/webapps/{w}": Application(WebappHandler(self.webapps, self.identity, w))
                 for w in self.webapps.ids()}
-        extra = api_patterns(self.api) + [
+        from .routes import plugin_api_patterns  # plugin routes go before the API's catch-all
+
+        extra = plugin_api_patterns(self.api) + api_patterns(self.api) + [
             (r"/resource/([A-Za-z0-9][A-Za-z0-9_.-]*)/(.+)", ResourceHandler,
              {"host": self.webapps}),
             (r"/login", LoginHandler, {"identity": self.identity}),
@@ -325,6 +327,9 @@ class LabelloopServer:
     def start(self) -> None:
         """Start serving and, unless disabled, the scheduler; warm up the backends."""
         self.bokeh.start()
+        from ..webhooks import Sender  # outgoing webhooks: delivered from a thread
+
+        self.webhook_sender = Sender(self.project).start()
         loop = IOLoop.current()
         for webapp in self.webapps.ids():  # create backends now, in threads, to show errors early
             loop.run_in_executor(self.executor, self._warm, webapp)
@@ -363,6 +368,8 @@ class LabelloopServer:
         if self._periodic is not None:
             self._periodic.stop()
         self.bokeh.stop()
+        if getattr(self, "webhook_sender", None) is not None:
+            self.webhook_sender.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
