@@ -263,10 +263,19 @@ class Sender:
         return self
 
     def stop(self) -> None:
+        """Stop claiming; rows claimed but not yet attempted go back to the outbox now."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
         self.pool.shutdown(wait=False, cancel_futures=True)
+        t = outbox_table
+        try:
+            with self.project.write_transaction() as conn:
+                conn.execute(sa.update(t).where(t.c.claimed_by.like(f"{self.owner}:%"),
+                                                t.c.status == PENDING)
+                             .values(claimed_by=None, claimed_until=None))
+        except Exception:  # the lease expires by itself anyway
+            log.warning("webhook sender: claims not released", exc_info=True)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -296,7 +305,7 @@ class Sender:
             if not ids:
                 return []
             conn.execute(sa.update(t).where(t.c.id.in_(ids), due).values(
-                claimed_by=token, claimed_until=now + self.timeout + 30))
+                claimed_by=token, claimed_until=now + self.timeout + 5))
             return conn.execute(sa.select(t).where(t.c.claimed_by == token)).all()
 
     def run_once(self) -> int:
