@@ -361,7 +361,12 @@ def register_routes(register: Any) -> None:
     base = "/ml-backends/{webapp}"
 
     def health(req: Any) -> dict:
-        return ml_backend_of(req.host, req.params["webapp"]).health()
+        # Label Studio gives health one second: answer from the config alone.
+        webapp = req.params["webapp"]
+        if webapp not in req.host.webapp_ids():
+            raise NotFoundError(f"unknown webapp {webapp!r} (webapps: "
+                                f"{', '.join(req.host.webapp_ids()) or 'none'})")
+        return {"status": "UP", "model_class": MODEL_CLASS, "webapp": webapp}
 
     def setup(req: Any) -> dict:
         return ml_backend_of(req.host, req.params["webapp"]).setup(req.body or {})

@@ -1,0 +1,158 @@
+"""Labelloop against a real Label Studio (installed by tests/labelstudio_env.py).
+
+Label Studio runs on 127.0.0.1 in its own virtual environment; Labelloop's server answers it
+as an ML backend at /api/v1/ml-backends/<webapp>, with a Labelloop token as the Basic-auth
+password Label Studio sends.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import pandas as pd
+import pytest
+from conftest import free_port, wait_for
+from labelstudio_env import start_label_studio
+
+from labeling.demo import create_demo
+from labeling.interop.labelstudio import make_label_config
+from labelloop.project import Project
+
+pytestmark = pytest.mark.slow
+
+WEBAPP = "label-texts"
+N = 6  # labels between two retrains
+
+
+@pytest.fixture(scope="module")
+def label_studio(tmp_path_factory):
+    ls = start_label_studio(tmp_path_factory.mktemp("label-studio"), free_port())
+    yield ls
+    ls.stop()
+
+
+def _choices(label: str) -> list[dict]:
+    return [{"from_name": "topic", "to_name": "text", "type": "choices",
+             "value": {"choices": [label]}}]
+
+
+def test_labelloop_is_the_ml_backend_of_a_real_label_studio(tmp_path, serve, run_cli,
+                                                             label_studio):
+    ls = label_studio
+    project = create_demo(tmp_path / "texts", "text", n=N)
+    token = run_cli(project.dir, "token", "add", "label-studio").stdout.strip()
+    server = serve(project.dir, "--period", "0.3")
+    auth = {"Authorization": f"Bearer {token}"}
+    assert server.get(f"/api/v1/webapps/{WEBAPP}/config", headers=auth).status == 200
+    truth = dict(pd.read_csv(project.dir / "ground_truth.csv").values)
+    pool = project.dataset("unlabeled").read()
+    categories = list(project.config["webapps"][WEBAPP]["params"]["categories"])
+    config = make_label_config(categories, "text", "text").replace('name="label"',
+                                                                    'name="topic"')
+
+    # A Label Studio project with a Choices config and 40 of the pool's texts as tasks.
+    lsp = ls.api("POST", "/api/projects", {"title": "Labelloop texts", "label_config": config})
+    pid = lsp["id"]
+    sample = pool.head(40)
+    ls.api("POST", f"/api/projects/{pid}/import",
+           [{"data": {"text": r.text, "data_id": r.data_id}} for r in sample.itertuples()])
+    tasks = ls.api("GET", f"/api/tasks?project={pid}&page_size=100")["tasks"]
+    assert len(tasks) == 40
+    by_item = {t["data"]["data_id"]: t["id"] for t in tasks}
+
+    # Connect Labelloop: Label Studio checks health and setup when the backend is added.
+    backend_url = f"{server.url}/api/v1/ml-backends/{WEBAPP}"
+    ml = ls.api("POST", "/api/ml", {
+        "url": backend_url, "project": pid, "title": "Labelloop",
+        "auth_method": "BASIC_AUTH", "basic_auth_user": "label-studio",
+        "basic_auth_pass": token})
+    assert ml["state"] == "CO", ml  # CONNECTED
+    # Label Studio added a webhook <backend>/webhook for all events; it needs the credentials.
+    hooks = ls.api("GET", f"/api/webhooks?project={pid}")
+    (hook,) = [h for h in hooks if h["url"] == f"{backend_url}/webhook"]
+    basic = base64.b64encode(f"label-studio:{token}".encode()).decode()
+    ls.api("PATCH", f"/api/webhooks/{hook['id']}", {"headers": {"Authorization": f"Basic {basic}"}})
+    # Without credentials Labelloop refuses the protocol.
+    assert server.get(f"/api/v1/ml-backends/{WEBAPP}/health").status == 401
+
+    def annotate(items: list[str]) -> None:
+        for item in items:
+            ls.api("POST", f"/api/tasks/{by_item[item]}/annotations",
+                   {"result": _choices(truth[item]), "ground_truth": False})
+
+    def versions() -> list[int]:
+        return [v["version"] for v in Project.open(project.dir).model("classifier").versions()]
+
+    def predictions() -> list[dict]:
+        ls.api("POST", f"/api/dm/actions?id=retrieve_tasks_predictions&project={pid}",
+               {"selectedItems": {"all": True, "excluded": []}})
+        return ls.api("GET", f"/api/predictions?project={pid}")
+
+    # Annotations made in Label Studio arrive in Labelloop as labels, by Label Studio's user.
+    items = list(sample["data_id"])
+    annotate(items[:N + 1])
+    wait_for(lambda: _metadata(project, N + 1) is not None, timeout=60,
+             what="the Label Studio annotations in Labelloop's metadata")
+    metadata = _metadata(project, N + 1)
+    assert set(metadata["data_id"]) == set(items[:N + 1])
+    assert (metadata["label"] == metadata["data_id"].map(truth)).all()
+    assert set(metadata["annotator"]) == {"label-studio:1"}
+    # ... and the every-n-labelings scenario retrains the model.
+    wait_for(lambda: versions() == [1], timeout=120, what="the first retrain")
+
+    # Label Studio stores predictions of the new model version, scored by uncertainty.
+    first = predictions()
+    assert len(first) == 40
+    assert {p["model_version"] for p in first} == {"1"}
+    assert all(0 <= p["score"] <= 1 for p in first)
+    assert all(p["result"][0]["value"]["choices"][0] in categories for p in first)
+    assert all(p["result"][0]["from_name"] == "topic" and p["result"][0]["to_name"] == "text"
+               for p in first)
+
+    # More annotations: another retrain, and Label Studio takes the new version's predictions.
+    annotate(items[N + 1:2 * N + 2])
+    wait_for(lambda: _metadata(project, 2 * N + 2) is not None, timeout=60, what="the second batch")
+    wait_for(lambda: versions()[-1:] == [2], timeout=120, what="the second retrain")
+    second = [p for p in predictions() if p["model_version"] == "2"]
+    assert len(second) == 40
+    scores = {p["task"]: p["score"] for p in second}
+    assert scores != {p["task"]: p["score"] for p in first}
+
+    # An update in Label Studio changes the label; unknown events are answered 200.
+    task = by_item[items[0]]
+    (ann,) = ls.api("GET", f"/api/tasks/{task}/annotations")
+    other = next(c for c in categories if c != truth[items[0]])
+    ls.api("PATCH", f"/api/annotations/{ann['id']}", {"result": _choices(other)})
+    wait_for(lambda: _label_of(project, items[0]) == other, timeout=30, what="the update")
+
+
+def _metadata(project: Project, n: int):
+    ds = Project.open(project.dir).dataset("metadata")
+    if not ds.exists():
+        return None
+    frame = ds.read()
+    return frame if len(frame) >= n else None
+
+
+def _label_of(project: Project, item: str) -> str | None:
+    frame = Project.open(project.dir).dataset("labels").read()
+    rows = frame[frame["data_id"] == item]
+    return None if rows.empty else rows["label"].iloc[-1]
+
+
+def test_setup_refuses_a_label_config_with_other_categories(tmp_path, serve):
+    project = create_demo(tmp_path / "texts", "text", n=N)
+    server = serve(project.dir, "--no-scheduler")
+    config = make_label_config(["spam", "ham"], "text", "text")
+    r = server.post(f"/api/v1/ml-backends/{WEBAPP}/setup", {"project": "1.1", "schema": config})
+    assert r.status == 400 and "'spam', 'ham' are not categories" in r.json()["error"]
+    r = server.post(f"/api/v1/ml-backends/{WEBAPP}/webhook", {"action": "PROJECT_UPDATED"})
+    assert r.status == 200 and r.json()["status"] == "ignored"
+    r = server.post(f"/api/v1/ml-backends/{WEBAPP}/webhook", {
+        "action": "ANNOTATION_CREATED", "task": {"id": 3, "data": {"text": "not in the pool"}},
+        "annotation": {"id": 1, "completed_by": 1, "result": _choices("sports")}})
+    assert r.status == 404 and "task 3 matches no item" in r.json()["error"]
+    r = server.get("/api/v1/ml-backends/nope/health")
+    assert r.status == 404 and "unknown webapp 'nope'" in r.json()["error"]
+    r = server.post(f"/api/v1/ml-backends/{WEBAPP}/predict", {"tasks": "x"})
+    assert r.status == 400 and "'tasks' list" in r.json()["error"]
