@@ -24,3 +24,11 @@ def register_api_routes(register):
     from .interop.ml_backend import register_routes
 
     register_routes(register)
+
+
+@hookimpl
+def register_dataset_formats(register):
+    """Label Studio JSON and COCO for `dataset import|export` (labeling.interop.formats)."""
+    from .interop.formats import register_formats
+
+    register_formats(register)

@@ -164,25 +164,34 @@ def dataset_list(state: State):
 @click.argument("name")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--replace", is_flag=True, help="Overwrite the dataset if it has data.")
-@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), help="File format.")
+@click.option("--format", "fmt", help="csv, parquet, jsonl, label-studio, coco... (default: "
+              "from the extension).")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="Format option (repeatable), e.g. -o predictions=queries.")
 @click.pass_obj
-def dataset_import(state: State, name: str, file: str, replace: bool, fmt: str | None):
-    """Import FILE (CSV or Parquet) as dataset NAME."""
-    project = state.project
-    ds = project.dataset(name, create=True)
-    n = ds.import_file(file, replace=replace, fmt=fmt)
-    project.declare("datasets", name)
-    click.echo(f"imported {n} rows into {name}")
+def dataset_import(state: State, name: str, file: str, replace: bool, fmt: str | None,
+                   options: tuple[str, ...]):
+    """Import FILE as dataset NAME (CSV, Parquet, JSON Lines, Label Studio JSON, COCO)."""
+    from .formats import import_file, parse_options
+
+    counts = import_file(state.project, name, file, fmt, replace, parse_options(options))
+    for target, n in counts.items():
+        click.echo(f"imported {n} rows into {target}")
 
 
 @dataset.command("export")
 @click.argument("name")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), help="File format.")
+@click.option("--format", "fmt", help="csv, parquet, jsonl, label-studio, coco... (default: "
+              "from the extension).")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="Format option (repeatable), e.g. -o metadata=metadata.")
 @click.pass_obj
-def dataset_export(state: State, name: str, file: str, fmt: str | None):
-    """Export dataset NAME to FILE (CSV or Parquet)."""
-    n = state.project.dataset(name).export_file(file, fmt=fmt)
+def dataset_export(state: State, name: str, file: str, fmt: str | None, options: tuple[str, ...]):
+    """Export dataset NAME to FILE (CSV, Parquet, JSON Lines, Label Studio JSON, COCO)."""
+    from .formats import export_file, parse_options
+
+    n = export_file(state.project, name, file, fmt, parse_options(options))
     click.echo(f"exported {n} rows of {name} to {file}")
 
 

@@ -104,3 +104,41 @@ def completed_by_of(annotator: str) -> Any:
     if annotator.startswith(LS_USER_PREFIX) and annotator[len(LS_USER_PREFIX):].isdigit():
         return int(annotator[len(LS_USER_PREFIX):])
     return annotator
+
+
+def json_safe(value: Any) -> Any:
+    """A dataset value as plain JSON (numpy scalars, timestamps, NaN -> None)."""
+    if value is None:
+        return None
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+def task_data(row: dict, data_key: str, text_column: str | None = None) -> dict:
+    """A Label Studio task's `data` for a pool row: every column, and the item under data_key."""
+    data = {str(k): json_safe(v) for k, v in row.items()}
+    source = text_column or (data_key if data_key in data else None)
+    if source is not None and source in data:
+        data[data_key] = data[source]
+    elif "path" in data:
+        data[data_key] = data["path"]
+    return data
+
+
+def config_for(params: dict, data_type: str) -> str:
+    """The label_config of a recipe / step: given verbatim, or built from its categories."""
+    config = (params.get("label_config") or "").strip()
+    if config:
+        parse_label_config(config)  # a clear error now rather than a backend's 500 later
+        return config
+    categories = [c for c in params.get("categories") or [] if c]
+    if len(categories) < 2:
+        raise LabelloopError("give the ML backend a label config, or at least two categories "
+                             "to build one from")
+    return make_label_config(categories, data_type, params.get("data_key") or
+                             ("image" if data_type == "image" else "text"))
