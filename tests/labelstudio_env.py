@@ -32,6 +32,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 LS_VERSION = "1.23.2"
 LS_ML_VERSION = "1.0.9"
+# label-studio-ml 1.0.9 imports rq (its job queue) without declaring it.
+LS_ML_REQUIREMENTS = (f"label-studio-ml=={LS_ML_VERSION}", "rq")
 TOKEN = "0123456789abcdef0123456789abcdef01234567"
 USER = "admin@example.com"
 START_TIMEOUT = 420.0
@@ -64,8 +66,9 @@ def _locked(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def venv_with(name: str, requirement: str) -> Path:
-    """`<cache>/<name>/venv` with `requirement` installed (once; a marker says it's done)."""
+def venv_with(name: str, *requirements: str) -> Path:
+    """`<cache>/<name>/venv` with `requirements` installed (once; a marker says it's done)."""
+    requirement = " ".join(requirements)
     root = cache_dir() / name
     venv = root / "venv"
     marker = venv / ".labelloop-installed"
@@ -80,7 +83,7 @@ def venv_with(name: str, requirement: str) -> Path:
         subprocess.run([base_python(), "-m", "venv", str(venv)], check=True)
         pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
                "--disable-pip-version-check"]
-        subprocess.run([*pip, requirement], check=True, timeout=1200)
+        subprocess.run([*pip, *requirements], check=True, timeout=1200)
         marker.write_text(requirement)
     return venv
 

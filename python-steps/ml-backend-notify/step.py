@@ -40,7 +40,7 @@ def run(ctx):
                       basic_auth=(cfg["auth_user"], password) if cfg.get("auth_user") else None)
     lsproject = f"{project.key}.0"
     before = client.setup(label_config, project=lsproject)
-    answer = client.webhook("START_TRAINING", {
+    answer = client.webhook(cfg["event"], {
         "project": {"id": 0, "title": project.key, "label_config": label_config},
         "tasks": tasks})
     ctx.details.update(url=cfg["url"], tasks=len(tasks), model_version_before=before,
