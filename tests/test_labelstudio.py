@@ -8,6 +8,7 @@ password Label Studio sends.
 from __future__ import annotations
 
 import base64
+import json
 
 import pandas as pd
 import pytest
@@ -156,3 +157,63 @@ def test_setup_refuses_a_label_config_with_other_categories(tmp_path, serve):
     assert r.status == 404 and "unknown webapp 'nope'" in r.json()["error"]
     r = server.post(f"/api/v1/ml-backends/{WEBAPP}/predict", {"tasks": "x"})
     assert r.status == 400 and "'tasks' list" in r.json()["error"]
+
+
+def test_round_trip_label_studio_to_labelloop_to_label_studio(tmp_path, make_project,
+                                                               label_studio):
+    from labelloop.formats import export_file, import_file
+
+    ls = label_studio
+    config = make_label_config(["cat", "dog"], "text", "text")
+    a = ls.api("POST", "/api/projects", {"title": "round trip A", "label_config": config})["id"]
+    texts = {"t1": "a cat on a mat", "t2": "a dog in the fog", "t3": "a cat or a dog?"}
+    ls.api("POST", f"/api/projects/{a}/import",
+           [{"data": {"text": t, "key": k}} for k, t in texts.items()])
+    tasks = {t["data"]["key"]: t for t in
+             ls.api("GET", f"/api/tasks?project={a}&page_size=10")["tasks"]}
+    truth = {"t1": "cat", "t2": "dog"}
+    for key, label in truth.items():
+        ls.api("POST", f"/api/tasks/{tasks[key]['id']}/annotations",
+               {"result": [{"from_name": "label", "to_name": "text", "type": "choices",
+                            "value": {"choices": [label]}}]})
+    ls.api("POST", "/api/predictions", {
+        "task": tasks["t3"]["id"], "model_version": "external-3", "score": 0.55,
+        "result": [{"from_name": "label", "to_name": "text", "type": "choices",
+                    "value": {"choices": ["dog"]}}]})
+    exported = ls.api("GET", f"/api/projects/{a}/export?exportType=JSON&download_all_tasks=true")
+    src = tmp_path / "from-label-studio.json"
+    src.write_text(json.dumps(exported))
+
+    project = make_project(plugins=False)
+    counts = import_file(project, "items", src, options={"labels": "labels",
+                                                          "metadata": "metadata",
+                                                          "predictions": "queries"})
+    # (Label Studio's JSON export lists prediction ids, not predictions: none to import.)
+    assert counts == {"items": 3, "labels": 2, "metadata": 2}
+    labels = project.dataset("labels").read()
+    assert dict(zip(labels["key"], labels["label"], strict=True)) == truth
+    assert sorted(labels["task_id"].astype(int)) == sorted(tasks[k]["id"] for k in truth)
+    meta = project.dataset("metadata").read()
+    assert set(meta["annotator"]) == {"label-studio:1"}
+    # Its task API gives the predictions themselves: suggestions with their model version.
+    (t3,) = [t for t in ls.api("GET", f"/api/tasks?project={a}&fields=all")["tasks"]
+             if t["data"]["key"] == "t3"]
+    src.write_text(json.dumps([t3]))
+    import_file(project, "items3", src, options={"predictions": "queries"})
+    queries = project.dataset("queries").read()
+    assert queries["model_version"].tolist() == ["external-3"]
+    assert queries["prediction"].tolist() == ["dog"]
+    assert queries["uncertainty"].round(6).tolist() == [0.45]
+
+    out = tmp_path / "to-label-studio.json"
+    export_file(project, "labels", out, "label-studio", {"metadata": "metadata"})
+    b = ls.api("POST", "/api/projects", {"title": "round trip B", "label_config": config})["id"]
+    ls.api("POST", f"/api/projects/{b}/import", json.loads(out.read_text()))
+    back = ls.api("GET", f"/api/projects/{b}/export?exportType=JSON")
+    got = {t["data"]["key"]: t["annotations"] for t in back}
+    assert {k: [x["value"]["choices"][0] for x in anns[0]["result"]] for k, anns in got.items()} \
+        == {k: [v] for k, v in truth.items()}
+    assert {anns[0]["completed_by"] for anns in got.values()} == {1}
+    # Labelloop kept Label Studio's task and annotation ids; B's task data carries them back.
+    assert {t["data"]["key"]: t["id"] for t in json.loads(out.read_text())} == \
+        {k: tasks[k]["id"] for k in truth}

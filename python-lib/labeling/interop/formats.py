@@ -4,7 +4,8 @@
 and imports them). Import: dataset NAME gets a `task_id` column (the task's id) and one column
 per key of the tasks' `data`. Options (`-o KEY=VALUE`):
 
-- `predictions=DATASET` (default `NAME_predictions`, only when tasks have predictions): the
+- `predictions=DATASET` (default `NAME_predictions`, only when tasks have predictions, as
+  objects: Label Studio's quick JSON export lists prediction ids only, which are skipped): the
   tasks' data + `uncertainty`, `prediction`, `confidence`, `model_version`, most uncertain
   first: a queries dataset, so a labeling webapp shows them as suggestions with their model
   version. `score_is=confidence` (default: uncertainty = 1 - score) or `uncertainty`.
@@ -97,6 +98,8 @@ def read_label_studio(path: Path, options: dict) -> dict[str, pd.DataFrame]:
         row = {TASK_ID: task_id, **{str(c): _cell(v) for c, v in task["data"].items()}}
         rows.append(row)
         for p in task.get("predictions") or []:
+            if isinstance(p, int):  # Label Studio's quick export lists prediction ids only
+                continue
             if not isinstance(p, dict) or not isinstance(p.get("result", []), list):
                 raise _bad(path, where, "a prediction must be an object with a 'result' list")
             chosen = annotation_labels(p)
