@@ -157,6 +157,27 @@ def test_setup_refuses_a_label_config_with_other_categories(tmp_path, serve):
     assert r.status == 404 and "unknown webapp 'nope'" in r.json()["error"]
     r = server.post(f"/api/v1/ml-backends/{WEBAPP}/predict", {"tasks": "x"})
     assert r.status == 400 and "'tasks' list" in r.json()["error"]
+    # Before any training there is no prediction to give.
+    r = server.post(f"/api/v1/ml-backends/{WEBAPP}/predict",
+                    {"tasks": [{"id": 1, "data": {"text": "x"}}], "label_config": None})
+    assert r.status == 200 and r.json() == {"results": []}
+
+    # Created, then deleted in Label Studio: a label, then a skip by the same annotator.
+    pool = project.dataset("unlabeled").read()
+    task = {"id": 8, "data": {"text": pool["text"].iloc[3]}}
+    r = server.post(f"/api/v1/ml-backends/{WEBAPP}/webhook", {
+        "action": "ANNOTATION_CREATED", "task": task,
+        "annotation": {"id": 77, "completed_by": 4, "result": _choices("sports")}})
+    assert r.status == 201 and r.json()["item"] == pool["data_id"].iloc[3]
+    r = server.post(f"/api/v1/ml-backends/{WEBAPP}/webhook", {
+        "action": "ANNOTATION_DELETED", "task": task,
+        "annotation": {"id": 77, "completed_by": 4, "result": _choices("sports")}})
+    assert r.status == 201
+    meta = Project.open(project.dir).dataset("metadata").read()
+    assert meta[["data_id", "status", "annotator"]].values.tolist() == [
+        [pool["data_id"].iloc[3], "SKIPPED", "label-studio:4"]]
+    metrics = server.get(f"/api/v1/ml-backends/{WEBAPP}/metrics").json()
+    assert metrics["stats"]["skipped"] == 1 and metrics["model_version"] is None
 
 
 def test_round_trip_label_studio_to_labelloop_to_label_studio(tmp_path, make_project,
