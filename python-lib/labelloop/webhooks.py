@@ -254,7 +254,10 @@ class Sender:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="labelloop-hook")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._inflight = threading.Semaphore(workers * 2)
+        # Rows are claimed only for free workers, so no claimed row waits out its lease.
+        self.slots = workers
+        self._busy = 0
+        self._busy_lock = threading.Lock()
 
     def start(self) -> Sender:
         self._thread = threading.Thread(target=self._loop, name="labelloop-webhooks",
@@ -287,8 +290,11 @@ class Sender:
             if not n:
                 self._stop.wait(self.poll)
 
-    def claim(self) -> list[sa.Row]:
+    def claim(self, limit: int | None = None) -> list[sa.Row]:
         """Lease due rows to this process (conditions re-checked in the UPDATE itself)."""
+        limit = self.batch if limit is None else limit
+        if limit <= 0:
+            return []
         t = outbox_table
         now = time.time()
         free = sa.or_(t.c.claimed_until.is_(None), t.c.claimed_until < now)
@@ -301,7 +307,7 @@ class Sender:
                 return []
         with self.project.write_transaction() as conn:
             ids = conn.execute(sa.select(t.c.id).where(due).order_by(t.c.id)
-                               .limit(self.batch)).scalars().all()
+                               .limit(limit)).scalars().all()
             if not ids:
                 return []
             conn.execute(sa.update(t).where(t.c.id.in_(ids), due).values(
@@ -310,9 +316,12 @@ class Sender:
 
     def run_once(self) -> int:
         """Claim due rows and deliver them in the worker pool; how many were claimed."""
-        rows = self.claim()
+        with self._busy_lock:
+            free = min(self.batch, self.slots - self._busy)
+        rows = self.claim(free)
+        with self._busy_lock:
+            self._busy += len(rows)
         for row in rows:
-            self._inflight.acquire()
             self.pool.submit(self._deliver_logged, row)
         return len(rows)
 
@@ -322,7 +331,8 @@ class Sender:
         except Exception:
             log.exception("webhook delivery %s failed unexpectedly", row.id)
         finally:
-            self._inflight.release()
+            with self._busy_lock:
+                self._busy -= 1
 
     def deliver(self, row: sa.Row) -> bool:
         """One attempt at one row; records the outcome. True when delivered."""

@@ -15,9 +15,9 @@ def emit_annotation(engine: Any, conn: sa.Connection, created: bool, label_id: i
                     item_id: str, user: str, status: str, stored: str | None,
                     comment: str | None, row_json: str | None = None) -> None:
     """Queue ANNOTATION_CREATED / ANNOTATION_UPDATED in the label's transaction."""
-    hooks = engine.project.webhooks
+    hooks = getattr(engine.project, "webhooks", None)  # a stand-in project may have none
     event = "ANNOTATION_CREATED" if created else "ANNOTATION_UPDATED"
-    if not hooks.wanted(event):
+    if hooks is None or not hooks.wanted(event):
         return
     cfg = engine.cfg
     labels: list[Any] = []
