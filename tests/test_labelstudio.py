@@ -19,7 +19,9 @@ from labeling.demo import create_demo
 from labeling.interop.labelstudio import make_label_config
 from labelloop.project import Project
 
-pytestmark = pytest.mark.slow
+# Protocol tests against real services: run once (the SQLite run of make test); the database
+# side of what they exercise (labels, webhooks, formats) is also tested on PostgreSQL.
+pytestmark = [pytest.mark.slow, pytest.mark.sqlite_only]
 
 WEBAPP = "label-texts"
 N = 6  # labels between two retrains

@@ -26,7 +26,9 @@ from labelloop.flow import run_recipe
 from labelloop.project import Project
 from labelloop.scenarios import run_scenario
 
-pytestmark = pytest.mark.slow
+# Protocol tests against real services: run once (the SQLite run of make test); the database
+# side of what they exercise (labels, webhooks, formats) is also tested on PostgreSQL.
+pytestmark = [pytest.mark.slow, pytest.mark.sqlite_only]
 
 HERE = Path(__file__).resolve().parent
 WEBAPP = "label-texts"
