@@ -212,6 +212,7 @@ def test_labels_never_wait_for_a_slow_receiver_and_pending_survive_a_restart(
     assert ids == sorted({f"text-{i:04d}" for i in range(30)})
 
 
+@pytest.mark.sqlite_only  # the CLI over project.json; the outbox is covered on PostgreSQL above
 def test_webhook_cli(text_project, receiver, run_cli):
     hook = receiver()
     d = text_project.dir
