@@ -4,12 +4,13 @@ Routes (mounted by the host under `/api/v1/webapps/<instance>/`):
 
 | route | payload | answer |
 |---|---|---|
-| `GET config` | | categories, multi_label, al_enabled, session, halting thresholds, warnings |
-| `GET batch` | `size` (1-500, default 20) | `{"items": [{"id", "data", "suggestion", "halting", "uncertainty"}], "stats", "is_last_batch", "done"}`; the items are reserved for the caller |
+| `GET config` | | categories, multi_label, al_enabled, session, model_version, max_reserved, halting thresholds, warnings, preparing (`{"what", "done", "total"}` or null); cheap enough to poll every second |
+| `GET batch` | `size` (1 to the webapp's `max_reserved`, default 20) | `{"items": [{"id", "data", "suggestion", "halting", "uncertainty"}], "stats", "session", "preparing", "is_last_batch", "done"}`; the items are reserved for the caller |
 | `POST labels` | `{"id", "label", "comment"?}` | `{"label_id", "stats"}`; labeling an item again changes the label |
 | `POST skips` | `{"id", "comment"?}` | `{"label_id", "stats"}` |
 | `GET annotations` | `before` (label id), `limit` (1-500, default 50) | `{"annotations": [...], "next_before"}`, the caller's, newest first |
 | `GET stats` | | `{"labeled", "skipped", "total", "remaining", "per_label", "session"}` |
+| `POST release` | `{"ids": [...]}` | `{"released"}`; the caller's reservations of those items end now |
 
 A webapp component's backend.py is one line: `create_backend = backend_factory("tabular")`.
 """
@@ -48,6 +49,9 @@ ANNOTATIONS_SCHEMA = {"type": "object", "properties": {
     "before": {"type": "integer", "minimum": 1, "description": "a label id: older ones only"},
     "limit": {"type": "integer", "minimum": 1, "maximum": MAX_BATCH, "default": 50}}}
 EMPTY_SCHEMA = {"type": "object"}
+RELEASE_SCHEMA = {"type": "object", "required": ["ids"], "additionalProperties": False,
+                  "properties": {"ids": {"type": "array", "items": _ID, "maxItems": MAX_BATCH,
+                                         "description": "items the caller still holds"}}}
 
 
 def _int(payload: dict, key: str, default: int | None) -> int | None:
@@ -100,6 +104,9 @@ def build_routes(engine: LabelingEngine,
     def stats(payload: dict, user: str) -> dict:
         return engine.stats(user)
 
+    def release(payload: Any, user: str) -> dict:
+        return engine.release(user, _body(payload, ("ids",))["ids"])
+
     return {
         ("GET", "config"): {"handler": config, "schema": EMPTY_SCHEMA,
                             "summary": "The webapp's categories, mode, session and thresholds"},
@@ -113,6 +120,8 @@ def build_routes(engine: LabelingEngine,
                                  "summary": "The caller's annotations, newest first"},
         ("GET", "stats"): {"handler": stats, "schema": EMPTY_SCHEMA,
                            "summary": "Labeled, skipped, remaining and per-label counts"},
+        ("POST", "release"): {"handler": release, "schema": RELEASE_SCHEMA,
+                              "summary": "End the caller's reservations of these items now"},
     }
 
 
