@@ -10,6 +10,7 @@ Routes (mounted by the host under `/api/v1/webapps/<instance>/`):
 | `POST skips` | `{"id", "comment"?}` | `{"label_id", "stats"}` |
 | `GET annotations` | `before` (label id), `limit` (1-500, default 50) | `{"annotations": [...], "next_before"}`, the caller's, newest first |
 | `GET stats` | | `{"labeled", "skipped", "total", "remaining", "per_label", "session"}` |
+| `GET media` | `id` (image / sound webapps) | the item's file, with its content type, `ETag`, `Cache-Control` |
 
 A webapp component's backend.py is one line: `create_backend = backend_factory("tabular")`.
 """
@@ -48,6 +49,8 @@ ANNOTATIONS_SCHEMA = {"type": "object", "properties": {
     "before": {"type": "integer", "minimum": 1, "description": "a label id: older ones only"},
     "limit": {"type": "integer", "minimum": 1, "maximum": MAX_BATCH, "default": 50}}}
 EMPTY_SCHEMA = {"type": "object"}
+MEDIA_SCHEMA = {"type": "object", "required": ["id"], "properties": {
+    "id": _ID, "v": {"type": "string", "description": "the file's version (cache key)"}}}
 
 
 def _int(payload: dict, key: str, default: int | None) -> int | None:
@@ -100,7 +103,10 @@ def build_routes(engine: LabelingEngine,
     def stats(payload: dict, user: str) -> dict:
         return engine.stats(user)
 
-    return {
+    def media(payload: dict, user: str) -> Any:
+        return engine.dtype.media(payload["id"])
+
+    routes = {
         ("GET", "config"): {"handler": config, "schema": EMPTY_SCHEMA,
                             "summary": "The webapp's categories, mode, session and thresholds"},
         ("GET", "batch"): {"handler": batch, "schema": BATCH_SCHEMA,
@@ -114,6 +120,11 @@ def build_routes(engine: LabelingEngine,
         ("GET", "stats"): {"handler": stats, "schema": EMPTY_SCHEMA,
                            "summary": "Labeled, skipped, remaining and per-label counts"},
     }
+    if engine.dtype.from_folder:
+        routes[("GET", "media")] = {
+            "handler": media, "schema": MEDIA_SCHEMA,
+            "summary": "The item's image or sound file (ETag, Cache-Control; 304 when unchanged)"}
+    return routes
 
 
 class LabelingBackend:

@@ -12,11 +12,18 @@ A webapp component's `backend.py` defines `create_backend(ctx)`, returning an ob
   POST/PUT/PATCH payloads are the JSON body (`{}` when empty);
 - optionally `describe()`: a dict merged into the webapp's entry of `GET /api/v1/webapps`.
 
+A handler that answers a file or other binary content (an image, a sound) returns a
+`labelloop.web.FileResponse(content_type, path=... or body=..., etag=..., cache_control=...)`
+instead of JSON: the host sends it with its content type, `ETag` and `Cache-Control`, and
+answers `304 Not Modified` (without reading the file) when the request's `If-None-Match`
+holds the ETag. The handler does the access checks (e.g. `Folder.resolve`) before returning.
+
 Handlers run in threads: a backend must be safe to call from several threads at once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import logging
 import threading
@@ -38,6 +45,42 @@ API_PREFIX = "/api/v1"
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 BODY_METHODS = ("POST", "PUT", "PATCH")
 RETRY_SECONDS = 10.0  # a backend that failed to start is retried after this long
+
+
+@dataclass
+class FileResponse:
+    """A binary answer of a webapp route (see the module docstring): a file or bytes."""
+
+    content_type: str
+    path: Path | None = None
+    body: bytes | None = None
+    etag: str | None = None  # with or without quotes; default: from the file's size and mtime
+    cache_control: str = "private, max-age=86400"
+
+    def __post_init__(self) -> None:
+        if (self.path is None) == (self.body is None):
+            raise ValueError("FileResponse takes exactly one of path= or body=")
+        if self.etag is None:
+            if self.path is not None:
+                st = Path(self.path).stat()
+                seed = f"{self.path}:{st.st_size}:{st.st_mtime_ns}".encode()
+            else:
+                seed = self.body or b""
+            self.etag = hashlib.sha1(seed).hexdigest()[:20]
+        if not self.etag.startswith(('"', 'W/"')):
+            self.etag = f'"{self.etag}"'
+
+    def matches(self, if_none_match: str | None) -> bool:
+        """True when an `If-None-Match` header names this response's ETag (or is `*`)."""
+        if not if_none_match:
+            return False
+        tags = [t.strip() for t in if_none_match.split(",")]
+        bare = self.etag.removeprefix("W/")
+        return "*" in tags or any(t.removeprefix("W/") == bare for t in tags)
+
+    def read(self) -> bytes:
+        """The content (reads the file when the response holds a path)."""
+        return self.body if self.body is not None else Path(self.path).read_bytes()
 
 
 class WebappUnavailableError(LabelloopError):
