@@ -23,6 +23,7 @@ Handlers run in threads: a backend must be safe to call from several threads at 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
 import logging
@@ -44,7 +45,7 @@ from ..project import Project
 API_PREFIX = "/api/v1"
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 BODY_METHODS = ("POST", "PUT", "PATCH")
-RETRY_SECONDS = 10.0  # a backend that failed to start is retried after this long
+RETRY_SECONDS = 2.0  # a backend that failed to start is retried after this long
 
 
 @dataclass
@@ -254,6 +255,69 @@ class WebappHost:
         self._failures: dict[str, tuple[float, str]] = {}
         self._lock = threading.Lock()
         self.log = logging.getLogger("labelloop.webapps")
+        # Live configuration: the project.json this host serves, and why a newer one was not.
+        self._applied = copy.deepcopy(project.config)
+        self._config_stamp = self._stamp()
+        self.config_error: str | None = None
+
+    # ---- live configuration ----
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            st = self.project.config_path.stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def check_config(self) -> list[str]:
+        """Follow project.json while serving; returns the webapps it adds.
+
+        A valid new file replaces the project's configuration: webapps whose settings
+        changed get a new backend at their next request, new plugin directories are loaded.
+        An invalid one leaves the last good configuration serving and sets `config_error`
+        (shown in `GET /api/v1/webapps` and on the pages) until the file is fixed.
+        """
+        stamp = self._stamp()
+        if stamp == self._config_stamp:
+            return []
+        self._config_stamp = stamp
+        from ..descriptors import load_descriptor
+
+        try:
+            new = load_descriptor("project", self.project.config_path)
+        except LabelloopError as exc:
+            self.config_error = (f"project.json was changed but not applied: {exc}. The last "
+                                 "good configuration is still served; fix the file and it is "
+                                 "applied within seconds.")
+            self.log.error("%s", self.config_error)
+            return []
+        old = self._applied
+        self.config_error = None
+        if new == old:
+            return []
+        registry_changed = new.get("plugin_dirs") != old.get("plugin_dirs")
+        old_apps, new_apps = old.get("webapps", {}), new.get("webapps", {})
+        with self._lock:
+            self.project.config = new
+            self._applied = copy.deepcopy(new)
+            if registry_changed:  # loaded again, with the new directories, at next use
+                self.project.__dict__.pop("registry", None)
+            if new.get("variables") != old.get("variables"):
+                self.project.__dict__.pop("variables", None)
+            for webapp in list(self._apps):
+                if registry_changed or new_apps.get(webapp) != old_apps.get(webapp):
+                    self._drop(webapp)
+            self._failures.clear()  # a fixed file (or a new dataset) is tried again now
+        self.log.info("project.json changed: applied")
+        return [w for w in new_apps if w not in old_apps]
+
+    def _drop(self, webapp: str) -> None:
+        app = self._apps.pop(webapp, None)
+        close = getattr(app.backend, "close", None) if app is not None else None
+        if callable(close):
+            try:
+                close()
+            except Exception:
+                self.log.exception("webapp %s: closing its old backend failed", webapp)
 
     def ids(self) -> list[str]:
         return sorted(self.project.config.get("webapps", {}))
@@ -314,10 +378,14 @@ class WebappHost:
         return Webapp(webapp, comp, backend, routes)
 
     def describe(self, webapp: str) -> dict:
-        """The list entry of one webapp; a webapp that can't start says why."""
+        """The list entry of one webapp; a webapp that can't start says why, and a
+        project.json that could not be applied is reported as `config_error`."""
         try:
-            return self.get(webapp).describe()
+            entry = self.get(webapp).describe()
         except WebappUnavailableError as exc:
             cfg = self.project.config["webapps"][webapp]
-            return {"id": webapp, "type": cfg["type"], "data_type": None, "categories": None,
-                    "page": f"/webapps/{webapp}", "error": str(exc)}
+            entry = {"id": webapp, "type": cfg["type"], "data_type": None, "categories": None,
+                     "page": f"/webapps/{webapp}", "error": str(exc)}
+        if self.config_error:
+            entry["config_error"] = self.config_error
+        return entry
