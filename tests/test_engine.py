@@ -36,7 +36,8 @@ def project(tmp_path):
 
 def make_engine(project, webapp="w", data_type="tabular", **settings) -> LabelingEngine:
     config = {"unlabeled": "pool", "categories": CATS, "labels_ds": "labels",
-              "metadata_ds": "metadata", "queries_ds": "queries", **settings}
+              "metadata_ds": "metadata", "queries_ds": "queries", "max_reserved": 100,
+              **settings}
     cfg = parse_settings(config, data_type, webapp, project)
     return LabelingEngine(project, cfg, check_interval=0, background=False)
 
@@ -222,7 +223,7 @@ def test_reserved_items_go_to_one_annotator_until_they_expire(project):
     b = ids_of(e.batch("bob", 5))
     assert not set(a) & set(b)
     assert ids_of(e.batch("alice", 5)) == a  # a reload gets the same items back
-    time.sleep(1.6)  # the last of alice's items was reserved for 5 x 0.3 s
+    time.sleep(0.6)  # every item of a batch is reserved for the same 0.3 s
     assert set(ids_of(e.batch("carol", 10))) >= set(a)
 
 
@@ -385,8 +386,8 @@ def test_settings_read_dss_key_value_lists_and_defaults(project):
                           "categories": [{"from": "a", "to": "first"}, {"from": "b"}]},
                          "tabular", "w", project)
     assert cfg.categories == {"a": "first", "b": None}
-    assert (cfg.label_col, cfg.reservation_seconds, cfg.multi_label, cfg.per_annotator) == (
-        "label", 30, False, False)
+    assert (cfg.label_col, cfg.reservation_seconds, cfg.multi_label, cfg.per_annotator,
+            cfg.max_reserved) == ("label", 120, False, False, 50)
 
 
 def test_existing_labels_dataset_with_other_label_column_is_refused(project):

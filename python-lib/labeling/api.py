@@ -11,6 +11,7 @@ Routes (mounted by the host under `/api/v1/webapps/<instance>/`):
 | `GET annotations` | `before` (label id), `limit` (1-500, default 50) | `{"annotations": [...], "next_before"}`, the caller's, newest first |
 | `GET stats` | | `{"labeled", "skipped", "total", "remaining", "per_label", "session"}` |
 | `GET media` | `id` (image / sound webapps) | the item's file, with its content type, `ETag`, `Cache-Control` |
+| `POST release` | `{"ids": [...]}` | `{"released"}`; the caller's reservations of those items end now |
 
 A webapp component's backend.py is one line: `create_backend = backend_factory("tabular")`.
 """
@@ -51,6 +52,9 @@ ANNOTATIONS_SCHEMA = {"type": "object", "properties": {
 EMPTY_SCHEMA = {"type": "object"}
 MEDIA_SCHEMA = {"type": "object", "required": ["id"], "properties": {
     "id": _ID, "v": {"type": "string", "description": "the file's version (cache key)"}}}
+RELEASE_SCHEMA = {"type": "object", "required": ["ids"], "additionalProperties": False,
+                  "properties": {"ids": {"type": "array", "items": _ID, "maxItems": MAX_BATCH,
+                                         "description": "items the caller still holds"}}}
 
 
 def _int(payload: dict, key: str, default: int | None) -> int | None:
@@ -106,6 +110,9 @@ def build_routes(engine: LabelingEngine,
     def media(payload: dict, user: str) -> Any:
         return engine.dtype.media(payload["id"])
 
+    def release(payload: Any, user: str) -> dict:
+        return engine.release(user, _body(payload, ("ids",))["ids"])
+
     routes = {
         ("GET", "config"): {"handler": config, "schema": EMPTY_SCHEMA,
                             "summary": "The webapp's categories, mode, session and thresholds"},
@@ -119,6 +126,8 @@ def build_routes(engine: LabelingEngine,
                                  "summary": "The caller's annotations, newest first"},
         ("GET", "stats"): {"handler": stats, "schema": EMPTY_SCHEMA,
                            "summary": "Labeled, skipped, remaining and per-label counts"},
+        ("POST", "release"): {"handler": release, "schema": RELEASE_SCHEMA,
+                              "summary": "End the caller's reservations of these items now"},
     }
     if engine.dtype.from_folder:
         routes[("GET", "media")] = {

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import os
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
+from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
 
+T = TypeVar("T")
 metadata = sa.MetaData()
 
 # One row per dataset: its schema (ordered columns with types) and the table holding its rows.
@@ -182,3 +188,66 @@ def create_host_tables(engine: sa.Engine) -> None:
     # losers' CREATE at once ("database is locked": a read transaction can't become a writer).
     with write_transaction(engine) as conn:
         metadata.create_all(conn)
+
+
+class Database:
+    """The project's database as plugins write to it: one writer thread per process.
+
+    Why: threads of one process that each take SQLite's write lock sleep in its busy handler,
+    in growing steps, while another holds it; through `execute_write_fn` they take turns on
+    one thread instead. Other processes still coordinate through the database's own lock.
+    Interactive writes go before background ones (`background=True`: index builds, fills).
+    """
+
+    def __init__(self, engine: sa.Engine):
+        self.engine = engine
+        self._lock = threading.Lock()
+        self._jobs: queue.PriorityQueue = queue.PriorityQueue()
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._local = threading.local()
+
+    def execute_write_fn(self, fn: Callable[[sa.Connection], T], background: bool = False,
+                         timeout: float | None = None) -> T:
+        """Run `fn(conn)` in the writer thread inside its write transaction; its result.
+
+        The transaction commits when `fn` returns and rolls back when it raises (the exception
+        is raised here). Called from inside such an `fn`, it runs in the same transaction.
+        """
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:  # nested call from the writer thread itself
+            return fn(conn)
+        future: Future = Future()
+        self._jobs.put((1 if background else 0, next(self._order), fn, future))
+        self._ensure_thread()
+        return future.result(timeout)
+
+    def _ensure_thread(self) -> None:
+        if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._pid != os.getpid():  # a forked child: the parent's thread is not here
+                self._pid = os.getpid()
+                self._thread = None
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="labelloop-writer",
+                                                daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            _prio, _n, fn, future = self._jobs.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                with write_transaction(self.engine) as conn:
+                    self._local.conn = conn
+                    try:
+                        result = fn(conn)
+                    finally:
+                        self._local.conn = None
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                future.set_exception(exc)
+            else:  # only once committed: a caller never acknowledges a rolled-back write
+                future.set_result(result)
