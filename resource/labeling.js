@@ -163,6 +163,7 @@
         }
         prefetchMedia();
         if (resp.stats) applyStats(resp.stats);
+        if (resp.preparing !== undefined) { state.preparing = resp.preparing || null; showOrder(); }
         // Done when nothing is pending at all; items reserved by others are not done.
         state.done = Boolean(resp.done) && added === 0;
       } catch (e) {
@@ -202,19 +203,22 @@
   }
 
   function showWaiting() {
-    // Everything left is reserved by other annotators: look again in a moment.
+    // Nothing to show yet: the server is still preparing the items (say what, how far),
+    // or everything left is reserved by other annotators. Look again in a moment.
     const box = $("ll-item");
     box.hidden = false;
-    box.replaceChildren(plain("The items left are being labeled by others right now. Checking again in a few seconds…"));
+    box.replaceChildren(plain(state.preparing ? preparingText(state.preparing) + "…"
+      : "The items left are being labeled by others right now. Checking again in a few seconds…"));
     box.dataset.itemId = "";
     $("ll-item-id").textContent = "";
-    $("ll-item-mode").textContent = "Waiting";
+    $("ll-item-mode").textContent = state.preparing ? "Preparing" : "Waiting";
     $("ll-suggestion").hidden = true;
     $("ll-halting").hidden = true;
     $("ll-done").hidden = true;
     setState("waiting");
     updateNav();
-    setTimeout(() => { if (state.historyIndex < 0 && !state.current) nextLive(); }, 3000);
+    setTimeout(() => { if (state.historyIndex < 0 && !state.current) nextLive(); },
+      state.preparing ? PREPARING_POLL_MS : 3000);
   }
 
   // ---------------------------------------------------------------- rendering
@@ -757,8 +761,16 @@
       contradictions: labels.map((_, i) => num((h.contradictions || [])[i])),
     };
     // The chart is laid out from the start (a plot drawn while hidden stays blank when shown).
-    $("ll-metrics-empty").hidden = true;
+    const values = [...data.auc, ...data.contradictions].filter((v) => isFinite(v));
+    const note = $("ll-metrics-empty");
+    note.textContent = "(no AUC or contradictions yet: too few labels)";
+    note.hidden = values.length > 0;
+    const finite = labels.filter((v) => isFinite(v));
+    let lo = finite.length ? Math.min(...finite) : 0, hi = finite.length ? Math.max(...finite) : 1;
+    const pad = hi > lo ? (hi - lo) * 0.06 : Math.max(1, lo * 0.1);
+    lo -= pad; hi += pad;
     bokehModel(boot.metrics_source, (src) => { src.data = data; });
+    bokehModel("ll-metrics-xrange", (r) => { r.start = lo; r.end = hi; });
   }
 
   function newOrder(session, refill) {

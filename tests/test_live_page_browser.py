@@ -246,6 +246,14 @@ def _chart_colors(page, selector: str) -> tuple[int, int]:
     return near((0x4c, 0x78, 0xa8)), near((0xe4, 0x57, 0x56))
 
 
+def _dark_pixels(page, selector: str) -> int:
+    """Pixels of the chart drawn dark (axes, ticks, their labels)."""
+    from PIL import Image
+
+    img = np.asarray(Image.open(io.BytesIO(page.locator(selector).screenshot())).convert("L"))
+    return int((img < 110).sum())
+
+
 def test_metrics_chart_and_halting_follow_the_history(tmp_path, serve, page_for):
     directory = tmp_path / "project"
     rows = pd.DataFrame({"name": [f"r{i}" for i in range(8)], "size": np.arange(8.0)})
@@ -259,16 +267,26 @@ def test_metrics_chart_and_halting_follow_the_history(tmp_path, serve, page_for)
     assert item_id(page) == "r0"
     assert "efficient:" in page.inner_text("#ll-halting-text")
     assert page.is_visible("#ll-metrics-empty")
-    # A first retrain whose metrics row has no AUC (one class): the live chart draws it.
+    # A first retrain whose metrics row has neither AUC nor contradictions (too few labels):
+    # the chart still draws its axes and says why it has no points.
     metrics = project.dataset("metrics", create=True)
-    metrics.write(pd.DataFrame({"labels": [20], "model_version": [1], "auc": [None],
-                                "contradictions": [0.2]}))
+    metrics.write(pd.DataFrame({"labels": [20], "model_version": [1], "auc": [np.nan],
+                                "contradictions": [np.nan]}))
     page.wait_for_function("window.Bokeh && Bokeh.documents.length && Bokeh.documents[0]"
                            ".get_model_by_name('ll-metrics').data.labels.length === 1",
                            timeout=15_000)
     page.wait_for_timeout(400)
+    assert "too few labels" in page.inner_text("#ll-metrics")
+    assert _dark_pixels(page, "#ll-metrics .ll-chart") > 100, "the chart is blank"
+    # The next retrain has contradictions but no AUC: the live chart draws the point.
+    metrics.append(pd.DataFrame({"labels": [40], "model_version": [2], "auc": [np.nan],
+                                 "contradictions": [0.2]}))
+    page.wait_for_function("Bokeh.documents[0].get_model_by_name('ll-metrics')"
+                           ".data.labels.length === 2", timeout=15_000)
+    page.wait_for_timeout(400)
     blue, red = _chart_colors(page, "#ll-metrics .ll-chart")
     assert red > 10, "the contradictions point is not drawn"
+    assert not page.is_visible("#ll-metrics-empty")
     # The history stalls: the warning shows, and the halting indicator agrees with it.
     metrics.write(pd.DataFrame({"labels": [20, 40, 60, 80], "model_version": [1, 2, 3, 4],
                                 "auc": [None, 0.801, 0.802, 0.803],
@@ -286,4 +304,35 @@ def test_metrics_chart_and_halting_follow_the_history(tmp_path, serve, page_for)
     assert blue > 10 and red > 10
     page.screenshot(path=str(tmp_path / "metrics.png"), full_page=True)
     wait_idle(page)
+    assert page.errors == []
+
+
+def test_the_page_says_what_the_server_prepares(tmp_path, serve, page_for):
+    """While the first order is being prepared (a 1M-row pool takes seconds), the page says
+    what and how far along. The server's answers are held back here: a small pool is ready
+    too fast to see it."""
+    directory = tmp_path / "project"
+    make_labeling_project(directory, "tabular", n=5, id_column="name")
+    server = serve(directory, "--no-scheduler")
+    page = page_for()
+    preparing = {"what": "indexing the pool", "done": 400_000, "total": 1_000_000}
+    held = {"n": 0}
+
+    def batch(route):
+        held["n"] += 1
+        if held["n"] <= 3:
+            route.fulfill(status=200, content_type="application/json", body=json.dumps({
+                "items": [], "stats": None, "session": 0, "is_last_batch": False,
+                "done": False, "preparing": preparing}))
+        else:
+            route.continue_()
+
+    page.route("**/api/v1/webapps/app/batch*", batch)
+    page.goto(server.url + "/webapps/app")
+    page.wait_for_function("document.getElementById('ll-item').textContent.includes('%')")
+    shown = page.inner_text("#ll-item")
+    assert "Indexing the pool: 40 %" in shown and "1,000,000" in shown, shown
+    assert "Loading" not in page.inner_text("#ll-app")
+    page.screenshot(path=str(tmp_path / "preparing.png"), full_page=True)
+    page.wait_for_function("document.getElementById('ll-item').dataset.itemId")
     assert page.errors == []

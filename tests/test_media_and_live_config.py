@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 from test_webapps_browser import _png, _wav, make_labeling_project
@@ -106,3 +107,32 @@ def test_live_configuration_break_fix_and_new_webapp(tmp_path, serve, poll):
          timeout=10, what="the new webapp's API")
     page = server.get("/webapps/second")
     assert page.status == 200 and "ll-bootstrap" in page.text
+
+
+def test_data_and_plugins_added_while_serving(tmp_path, serve, run_cli, poll, sample_plugin_dir):
+    directory = tmp_path / "project"
+    make_labeling_project(directory, "tabular", n=4, id_column="name")
+    # A second webapp over a dataset that is imported only once the server runs.
+    _edit(directory, lambda c: c["webapps"].update({"later": {
+        "type": "ml-assisted-labeling/tabular-labeling",
+        "params": {"unlabeled": "later_pool", "categories": {"x": None, "y": None},
+                   "labels_ds": "labels2", "metadata_ds": "metadata2"}}}))
+    server = serve(directory, "--no-scheduler")
+    assert server.get("/api/v1/webapps/later/batch", headers=USER).status >= 400
+    csv = tmp_path / "later.csv"
+    csv.write_text("name,size\na,1\nb,2\nc,3\n")
+    run_cli(directory, "dataset", "import", "later_pool", str(csv))
+    t0 = time.perf_counter()
+    batch = poll(lambda: (lambda r: r.status == 200 and r.json())(
+        server.get("/api/v1/webapps/later/batch", headers=USER)), timeout=15,
+        what="the webapp over the imported dataset")
+    print(f"\n[live] imported dataset served {time.perf_counter() - t0:.1f} s after import")
+    assert sorted(it["id"] for it in batch["items"]) == ["a", "b", "c"]
+    # A plugin directory and a webapp of its plugin, added to project.json while serving.
+    _edit(directory, lambda c: (c.setdefault("plugin_dirs", []).append(str(sample_plugin_dir)),
+                                c["webapps"].update({"notes": {"type": "sample/notes"}})))
+    entry = poll(lambda: next((w for w in server.get("/api/v1/webapps").json()
+                               if w["id"] == "notes" and "error" not in w), None),
+                 timeout=15, what="the sample plugin's webapp")
+    assert entry["type"] == "sample/notes"
+    assert server.get("/webapps/notes").status == 200

@@ -149,6 +149,9 @@ def _metrics_chart() -> figure:
     fig = figure(
         height=170, sizing_mode="stretch_width", toolbar_location=None, tools="",
         y_range=Range1d(0, 1), name="ll_metrics_chart", x_axis_label="labels",
+        # Set by the page from the labels counts: a data range has no bounds while every
+        # value is missing (a first retrain without AUC) and the plot would stay blank.
+        x_range=Range1d(0, 1, name="ll-metrics-xrange"),
     )
     fig.line("labels", "auc", source=source, color="#4c78a8", line_width=2, legend_label="AUC")
     fig.scatter("labels", "auc", source=source, color="#4c78a8", size=5)
