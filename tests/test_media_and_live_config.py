@@ -115,7 +115,8 @@ def test_data_and_plugins_added_while_serving(tmp_path, serve, run_cli, poll, sa
     # A second webapp over a dataset that is imported only once the server runs.
     _edit(directory, lambda c: c["webapps"].update({"later": {
         "type": "ml-assisted-labeling/tabular-labeling",
-        "params": {"unlabeled": "later_pool", "categories": {"x": None, "y": None},
+        "params": {"unlabeled": "later_pool", "id_column": "name",
+                   "categories": {"x": None, "y": None},
                    "labels_ds": "labels2", "metadata_ds": "metadata2"}}}))
     server = serve(directory, "--no-scheduler")
     assert server.get("/api/v1/webapps/later/batch", headers=USER).status >= 400
