@@ -149,9 +149,8 @@
           state.fetching = null;
           return fillQueue();
         }
-        if (session !== undefined && (state.orderSession === undefined || session > state.orderSession)) {
-          newOrder(session, false);
-        }
+        if (state.orderSession === undefined) state.orderSession = session;
+        else if (session !== undefined && session > state.orderSession) newOrder(session, false);
         let added = 0;
         for (const item of resp.items || []) {
           const id = String(item.id);
@@ -784,7 +783,10 @@
     state.done = false;
     banner("The model was retrained: from the next item on, items come in its order (session " + session + ").", "info");
     showOrder();
-    if (refill) fillQueue();
+    if (refill) {
+      // A page that showed "all done" or "waiting" shows the new order's first item.
+      fillQueue().then(() => { if (!state.current && state.historyIndex < 0) nextLive(); });
+    }
     loadMetrics();
   }
 

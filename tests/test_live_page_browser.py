@@ -56,6 +56,7 @@ def test_page_follows_the_retrained_model_on_digits(tmp_path, serve, page_for, p
     page = page_for()
     open_page(page, server.url + "/webapps/label-digits")
     assert "Random order" in page.inner_text("#ll-session")
+    assert "retrained" not in page.eval_on_selector("#ll-banner", "el => el.textContent")
     # Labels by keyboard, each the true digit: past 25, the every-25 trigger retrains.
     current = item_id(page)
     for _ in range(26):
