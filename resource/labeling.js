@@ -35,7 +35,10 @@
     preparing: null,      // what the server is preparing, as it said in config
     configError: null,    // project.json could not be applied (the host says)
     metricsVersion: undefined,
-    unsent: [],           // answers not yet acknowledged: {body, path, entry, failed}
+    unsent: [],           // answers not yet acknowledged: {method, path, body, status, error}
+    writeSeq: 0,          // answers sent so far, and the last whose stats are shown
+    statsSeq: 0,
+    refreshing: 0,
     stats: null,
     writes: Promise.resolve(),
     pending: 0,
@@ -817,6 +820,11 @@
     const prev = itemChains.get(key) || Promise.resolve();
     const done = prev.then(() => send(job)).finally(() => {
       state.pending--;
+      // All answers stored: one fresh read of the counts (replies may have crossed).
+      if (state.pending === 0) {
+        state.refreshing++;
+        call("GET", "/stats").then(applyStats, () => {}).finally(() => { state.refreshing--; });
+      }
       if (itemChains.get(key) === done) itemChains.delete(key);
       showUnsent();
     });
@@ -831,9 +839,11 @@
     job.status = "sending";
     for (let attempt = 0; ; attempt++) {
       try {
+        // Answers travel in parallel: an older answer's stats must not overwrite newer ones.
+        const seq = ++state.writeSeq;
         const resp = await call(job.method, job.path, job.body, true);
         state.unsent = state.unsent.filter((j) => j !== job);
-        if (resp && resp.stats) applyStats(resp.stats);
+        if (resp && resp.stats && seq > state.statsSeq) { state.statsSeq = seq; applyStats(resp.stats); }
         if (job.onOk) job.onOk(resp);
         return;
       } catch (e) {
@@ -1091,7 +1101,7 @@
   window.labelloop = {
     state: state,
     boot: boot,
-    idle: () => state.pending === 0 && !state.fetching,
+    idle: () => state.pending === 0 && !state.fetching && !state.refreshing,
     unsent: () => state.unsent.length,
     flush: () => state.writes,
   };
