@@ -629,8 +629,8 @@
     const session = item ? item._session : state.orderSession;
     const scored = item ? (typeof item.uncertainty === "number" || suggestionOf(item) !== null)
       : Boolean(state.config && state.config.al_enabled);
-    let text = !session ? "Random order (no model queries yet)"
-      : scored ? "Most informative first: model queries, session " + session
+    let text = scored ? "Most informative first: model queries" + (session ? ", session " + session : "")
+      : !session ? "Random order (no model queries yet)"
         : "Session " + session + ": past the model's queries, the rest in random order";
     if (state.preparing) text += " · " + preparingText(state.preparing);
     $("ll-session").textContent = text;
