@@ -114,9 +114,11 @@ def test_engine_tables_are_created_under_the_write_lock(project):
     other = sqlite3.connect(project.dir / "labelloop.db", timeout=30, isolation_level=None,
                             check_same_thread=False)
     other.execute("BEGIN IMMEDIATE")
-    threading.Timer(0.5, lambda: other.execute("COMMIT")).start()
+    timer = threading.Timer(0.5, lambda: other.execute("COMMIT"))
+    timer.start()
     e = make_engine(project)
     assert e.stats("u")["total"] == len(pool_frame())
+    timer.join()  # on PostgreSQL the engine did not have to wait for it
     other.close()
 
 

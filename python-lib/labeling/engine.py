@@ -276,10 +276,13 @@ _INSERT_QUEUE_SQL = sa.text(
     "INSERT INTO lb_queue (qid, pos, item_id, state, uncertainty, prediction, confidence, "
     "halting, model_version, row) VALUES (:qid, :pos, :item_id, 0, :unc, :pred, :conf, :halt, "
     ":ver, :row) ON CONFLICT DO NOTHING")
+# Typed parameters: PostgreSQL can't tell the type of a NULL in a SELECT list.
 _INSERT_QUEUE_FROM_INDEX_SQL = sa.text(
     "INSERT INTO lb_queue (qid, pos, item_id, state, uncertainty, prediction, confidence, "
-    "halting, model_version, row) SELECT :qid, :pos, i.item_id, 0, :unc, :pred, :conf, :halt, "
-    ":ver, i.row FROM lb_items i WHERE i.iset = :iset AND i.item_id = :item_id "
+    "halting, model_version, row) SELECT CAST(:qid AS INTEGER), CAST(:pos AS INTEGER), "
+    "i.item_id, 0, CAST(:unc AS DOUBLE PRECISION), CAST(:pred AS TEXT), "
+    "CAST(:conf AS DOUBLE PRECISION), CAST(:halt AS DOUBLE PRECISION), CAST(:ver AS TEXT), "
+    "i.row FROM lb_items i WHERE i.iset = :iset AND i.item_id = :item_id "
     "ON CONFLICT DO NOTHING")
 _MARK_DONE_SQL = sa.text(
     "UPDATE lb_queue SET state = 1 WHERE qid = :qid AND pos >= :lo AND pos < :hi AND EXISTS "
