@@ -10,6 +10,7 @@ Routes (mounted by the host under `/api/v1/webapps/<instance>/`):
 | `POST skips` | `{"id", "comment"?}` | `{"label_id", "stats"}` |
 | `GET annotations` | `before` (label id), `limit` (1-500, default 50) | `{"annotations": [...], "next_before"}`, the caller's, newest first |
 | `GET stats` | | `{"labeled", "skipped", "total", "remaining", "per_label", "session"}` |
+| `GET media` | `id` (image / sound webapps) | the item's file, with its content type, `ETag`, `Cache-Control` |
 | `POST release` | `{"ids": [...]}` | `{"released"}`; the caller's reservations of those items end now |
 
 A webapp component's backend.py is one line: `create_backend = backend_factory("tabular")`.
@@ -50,6 +51,8 @@ ANNOTATIONS_SCHEMA = {"type": "object", "properties": {
                "description": "a label id: older ones only"},
     "limit": {"type": "integer", "minimum": 1, "maximum": MAX_BATCH, "default": 50}}}
 EMPTY_SCHEMA = {"type": "object"}
+MEDIA_SCHEMA = {"type": "object", "required": ["id"], "properties": {
+    "id": _ID, "v": {"type": "string", "description": "the file's version (cache key)"}}}
 RELEASE_SCHEMA = {"type": "object", "required": ["ids"], "additionalProperties": False,
                   "properties": {"ids": {"type": "array", "items": _ID, "maxItems": MAX_BATCH,
                                          "description": "items the caller still holds"}}}
@@ -145,10 +148,13 @@ def build_routes(engine: LabelingEngine,
     def stats(payload: dict, user: str) -> dict:
         return engine.stats(user)
 
+    def media(payload: dict, user: str) -> Any:
+        return engine.dtype.media(payload["id"])
+
     def release(payload: Any, user: str) -> dict:
         return engine.release(user, _body(payload, ("ids",))["ids"])
 
-    return {
+    routes = {
         ("GET", "config"): {"handler": config, "schema": EMPTY_SCHEMA,
                             "summary": "The webapp's categories, mode, session and thresholds"},
         ("GET", "batch"): {"handler": batch, "schema": batch_schema(engine),
@@ -164,6 +170,11 @@ def build_routes(engine: LabelingEngine,
         ("POST", "release"): {"handler": release, "schema": release_schema(engine.cfg),
                               "summary": "End the caller's reservations of these items now"},
     }
+    if engine.dtype.from_folder:
+        routes[("GET", "media")] = {
+            "handler": media, "schema": MEDIA_SCHEMA,
+            "summary": "The item's image or sound file (ETag, Cache-Control; 304 when unchanged)"}
+    return routes
 
 
 class LabelingBackend:

@@ -1120,6 +1120,10 @@ class LabelingEngine:
                 # An annotator who answers is still there: what they hold stays theirs.
                 conn.execute(_RENEW_SQL, {"app": self.app_id, "user": user, "now": now,
                                           "until": now + ttl})
+            from .interop.events import emit_annotation  # outgoing webhooks, same transaction
+
+            emit_annotation(self, conn, old is None, label_id, item_id, user, status, stored,
+                            comment, row)
             return {"label_id": label_id, "stats": self._stats(conn, app, owner)}
 
         return self._write(write)

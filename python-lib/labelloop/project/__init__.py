@@ -159,6 +159,13 @@ class Project:
     def variables(self) -> Variables:
         return Variables(self.engine, self.config.get("variables"))
 
+    @cached_property
+    def webhooks(self):
+        """Outgoing webhooks: `project.webhooks.emit(conn, event, payload)` (labelloop.webhooks)."""
+        from ..webhooks import ProjectWebhooks
+
+        return ProjectWebhooks(self)
+
     # ---- plugins ----
     @cached_property
     def registry(self) -> PluginRegistry:
