@@ -135,7 +135,8 @@ def test_release_and_the_cap_over_http(make_project, serve):
                            headers={"X-Labelloop-User": user})
 
     refused = call("GET", "/batch?size=21", "mallory")
-    assert refused.status == 400 and "at most 20 items" in refused.json()["error"]
+    # the route's schema carries the cap (so the OpenAPI document tells it): refused there
+    assert refused.status == 400 and "maximum of 20" in refused.json()["error"]
     cfg = call("GET", "/config", "alice").json()
     assert cfg["max_reserved"] == 20 and cfg["session"] == 0
     alice = [i["id"] for i in call("GET", "/batch?size=20", "alice").json()["items"]]
