@@ -109,6 +109,17 @@ def label_schema(cfg: EngineConfig) -> dict:
         "label": {**label, "description": LABEL_SCHEMA["properties"]["label"]["description"]}}}
 
 
+def media_schema(engine: LabelingEngine) -> dict:
+    """MEDIA_SCHEMA with the folder rule and the file extensions of this webapp's items."""
+    exts = getattr(engine.dtype, "extensions", ())
+    ends = "|".join("".join(f"[{c.upper()}{c}]" if c.isalpha() else c for c in e[1:])
+                    for e in exts)
+    item = dict(_id_schema(engine.cfg))
+    if ends:
+        item["pattern"] = rf"\.({ends})$"
+    return {**MEDIA_SCHEMA, "properties": {**MEDIA_SCHEMA["properties"], "id": item}}
+
+
 def release_schema(cfg: EngineConfig) -> dict:
     """RELEASE_SCHEMA with this webapp's kind of item id."""
     ids = {**RELEASE_SCHEMA["properties"]["ids"], "items": _id_schema(cfg)}
@@ -172,7 +183,7 @@ def build_routes(engine: LabelingEngine,
     }
     if engine.dtype.from_folder:
         routes[("GET", "media")] = {
-            "handler": media, "schema": MEDIA_SCHEMA,
+            "handler": media, "schema": media_schema(engine),
             "summary": "The item's image or sound file (ETag, Cache-Control; 304 when unchanged)"}
     return routes
 

@@ -318,7 +318,7 @@ class _FolderType(DataType):
         """The item's file, after the folder's escape checks (`..`, absolute, links out)."""
         item_id = self.check_id(item_id)
         if not item_id.lower().endswith(self.extensions):
-            raise NotFoundError(f"{item_id!r} is not a {self.name} item of folder "
+            raise BadItemId(f"{item_id!r} is not a {self.name} item of folder "
                             f"{self.cfg.unlabeled!r} (extensions: {', '.join(self.extensions)})")
         folder = self._folder()
         try:
