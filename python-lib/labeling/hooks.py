@@ -12,10 +12,13 @@ hookspecs = QueryStrategySpecs
 
 @hookimpl
 def register_commands(cli):
-    """Add `labelloop demo` (the active-learning demo project)."""
+    """Add `labelloop demo` (the active-learning demo project) and `labelloop report`."""
     from .demo import demo_command
 
     cli.add_command(demo_command)
+    from .report import report_group
+
+    cli.add_command(report_group())
 
 
 @hookimpl
