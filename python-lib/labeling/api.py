@@ -10,6 +10,7 @@ Routes (mounted by the host under `/api/v1/webapps/<instance>/`):
 | `POST skips` | `{"id", "comment"?}` | `{"label_id", "stats"}` |
 | `GET annotations` | `before` (label id), `limit` (1-500, default 50) | `{"annotations": [...], "next_before"}`, the caller's, newest first |
 | `GET stats` | | `{"labeled", "skipped", "total", "remaining", "per_label", "session"}` |
+| `GET learning-curve` | | `{"enough", "points", "given", "random", "accuracy", "given_reached", "random_reached", "summary"}` or `{"enough": false, "message"}` (labeling.report) |
 
 A webapp component's backend.py is one line: `create_backend = backend_factory("tabular")`.
 """
@@ -100,7 +101,15 @@ def build_routes(engine: LabelingEngine,
     def stats(payload: dict, user: str) -> dict:
         return engine.stats(user)
 
+    def learning_curve(payload: dict, user: str) -> dict:
+        from .report import for_page
+
+        return for_page(engine.project, engine.cfg)
+
     return {
+        ("GET", "learning-curve"): {
+            "handler": learning_curve, "schema": EMPTY_SCHEMA,
+            "summary": "The labels replayed in their order vs random orders (cross-validated)"},
         ("GET", "config"): {"handler": config, "schema": EMPTY_SCHEMA,
                             "summary": "The webapp's categories, mode, session and thresholds"},
         ("GET", "batch"): {"handler": batch, "schema": BATCH_SCHEMA,

@@ -192,11 +192,12 @@ def reached(points: list[int], curve: list[float], target: float) -> float | Non
 
 
 def learning_curve(project: Any, webapp: str, orders: int = 5, folds: int = 5,
-                   step: int | None = None, seed: int = 0) -> LearningCurve:
+                   step: int | None = None, seed: int = 0,
+                   cfg: EngineConfig | None = None) -> LearningCurve:
     """Replay the webapp's labels in their order and in random orders (see the module doc)."""
     from sklearn.model_selection import KFold
 
-    cfg = webapp_settings(project, webapp)
+    cfg = cfg or webapp_settings(project, webapp)
     rows = labels_in_order(project, cfg)
     n = len(rows)
     y = rows[cfg.label_col].astype(str).to_numpy()
@@ -225,7 +226,7 @@ def learning_curve(project: Any, webapp: str, orders: int = 5, folds: int = 5,
     k = max(2, min(folds, n // 5))
     splits = [(np.sort(tr), te) for tr, te in
               KFold(n_splits=k, shuffle=True, random_state=seed).split(np.arange(n))]
-    step = step or max(5, int(math.ceil(n / 20 / 5)) * 5)
+    step = step or max(5, int(math.ceil(n / 10 / 5)) * 5)  # about 10 points
     points = sorted({*range(step, n, step), n})
     given = replay(X, y, pipeline, points, np.arange(n), splits)
     rng = np.random.default_rng(seed)
@@ -244,6 +245,26 @@ def learning_curve(project: Any, webapp: str, orders: int = 5, folds: int = 5,
         accuracy=round(accuracy, 6), target=round(target, 6),
         given_reached=reached(points, given, target),
         random_reached=reached(points, list(random_mean), target), notes=notes)
+
+
+# The page's panel answers within seconds: fewer orders, folds and points than the CLI.
+PAGE = {"orders": 2, "folds": 3, "points": 6}
+
+
+def page_step(n: int) -> int:
+    """Labels between two points of the page's curves (about PAGE["points"] points)."""
+    return max(5, int(math.ceil(n / PAGE["points"] / 5)) * 5)
+
+
+def for_page(project: Any, cfg: EngineConfig) -> dict[str, Any]:
+    """The `GET learning-curve` answer: the curves and figures, or why there are none."""
+    try:
+        n = len(labels_in_order(project, cfg)) if project.dataset(cfg.labels_ds).exists() else 0
+        curve = learning_curve(project, cfg.webapp, orders=PAGE["orders"],
+                               folds=PAGE["folds"], step=page_step(n), cfg=cfg)
+    except LabelloopError as exc:
+        return {"enough": False, "message": str(exc)}
+    return {"enough": True, **curve.to_json(), "summary": curve.summary()}
 
 
 # --------------------------------------------------------------------------- plot
