@@ -5,7 +5,9 @@ PIP := $(VENV)/bin/pip
 PYTHON ?= python3
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: demo test install browser lint bench clean
+PG_TESTS ?= tests
+
+.PHONY: demo test test-postgres install browser lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,8 +24,14 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	fi
 
+# The whole suite on the embedded SQLite default, then every test that touches the database
+# again on a throwaway PostgreSQL cluster that .ci/with-postgres installs, starts and removes.
 test: install browser
 	$(VENV)/bin/pytest -q
+	.ci/with-postgres $(VENV)/bin/pytest -q -p no:cacheprovider $(PG_TESTS)
+
+test-postgres: install browser
+	.ci/with-postgres $(VENV)/bin/pytest -q -p no:cacheprovider $(PG_TESTS)
 
 demo: install
 	$(VENV)/bin/labelloop demo $(DEMO_ARGS)

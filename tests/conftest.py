@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -34,6 +35,52 @@ from labelloop.project import Project
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_PLUGIN = ROOT / "tests" / "plugins" / "sample-plugin"
 START_TIMEOUT = 60.0
+
+
+# With LABELLOOP_TEST_POSTGRES (a server URL such as postgresql+psycopg://postgres@127.0.0.1:5432/),
+# every project the tests create gets a database of its own on that server (make test-postgres).
+TEST_POSTGRES = os.environ.get("LABELLOOP_TEST_POSTGRES", "")
+_pg_databases = itertools.count()
+
+
+def new_database_url() -> str | None:
+    """A fresh, empty PostgreSQL database for one test project, or None on SQLite."""
+    if not TEST_POSTGRES:
+        return None
+    import sqlalchemy as sa
+
+    name = f"lltest_{os.getpid()}_{next(_pg_databases)}"
+    admin = sa.create_engine(TEST_POSTGRES, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
+            conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    finally:
+        admin.dispose()
+    return sa.engine.make_url(TEST_POSTGRES).set(database=name).render_as_string(
+        hide_password=False)
+
+
+def pytest_collection_modifyitems(config, items):
+    if TEST_POSTGRES:
+        skip = pytest.mark.skip(reason="SQLite-only (SQLite itself, or no database); this run is on PostgreSQL")
+        for item in items:
+            if "sqlite_only" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _projects_on_test_postgres(monkeypatch):
+    """On PostgreSQL runs, every project a test creates in this process gets its own database."""
+    if not TEST_POSTGRES:
+        return
+    init = Project.init.__func__
+
+    def init_on_postgres(cls, directory, *args, database_url=None, **kwargs):
+        return init(cls, directory, *args, database_url=database_url or new_database_url(),
+                    **kwargs)
+
+    monkeypatch.setattr(Project, "init", classmethod(init_on_postgres))
 
 
 def create_project(directory: Path, config: dict | None = None, plugins: bool = True,

@@ -58,6 +58,7 @@ def db_snapshot(path: Path) -> dict:
 
 
 # ---------------------------------------------------------------- project and database
+@pytest.mark.sqlite_only
 def test_init_creates_project_json_and_a_wal_database(tmp_path):
     project = Project.init(tmp_path / "p", key="DIGITS")
     cfg = json.loads((tmp_path / "p" / "project.json").read_text())
@@ -74,6 +75,7 @@ def test_init_creates_project_json_and_a_wal_database(tmp_path):
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
 
 
+@pytest.mark.sqlite_only
 def test_page_size_of_a_new_database_can_be_set(tmp_path, monkeypatch):
     con = sqlite3.connect(Project.init(tmp_path / "a").dir / "labelloop.db")
     assert con.execute("PRAGMA page_size").fetchone()[0] == 4096  # SQLite's default
@@ -84,6 +86,7 @@ def test_page_size_of_a_new_database_can_be_set(tmp_path, monkeypatch):
     con.close()
 
 
+@pytest.mark.sqlite_only
 def test_synchronous_can_be_relaxed_by_env(tmp_path, monkeypatch):
     monkeypatch.setenv("LABELLOOP_SQLITE_SYNCHRONOUS", "NORMAL")
     project = Project.init(tmp_path / "p")

@@ -20,13 +20,18 @@ from bokeh.models import ColumnDataSource, FactorRange, Range1d
 from bokeh.plotting import figure
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+import labelloop
 from labelloop.web.auth import tokens_configured
 
 from .api import LabelingBackend, build_routes
 from .stopping import DEFAULT_METRICS_DATASET, history, stopping_warnings
 
 PLUGIN_ID = "ml-assisted-labeling"
-RESOURCE_DIR = Path(__file__).resolve().parents[2] / "resource"
+# resource/ beside python-lib/ in a checkout; in a wheel, inside the host's copy of the plugin tree.
+RESOURCE_DIR = next((d for d in (Path(__file__).resolve().parents[2] / "resource",
+                                 Path(labelloop.__file__).resolve().parent / "builtin_plugin"
+                                 / "resource") if d.is_dir()),
+                    Path(__file__).resolve().parents[2] / "resource")
 TEMPLATE_DIR = RESOURCE_DIR / "templates"
 # Keys with a fixed meaning on the page; a category never gets them as its letter.
 RESERVED_KEYS = frozenset("s")

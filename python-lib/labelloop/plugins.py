@@ -36,12 +36,19 @@ ENTRY_FUNCTIONS = {kind: spec[3] for kind, spec in COMPONENT_DIRS.items()}
 
 
 def builtin_plugin_dir() -> Path | None:
-    """The repository root that ships with the host (the built-in directory plugin)."""
+    """The directory plugin that ships with the host.
+
+    A wheel carries it as `labelloop/builtin_plugin/` (copied there by setup.py); a checkout or
+    an editable install uses the repository root itself.
+    """
     env = os.environ.get("LABELLOOP_BUILTIN_PLUGIN")
     if env is not None:
         return Path(env) if env else None
-    root = Path(__file__).resolve().parents[2]
-    return root if (root / "plugin.json").is_file() else None
+    here = Path(__file__).resolve()
+    for root in (here.parent / "builtin_plugin", here.parents[2]):
+        if (root / "plugin.json").is_file():
+            return root
+    return None
 
 
 def env_plugin_dirs() -> list[Path]:

@@ -305,7 +305,11 @@ class Dataset:
             t = _sql_table(info["table_name"], info["schema"])
             sql = self._select_sql(conn, t, schema) + f" ORDER BY {ROW}"
             if limit is not None or offset:
-                sql += f" LIMIT {int(limit if limit is not None else -1)} OFFSET {int(offset)}"
+                if limit is not None:
+                    sql += f" LIMIT {int(limit)}"
+                elif conn.dialect.name == "sqlite":  # SQLite needs a LIMIT before OFFSET
+                    sql += " LIMIT -1"
+                sql += f" OFFSET {int(offset)}"
             rows = conn.exec_driver_sql(sql).fetchall()
         return self._frame(rows, schema)
 

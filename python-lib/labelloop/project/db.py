@@ -119,6 +119,10 @@ SQLITE_SYNCHRONOUS = "FULL"
 SQLITE_PAGE_SIZE = ""
 
 
+# The key of the transaction-scoped advisory lock that write transactions take on PostgreSQL.
+PG_WRITE_LOCK = 0x4C4C4F50  # "LLOP"
+
+
 def utc_iso(value: dt.datetime) -> str:
     """ISO 8601 with its offset; the naive datetimes SQLite gives back are UTC."""
     if value.tzinfo is None:
@@ -172,6 +176,10 @@ def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
         if engine.dialect.name == "sqlite":
             conn = conn.execution_options(sqlite_begin="IMMEDIATE")
         with conn.begin():
+            if engine.dialect.name == "postgresql":
+                # The same one-writer-at-a-time rule on PostgreSQL: read-then-write
+                # transactions (counters, upserts, reservations) would otherwise race.
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_WRITE_LOCK})")
             yield conn
 
 
