@@ -112,7 +112,17 @@ def test_dask_engine_without_dask_is_a_clear_error(make_project, monkeypatch):
 
 
 def test_local_cluster_listens_on_loopback_only():
+    import os
+    import shutil
+    import subprocess
+
     with dask_client(None, 1) as client:
         info = client.scheduler_info()
         assert info["address"].startswith("tcp://127.0.0.1:")
         assert all(a.startswith("tcp://127.0.0.1:") for a in info["workers"])
+        if shutil.which("ss"):  # every socket the cluster listens on, HTTP included
+            pids = {os.getpid(), *client.run(os.getpid).values()}
+            lines = [line for line in subprocess.run(["ss", "-ltnp"], capture_output=True,
+                                                     text=True).stdout.splitlines()
+                     if any(f"pid={p}," in line for p in pids)]
+            assert lines and all(line.split()[3].startswith("127.0.0.1:") for line in lines)
