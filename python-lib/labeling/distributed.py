@@ -100,6 +100,22 @@ def load_model_bytes(data: bytes, trusted: list[str]) -> Any:
     return sio.loads(data, trusted=sorted(untrusted))
 
 
+def _worker_model(model: bytes, trusted: list[str]) -> Any:
+    """The model, loaded once per worker process (kept on the worker, keyed by its hash)."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):  # not on a worker (a synchronous scheduler)
+        return load_model_bytes(model, trusted)
+    key = hashlib.sha256(model).hexdigest()
+    cache = worker.__dict__.setdefault("labelloop_models", {})
+    if key not in cache:
+        cache.clear()  # one model at a time: a new version replaces the old one
+        cache[key] = load_model_bytes(model, trusted)
+    return cache[key]
+
+
 def _read_part(spec: tuple[str, int, int, int], columns: list[str]) -> pd.DataFrame:
     """One partition: rows `lo:hi` of a chunk file, with their pool positions in `_row`."""
     path, first_row, lo, hi = spec
@@ -112,7 +128,7 @@ def _score_part(part: Any, model: bytes, trusted: list[str], strategy: Strategy,
                 k: int | None, labeled: LabeledIndex, folder_root: str | None,
                 ) -> tuple[Ranked, int, int]:
     """Score one partition on a worker: its ranking (rows kept), rows seen, rows excluded."""
-    pipeline = load_model_bytes(model, trusted)
+    pipeline = _worker_model(model, trusted)
     if folder_root is not None:
         set_folder_root(pipeline, folder_root)
     registry = StrategyRegistry()
