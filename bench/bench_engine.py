@@ -3,6 +3,15 @@ over HTTP, with 1,000 and 100,000 labels recorded; baseline: rewriting the whole
 metadata datasets on every label (what the Dataiku plugin did).
 
     .venv/bin/python bench/bench_engine.py [--rows 1000000] [--dir DIR]
+    .venv/bin/python bench/bench_engine.py --concurrency [--rows 100000] [--baseline DIR]
+
+`--concurrency`: 1, 8 and 32 annotators at once over HTTP, each fetching batches of 20 and
+labeling every item as fast as it can; the server's own time per label (Tornado's access log:
+from the request read to the answer sent, waiting for a thread included), its p50/p99/max,
+and labels per second. `--baseline DIR` runs the same against a worktree of the previous
+revision with its own .venv, in the same run, and prints its figures beside. Targets (issue
+10): label p99 <= 20 ms server-side with 8 and with 32 annotators; throughput with 8 at least
+that of one.
 
 Prints figures; asserts nothing. Targets (issue 5): at 100k labels, recording >= 1000x faster
 than the baseline; label p99 < 5 ms in-process and < 25 ms over HTTP; batch p99 < 20 ms over
@@ -16,11 +25,13 @@ import argparse
 import http.client
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -29,7 +40,8 @@ import pandas as pd
 import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "python-lib"))
+LIB = os.environ.get("BENCH_LIB") or str(ROOT / "python-lib")
+sys.path.insert(0, LIB)
 
 from labeling.engine import (  # noqa: E402
     _COUNT_SQL,
@@ -149,7 +161,7 @@ class Server:
 
     def __init__(self, project_dir: Path):
         self.port = free_port()
-        env = dict(os.environ, PYTHONPATH=str(ROOT / "python-lib"))
+        env = dict(os.environ, PYTHONPATH=LIB)
         # The access log goes to a file: an unread pipe would fill up and stall the server.
         self.log_path = project_dir.parent / f"serve-{self.port}.log"
         with open(self.log_path, "wb") as log:
@@ -241,12 +253,151 @@ def baseline(project: Project, repeats: int, storage: str | None = None) -> list
     return out
 
 
+ACCESS_RE = re.compile(r"tornado.access: (\d+) (GET|POST) (\S+) \([^)]*\) ([0-9.]+)ms")
+
+
+def server_times(log_text: str, route: str) -> list[float]:
+    """Seconds the server took per request of `route` (Tornado's access log lines)."""
+    return [float(m.group(4)) / 1000.0 for m in ACCESS_RE.finditer(log_text)
+            if m.group(1) == "200" and m.group(3).split("?")[0].endswith(route)]
+
+
+def concurrent_phase(server: Server, annotators: int, seconds: float) -> dict:
+    """`annotators` threads label as fast as they can for `seconds`."""
+    base = f"/api/v1/webapps/{WEBAPP}"
+    cats = list(CATS)
+    start_at = server.log_path.stat().st_size
+    stop = threading.Event()
+    counts = [0] * annotators
+    errors: list[str] = []
+
+    def work(k: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+        user = f"c{annotators}-{k}"
+        try:
+            while not stop.is_set():
+                status, b = server.request("GET", f"{base}/batch?size=20", conn=conn, user=user)
+                if status != 200:
+                    errors.append(f"batch {status} {b}")
+                    return
+                for i, item in enumerate(b["items"]):
+                    if stop.is_set():
+                        break
+                    status, r = server.request("POST", f"{base}/labels", {
+                        "id": item["id"], "label": cats[i % len(cats)]}, conn=conn, user=user)
+                    if status != 200:
+                        errors.append(f"label {status} {r}")
+                        return
+                    counts[k] += 1
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=work, args=(k,), daemon=True) for k in range(annotators)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join(60)
+    elapsed = time.perf_counter() - t0
+    time.sleep(0.5)  # the last access lines
+    with open(server.log_path, "rb") as f:
+        f.seek(start_at)
+        text = f.read().decode("utf-8", "replace")
+    labels = server_times(text, "/labels")
+    batches = server_times(text, "/batch")
+    return {"annotators": annotators, "labels": sum(counts), "labels_per_s": sum(counts) / elapsed,
+            "label_p50": pct(labels, 50), "label_p99": pct(labels, 99),
+            "label_max": max(labels) * 1000 if labels else float("nan"),
+            "batch_p50": pct(batches, 50), "batch_p99": pct(batches, 99),
+            "errors": errors[:3]}
+
+
+def concurrency_scenario(rows: int, seconds: float, tmp: Path) -> list[dict]:
+    """1, 8 and 32 annotators over HTTP on a fresh project of `rows` rows."""
+    rng = np.random.default_rng(0)
+    params = {"unlabeled": "pool", "categories": CATS, "labels_ds": "labels",
+              "metadata_ds": "metadata"}
+    project = Project.init(tmp / "project", config={
+        "webapps": {WEBAPP: {"type": "ml-assisted-labeling/tabular-labeling",
+                             "params": params}}})
+    pool = pd.DataFrame({f"f{i}": rng.normal(size=rows) for i in range(8)})
+    pool["group"] = rng.choice(["a", "b", "c", "d"], size=rows)
+    project.dataset("pool", create=True).write(pool)
+    server = Server(tmp / "project")
+    try:
+        status, _ = server.request("GET", f"/api/v1/webapps/{WEBAPP}/batch?size=1")
+        assert status == 200, status
+        time.sleep(2.0)
+        out = []
+        for n in (1, 8, 32):
+            # Settle: a background index or queue write of the previous phase is done.
+            deadline = time.time() + 300
+            while time.time() < deadline:
+                status, cfg = server.request("GET", f"/api/v1/webapps/{WEBAPP}/config")
+                if status == 200 and not cfg.get("preparing"):
+                    break
+                time.sleep(0.5)
+            out.append(concurrent_phase(server, n, seconds))
+            print(f"  {n} annotator(s): {out[-1]['labels_per_s']:.0f} labels/s", flush=True)
+        return out
+    finally:
+        server.stop()
+
+
+def concurrency_main(args: argparse.Namespace) -> None:
+    rows = args.rows if args.rows != 1_000_000 else 100_000
+    tmp = Path(tempfile.mkdtemp(prefix="bench-concurrency-"))
+    results: dict[str, list[dict]] = {}
+    try:
+        if args.child:
+            Path(args.child).write_text(json.dumps(concurrency_scenario(rows, args.seconds, tmp)))
+            return
+        if args.baseline:
+            base = Path(args.baseline).resolve()
+            target = tmp / "baseline.json"
+            print(f"baseline: {base} ...", flush=True)
+            subprocess.run([str(base / ".venv/bin/python"), __file__, "--concurrency",
+                            "--rows", str(rows), "--seconds", str(args.seconds),
+                            "--child", str(target)], check=True,
+                           env=dict(os.environ, BENCH_LIB=str(base / "python-lib")))
+            results["baseline"] = json.loads(target.read_text())
+        print("this revision ...", flush=True)
+        results["this"] = concurrency_scenario(rows, args.seconds, tmp / "this")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"\n{rows:,}-row pool, annotators labeling over HTTP for {args.seconds:.0f} s each; "
+          f"server-side times (ms); PRAGMA synchronous="
+          f"{os.environ.get('LABELLOOP_SQLITE_SYNCHRONOUS', 'FULL')}")
+    head = f"{'':12}{'annotators':>11}{'labels/s':>10}{'label p50':>11}{'label p99':>11}" \
+           f"{'label max':>11}{'batch p50':>11}{'batch p99':>11}"
+    print(head)
+    for name, rows_ in results.items():
+        for r in rows_:
+            print(f"{name:12}{r['annotators']:>11}{r['labels_per_s']:>10.0f}"
+                  f"{r['label_p50']:>11.1f}{r['label_p99']:>11.1f}{r['label_max']:>11.1f}"
+                  f"{r['batch_p50']:>11.1f}{r['batch_p99']:>11.1f}"
+                  + (f"  errors: {r['errors']}" if r["errors"] else ""))
+    print("\n" + json.dumps(results, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--dir", default=None, help="project directory (default: a temp dir)")
     parser.add_argument("--labels", type=int, default=1000, help="labels timed per phase")
+    parser.add_argument("--concurrency", action="store_true",
+                        help="1, 8 and 32 annotators at once over HTTP (default 100k rows)")
+    parser.add_argument("--seconds", type=float, default=15.0,
+                        help="--concurrency: seconds of labeling per phase")
+    parser.add_argument("--baseline", default=None,
+                        help="--concurrency: worktree of the previous revision with its .venv")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.concurrency:
+        concurrency_main(args)
+        return
     sync = os.environ.get("LABELLOOP_SQLITE_SYNCHRONOUS", "FULL")
     print(f"PRAGMA synchronous={sync}; pool of {args.rows:,} rows")
     tmp = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bench-engine-"))

@@ -8,8 +8,14 @@
   const API = boot.api_base;
   const BATCH = boot.batch_size || 20;
   const PREFETCH_AT = Math.max(3, Math.floor(BATCH / 3));
-  // Stats are polled while idle, so others' progress and a retrained model show up unasked.
+  // Stats are polled while idle, so others' progress shows up unasked.
   const POLL_MS = 15000;
+  // The webapp's config is polled (cheap on the server): a new session (a retrained model's
+  // order) is picked up within this, and while the server prepares something, faster.
+  const CONFIG_POLL_MS = 2000;
+  const PREPARING_POLL_MS = 700;
+  // The host's list of webapps says when project.json could not be applied.
+  const HOST_POLL_MS = 5000;
   const USER_KEY = "labelloop.user";
   const $ = (id) => document.getElementById(id);
 
@@ -24,7 +30,15 @@
     selected: new Set(),  // multi-label toggles for the item on screen
     fetching: null,
     done: false,
-    session: undefined,
+    session: undefined,   // the session the variable / stats say
+    orderSession: undefined, // the session whose order the server serves (config, batch)
+    preparing: null,      // what the server is preparing, as it said in config
+    configError: null,    // project.json could not be applied (the host says)
+    metricsVersion: undefined,
+    unsent: [],           // answers not yet acknowledged: {method, path, body, status, error}
+    writeSeq: 0,          // answers sent so far, and the last whose stats are shown
+    statsSeq: 0,
+    refreshing: 0,
     stats: null,
     writes: Promise.resolve(),
     pending: 0,
@@ -52,13 +66,22 @@
     return h;
   }
 
-  async function call(method, path, body) {
-    const resp = await fetch(API + path, {
+  async function call(method, path, body, keepalive) {
+    const init = {
       method: method,
       headers: headers(body !== undefined),
       body: body === undefined ? undefined : JSON.stringify(body),
       cache: "no-store",
-    });
+    };
+    let resp;
+    if (keepalive) {
+      // A keepalive request outlives the page: an answer sent just before the tab closes
+      // still arrives. Browsers cap their total size (64 KiB): past it, a plain request.
+      try { resp = await fetch(API + path, { ...init, keepalive: true }); } catch (e) {
+        if (!(e instanceof TypeError)) throw e;
+      }
+    }
+    if (!resp) resp = await fetch(API + path, init);
     let data = null;
     const text = await resp.text();
     if (text) {
@@ -118,17 +141,31 @@
     if (state.fetching) return state.fetching;
     state.fetching = (async () => {
       try {
+        const asked = state.orderSession;
         const resp = await call("GET", "/batch?size=" + BATCH);
+        // The session that ordered this batch (servers that don't say: the one config said).
+        const session = resp.session !== undefined && resp.session !== null ? resp.session : asked;
+        if (state.orderSession !== undefined && session !== undefined && session < state.orderSession) {
+          // An older order than the one config announced: give these back and ask again.
+          release((resp.items || []).map((it) => it.id).filter((id) => !state.seen.has(String(id))));
+          await new Promise((r) => setTimeout(r, 500));
+          state.fetching = null;
+          return fillQueue();
+        }
+        if (state.orderSession === undefined) state.orderSession = session;
+        else if (session !== undefined && session > state.orderSession) newOrder(session, false);
         let added = 0;
         for (const item of resp.items || []) {
           const id = String(item.id);
           if (state.seen.has(id)) continue;
           state.seen.add(id);
+          item._session = session;
           state.queue.push(item);
-          preload(item);
           added++;
         }
+        prefetchMedia();
         if (resp.stats) applyStats(resp.stats);
+        if (resp.preparing !== undefined) { state.preparing = resp.preparing || null; showOrder(); }
         // Done when nothing is pending at all; items reserved by others are not done.
         state.done = Boolean(resp.done) && added === 0;
       } catch (e) {
@@ -150,25 +187,40 @@
     }
     if (state.historyIndex >= 0) return; // the annotator went back meanwhile
     state.current = state.queue.shift() || null;
+    prefetchMedia();
     if (state.queue.length < PREFETCH_AT && !state.done) fillQueue();
     if (!state.current && !state.done) { showWaiting(); return; }
     showLive();
   }
 
+  function showPreparing() {
+    // Before the first item: what the server is preparing and how far along it is.
+    if (state.current || state.historyIndex >= 0) return;
+    const box = $("ll-item");
+    if (box.dataset.itemId) return;
+    box.hidden = false;
+    box.replaceChildren(plain(state.preparing ? preparingText(state.preparing)
+      : "Asking the server for the first items…"));
+    $("ll-item-mode").textContent = state.preparing ? "Preparing" : "Starting";
+  }
+
   function showWaiting() {
-    // Everything left is reserved by other annotators: look again in a moment.
+    // Nothing to show yet: the server is still preparing the items (say what, how far),
+    // or everything left is reserved by other annotators. Look again in a moment.
     const box = $("ll-item");
     box.hidden = false;
-    box.replaceChildren(plain("The items left are being labeled by others right now. Checking again in a few seconds…"));
+    box.replaceChildren(plain(state.preparing ? preparingText(state.preparing) + "…"
+      : "The items left are being labeled by others right now. Checking again in a few seconds…"));
     box.dataset.itemId = "";
     $("ll-item-id").textContent = "";
-    $("ll-item-mode").textContent = "Waiting";
+    $("ll-item-mode").textContent = state.preparing ? "Preparing" : "Waiting";
     $("ll-suggestion").hidden = true;
     $("ll-halting").hidden = true;
     $("ll-done").hidden = true;
     setState("waiting");
     updateNav();
-    setTimeout(() => { if (state.historyIndex < 0 && !state.current) nextLive(); }, 3000);
+    setTimeout(() => { if (state.historyIndex < 0 && !state.current) nextLive(); },
+      state.preparing ? PREPARING_POLL_MS : 3000);
   }
 
   // ---------------------------------------------------------------- rendering
@@ -178,10 +230,19 @@
     const safe = (u) => typeof u === "string" && /^(data:|blob:|https?:|\/)/.test(u);
     if (d && typeof d === "object" && safe(d.src)) return d.src;
     if (safe(d)) return d;
-    return API + "/file?id=" + encodeURIComponent(item.id);
+    // The webapp's media route (relative to its API base), versioned so the cache is exact.
+    if (d && typeof d === "object" && typeof d.media === "string" && /^media\?/.test(d.media)) return API + "/" + d.media;
+    return API + "/media?id=" + encodeURIComponent(item.id);
+  }
+
+  const MEDIA_AHEAD = 5;
+  function prefetchMedia() {
+    // The next few items' images or sounds are fetched ahead (the browser caches them).
+    for (const item of state.queue.slice(0, MEDIA_AHEAD)) if (!item._preloaded) preload(item);
   }
 
   function preload(item) {
+    item._preloaded = true;
     if (boot.data_type === "image") {
       const img = new Image();
       img.src = mediaUrl(item);
@@ -245,6 +306,15 @@
       audio.src = mediaUrl(item);
       audio.className = "ll-audio";
       audio.id = "ll-audio";
+      // The player never keeps the keyboard: the shortcuts (numbers, s, p) stay live.
+      audio.tabIndex = -1;
+      const unfocus = () => { if (document.activeElement === audio) audio.blur(); };
+      audio.addEventListener("focus", unfocus);
+      for (const ev of ["play", "pause", "seeked", "volumechange", "click", "mouseup"]) audio.addEventListener(ev, unfocus);
+      if (boot.autoplay && state.historyIndex < 0) {
+        audio.autoplay = true;
+        audio.addEventListener("canplay", () => { const r = audio.play(); if (r && r.catch) r.catch(() => {}); }, { once: true });
+      }
       const canvas = document.createElement("canvas");
       canvas.className = "ll-wave";
       canvas.id = "ll-wave";
@@ -351,9 +421,9 @@
     if (typeof s === "object") {
       const label = s.label !== undefined ? s.label : s.prediction;
       if (label === null || label === undefined) return null;
-      return { label: label, confidence: s.confidence };
+      return { label: label, confidence: s.confidence, version: s.model_version, session: item._session };
     }
-    return { label: s, confidence: item.confidence };
+    return { label: s, confidence: item.confidence, session: item._session };
   }
 
   function showSuggestion(item) {
@@ -373,6 +443,12 @@
       c.textContent = " " + Math.round(s.confidence * 100) + "% confident";
       el.appendChild(c);
     }
+    // Which model made it: its saved version when the queries say, else the session.
+    const v = document.createElement("span");
+    v.className = "ll-model-version";
+    v.textContent = s.version !== undefined && s.version !== null && s.version !== ""
+      ? " (model " + s.version + ")" : s.session ? " (model of session " + s.session + ")" : "";
+    if (v.textContent) el.appendChild(v);
     const k = document.createElement("span");
     k.className = "ll-muted";
     k.textContent = " — press Enter to accept";
@@ -385,16 +461,21 @@
     const v = item && typeof item.halting === "number" && state.historyIndex < 0 ? item.halting : null;
     if (v === null) { box.hidden = true; return; }
     box.hidden = false;
-    const th = (state.config && (state.config.halting || state.config.halting_thresholds)) || {};
-    const low = typeof th.low === "number" ? th.low : 0.33;
-    const high = typeof th.high === "number" ? th.high : 0.66;
-    // The value is high while the model still learns from such items: efficient is on the left.
-    const pos = Math.max(0, Math.min(1, 1 - v));
+    // The halting value ranks the item within its session (1: among the session's most
+    // uncertain items, 0: the model is sure of it). It says nothing of whether the model still
+    // improves at all: when the metrics history has stalled, no item is worth much, whatever
+    // its rank, so the indicator says so instead of contradicting the warning.
+    const stalled = stoppingWarnings().length > 0;
+    const pos = stalled ? 1 : Math.max(0, Math.min(1, 1 - v));
     $("ll-halting-marker").style.left = (pos * 100).toFixed(1) + "%";
-    const text = v >= high ? "efficient: the model learns from items like this"
-      : v >= low ? "less efficient: the model is fairly sure about items like this"
-        : "not efficient: the model hardly learns from items like this any more";
-    $("ll-halting-text").textContent = text + " (" + v.toFixed(2) + ")";
+    $("ll-halting").classList.toggle("ll-stalled", stalled);
+    const session = item._session ? "session " + item._session : "this session";
+    const text = stalled
+      ? "not efficient: the model stopped improving over the last retrains, even for the items it is least sure of (see the warning)"
+      : v >= 0.999 ? "efficient: among the items the model of " + session + " is least sure of"
+        : v > 0 ? "less efficient: the model of " + session + " is fairly sure about items like this"
+          : "not efficient: the model of " + session + " is sure about items like this";
+    $("ll-halting-text").textContent = text + (stalled ? "" : " (" + v.toFixed(2) + ")");
   }
 
   function categoryButtons() {
@@ -480,6 +561,7 @@
     markCategories([], s ? (Array.isArray(s.label) ? s.label : [s.label]) : []);
     showSuggestion(item);
     showHalting(item);
+    showOrder();
     setState("item");
     updateNav();
     shown();
@@ -536,19 +618,41 @@
     const pct = (n) => (total ? Math.min(100, (100 * n) / total) : 0).toFixed(2) + "%";
     $("ll-progress-labeled").style.width = pct(labeled);
     $("ll-progress-skipped").style.width = pct(skipped);
-    const session = stats.session;
-    showOrder(session);
-    if (state.session !== undefined && session !== state.session) onNewSession(session);
-    state.session = session;
+    state.session = stats.session;
     $("ll-done-text").textContent = labeled + " labeled and " + skipped + " skipped: there is nothing left to label.";
     updatePerLabel(stats.per_label || {});
   }
 
-  function showOrder(session) {
-    const scored = state.config && state.config.al_enabled;
-    $("ll-session").textContent = scored
-      ? "Most informative first: model queries" + (session ? ", session " + session : "")
-      : "Random order (no model queries yet)";
+  function showOrder() {
+    // The order of the item on screen (it may still be one of an older session's).
+    const item = state.historyIndex < 0 ? state.current : null;
+    const session = item ? item._session : state.orderSession;
+    const scored = item ? (typeof item.uncertainty === "number" || suggestionOf(item) !== null)
+      : Boolean(state.config && state.config.al_enabled);
+    let text = scored ? "Most informative first: model queries" + (session ? ", session " + session : "")
+      : !session ? "Random order (no model queries yet)"
+        : "Session " + session + ": past the model's queries, the rest in random order";
+    if (state.preparing) text += " · " + preparingText(state.preparing);
+    $("ll-session").textContent = text;
+  }
+
+  function preparingText(p) {
+    // The server's `preparing` object: what it prepares and how far along it is.
+    if (typeof p === "string") return p;
+    const what = p.what || p.message || p.label || p.stage || "preparing the items";
+    const done = Number(p.done !== undefined ? p.done : p.current);
+    const total = Number(p.total);
+    let frac = typeof p.fraction === "number" ? p.fraction : typeof p.progress === "number" ? p.progress : null;
+    if (frac === null && isFinite(done) && isFinite(total) && total > 0) frac = done / total;
+    let text = String(what).charAt(0).toUpperCase() + String(what).slice(1);
+    if (frac !== null && isFinite(frac)) text += ": " + Math.round(Math.max(0, Math.min(1, frac)) * 100) + " %";
+    if (isFinite(done) && isFinite(total) && total > 0) text += " (" + done.toLocaleString() + " of " + total.toLocaleString() + ")";
+    return text;
+  }
+
+  function stoppingWarnings() {
+    const c = state.config || {};
+    return c.stopping_warnings || [];
   }
 
   function bokehModel(name, fn, tries) {
@@ -568,23 +672,77 @@
     bokehModel("ll-per-label-xrange", (r) => { r.end = max * 1.15; });
   }
 
+  function servedSession(cfg) {
+    // The session whose order batches come in (servers that build, then swap, say it as
+    // `session`; older ones also told the variable's session apart as `queue_session`).
+    if (cfg.queue_session !== undefined && cfg.queue_session !== null) return cfg.queue_session;
+    return cfg.session;
+  }
+
   async function loadConfig() {
+    let cfg;
     try {
-      state.config = await call("GET", "/config");
+      cfg = await call("GET", "/config");
     } catch (e) {
-      state.config = {};
+      if (!state.config) state.config = {};
       return;
     }
-    const warnings = [...new Set([...(state.config.warnings || []), ...(state.config.stopping_warnings || [])])];
+    applyConfig(cfg);
+  }
+
+  function applyConfig(cfg) {
+    state.config = cfg;
+    state.preparing = cfg.preparing || null;
+    showWarnings();
+    const served = servedSession(cfg);
+    if (served !== undefined && served !== null) {
+      if (state.orderSession === undefined) state.orderSession = served;
+      else if (served > state.orderSession) newOrder(served, true);
+    }
+    if (cfg.metrics_version !== undefined && cfg.metrics_version !== state.metricsVersion) {
+      const first = state.metricsVersion === undefined;
+      state.metricsVersion = cfg.metrics_version;
+      if (!first) loadMetrics();
+    }
+    const names = (cfg.categories || []).map((c) => (typeof c === "string" ? c : c.name));
+    const mine = boot.categories.map((c) => c.name);
+    state.settingsChanged = names.length > 0 && names.join("\u0000") !== mine.join("\u0000");
+    showWarnings();
+    showOrder();
+    showPreparing();
+  }
+
+  function showWarnings() {
+    const c = state.config || {};
+    const warnings = [...new Set([...(c.warnings || []), ...stoppingWarnings()])];
     const box = $("ll-warnings");
     box.replaceChildren();
-    for (const w of warnings) {
+    const add = (text, cls) => {
       const p = document.createElement("p");
-      p.textContent = typeof w === "string" ? w : (w.message || JSON.stringify(w));
+      p.textContent = text;
+      if (cls) p.className = cls;
       box.appendChild(p);
-    }
-    box.hidden = warnings.length === 0;
-    showOrder(state.session);
+    };
+    if (state.configError) add(state.configError, "ll-config-error");
+    if (state.settingsChanged) add("This webapp's settings changed on the server (categories): reload the page to use them.", "ll-settings-changed");
+    for (const w of warnings) add(typeof w === "string" ? w : (w.message || JSON.stringify(w)));
+    box.hidden = box.children.length === 0;
+  }
+
+  function pollConfig() {
+    const again = () => setTimeout(pollConfig, state.preparing ? PREPARING_POLL_MS : CONFIG_POLL_MS);
+    if (document.hidden) { again(); return; }
+    loadConfig().finally(again);
+  }
+
+  async function pollHost() {
+    // GET /api/v1/webapps: the host reports there a project.json it could not apply.
+    try {
+      const list = await fetch(API.replace(/\/[^/]*$/, ""), { headers: headers(false), cache: "no-store" }).then((r) => r.json());
+      const mine = Array.isArray(list) ? list.find((w) => w.id === boot.webapp) : null;
+      const err = mine ? (mine.config_error || null) : null;
+      if (err !== state.configError) { state.configError = err; showWarnings(); }
+    } catch (e) { /* the server is restarting: the next poll tells */ }
   }
 
   async function loadMetrics() {
@@ -604,45 +762,152 @@
       auc: labels.map((_, i) => num((h.auc || [])[i])),
       contradictions: labels.map((_, i) => num((h.contradictions || [])[i])),
     };
-    $("ll-metrics").hidden = false;
+    // The chart is laid out from the start (a plot drawn while hidden stays blank when shown).
+    const values = [...data.auc, ...data.contradictions].filter((v) => isFinite(v));
+    const note = $("ll-metrics-empty");
+    note.textContent = "(no AUC or contradictions yet: too few labels)";
+    note.hidden = values.length > 0;
+    const finite = labels.filter((v) => isFinite(v));
+    let lo = finite.length ? Math.min(...finite) : 0, hi = finite.length ? Math.max(...finite) : 1;
+    const pad = hi > lo ? (hi - lo) * 0.06 : Math.max(1, lo * 0.1);
+    lo -= pad; hi += pad;
     bokehModel(boot.metrics_source, (src) => { src.data = data; });
+    bokehModel("ll-metrics-xrange", (r) => { r.start = lo; r.end = hi; });
   }
 
-  function onNewSession(session) {
-    // The model was retrained: drop items ranked by the old model (their reservations lapse).
-    banner("The model was retrained: items now come in the new order (session " + session + ").", "info");
-    for (const item of state.queue) state.seen.delete(String(item.id));
-    state.queue = [];
+  function newOrder(session, refill) {
+    // The model was retrained and the server serves its order: what this page prefetched
+    // from the old order goes back (released), and the next item on comes from the new one.
+    state.orderSession = session;
+    const stale = state.queue.filter((it) => it._session !== session);
+    state.queue = state.queue.filter((it) => it._session === session);
+    for (const item of stale) state.seen.delete(String(item.id));
+    release(stale.map((it) => it.id));
     state.done = false;
-    fillQueue();
-    loadConfig();
+    banner("The model was retrained: from the next item on, items come in its order (session " + session + ").", "info");
+    showOrder();
+    if (refill) {
+      // A page that showed "all done" or "waiting" shows the new order's first item.
+      fillQueue().then(() => { if (!state.current && state.historyIndex < 0) nextLive(); });
+    }
     loadMetrics();
+  }
+
+  function release(ids, onLeave) {
+    // Reservations we hold but won't answer end now, so others get these items at once.
+    ids = (ids || []).map(String);
+    if (!ids.length) return;
+    const url = API + "/release";
+    const body = JSON.stringify({ ids: ids });
+    if (onLeave) {
+      fetch(url, { method: "POST", headers: headers(true), body: body, keepalive: true }).catch(() => {});
+      return;
+    }
+    call("POST", "/release", { ids: ids }).catch(() => { /* they lapse on their own */ });
   }
 
   // ---------------------------------------------------------------- actions
 
+  // Answers are sent at once, each as a keepalive request, so closing the tab right after a
+  // key press loses nothing; answers for the same item go one after another (in order).
+  const itemChains = new Map();
+
   function write(method, path, body, onOk) {
+    const job = { method: method, path: path, body: body, onOk: onOk, status: "queued", error: null };
+    state.unsent.push(job);
     state.pending++;
-    const run = async () => {
-      for (let attempt = 0; ; attempt++) {
-        try {
-          const resp = await call(method, path, body);
-          if (resp && resp.stats) applyStats(resp.stats);
-          if (onOk) onOk(resp);
-          return;
-        } catch (e) {
-          // Bad input is final; a network hiccup or a busy server is retried.
-          if ((e.status && e.status < 500 && e.status !== 429) || attempt >= 4) {
-            state.errors.push(e.message);
-            banner("Not saved (item " + body.id + "): " + e.message, "error", true);
-            return;
-          }
-          await new Promise((r) => setTimeout(r, 300 * (attempt + 1)));
-        }
+    const key = String(body.id);
+    const prev = itemChains.get(key) || Promise.resolve();
+    const done = prev.then(() => send(job)).finally(() => {
+      state.pending--;
+      // All answers stored: one fresh read of the counts (replies may have crossed).
+      if (state.pending === 0) {
+        state.refreshing++;
+        call("GET", "/stats").then(applyStats, () => {}).finally(() => { state.refreshing--; });
       }
-    };
-    state.writes = state.writes.then(run).finally(() => { state.pending--; });
-    return state.writes;
+      if (itemChains.get(key) === done) itemChains.delete(key);
+      showUnsent();
+    });
+    itemChains.set(key, done);
+    state.writes = Promise.all([state.writes, done]).then(() => {});
+    showUnsent();
+    return done;
+  }
+
+  async function send(job) {
+    if (job.status === "left") return; // sent by the pagehide handler already
+    job.status = "sending";
+    for (let attempt = 0; ; attempt++) {
+      try {
+        // Answers travel in parallel: an older answer's stats must not overwrite newer ones.
+        const seq = ++state.writeSeq;
+        const resp = await call(job.method, job.path, job.body, true);
+        state.unsent = state.unsent.filter((j) => j !== job);
+        if (resp && resp.stats && seq > state.statsSeq) { state.statsSeq = seq; applyStats(resp.stats); }
+        if (job.onOk) job.onOk(resp);
+        return;
+      } catch (e) {
+        // Bad input is final; a network hiccup or a busy server is retried.
+        if ((e.status && e.status < 500 && e.status !== 429) || attempt >= 4) {
+          job.status = "failed";
+          job.error = e.message;
+          state.errors.push(e.message);
+          banner("Not saved (item " + job.body.id + "): " + e.message, "error", true);
+          return;
+        }
+        await new Promise((r) => setTimeout(r, 300 * (attempt + 1)));
+      }
+    }
+  }
+
+  function retry(job) {
+    state.unsent = state.unsent.filter((j) => j !== job);
+    state.errors = state.errors.filter((m) => m !== job.error);
+    write(job.method, job.path, job.body, job.onOk);
+  }
+
+  function showUnsent() {
+    // Answers that failed for good stay listed, each with a retry button.
+    const box = $("ll-unsent");
+    const failed = state.unsent.filter((j) => j.status === "failed");
+    const waiting = state.unsent.length - failed.length;
+    box.replaceChildren();
+    if (waiting > 0) {
+      const p = document.createElement("p");
+      p.className = "ll-muted";
+      p.textContent = waiting === 1 ? "1 answer being saved…" : waiting + " answers being saved…";
+      box.appendChild(p);
+    }
+    for (const job of failed) {
+      const row = document.createElement("div");
+      row.className = "ll-unsent-row";
+      const text = document.createElement("span");
+      const what = job.path === "/skips" ? "skip" : "label " + (Array.isArray(job.body.label) ? job.body.label.join(", ") : job.body.label);
+      text.textContent = "Not saved: " + what + " for item " + job.body.id + " (" + job.error + ")";
+      const btn = document.createElement("button");
+      btn.type = "button";
+      btn.className = "ll-btn ll-retry";
+      btn.textContent = "Retry";
+      btn.addEventListener("click", () => retry(job));
+      row.append(text, btn);
+      box.appendChild(row);
+    }
+    box.hidden = box.children.length === 0;
+  }
+
+  function onLeave() {
+    // The page is going away: answers not started yet leave now (keepalive), and the items
+    // we hold but didn't answer are released for the other annotators.
+    for (const job of state.unsent) {
+      if (job.status !== "queued") continue;
+      job.status = "left";
+      fetch(API + job.path, { method: job.method, headers: headers(true), body: JSON.stringify(job.body), keepalive: true }).catch(() => {});
+    }
+    const held = state.queue.map((it) => it.id);
+    if (state.current && state.historyIndex < 0 && !state.unsent.some((j) => String(j.body.id) === String(state.current.id))) {
+      held.unshift(state.current.id);
+    }
+    release(held, true);
   }
 
   function remember(item, label, status, comment) {
@@ -759,6 +1024,15 @@
 
   // ---------------------------------------------------------------- keyboard
 
+  function play() {
+    // p plays the clip from its start (again if it is playing).
+    const audio = $("ll-audio");
+    if (!audio) return;
+    audio.currentTime = 0;
+    const started = audio.play();
+    if (started && started.catch) started.catch(() => {});
+  }
+
   function keyTarget(ev) {
     const t = ev.target;
     return t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.tagName === "SELECT" || t.isContentEditable);
@@ -778,19 +1052,21 @@
     else if (key === "ArrowRight") forward();
     else if (key === "Enter") { state.keyAt = t0; accept(); }
     else if (key === "s" || key === "S" || key === " ") { state.keyAt = t0; answer(null, true); }
+    else if ((key === "p" || key === "P") && boot.data_type === "sound") play();
     else {
       const k = key.toLowerCase();
       const cat = boot.categories.find((c) => c.number === k || c.letter === k);
       if (cat) { state.keyAt = t0; choose(cat.name); } else handled = false;
     }
-    if (handled) ev.preventDefault();
+    if (handled) { ev.preventDefault(); ev.stopPropagation(); }
   }
 
   // ---------------------------------------------------------------- start
 
   async function start() {
     categoryButtons();
-    document.addEventListener("keydown", onKey);
+    // Capture phase on the window: a focused element (the sound player) cannot swallow a shortcut.
+    window.addEventListener("keydown", onKey, true);
     // A clicked button keeps no focus, so Space and Enter stay shortcuts.
     document.addEventListener("click", (ev) => {
       const btn = ev.target.closest && ev.target.closest("button");
@@ -800,11 +1076,15 @@
     $("ll-next").addEventListener("click", () => forward());
     $("ll-skip").addEventListener("click", () => answer(null, true));
     $("ll-submit").addEventListener("click", () => submitMulti());
+    if ($("ll-play")) $("ll-play").addEventListener("click", () => play());
     $("ll-user-change").addEventListener("click", () => askName());
     if (!user() && boot.session_user) localStorage.setItem(USER_KEY, boot.session_user);
     if (!user()) await askName();
     showUser();
-    loadConfig();
+    showPreparing();
+    pollConfig();
+    pollHost();
+    setInterval(() => { if (!document.hidden) pollHost(); }, HOST_POLL_MS);
     loadMetrics();
     setInterval(() => {
       if (!document.hidden && !state.pending) call("GET", "/stats").then(applyStats, () => {});
@@ -812,10 +1092,17 @@
     await nextLive();
   }
 
+  window.addEventListener("pagehide", onLeave);
+  window.addEventListener("beforeunload", (ev) => {
+    // Answers not acknowledged yet: ask before the page closes.
+    if (state.unsent.length) { ev.preventDefault(); ev.returnValue = ""; }
+  });
+
   window.labelloop = {
     state: state,
     boot: boot,
-    idle: () => state.pending === 0 && !state.fetching,
+    idle: () => state.pending === 0 && !state.fetching && !state.refreshing,
+    unsent: () => state.unsent.length,
     flush: () => state.writes,
   };
 

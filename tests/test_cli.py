@@ -98,6 +98,7 @@ def test_every_host_command(tmp_path, how):
     assert ll("variables", "set", "config", '{"n": [1, 2]}').stdout.strip() == 'config = {"n": [1, 2]}'
     assert ll("variables", "set", "word", "hello").stdout.strip() == 'word = "hello"'
     assert json.loads(ll("variables", "get", "config").stdout) == {"n": [1, 2]}
+    assert ll("variables", "get", "word").stdout == "\"hello\"\n"  # ends its line
     assert json.loads(ll("variables", "get", "missing").stdout) is None
     assert json.loads(ll("variables", "get").stdout) == {"config": {"n": [1, 2]}, "word": "hello"}
 

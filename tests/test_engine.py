@@ -36,7 +36,8 @@ def project(tmp_path):
 
 def make_engine(project, webapp="w", data_type="tabular", **settings) -> LabelingEngine:
     config = {"unlabeled": "pool", "categories": CATS, "labels_ds": "labels",
-              "metadata_ds": "metadata", "queries_ds": "queries", **settings}
+              "metadata_ds": "metadata", "queries_ds": "queries", "max_reserved": 100,
+              **settings}
     cfg = parse_settings(config, data_type, webapp, project)
     return LabelingEngine(project, cfg, check_interval=0, background=False)
 
@@ -113,9 +114,11 @@ def test_engine_tables_are_created_under_the_write_lock(project):
     other = sqlite3.connect(project.dir / "labelloop.db", timeout=30, isolation_level=None,
                             check_same_thread=False)
     other.execute("BEGIN IMMEDIATE")
-    threading.Timer(0.5, lambda: other.execute("COMMIT")).start()
+    timer = threading.Timer(0.5, lambda: other.execute("COMMIT"))
+    timer.start()
     e = make_engine(project)
     assert e.stats("u")["total"] == len(pool_frame())
+    timer.join()  # on PostgreSQL the engine did not have to wait for it
     other.close()
 
 
@@ -136,7 +139,9 @@ def test_image_items_paths_data_urls_and_labels_rows(project):
     items = e.batch("u", 10)["items"]
     assert sorted(i["id"] for i in items) == ["img0.png", "img2.png", "sub/img1.png",
                                               "sub/img3.png"]
-    assert all(i["data"]["src"].startswith("data:image/png;base64,") for i in items)
+    # The file comes from the webapp's media route (a versioned URL), not inside the batch.
+    assert all(i["data"]["media"].startswith("media?id=") for i in items)
+    assert e.dtype.media("sub/img1.png").content_type == "image/png"
     e.label("u", "sub/img1.png", "cat")
     labels = project.dataset("labels").read()
     assert list(labels.columns) == ["path", "label", "label_id"]
@@ -222,7 +227,7 @@ def test_reserved_items_go_to_one_annotator_until_they_expire(project):
     b = ids_of(e.batch("bob", 5))
     assert not set(a) & set(b)
     assert ids_of(e.batch("alice", 5)) == a  # a reload gets the same items back
-    time.sleep(1.6)  # the last of alice's items was reserved for 5 x 0.3 s
+    time.sleep(0.6)  # every item of a batch is reserved for the same 0.3 s
     assert set(ids_of(e.batch("carol", 10))) >= set(a)
 
 
@@ -385,8 +390,8 @@ def test_settings_read_dss_key_value_lists_and_defaults(project):
                           "categories": [{"from": "a", "to": "first"}, {"from": "b"}]},
                          "tabular", "w", project)
     assert cfg.categories == {"a": "first", "b": None}
-    assert (cfg.label_col, cfg.reservation_seconds, cfg.multi_label, cfg.per_annotator) == (
-        "label", 30, False, False)
+    assert (cfg.label_col, cfg.reservation_seconds, cfg.multi_label, cfg.per_annotator,
+            cfg.max_reserved) == ("label", 120, False, False, 50)
 
 
 def test_existing_labels_dataset_with_other_label_column_is_refused(project):

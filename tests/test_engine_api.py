@@ -110,7 +110,8 @@ def test_an_annotator_works_through_the_queue_over_http(server):
     # the image webapp over the same server
     pics = api(srv, "GET", PICS, "batch?size=5").json()["items"]
     assert sorted(i["id"] for i in pics) == ["0.png", "1.png", "2.png"]
-    assert pics[0]["data"]["src"].startswith("data:image/png;base64,")
+    media = api(srv, "GET", PICS, pics[0]["data"]["media"])
+    assert media.status == 200 and media.headers["Content-Type"] == "image/png"
     ok = api(srv, "POST", PICS, "labels", json_body={"id": "1.png", "label": "cat"})
     assert ok.status == 200 and project.dataset("pic_labels").read()["path"].tolist() == ["1.png"]
 

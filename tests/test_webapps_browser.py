@@ -389,6 +389,7 @@ def test_suggestion_enter_accepts_and_done_state(tmp_path, serve, page_for):
     page = page_for()
     open_page(page, server.url + "/webapps/app")
     assert item_id(page) == "a"  # most uncertain first
+    assert page.inner_text("#ll-session").startswith("Most informative first")
     assert "dog" in page.inner_text("#ll-suggestion")
     assert "55%" in page.inner_text("#ll-suggestion")
     assert page.is_visible("#ll-halting")

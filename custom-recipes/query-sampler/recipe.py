@@ -57,6 +57,7 @@ def run(ctx):
     with ctx.project.write_transaction() as conn:
         write_in_pieces(queries, result.queries, conn)
         session = ctx.project.variables.incr(session_variable(queries.name), conn=conn)
+        ctx.project.webhooks.emit(conn, "QUERIES_UPDATED", {"queries": {"dataset": queries.name, "session": session, "rows": len(result.queries), "model_version": meta["version"]}})  # noqa: E501
     ctx.details.update(model_version=meta["version"], strategy=cfg["strategy"], session=session,
                        pool_rows=result.pool_rows, excluded=result.excluded,
                        queries=len(result.queries), engine=engine)

@@ -4,12 +4,14 @@ Routes (mounted by the host under `/api/v1/webapps/<instance>/`):
 
 | route | payload | answer |
 |---|---|---|
-| `GET config` | | categories, multi_label, al_enabled, session, halting thresholds, warnings |
-| `GET batch` | `size` (1-500, default 20) | `{"items": [{"id", "data", "suggestion", "halting", "uncertainty"}], "stats", "is_last_batch", "done"}`; the items are reserved for the caller |
+| `GET config` | | categories, multi_label, al_enabled, session, model_version, max_reserved, halting thresholds, warnings, preparing (`{"what", "done", "total"}` or null); cheap enough to poll every second |
+| `GET batch` | `size` (1 to the webapp's `max_reserved`, default 20) | `{"items": [{"id", "data", "suggestion", "halting", "uncertainty"}], "stats", "session", "preparing", "is_last_batch", "done"}`; the items are reserved for the caller |
 | `POST labels` | `{"id", "label", "comment"?}` | `{"label_id", "stats"}`; labeling an item again changes the label |
 | `POST skips` | `{"id", "comment"?}` | `{"label_id", "stats"}` |
 | `GET annotations` | `before` (label id), `limit` (1-500, default 50) | `{"annotations": [...], "next_before"}`, the caller's, newest first |
 | `GET stats` | | `{"labeled", "skipped", "total", "remaining", "per_label", "session"}` |
+| `GET media` | `id` (image / sound webapps) | the item's file, with its content type, `ETag`, `Cache-Control` |
+| `POST release` | `{"ids": [...]}` | `{"released"}`; the caller's reservations of those items end now |
 | `GET learning-curve` | | `{"enough", "points", "given", "random", "accuracy", "given_reached", "random_reached", "summary"}` or `{"enough": false, "message"}` (labeling.report) |
 
 A webapp component's backend.py is one line: `create_backend = backend_factory("tabular")`.
@@ -49,6 +51,11 @@ ANNOTATIONS_SCHEMA = {"type": "object", "properties": {
     "before": {"type": "integer", "minimum": 1, "description": "a label id: older ones only"},
     "limit": {"type": "integer", "minimum": 1, "maximum": MAX_BATCH, "default": 50}}}
 EMPTY_SCHEMA = {"type": "object"}
+MEDIA_SCHEMA = {"type": "object", "required": ["id"], "properties": {
+    "id": _ID, "v": {"type": "string", "description": "the file's version (cache key)"}}}
+RELEASE_SCHEMA = {"type": "object", "required": ["ids"], "additionalProperties": False,
+                  "properties": {"ids": {"type": "array", "items": _ID, "maxItems": MAX_BATCH,
+                                         "description": "items the caller still holds"}}}
 
 
 def _int(payload: dict, key: str, default: int | None) -> int | None:
@@ -101,12 +108,18 @@ def build_routes(engine: LabelingEngine,
     def stats(payload: dict, user: str) -> dict:
         return engine.stats(user)
 
+    def media(payload: dict, user: str) -> Any:
+        return engine.dtype.media(payload["id"])
+
+    def release(payload: Any, user: str) -> dict:
+        return engine.release(user, _body(payload, ("ids",))["ids"])
+
     def learning_curve(payload: dict, user: str) -> dict:
         from .report import for_page
 
         return for_page(engine.project, engine.cfg)
 
-    return {
+    routes = {
         ("GET", "learning-curve"): {
             "handler": learning_curve, "schema": EMPTY_SCHEMA,
             "summary": "The labels replayed in their order vs random orders (cross-validated)"},
@@ -122,7 +135,14 @@ def build_routes(engine: LabelingEngine,
                                  "summary": "The caller's annotations, newest first"},
         ("GET", "stats"): {"handler": stats, "schema": EMPTY_SCHEMA,
                            "summary": "Labeled, skipped, remaining and per-label counts"},
+        ("POST", "release"): {"handler": release, "schema": RELEASE_SCHEMA,
+                              "summary": "End the caller's reservations of these items now"},
     }
+    if engine.dtype.from_folder:
+        routes[("GET", "media")] = {
+            "handler": media, "schema": MEDIA_SCHEMA,
+            "summary": "The item's image or sound file (ETag, Cache-Control; 304 when unchanged)"}
+    return routes
 
 
 class LabelingBackend:

@@ -14,21 +14,23 @@ Ids:
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
 import json
 import mimetypes
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
 
 from labelloop.errors import LabelloopError, NotFoundError
+from labelloop.project import UnsafePathError
 from labelloop.project.datasets import normalize
+from labelloop.web import FileResponse
 
 from .settings import EngineConfig
 
@@ -38,7 +40,11 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
 SOUND_EXTENSIONS = (".wav", ".mp3", ".ogg", ".flac", ".m4a")
 ID_HEX = 20
 READ_CHUNK = 100_000
-FOLDER_CHECK_SECONDS = 10.0
+FOLDER_CHECK_SECONDS = 3.0
+MEDIA_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
+               ".gif": "image/gif", ".bmp": "image/bmp", ".webp": "image/webp",
+               ".wav": "audio/wav", ".mp3": "audio/mpeg", ".ogg": "audio/ogg",
+               ".flac": "audio/flac", ".m4a": "audio/mp4"}
 
 
 class BadItemId(LabelloopError):
@@ -308,27 +314,53 @@ class _FolderType(DataType):
             ids = [None if p is None else str(p).replace("\\", "/") for p in chunk[PATH].tolist()]
             yield self._score_frame(ids, chunk)
 
-    def _data_url(self, item_id: str) -> str:
+    def _file(self, item_id: str) -> Path:
+        """The item's file, after the folder's escape checks (`..`, absolute, links out)."""
+        item_id = self.check_id(item_id)
+        if not item_id.lower().endswith(self.extensions):
+            raise BadItemId(f"{item_id!r} is not a {self.name} item of folder "
+                            f"{self.cfg.unlabeled!r} (extensions: {', '.join(self.extensions)})")
+        folder = self._folder()
         try:
-            data = self._folder().read_bytes(item_id)
-        except NotFoundError:
-            return ""
-        kind = mimetypes.guess_type(item_id)[0] or "application/octet-stream"
-        return f"data:{kind};base64,{base64.b64encode(data).decode('ascii')}"
+            path = folder.resolve(item_id)
+        except UnsafePathError as exc:
+            raise BadItemId(str(exc)) from None
+        if not path.is_file():
+            raise NotFoundError(f"no file {item_id!r} in folder {self.cfg.unlabeled!r}")
+        return path
+
+    def media(self, item_id: Any) -> FileResponse:
+        """The item's file for `GET media?id=`: its content type, an ETag, long caching (the
+        page's URL carries the version, so a changed file gets a new URL)."""
+        path = self._file(item_id)
+        kind = MEDIA_TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0]
+        return FileResponse(kind or "application/octet-stream", path=path,
+                            etag=_version(path), cache_control="private, max-age=86400")
 
     def render(self, item_id: str, row: dict) -> dict:
-        return {"type": self.name, "path": item_id, "src": self._data_url(item_id)}
+        # The file itself comes from the webapp's media route (relative to its API prefix).
+        try:
+            version = _version(self._file(item_id))
+        except (LabelloopError, OSError):
+            version = "missing"
+        return {"type": self.name, "path": item_id,
+                "media": f"media?id={quote(item_id, safe='')}&v={version}"}
+
+
+def _version(path: Path) -> str:
+    st = path.stat()
+    return hashlib.sha1(f"{path}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
 
 
 class Image(_FolderType):
-    """An image file, sent as a data: URL."""
+    """An image file, served by the webapp's media route."""
 
     name = "image"
     extensions = IMAGE_EXTENSIONS
 
 
 class Sound(_FolderType):
-    """A sound file, sent as a data: URL for the page's player."""
+    """A sound file, served by the webapp's media route to the page's player."""
 
     name = "sound"
     extensions = SOUND_EXTENSIONS

@@ -29,6 +29,7 @@ import pandas as pd
 from labelloop.errors import ConfigError, LabelloopError
 
 DATA_TYPES = ("image", "tabular", "text", "sound")
+SIMILARITY = "similarity"  # the similarity labeler's demo (digits, no classifier loop)
 DEFAULT_N = 20
 SCENARIO = "active-learning"
 GROUND_TRUTH = "ground_truth.csv"
@@ -193,7 +194,7 @@ def sounds_data(n: int = 150, seed: int = 0, rate: int = 8000) -> DemoData:
 
 
 GENERATORS = {"image": digits_data, "tabular": iris_data, "text": texts_data,
-              "sound": sounds_data}
+              "sound": sounds_data, SIMILARITY: digits_data}
 
 
 # --------------------------------------------------------------------------- the project
@@ -254,6 +255,29 @@ def project_config(data: DemoData, n: int = DEFAULT_N) -> dict:
     }
 
 
+def similarity_config(data: DemoData) -> dict:
+    """project.json of the similarity demo: digits to compare, pairs and an embedding."""
+    return {
+        "description": "Labelloop similarity demo: answer which digits are related to each "
+                       "one; the embedding is tuned on your answers while you label.",
+        "datasets": {"pairs": {}, "embeddings": {}, "neighbors": {}},
+        "folders": {"images": {"path": "images", "description": "the digits to compare"}},
+        "models": {"embedding": {}},
+        "recipes": {
+            "embed": {"type": f"{PLUGIN}/embed",
+                      "inputs": {"saved_model": "embedding", "pool": "images"},
+                      "outputs": {"embeddings": "embeddings"}, "params": {}},
+            "find-similar": {"type": f"{PLUGIN}/find-similar",
+                             "inputs": {"saved_model": "embedding", "pool": "images"},
+                             "outputs": {"neighbors": "neighbors"}, "params": {"k": 10}},
+        },
+        "webapps": {"similar-digits": {"type": f"{PLUGIN}/similarity-labeling", "params": {
+            "unlabeled": "images", "pairs_ds": "pairs", "model_name": "embedding",
+            "examples_per_view": 2, "top_k": 8}}},
+        "scenarios": {},
+    }
+
+
 def check_project(project: Any) -> None:
     """Validate every recipe, webapp, trigger and step of a project against its component."""
     from labelloop import flow
@@ -288,8 +312,9 @@ def create_demo(directory: str | Path, data_type: str = "image", n: int = DEFAUL
         raise ConfigError(f"--n must be at least 1 (labels between two retrains), got {n}")
     directory = Path(directory)
     data = GENERATORS[data_type]()
-    config = project_config(data, n)
-    key = {"image": "DIGITS", "tabular": "IRIS", "text": "TEXTS", "sound": "TONES"}[data_type]
+    config = similarity_config(data) if data_type == SIMILARITY else project_config(data, n)
+    key = {"image": "DIGITS", "tabular": "IRIS", "text": "TEXTS", "sound": "TONES",
+           "similarity": "SIMILAR"}[data_type]
     # Files first: a project.json only appears once its data is complete, so an interrupted
     # run leaves a directory that the next run simply fills again.
     directory.mkdir(parents=True, exist_ok=True)
@@ -362,6 +387,9 @@ def open_or_create_demo(directory: str | Path, data_type: str | None = None,
     data_type = data_type or "image"
     echo(f"creating the {data_type} demo project in {directory.resolve()} ...")
     project = create_demo(directory, data_type, n or DEFAULT_N, **project_options)
+    if data_type == SIMILARITY:
+        echo(f"created project {project.key}: webapp {next(iter(project.config['webapps']))}")
+        return project
     echo(f"created project {project.key}: webapp {next(iter(project.config['webapps']))}, "
          f"scenario {SCENARIO} (every {n or DEFAULT_N} labels)")
     return project
@@ -411,9 +439,10 @@ def open_when_ready(url: str, health: str, timeout: float = 60.0) -> threading.T
 @click.option("--dir", "directory", default="demo-project", show_default=True,
               type=click.Path(file_okay=False), help="Where the demo project lives (reused "
               "when it exists).")
-@click.option("--data", "data_type", type=click.Choice(DATA_TYPES), default=None,
+@click.option("--data", "data_type", type=click.Choice((*DATA_TYPES, SIMILARITY)), default=None,
               help="What to label: image (digits, the default), tabular (iris), text "
-                   "(generated sentences) or sound (generated tones).")
+                   "(generated sentences), sound (generated tones) or similarity (which "
+                   "digits are related: tunes an embedding).")
 @click.option("--n", "n", type=click.IntRange(min=1), default=None,
               help=f"Retrain every n labels  [default: {DEFAULT_N}]")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")

@@ -25,3 +25,19 @@ def register_commands(cli):
 def register_query_strategies(register):
     """The built-in diversity-aware batch strategy, `diverse_margin`."""
     register_batch_strategies(register)
+
+
+@hookimpl
+def register_api_routes(register):
+    """Label Studio's ML-backend protocol over every labeling webapp (labeling.interop)."""
+    from .interop.ml_backend import register_routes
+
+    register_routes(register)
+
+
+@hookimpl
+def register_dataset_formats(register):
+    """Label Studio JSON and COCO for `dataset import|export` (labeling.interop.formats)."""
+    from .interop.formats import register_formats
+
+    register_formats(register)

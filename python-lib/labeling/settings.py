@@ -12,7 +12,8 @@ Settings keys (webapp.json param names, as the Dataiku plugin had them, plus Lab
 | `queries_ds` | DATASET, optional | the Query Sampler's output: most uncertain items first |
 | `multi_label` | BOOLEAN, default false | a label is a list of categories |
 | `labels_per_annotator` | BOOLEAN, default false | every annotator sees every item (agreement) |
-| `reservation_seconds` | INT, default 30 | how long a served item stays reserved, per item |
+| `reservation_seconds` | INT, default 120 | how long served items stay reserved for an annotator who does not answer (each answer renews them) |
+| `max_reserved` | INT, default 50 | the most items one annotator may hold at once (and the largest batch) |
 | `id_column` | COLUMN, optional | the pool column holding item ids (else a hash of the row) |
 | `columns` | COLUMNS, optional | the columns to show (default: all) |
 | `text_column` | COLUMN, optional | text: the column holding the text |
@@ -30,7 +31,9 @@ from labelloop.errors import ConfigError, LabelloopError
 
 DATA_TYPES = ("tabular", "text", "image", "sound")
 FOLDER_TYPES = ("image", "sound")
-DEFAULT_RESERVATION_SECONDS = 30
+DEFAULT_RESERVATION_SECONDS = 120
+DEFAULT_MAX_RESERVED = 50
+MAX_RESERVED = 500
 _LABEL_COL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_ -]*$")
 
 
@@ -53,6 +56,7 @@ class EngineConfig:
     columns: list[str] | None = None
     text_column: str | None = None
     seed: int = 0
+    max_reserved: int = DEFAULT_MAX_RESERVED
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -147,6 +151,12 @@ def parse_settings(config: Mapping[str, Any], data_type: str, webapp: str,
         seed = int(config.get("seed") or 0)
     except (TypeError, ValueError):
         raise ConfigError(f"seed must be an integer, got {config.get('seed')!r}") from None
+    cap = config.get("max_reserved", DEFAULT_MAX_RESERVED)
+    if isinstance(cap, float) and cap.is_integer():
+        cap = int(cap)
+    if not isinstance(cap, int) or isinstance(cap, bool) or not 1 <= cap <= MAX_RESERVED:
+        raise ConfigError(f"max_reserved must be a whole number of items from 1 to "
+                          f"{MAX_RESERVED}, got {cap!r}")
     cfg = EngineConfig(
         webapp=webapp, data_type=data_type, unlabeled=unlabeled or "",
         categories=_categories(config.get("categories")),
@@ -155,6 +165,7 @@ def parse_settings(config: Mapping[str, Any], data_type: str, webapp: str,
         per_annotator=bool(config.get("labels_per_annotator", False)),
         reservation_seconds=seconds, id_column=config.get("id_column") or None,
         columns=columns, text_column=config.get("text_column") or None, seed=seed,
+        max_reserved=cap,
     )
     if data_type in FOLDER_TYPES and (cfg.id_column or cfg.columns or cfg.text_column):
         raise ConfigError(f"{data_type} items are files: id_column, columns and text_column "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import string
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +22,11 @@ from bokeh.plotting import figure
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 import labelloop
+from labelloop.project import Dataset
 from labelloop.web.auth import tokens_configured
 
 from .api import LabelingBackend, build_routes
-from .stopping import DEFAULT_METRICS_DATASET, history, stopping_warnings
+from .stopping import DEFAULT_METRICS_DATASET, history, warnings_from_history
 
 PLUGIN_ID = "ml-assisted-labeling"
 # resource/ beside python-lib/ in a checkout; in a wheel, inside the host's copy of the plugin tree.
@@ -152,15 +154,25 @@ def _metrics_chart() -> figure:
     fig = figure(
         height=170, sizing_mode="stretch_width", toolbar_location=None, tools="",
         y_range=Range1d(0, 1), name="ll_metrics_chart", x_axis_label="labels",
+        # Set by the page from the labels counts: a data range has no bounds while every
+        # value is missing (a first retrain without AUC) and the plot would stay blank.
+        x_range=Range1d(0, 1, name="ll-metrics-xrange"),
     )
     fig.line("labels", "auc", source=source, color="#4c78a8", line_width=2, legend_label="AUC")
     fig.scatter("labels", "auc", source=source, color="#4c78a8", size=5)
     fig.line("labels", "contradictions", source=source, color="#e45756", line_width=2,
              legend_label="contradictions")
     fig.scatter("labels", "contradictions", source=source, color="#e45756", size=5)
-    fig.legend.location = "center_right"
+    # The legend sits above the plot area, in one row: it never covers a point.
+    legend = fig.legend[0]
+    fig.legend.orientation = "horizontal"
+    fig.legend.location = "top_left"
     fig.legend.label_text_font_size = "10px"
-    fig.legend.background_fill_alpha = 0.6
+    fig.legend.padding = 2
+    fig.legend.margin = 0
+    fig.legend.border_line_alpha = 0
+    fig.center = [r for r in fig.center if r is not legend]
+    fig.add_layout(legend, "above")
     fig.xaxis.axis_label_text_font_size = "11px"
     return fig
 
@@ -182,6 +194,7 @@ def _page_variables(boot: dict[str, Any], resource_base: str | None = None) -> d
     return {
         "ll_title": boot.get("title", "Labeling"),
         "ll_webapp": boot.get("webapp", ""),
+        "ll_sound": boot.get("data_type") == "sound",
         "ll_bootstrap": script_json(boot),
         "ll_css": resource_url("labeling.css", resource_base),
         "ll_js": resource_url("labeling.js", resource_base),
@@ -201,17 +214,38 @@ class LabelingPageBackend(LabelingBackend):
         super().__init__(ctx, data_type, background=background)
         self.metrics_ds = ctx.config.get("metrics_ds") or DEFAULT_METRICS_DATASET
         self.batch_size = int(ctx.config.get("batch_size") or 20)
+        self.autoplay = bool(ctx.config.get("autoplay"))
+        # The page polls config every few seconds: the metrics history is read again only
+        # when its dataset changed (its generation), not at every poll.
+        self._metrics_cache: tuple[Any, dict, list[str]] | None = None
+        self._metrics_lock = threading.Lock()
         self.routes = build_routes(self.engine, self._extra_config)
         self.routes[("GET", "metrics")] = {
             "handler": self._metrics, "schema": {"type": "object"},
             "summary": "The model's metrics after each retrain (labels, AUC, contradictions)",
         }
 
+    def _metrics_state(self) -> tuple[Any, dict, list[str]]:
+        ds = Dataset(self.ctx.project, self.metrics_ds)
+        # An appended row (one per retrain) keeps the generation: the row count tells it.
+        version = f"{ds.generation()}:{ds.count()}" if ds.exists() else None
+        with self._metrics_lock:
+            cached = self._metrics_cache
+            if cached is not None and cached[0] == version:
+                return cached
+        hist = history(self.ctx.project, self.metrics_ds)
+        state = (version, hist, warnings_from_history(hist))
+        with self._metrics_lock:
+            self._metrics_cache = state
+        return state
+
     def _extra_config(self) -> dict:
-        return {"stopping_warnings": stopping_warnings(self.ctx.project, self.metrics_ds)}
+        version, _hist, warnings = self._metrics_state()
+        return {"stopping_warnings": warnings, "metrics_version": version}
 
     def _metrics(self, payload: Any, user: str) -> dict:
-        return {"history": history(self.ctx.project, self.metrics_ds)}
+        version, hist, _warnings = self._metrics_state()
+        return {"history": hist, "version": version}
 
     def make_document(self, doc: Any, user: str = "anonymous") -> None:
         """The labeling page of one browser session."""
@@ -225,7 +259,7 @@ class LabelingPageBackend(LabelingBackend):
             title=component.label if component is not None else None,
             api_base=self.ctx.api_prefix, batch_size=self.batch_size,
             user=named if fixed else None,
-            extra={"session_user": None if fixed else named},
+            extra={"session_user": None if fixed else named, "autoplay": self.autoplay},
         )
         make_document(doc, page, resource_base=getattr(self.ctx, "resource_url", None))
 

@@ -17,3 +17,17 @@ def register_components(register):
 @hookspec
 def register_commands(cli):
     """Add commands to the `labelloop` click group."""
+
+
+@hookspec
+def register_api_routes(register):
+    """Mount JSON routes under `/api/v1`: call `register(path, handler, methods=("GET",),
+    auth=True)`; `path` is relative to /api/v1 with `{name}` parts (e.g.
+    "/ml-backends/{webapp}/predict"), `handler(request)` gets a `labelloop.web.routes.ApiRequest`
+    and returns JSON-able data or a `(status, data)` tuple (see labelloop.web.routes)."""
+
+
+@hookspec
+def register_dataset_formats(register):
+    """Add `dataset import|export` formats: call `register(name, read=None, write=None,
+    extensions=(), description="")` (see labelloop.formats)."""

@@ -454,6 +454,8 @@ def run_scenario(project: Project, name: str, trigger: dict | None = None,
             status, error, details = _execute(project, name, run_id)
         details["seconds"] = round(time.monotonic() - t0, 3)
         end_run(project.engine, run_id, status, error, details)
+        project.webhooks.emit_now("SCENARIO_RUN_FINISHED", {"scenario": name, "run": {
+            "id": run_id, "status": status, "error": error}})
         log.info("scenario %s: run %s %s%s", name, run_id, status, f": {error}" if error else "")
     finally:
         lock.release()

@@ -8,6 +8,10 @@ exception is a run that failed (nothing re-ranked, so no new session): the trigg
 again after another n labels rather than leave the loop stuck.
 
 Each check is two or three ``COUNT`` queries; no dataset is read.
+
+With ``count`` = ``questions`` it counts the questions answered in a similarity webapp's
+pairs dataset (distinct ``question_id``; an ignored question writes no pair) and fires each
+time n more have been answered since it last fired.
 """
 
 from __future__ import annotations
@@ -54,10 +58,33 @@ def _last_run_failed(project: Project, scenario: str | None) -> bool:
     return bool(runs) and runs[0]["status"] == "FAILED"
 
 
+def count_questions(dataset: Dataset) -> int:
+    """Answered questions recorded in a pairs dataset (distinct question ids)."""
+    if not dataset.exists() or "question_id" not in dataset.columns:
+        return 0
+    table = dataset.table()
+    query = sa.select(sa.func.count(sa.distinct(table.c.question_id)))
+    with dataset.engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+def _check_questions(ctx: Any, n: int) -> bool:
+    total = count_questions(Dataset(ctx.project, ctx.config.get("ds_pairs") or "pairs"))
+    if total < int(ctx.state.get("fired_at_questions", 0)) + n:
+        return False
+    ctx.state["fired_at_questions"] = total
+    log = getattr(ctx, "log", None)
+    if log is not None:
+        log.info("every %d answered questions: firing (%d answered)", n, total)
+    return True
+
+
 def check(ctx: Any) -> bool:
     """True when the scenario should run (see the module docstring)."""
     project: Project = ctx.project
     n = int(ctx.config["i_labeling_count"])
+    if ctx.config.get("count") == "questions":
+        return _check_questions(ctx, n)
     metadata = Dataset(project, ctx.config["ds_metadata"])
     if not metadata.exists():
         return False

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from ..errors import ConflictError, LabelloopError, NotFoundError
 from .datasets import Dataset
-from .db import create_engine, create_host_tables, sqlite_url, write_transaction
+from .db import Database, create_engine, create_host_tables, sqlite_url, write_transaction
 from .folders import Folder, UnsafePathError
 from .models import SavedModel, load_skops
 from .runs import end_run, list_runs, start_run
@@ -22,7 +22,7 @@ from .variables import Variables
 if TYPE_CHECKING:
     from ..plugins import PluginRegistry
 
-__all__ = ["Project", "Dataset", "Folder", "SavedModel", "Variables", "UnsafePathError",
+__all__ = ["Project", "Database", "Dataset", "Folder", "SavedModel", "Variables", "UnsafePathError",
            "load_skops", "write_transaction", "start_run", "end_run", "list_runs"]
 
 PROJECT_FILE = "project.json"
@@ -150,8 +150,21 @@ class Project:
         return write_transaction(self.engine)
 
     @cached_property
+    def db(self) -> Database:
+        """The database's writer: `project.db.execute_write_fn(fn)` runs `fn(conn)` in this
+        process' single write thread, inside its transaction, and returns its result."""
+        return Database(self.engine)
+
+    @cached_property
     def variables(self) -> Variables:
         return Variables(self.engine, self.config.get("variables"))
+
+    @cached_property
+    def webhooks(self):
+        """Outgoing webhooks: `project.webhooks.emit(conn, event, payload)` (labelloop.webhooks)."""
+        from ..webhooks import ProjectWebhooks
+
+        return ProjectWebhooks(self)
 
     # ---- plugins ----
     @cached_property

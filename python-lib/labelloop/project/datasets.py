@@ -168,13 +168,16 @@ def _encode(frame: pd.DataFrame) -> bytes:
     return sink.getvalue()
 
 
-def _decode(data: bytes, columns: Sequence[str] | None) -> pd.DataFrame:
+def _decode(data: bytes, columns: Sequence[str] | None, lo: int = 0,
+            hi: int | None = None) -> pd.DataFrame:
     import pyarrow as pa
     import pyarrow.ipc as ipc
 
     table = ipc.open_stream(pa.py_buffer(data)).read_all()  # zero-copy over the bytes
     if columns is not None:
         table = table.select(list(columns))
+    if lo or hi is not None:  # rows lo..hi-1 only: converting the rest to pandas is wasted
+        table = table.slice(lo, (table.num_rows if hi is None else hi) - lo)
     # One block per column: no consolidation copy, and columns can be freed one by one.
     frame = table.to_pandas(split_blocks=True)
     for name in frame.columns:  # same dtype as row storage gives (object), whatever pandas infers
@@ -384,7 +387,10 @@ class Dataset:
         if end is not None:
             q = q.where(c.first_row < end)
         for row in conn.execute(q.order_by(c.seq)).all():
-            yield row.first_row, _decode(self._chunk_bytes(row.file), columns)
+            # Only the rows asked for are converted (a slice of a chunk holds the GIL less).
+            lo = max(0, start - row.first_row)
+            hi = None if end is None else max(lo, end - row.first_row)
+            yield row.first_row + lo, _decode(self._chunk_bytes(row.file), columns, lo, hi)
 
     # ---- chunk files ----
     @property

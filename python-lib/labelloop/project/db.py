@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
 
+T = TypeVar("T")
 metadata = sa.MetaData()
 
 # One row per dataset: its schema (ordered columns with types) and the table holding its rows.
@@ -190,3 +195,101 @@ def create_host_tables(engine: sa.Engine) -> None:
     # losers' CREATE at once ("database is locked": a read transaction can't become a writer).
     with write_transaction(engine) as conn:
         metadata.create_all(conn)
+
+
+class Database:
+    """The project's database as plugins write to it: one writer thread per process.
+
+    Why: threads of one process that each take SQLite's write lock sleep in its busy handler,
+    in growing steps, while another holds it; through `execute_write_fn` they take turns on
+    one thread instead. Writes waiting together share one transaction (each in its own
+    savepoint, so one that fails is undone alone) and one commit: with FULL sync, one disk
+    flush for all of them. Other processes still coordinate through the database's own lock.
+    Interactive writes go before background ones (`background=True`: index builds, fills).
+    """
+
+    GROUP = 64  # most writes sharing one commit
+
+    def __init__(self, engine: sa.Engine):
+        self.engine = engine
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
+        self._jobs: tuple[collections.deque, collections.deque] = (collections.deque(),
+                                                                   collections.deque())
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._local = threading.local()
+
+    def execute_write_fn(self, fn: Callable[[sa.Connection], T], background: bool = False,
+                         timeout: float | None = None) -> T:
+        """Run `fn(conn)` in the writer thread inside its write transaction; its result.
+
+        The result comes back once the transaction is committed; when `fn` raises, what it
+        wrote is rolled back and the exception is raised here. Called from inside such an
+        `fn`, it runs at once in the same transaction.
+        """
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:  # nested call from the writer thread itself
+            return fn(conn)
+        future: Future = Future()
+        with self._lock:
+            if self._pid != os.getpid():  # a forked child: the parent's thread is not here
+                self._pid = os.getpid()
+                self._thread = None
+                self._jobs = (collections.deque(), collections.deque())
+            self._jobs[1 if background else 0].append((fn, future))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="labelloop-writer",
+                                                daemon=True)
+                self._thread.start()
+            self._ready.notify()
+        return future.result(timeout)
+
+    def _take(self) -> list[tuple[Callable, Future]]:
+        with self._lock:
+            while not self._jobs[0] and not self._jobs[1]:
+                self._ready.wait()
+            if self._jobs[0]:  # interactive writes first, as many as are waiting
+                jobs = self._jobs[0]
+                return [jobs.popleft() for _ in range(min(len(jobs), self.GROUP))]
+            return [self._jobs[1].popleft()]  # a background write runs alone
+
+    def _run(self) -> None:
+        while True:
+            jobs = [(fn, f) for fn, f in self._take() if f.set_running_or_notify_cancel()]
+            if not jobs:
+                continue
+            results: list[tuple[Future, bool, Any]] = []
+            try:
+                with write_transaction(self.engine) as conn:
+                    self._local.conn = conn
+                    try:
+                        if len(jobs) == 1:
+                            results.append((jobs[0][1], True, jobs[0][0](conn)))
+                        else:
+                            for fn, future in jobs:
+                                results.append((future, *self._in_savepoint(conn, fn)))
+                    finally:
+                        self._local.conn = None
+            except BaseException as exc:  # noqa: BLE001 - handed to the callers
+                for _fn, future in jobs:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            # Only once committed: a caller never acknowledges a rolled-back write.
+            for future, ok, value in results:
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+
+    @staticmethod
+    def _in_savepoint(conn: sa.Connection, fn: Callable) -> tuple[bool, Any]:
+        savepoint = conn.begin_nested()
+        try:
+            value = fn(conn)
+        except Exception as exc:  # noqa: BLE001 - this write alone is undone, and reported
+            savepoint.rollback()
+            return False, exc
+        savepoint.commit()
+        return True, value

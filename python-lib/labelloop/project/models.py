@@ -87,6 +87,8 @@ class SavedModel:
             conn.execute(sa.insert(t).values(
                 model=self.name, version=version, created=dt.datetime.now(dt.UTC),
                 file=rel, meta=_jsonable(meta or {})))
+            self.project.webhooks.emit(conn, "MODEL_TRAINED", {"model": {
+                "name": self.name, "version": version, "meta": _jsonable(meta or {})}})
         return version
 
     def load(self, version: int | None = None, trusted: list[str] | None = None) -> Any:

@@ -21,7 +21,7 @@ from ..project import Project
 from ..scenarios import Scheduler, get_run, list_scenarios, scenario_config, scenario_runs
 from .auth import AuthenticationError, Identity
 from .openapi import build_openapi
-from .webapps import API_PREFIX, BODY_METHODS, WebappHost
+from .webapps import API_PREFIX, BODY_METHODS, FileResponse, WebappHost
 
 log = logging.getLogger("labelloop.api")
 
@@ -104,6 +104,19 @@ class ApiHandler(tornado.web.RequestHandler):
         self.set_status(status)
         self.finish(dumps(value))
 
+    async def send_file(self, resp: FileResponse) -> None:
+        """A route's binary answer; 304 (nothing read) when the browser has this version."""
+        self.set_header("ETag", resp.etag)
+        self.set_header("Cache-Control", resp.cache_control)
+        if resp.matches(self.request.headers.get("If-None-Match")):
+            self.clear_header("Content-Type")
+            self.set_status(304)
+            self.finish()
+            return
+        body = await self.in_thread(resp.read)
+        self.set_header("Content-Type", resp.content_type)
+        self.finish(body)
+
     def send_error_json(self, status: int, message: str) -> None:
         self.clear()
         self.set_default_headers()
@@ -132,7 +145,10 @@ class ApiHandler(tornado.web.RequestHandler):
             if self.auth_required:
                 await self.in_thread(self.authenticate)
             result = await self.in_thread(work, *args)
-            self.send_json(result, status)
+            if isinstance(result, FileResponse):
+                await self.send_file(result)
+            else:
+                self.send_json(result, status)
         except LabelloopError as exc:
             self.send_error_json(exc.status, str(exc))
         except Exception as exc:

@@ -46,6 +46,7 @@ from .webapps import WebappHost
 log = logging.getLogger("labelloop.server")
 
 USER_PAYLOAD_KEY = "labelloop_user"
+CONFIG_CHECK_SECONDS = 1.0  # how often project.json is looked at while serving
 
 
 @dataclass
@@ -291,7 +292,9 @@ class LabelloopServer:
         self._periodic: PeriodicCallback | None = None
         apps = {f"/webapps/{w}": Application(WebappHandler(self.webapps, self.identity, w))
                 for w in self.webapps.ids()}
-        extra = api_patterns(self.api) + [
+        from .routes import plugin_api_patterns  # plugin routes go before the API's catch-all
+
+        extra = plugin_api_patterns(self.api) + api_patterns(self.api) + [
             (r"/resource/([A-Za-z0-9][A-Za-z0-9_.-]*)/(.+)", ResourceHandler,
              {"host": self.webapps}),
             (r"/login", LoginHandler, {"identity": self.identity}),
@@ -325,6 +328,9 @@ class LabelloopServer:
     def start(self) -> None:
         """Start serving and, unless disabled, the scheduler; warm up the backends."""
         self.bokeh.start()
+        from ..webhooks import Sender  # outgoing webhooks: delivered from a thread
+
+        self.webhook_sender = Sender(self.project).start()
         loop = IOLoop.current()
         for webapp in self.webapps.ids():  # create backends now, in threads, to show errors early
             loop.run_in_executor(self.executor, self._warm, webapp)
@@ -335,6 +341,44 @@ class LabelloopServer:
         else:  # runs started from the API still need reaping
             self._periodic = PeriodicCallback(self._reap, max(self.options.period, 1.0) * 1000)
             self._periodic.start()
+        self._config_watch = PeriodicCallback(self._follow_config, CONFIG_CHECK_SECONDS * 1000)
+        self._config_watch.start()
+
+    # ---- live configuration (see WebappHost.check_config) ----
+    async def _follow_config(self) -> None:
+        try:
+            added = await IOLoop.current().run_in_executor(self.executor,
+                                                           self.webapps.check_config)
+            for webapp in added:
+                self._add_page(webapp)
+        except Exception:
+            log.exception("following project.json failed")
+
+    def _add_page(self, webapp: str) -> None:
+        """Serve the Bokeh page of a webapp added to project.json while serving.
+
+        Bokeh fixes its applications when the server starts; this adds one the way its
+        constructor does (an ApplicationContext and the per-app URL patterns)."""
+        from bokeh.server.contexts import ApplicationContext
+        from bokeh.server.tornado import create_static_handler
+        from bokeh.server.urls import per_app_patterns
+
+        path = f"/webapps/{webapp}"
+        tornado_app = self.bokeh._tornado
+        if path in tornado_app._applications:
+            return
+        app = Application(WebappHandler(self.webapps, self.identity, webapp))
+        ctx = ApplicationContext(app, io_loop=IOLoop.current(), url=path,
+                                 logout_url=tornado_app.auth_provider.logout_url)
+        patterns = [(path + p[0], p[1], {"application_context": ctx}) for p in per_app_patterns]
+        ws = next(r[0] for r in patterns if r[0].endswith("/ws"))
+        for r in patterns:
+            r[2]["bokeh_websocket_path"] = ws
+        patterns.append(create_static_handler("", path, app))
+        tornado_app._applications[path] = ctx
+        tornado_app.add_handlers(r".*", patterns)
+        ctx.run_load_hook()
+        log.info("webapp %s added to project.json: served at %s", webapp, path)
 
     def _warm(self, webapp: str) -> None:
         try:
@@ -360,9 +404,13 @@ class LabelloopServer:
             log.exception("reaping scenario runs failed")
 
     def stop(self) -> None:
+        if getattr(self, "_config_watch", None) is not None:
+            self._config_watch.stop()
         if self._periodic is not None:
             self._periodic.stop()
         self.bokeh.stop()
+        if getattr(self, "webhook_sender", None) is not None:
+            self.webhook_sender.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 

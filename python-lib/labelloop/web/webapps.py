@@ -12,11 +12,19 @@ A webapp component's `backend.py` defines `create_backend(ctx)`, returning an ob
   POST/PUT/PATCH payloads are the JSON body (`{}` when empty);
 - optionally `describe()`: a dict merged into the webapp's entry of `GET /api/v1/webapps`.
 
+A handler that answers a file or other binary content (an image, a sound) returns a
+`labelloop.web.FileResponse(content_type, path=... or body=..., etag=..., cache_control=...)`
+instead of JSON: the host sends it with its content type, `ETag` and `Cache-Control`, and
+answers `304 Not Modified` (without reading the file) when the request's `If-None-Match`
+holds the ETag. The handler does the access checks (e.g. `Folder.resolve`) before returning.
+
 Handlers run in threads: a backend must be safe to call from several threads at once.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import inspect
 import logging
 import threading
@@ -37,7 +45,43 @@ from ..project import Project
 API_PREFIX = "/api/v1"
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 BODY_METHODS = ("POST", "PUT", "PATCH")
-RETRY_SECONDS = 10.0  # a backend that failed to start is retried after this long
+RETRY_SECONDS = 2.0  # a backend that failed to start is retried after this long
+
+
+@dataclass
+class FileResponse:
+    """A binary answer of a webapp route (see the module docstring): a file or bytes."""
+
+    content_type: str
+    path: Path | None = None
+    body: bytes | None = None
+    etag: str | None = None  # with or without quotes; default: from the file's size and mtime
+    cache_control: str = "private, max-age=86400"
+
+    def __post_init__(self) -> None:
+        if (self.path is None) == (self.body is None):
+            raise ValueError("FileResponse takes exactly one of path= or body=")
+        if self.etag is None:
+            if self.path is not None:
+                st = Path(self.path).stat()
+                seed = f"{self.path}:{st.st_size}:{st.st_mtime_ns}".encode()
+            else:
+                seed = self.body or b""
+            self.etag = hashlib.sha1(seed).hexdigest()[:20]
+        if not self.etag.startswith(('"', 'W/"')):
+            self.etag = f'"{self.etag}"'
+
+    def matches(self, if_none_match: str | None) -> bool:
+        """True when an `If-None-Match` header names this response's ETag (or is `*`)."""
+        if not if_none_match:
+            return False
+        tags = [t.strip() for t in if_none_match.split(",")]
+        bare = self.etag.removeprefix("W/")
+        return "*" in tags or any(t.removeprefix("W/") == bare for t in tags)
+
+    def read(self) -> bytes:
+        """The content (reads the file when the response holds a path)."""
+        return self.body if self.body is not None else Path(self.path).read_bytes()
 
 
 class WebappUnavailableError(LabelloopError):
@@ -211,6 +255,69 @@ class WebappHost:
         self._failures: dict[str, tuple[float, str]] = {}
         self._lock = threading.Lock()
         self.log = logging.getLogger("labelloop.webapps")
+        # Live configuration: the project.json this host serves, and why a newer one was not.
+        self._applied = copy.deepcopy(project.config)
+        self._config_stamp = self._stamp()
+        self.config_error: str | None = None
+
+    # ---- live configuration ----
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            st = self.project.config_path.stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def check_config(self) -> list[str]:
+        """Follow project.json while serving; returns the webapps it adds.
+
+        A valid new file replaces the project's configuration: webapps whose settings
+        changed get a new backend at their next request, new plugin directories are loaded.
+        An invalid one leaves the last good configuration serving and sets `config_error`
+        (shown in `GET /api/v1/webapps` and on the pages) until the file is fixed.
+        """
+        stamp = self._stamp()
+        if stamp == self._config_stamp:
+            return []
+        self._config_stamp = stamp
+        from ..descriptors import load_descriptor
+
+        try:
+            new = load_descriptor("project", self.project.config_path)
+        except LabelloopError as exc:
+            self.config_error = (f"project.json was changed but not applied: {exc}. The last "
+                                 "good configuration is still served; fix the file and it is "
+                                 "applied within seconds.")
+            self.log.error("%s", self.config_error)
+            return []
+        old = self._applied
+        self.config_error = None
+        if new == old:
+            return []
+        registry_changed = new.get("plugin_dirs") != old.get("plugin_dirs")
+        old_apps, new_apps = old.get("webapps", {}), new.get("webapps", {})
+        with self._lock:
+            self.project.config = new
+            self._applied = copy.deepcopy(new)
+            if registry_changed:  # loaded again, with the new directories, at next use
+                self.project.__dict__.pop("registry", None)
+            if new.get("variables") != old.get("variables"):
+                self.project.__dict__.pop("variables", None)
+            for webapp in list(self._apps):
+                if registry_changed or new_apps.get(webapp) != old_apps.get(webapp):
+                    self._drop(webapp)
+            self._failures.clear()  # a fixed file (or a new dataset) is tried again now
+        self.log.info("project.json changed: applied")
+        return [w for w in new_apps if w not in old_apps]
+
+    def _drop(self, webapp: str) -> None:
+        app = self._apps.pop(webapp, None)
+        close = getattr(app.backend, "close", None) if app is not None else None
+        if callable(close):
+            try:
+                close()
+            except Exception:
+                self.log.exception("webapp %s: closing its old backend failed", webapp)
 
     def ids(self) -> list[str]:
         return sorted(self.project.config.get("webapps", {}))
@@ -271,10 +378,14 @@ class WebappHost:
         return Webapp(webapp, comp, backend, routes)
 
     def describe(self, webapp: str) -> dict:
-        """The list entry of one webapp; a webapp that can't start says why."""
+        """The list entry of one webapp; a webapp that can't start says why, and a
+        project.json that could not be applied is reported as `config_error`."""
         try:
-            return self.get(webapp).describe()
+            entry = self.get(webapp).describe()
         except WebappUnavailableError as exc:
             cfg = self.project.config["webapps"][webapp]
-            return {"id": webapp, "type": cfg["type"], "data_type": None, "categories": None,
-                    "page": f"/webapps/{webapp}", "error": str(exc)}
+            entry = {"id": webapp, "type": cfg["type"], "data_type": None, "categories": None,
+                     "page": f"/webapps/{webapp}", "error": str(exc)}
+        if self.config_error:
+            entry["config_error"] = self.config_error
+        return entry

@@ -1,0 +1,144 @@
+"""Label Studio's shapes: label_config, tasks, annotations and predictions (as plain dicts)."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import Any
+
+from labelloop.errors import LabelloopError
+
+# The object tags a Choices control can point to, by Labelloop data type.
+OBJECT_TAGS = {"text": "Text", "image": "Image", "sound": "Audio", "tabular": "Text"}
+LS_USER_PREFIX = "label-studio:"
+
+
+@dataclass
+class ChoicesControl:
+    """The `<Choices>` of a label_config: its names and choice values."""
+
+    from_name: str
+    to_name: str
+    choices: list[str]
+    multi_label: bool
+    data_key: str | None  # `$text` of the object tag the choices point to
+
+    def result(self, labels: list[str], score: float | None = None) -> list[dict]:
+        """Label Studio `result` items choosing `labels`."""
+        item: dict[str, Any] = {"from_name": self.from_name, "to_name": self.to_name,
+                                "type": "choices", "value": {"choices": list(labels)}}
+        if score is not None:
+            item["score"] = score
+        return [item]
+
+
+def parse_label_config(xml: str | None) -> ChoicesControl | None:
+    """The first Choices control of a label_config (None when there is no config)."""
+    if not xml or not str(xml).strip():
+        return None
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as exc:
+        raise LabelloopError(f"label_config is not valid XML: {exc}") from exc
+    choices = next((el for el in root.iter() if el.tag == "Choices"), None)
+    if choices is None:
+        raise LabelloopError("label_config has no <Choices> tag: Labelloop's classification "
+                             "webapps need a config like <View><Text name=\"text\" "
+                             "value=\"$text\"/><Choices name=\"label\" toName=\"text\">"
+                             "<Choice value=\"A\"/>...</Choices></View>")
+    from_name = choices.get("name") or "label"
+    to_name = choices.get("toName") or ""
+    values = [c.get("value") or c.get("alias") or "" for c in choices.iter("Choice")]
+    data_key = None
+    for el in root.iter():
+        if el.get("name") == to_name.split(",")[0] and (el.get("value") or "").startswith("$"):
+            data_key = el.get("value")[1:]
+            break
+    return ChoicesControl(from_name, to_name, [v for v in values if v],
+                          (choices.get("choice") or "single").lower() == "multiple", data_key)
+
+
+def make_label_config(categories: list[str], data_type: str, data_key: str,
+                      multi_label: bool = False) -> str:
+    """A label_config Labelloop understands, for the README and for `ml-backend-predict`."""
+    tag = OBJECT_TAGS.get(data_type, "Text")
+    choice = ' choice="multiple"' if multi_label else ""
+    items = "".join(f'<Choice value="{_xml_attr(c)}"/>' for c in categories)
+    return (f'<View><{tag} name="{data_key}" value="${data_key}"/>'
+            f'<Choices name="label" toName="{data_key}"{choice}>{items}</Choices></View>')
+
+
+def _xml_attr(value: str) -> str:
+    return (value.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
+            .replace(">", "&gt;"))
+
+
+def annotation_labels(annotation: dict) -> list[str]:
+    """The chosen values of an annotation's (or prediction's) choices results."""
+    out: list[str] = []
+    for item in annotation.get("result") or []:
+        if not isinstance(item, dict):
+            continue
+        value = item.get("value") or {}
+        if item.get("type", "choices") == "choices" and isinstance(value.get("choices"), list):
+            out += [str(v) for v in value["choices"]]
+    return out
+
+
+def annotator_name(completed_by: Any) -> str:
+    """Labelloop's annotator for Label Studio's `completed_by` (a user id or a user dict)."""
+    if isinstance(completed_by, dict):
+        email = completed_by.get("email") or completed_by.get("username")
+        if email:
+            return str(email)
+        completed_by = completed_by.get("id")
+    if completed_by is None or completed_by == "":
+        return f"{LS_USER_PREFIX}unknown"
+    return f"{LS_USER_PREFIX}{completed_by}" if re.fullmatch(r"\d+", str(completed_by)) \
+        else str(completed_by)
+
+
+def completed_by_of(annotator: str) -> Any:
+    """Label Studio's `completed_by` for a Labelloop annotator (inverse of annotator_name)."""
+    if annotator.startswith(LS_USER_PREFIX) and annotator[len(LS_USER_PREFIX):].isdigit():
+        return int(annotator[len(LS_USER_PREFIX):])
+    return annotator
+
+
+def json_safe(value: Any) -> Any:
+    """A dataset value as plain JSON (numpy scalars, timestamps, NaN -> None)."""
+    if value is None:
+        return None
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+def task_data(row: dict, data_key: str, text_column: str | None = None) -> dict:
+    """A Label Studio task's `data` for a pool row: every column, and the item under data_key."""
+    data = {str(k): json_safe(v) for k, v in row.items()}
+    source = text_column or (data_key if data_key in data else None)
+    if source is not None and source in data:
+        data[data_key] = data[source]
+    elif "path" in data:
+        data[data_key] = data["path"]
+    return data
+
+
+def config_for(params: dict, data_type: str) -> str:
+    """The label_config of a recipe / step: given verbatim, or built from its categories."""
+    config = (params.get("label_config") or "").strip()
+    if config:
+        parse_label_config(config)  # a clear error now rather than a backend's 500 later
+        return config
+    categories = [c for c in params.get("categories") or [] if c]
+    if len(categories) < 2:
+        raise LabelloopError("give the ML backend a label config, or at least two categories "
+                             "to build one from")
+    return make_label_config(categories, data_type, params.get("data_key") or
+                             ("image" if data_type == "image" else "text"))

@@ -1,0 +1,212 @@
+"""Dataset file formats of `dataset import|export`: built-ins and the ones plugins register.
+
+Built in: CSV and Parquet (labelloop.project.datasets) and JSON Lines (one JSON object per
+line; nested values are kept as JSON text). Plugins add formats with the hook
+`register_dataset_formats(register)`: `register(name, read=None, write=None, extensions=(),
+description="")` where
+
+- `read(path, options) -> {dataset suffix or "": DataFrame}`: "" is the dataset named on the
+  command line; other keys name extra datasets (an option may rename them, see the format's
+  description). Raise LabelloopError naming the line / record on a bad file.
+- `write(project, name, path, options) -> int`: write dataset `name` (and what it needs of
+  other datasets) to `path`; returns the number of records written.
+
+An import writes every dataset it produced in one transaction, after the whole file was read:
+a bad file writes nothing. `options` are the `-o KEY=VALUE` of the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from .errors import ConflictError, LabelloopError, NotFoundError
+
+if TYPE_CHECKING:
+    from .project import Project
+
+
+@dataclass
+class Format:
+    name: str
+    read: Callable[[Path, dict], dict[str, pd.DataFrame]] | None = None
+    write: Callable[[Any, str, Path, dict], int] | None = None
+    extensions: tuple[str, ...] = ()
+    description: str = ""
+    plugin: str = "labelloop"
+    builtin: bool = False
+
+
+# ------------------------------------------------------------------ JSON Lines
+def read_jsonl(path: Path, options: dict) -> dict[str, pd.DataFrame]:
+    """One JSON object per line; blank lines are skipped; a bad line is named."""
+    records = []
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise LabelloopError(f"{path.name}: line {number} is not valid JSON "
+                                     f"({exc.msg} at column {exc.colno}); nothing was "
+                                     "imported") from None
+            if not isinstance(value, dict):
+                raise LabelloopError(f"{path.name}: line {number} is a JSON "
+                                     f"{type(value).__name__}, not an object; JSON Lines "
+                                     "datasets hold one object per line; nothing was imported")
+            records.append({k: json.dumps(v) if isinstance(v, dict | list) else v
+                            for k, v in value.items()})
+    if not records:
+        raise LabelloopError(f"{path.name} holds no JSON object: nothing to import")
+    return {"": pd.DataFrame.from_records(records)}
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None:
+        return None
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+def write_jsonl(project: Project, name: str, path: Path, options: dict) -> int:
+    frame = project.dataset(name).read()
+    with atomic_file(path) as fh:
+        for row in frame.to_dict("records"):
+            fh.write(json.dumps({k: _jsonable(v) for k, v in row.items()}, ensure_ascii=False))
+            fh.write("\n")
+    return len(frame)
+
+
+class atomic_file:  # noqa: N801 - used like open()
+    """A text file written beside its target and renamed into place when complete."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f".{self.path.name}.part")
+
+    def __enter__(self):
+        try:
+            self.fh = open(self.tmp, "w", encoding="utf-8")
+        except OSError as exc:
+            raise LabelloopError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        return self.fh
+
+    def __exit__(self, typ, exc, tb) -> None:
+        self.fh.close()
+        if typ is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------ the registry
+def _csv_parquet(name: str) -> Format:
+    return Format(name, extensions=(".csv", ".tsv", ".txt") if name == "csv" else
+                  (".parquet", ".pq"), builtin=True)
+
+
+def formats(registry: Any | None = None) -> dict[str, Format]:
+    """Every format: the built-ins, then the ones plugins register."""
+    out = {"csv": _csv_parquet("csv"), "parquet": _csv_parquet("parquet"),
+           "jsonl": Format("jsonl", read_jsonl, write_jsonl, (".jsonl", ".ndjson"),
+                           "JSON Lines: one object per line", builtin=True)}
+    hook = getattr(getattr(registry, "pm", None), "hook", None)
+    impl_caller = getattr(hook, "register_dataset_formats", None)
+    if impl_caller is None:
+        return out
+    for impl in impl_caller.get_hookimpls():
+        def register(name: str, read: Callable | None = None, write: Callable | None = None,
+                     extensions: Any = (), description: str = "",
+                     _plugin: str = impl.plugin_name) -> None:
+            if name in out and out[name].builtin:
+                raise LabelloopError(f"plugin {_plugin}: format {name!r} is built in")
+            out[name] = Format(name, read, write, tuple(extensions), description, _plugin)
+
+        impl.function(register=register)
+    return out
+
+
+def format_for(path: Path, fmt: str | None, registry: Any, need: str) -> Format:
+    """The format named, or the one of the file's extension, that can `need` (read/write)."""
+    known = formats(registry)
+    usable = sorted(n for n, f in known.items() if f.builtin or getattr(f, need) is not None)
+    if fmt:
+        found = known.get(fmt.lower())
+        if found is None or not (found.builtin or getattr(found, need) is not None):
+            raise LabelloopError(f"unknown {'import' if need == 'read' else 'export'} format "
+                                 f"{fmt!r}: use one of {', '.join(usable)}")
+        return found
+    ext = path.suffix.lower()
+    for f in known.values():
+        if ext in f.extensions and (f.builtin or getattr(f, need) is not None):
+            return f
+    raise LabelloopError(f"cannot tell the format of {path.name!r} from its extension: pass "
+                         f"--format ({', '.join(usable)})")
+
+
+def import_file(project: Project, name: str, path: str | Path, fmt: str | None = None,
+                replace: bool = False, options: dict | None = None) -> dict[str, int]:
+    """Import a file as dataset `name` (+ the extra datasets its format makes): rows each."""
+    path = Path(path)
+    if not path.is_file():
+        raise NotFoundError(f"no such file: {path}")
+    f = format_for(path, fmt, project.registry, "read")
+    options = dict(options or {})
+    if f.builtin and f.read is None:  # CSV / Parquet
+        from .project.datasets import read_table_file
+
+        frames = {"": read_table_file(path, f.name)}
+    else:
+        frames = f.read(path, options)
+    targets = {(name if key == "" else options.get(key) or f"{name}_{key}"): frame
+               for key, frame in frames.items() if frame is not None}
+    datasets = {t: project.dataset(t, create=True) for t in targets}
+    if not replace:
+        full = [f"{t!r} ({ds.count()} rows)" for t, ds in datasets.items() if ds.exists()]
+        if full:
+            raise ConflictError(f"dataset {', '.join(full)} already has data: pass --replace "
+                                "to overwrite it, or import into another dataset name")
+    with project.write_transaction() as conn:
+        for t, frame in targets.items():
+            datasets[t].write(frame, conn=conn)
+    for t in targets:
+        project.declare("datasets", t)
+    return {t: len(frame) for t, frame in targets.items()}
+
+
+def export_file(project: Project, name: str, path: str | Path, fmt: str | None = None,
+                options: dict | None = None) -> int:
+    """Export dataset `name` to a file; the number of records written."""
+    path = Path(path)
+    f = format_for(path, fmt, project.registry, "write")
+    if f.builtin and f.write is None:
+        return project.dataset(name).export_file(path, f.name)
+    project.dataset(name)  # unknown names: the usual clear error
+    return f.write(project, name, path, dict(options or {}))
+
+
+def parse_options(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """`KEY=VALUE` strings as a dict."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise LabelloopError(f"option {pair!r} must look like KEY=VALUE")
+        out[key.strip()] = value
+    return out
+
+
+__all__ = ["Format", "formats", "import_file", "export_file", "parse_options", "atomic_file",
+           "read_jsonl", "write_jsonl"]

@@ -1,0 +1,131 @@
+"""The similarity demo in headless Chromium against a real `labelloop serve`.
+
+Five questions answered by keyboard (toggle, untoggle, invert, submit, ignore), then the model
+saved with its key; the pairs dataset must hold exactly what the page showed and the keys
+chose, and the saved model a new version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from labeling import demo
+from labelloop.project import Project
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def active_card(page) -> dict:
+    """The question id and candidate ids of the highlighted card."""
+    page.wait_for_selector(".sl-card.sl-active")
+    return page.eval_on_selector(".sl-card.sl-active", """el => ({
+        question_id: el.dataset.questionId, query: el.dataset.queryId,
+        candidates: [...el.querySelectorAll('.sl-cand')].map(c => c.dataset.id)})""")
+
+
+def selected(page) -> list[str]:
+    return page.eval_on_selector_all(".sl-card.sl-active .sl-cand.sl-selected",
+                                     "els => els.map(e => e.dataset.id)")
+
+
+def wait_question_changed(page, old: str) -> None:
+    page.wait_for_function(
+        "old => { const el = document.querySelector('.sl-card.sl-active');"
+        " return el && el.dataset.questionId !== old; }", arg=old)
+
+
+def test_answer_five_questions_by_keyboard_then_save(tmp_path, serve, browser):
+    project_dir = tmp_path / "similar"
+    demo.create_demo(project_dir, demo.SIMILARITY)
+    server = serve(project_dir)
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    ctx.add_init_script("localStorage.setItem('labelloop.user', 'alice')")
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{server.url}/webapps/similar-digits")
+    page.wait_for_function("document.querySelectorAll('.sl-card').length === 2", timeout=60_000)
+    assert page.inner_text("#sl-per-view") == "2" and page.inner_text("#sl-topk") == "8"
+    assert page.inner_text("#sl-content-type") == "image"
+    # Every candidate is an image with its number key.
+    assert page.eval_on_selector_all(".sl-card .sl-cand img", "els => els.length") == 16
+
+    expected: dict[str, tuple[list[str], list[str]] | None] = {}
+
+    def answer(keys: list[str], positives_of) -> None:
+        card = active_card(page)
+        for key in keys:
+            page.keyboard.press(key)
+        want = positives_of(card["candidates"])
+        assert sorted(selected(page)) == sorted(want)
+        expected[card["question_id"]] = (want, [c for c in card["candidates"] if c not in want])
+        page.keyboard.press(" ")
+        wait_question_changed(page, card["question_id"])
+
+    # 1: toggle candidates 1 and 3, untoggle 3 -> only the first is related.
+    answer(["1", "3", "3"], lambda c: [c[0]])
+    # 2: invert (all related), then untoggle the second.
+    answer(["i", "2"], lambda c: [x for i, x in enumerate(c) if i != 1])
+    # 3: the whole question ignored.
+    card = active_card(page)
+    page.keyboard.press("x")
+    expected[card["question_id"]] = None
+    wait_question_changed(page, card["question_id"])
+    # 4: toggle 1 and 2, then invert -> all but the first two.
+    answer(["1", "2", "i"], lambda c: c[2:])
+    # 5: the fourth candidate only.
+    answer(["4"], lambda c: [c[3]])
+    page.wait_for_function("document.getElementById('sl-done').textContent === '5'")
+    assert page.inner_text("#sl-ignored") == "1"
+    # The model tunes in the background; the page shows the new version when it exists.
+    page.wait_for_function("document.getElementById('sl-model-version').textContent !== 'base'",
+                           timeout=30_000)
+    page.keyboard.press("m")
+    page.wait_for_function(
+        "document.getElementById('sl-saved-note').textContent.startsWith('saved embedding v1')")
+    page.wait_for_function("document.getElementById('sl-saved').textContent === '1'")
+    shot = Path(os.environ.get("SIMILARITY_SCREENSHOT") or tmp_path / "similarity.png")
+    page.screenshot(path=str(shot), full_page=True)
+    assert errors == []
+    ctx.close()
+
+    project = Project.open(project_dir)
+    pairs = project.dataset("pairs").read()
+    assert len(expected) == 5
+    want_rows = set()
+    for qid, answer_ in expected.items():
+        if answer_ is None:
+            assert qid not in set(pairs["question_id"])
+            continue
+        pos, neg = answer_
+        want_rows |= {(qid, c, 1) for c in pos} | {(qid, c, -1) for c in neg}
+    got_rows = {(r.question_id, r.candidate_id, int(r.relation)) for r in pairs.itertuples()}
+    assert got_rows == want_rows
+    assert set(pairs["annotator"]) == {"alice"}
+    versions = project.model("embedding").versions()
+    assert [v["version"] for v in versions] == [1]
+    assert versions[0]["kind"] == "embedding" and versions[0]["rows"] == len(want_rows)
+    # The saved model loads with the plugin's trusted types and embeds an image of the pool.
+    listed = server.get("/api/v1/webapps/similar-digits/stats").json()
+    assert listed["saved"] == 1 and listed["questions"] == 5
+    print(json.dumps({"pairs": len(pairs), "screenshot": str(shot)}))
