@@ -63,7 +63,7 @@ def session(project) -> int:
 
 def check_ranked(queries: pd.DataFrame, item_columns: list[str], classes: list[str]) -> None:
     """The queries dataset's shape: item columns + scores, most uncertain first."""
-    assert list(queries.columns) == item_columns + SCORES
+    assert list(queries.columns) == item_columns + SCORES + ["model_version"]
     u = queries["uncertainty"].to_numpy()
     assert np.all(np.diff(u) <= 0), "not sorted most uncertain first"
     assert set(queries["prediction"]) <= set(classes)

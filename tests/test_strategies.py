@@ -199,3 +199,46 @@ def test_collect_strategies_through_the_hook():
         collect_strategies(pluggy.PluginManager("labelloop")).names() == default_registry().names()
     )
     assert len(collect_strategies(None)) == 4
+
+
+def test_ranker_keeps_rows_and_a_tree_of_merges_equals_one_pass():
+    import pandas as pd
+
+    from labeling.strategies import merge_rankings
+
+    rng = np.random.default_rng(3)
+    scores = np.round(rng.random(5000), 2)  # many ties: the cut must follow positions
+    rows = pd.DataFrame({"v": np.arange(5000), "s": [f"r{i}" for i in range(5000)]})
+    one = StreamingRanker(k=300)
+    parts = []
+    for lo in range(0, 5000, 700):
+        one.add(scores[lo:lo + 700], np.arange(lo, min(lo + 700, 5000)),
+                rows=rows.iloc[lo:lo + 700], tag=scores[lo:lo + 700] * 2)
+        part = StreamingRanker(k=300)
+        part.add(scores[lo:lo + 700], np.arange(lo, min(lo + 700, 5000)),
+                 rows=rows.iloc[lo:lo + 700], tag=scores[lo:lo + 700] * 2)
+        parts.append(part.result())
+    whole = one.result()
+    tree = merge_rankings([merge_rankings(parts[:3], 300), merge_rankings(parts[3:], 300)], 300)
+    expected = top_k(scores, 300)
+    for got in (whole, tree):
+        np.testing.assert_array_equal(got.positions, expected)
+        np.testing.assert_array_equal(got.rows["v"].to_numpy(), expected)
+        np.testing.assert_array_equal(got.columns["tag"], scores[expected] * 2)
+
+
+def test_diverse_batch_is_deterministic_and_spreads_over_clusters():
+    from labeling.strategies import diverse_batch
+
+    rng = np.random.default_rng(0)
+    # 3 tight groups of candidates: the most uncertain all sit in group 0
+    centers = np.array([[0.5, 0.5, 0.0], [0.0, 0.5, 0.5], [0.5, 0.0, 0.5]])
+    points = np.repeat(centers, 20, axis=0) + rng.normal(scale=0.01, size=(60, 3))
+    scores = np.concatenate([np.linspace(0.99, 0.9, 20), np.linspace(0.8, 0.7, 20),
+                             np.linspace(0.6, 0.5, 20)])
+    picks = diverse_batch(points, scores, 3, np.random.default_rng(7))
+    assert sorted(p // 20 for p in picks) == [0, 1, 2]  # one per group
+    assert list(picks) == [0, 20, 40]  # the most uncertain of each, by score
+    again = diverse_batch(points, scores, 3, np.random.default_rng(7))
+    np.testing.assert_array_equal(picks, again)
+    assert list(diverse_batch(points[:2], scores[:2], 3)) == [0, 1]  # fewer than k: all

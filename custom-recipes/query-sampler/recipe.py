@@ -5,7 +5,9 @@ from __future__ import annotations
 from labeling.sampling import Pool, sample_queries, session_variable, write_in_pieces
 from labeling.strategies import collect_strategies
 from labeling.training import TRUSTED_TYPES, set_folder_root
+from labelloop.errors import LabelloopError
 from labelloop.project import Folder
+from labelloop.project.models import trusted_types
 
 
 def param_choices(param_name, registry):
@@ -17,21 +19,39 @@ def param_choices(param_name, registry):
 
 def run(ctx):
     cfg = ctx.config
+    engine = cfg.get("engine") or "local"
+    if engine not in ("local", "dask"):
+        raise LabelloopError(f"unknown engine {engine!r}: choose 'local' or 'dask'")
+    if engine == "dask":
+        from labeling.distributed import require_dask
+
+        require_dask()  # before any work: a clear error when the extra is not installed
     model = ctx.input("saved_model")
     source = ctx.input("unlabeled_samples")
     labels_ds = ctx.input("labels")
     queries = ctx.output("queries")
     meta = model.metadata()
-    pipeline = model.load(trusted=TRUSTED_TYPES)
+    pipeline = model.load(meta["version"], trusted=TRUSTED_TYPES)
     if isinstance(source, Folder):
         set_folder_root(pipeline, str(source.root))
     pool = Pool(source, cfg["chunk_size"], meta.get("data_type"))
     labels = labels_ds.read() if labels_ds is not None and labels_ds.exists() else None
-    result = sample_queries(pipeline, pool, cfg["strategy"], collect_strategies(ctx.registry.pm),
-                            labels=labels, label_col=cfg["label_col"],
-                            id_column=cfg.get("id_column") or None,
-                            max_queries=cfg["max_queries"], seed=cfg["seed"],
-                            progress=ctx.progress)
+    options = dict(labels=labels, label_col=cfg["label_col"],
+                   id_column=cfg.get("id_column") or None, max_queries=cfg["max_queries"],
+                   seed=cfg["seed"], progress=ctx.progress, batch_size=cfg["batch_size"],
+                   model_version=str(meta["version"]))
+    registry = collect_strategies(ctx.registry.pm)
+    if engine == "dask":
+        from labeling.distributed import dask_client, sample_queries_dask
+
+        # The model travels as its skops bytes, loaded on the workers with the same check.
+        model_bytes = (ctx.project.dir / meta["file"]).read_bytes()
+        with dask_client(cfg.get("dask_scheduler") or None, cfg["dask_workers"]) as client:
+            result = sample_queries_dask(client, pipeline, model_bytes,
+                                         [*TRUSTED_TYPES, *trusted_types()], pool,
+                                         cfg["strategy"], registry, **options)
+    else:
+        result = sample_queries(pipeline, pool, cfg["strategy"], registry, **options)
     # The new ranking and its session number land together: a webapp never sees one without
     # the other.
     with ctx.project.write_transaction() as conn:
@@ -40,6 +60,6 @@ def run(ctx):
         ctx.project.webhooks.emit(conn, "QUERIES_UPDATED", {"queries": {"dataset": queries.name, "session": session, "rows": len(result.queries), "model_version": meta["version"]}})  # noqa: E501
     ctx.details.update(model_version=meta["version"], strategy=cfg["strategy"], session=session,
                        pool_rows=result.pool_rows, excluded=result.excluded,
-                       queries=len(result.queries))
+                       queries=len(result.queries), engine=engine)
     ctx.log.info("wrote %d queries (session %d, %d labeled items left out)",
                  len(result.queries), session, result.excluded)

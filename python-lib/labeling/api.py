@@ -12,6 +12,7 @@ Routes (mounted by the host under `/api/v1/webapps/<instance>/`):
 | `GET stats` | | `{"labeled", "skipped", "total", "remaining", "per_label", "session"}` |
 | `GET media` | `id` (image / sound webapps) | the item's file, with its content type, `ETag`, `Cache-Control` |
 | `POST release` | `{"ids": [...]}` | `{"released"}`; the caller's reservations of those items end now |
+| `GET learning-curve` | | `{"enough", "points", "given", "random", "accuracy", "given_reached", "random_reached", "summary"}` or `{"enough": false, "message"}` (labeling.report) |
 
 A webapp component's backend.py is one line: `create_backend = backend_factory("tabular")`.
 """
@@ -165,7 +166,15 @@ def build_routes(engine: LabelingEngine,
     def release(payload: Any, user: str) -> dict:
         return engine.release(user, _body(payload, ("ids",))["ids"])
 
+    def learning_curve(payload: dict, user: str) -> dict:
+        from .report import for_page
+
+        return for_page(engine.project, engine.cfg)
+
     routes = {
+        ("GET", "learning-curve"): {
+            "handler": learning_curve, "schema": EMPTY_SCHEMA,
+            "summary": "The labels replayed in their order vs random orders (cross-validated)"},
         ("GET", "config"): {"handler": config, "schema": EMPTY_SCHEMA,
                             "summary": "The webapp's categories, mode, session and thresholds"},
         ("GET", "batch"): {"handler": batch, "schema": batch_schema(engine),

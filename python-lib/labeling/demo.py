@@ -207,7 +207,10 @@ def project_config(data: DemoData, n: int = DEFAULT_N) -> dict:
     train_inputs: dict[str, Any] = {"labels": "labels"}
     if folder_pool:
         train_inputs["folder"] = pool
-    sample_params: dict[str, Any] = {"strategy": "margin", "label_col": "label"}
+    # The diversity-aware batch: one pick per cluster of uncertain items, a batch per retrain
+    # (bench/bench_label_efficiency.py: above margin on digits and on a text task).
+    sample_params: dict[str, Any] = {"strategy": "diverse_margin", "batch_size": n,
+                                     "label_col": "label"}
     if data.id_column:
         sample_params["id_column"] = data.id_column
     webapp_params: dict[str, Any] = {

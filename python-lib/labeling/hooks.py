@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from labelloop.hookspecs import hookimpl
 
-from .strategies import QueryStrategySpecs
+from .strategies import QueryStrategySpecs, register_batch_strategies
 
 # Added to the host's plugin manager when this module is registered (plugin.json "hooks").
 hookspecs = QueryStrategySpecs
@@ -12,10 +12,19 @@ hookspecs = QueryStrategySpecs
 
 @hookimpl
 def register_commands(cli):
-    """Add `labelloop demo` (the active-learning demo project)."""
+    """Add `labelloop demo` (the active-learning demo project) and `labelloop report`."""
     from .demo import demo_command
 
     cli.add_command(demo_command)
+    from .report import report_group
+
+    cli.add_command(report_group())
+
+
+@hookimpl
+def register_query_strategies(register):
+    """The built-in diversity-aware batch strategy, `diverse_margin`."""
+    register_batch_strategies(register)
 
 
 @hookimpl

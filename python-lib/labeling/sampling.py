@@ -4,7 +4,9 @@ The pool is streamed once, in chunks. Per row only compact arrays are kept for r
 (score, position, predicted class index, confidence; never the probability matrix), plus
 the row's columns when it can be written: every unlabeled row for a full ranking (that is
 the queries dataset, the one copy of pool data held), only rows that can still make the
-best `max_queries` otherwise.
+best `max_queries` otherwise (one top-k reducer, `strategies.StreamingRanker`, so memory
+stays flat whatever the pool's size). The same per-chunk work runs on a Dask cluster
+(`labeling.distributed`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from labelloop.errors import LabelloopError
 from labelloop.project import Dataset, Folder
 
 from .features import IMAGE_EXTENSIONS, SOUND_EXTENSIONS
-from .strategies import StrategyRegistry, StreamingRanker, top_k
+from .strategies import Ranked, Strategy, StrategyRegistry, StreamingRanker
 from .training import (
     METADATA_COLUMNS,
     PATH_COLUMN,
@@ -54,6 +56,11 @@ class Pool:
             self._files = [f for f in self.source.list() if _ext(f) in exts]
         else:
             self._files = None
+
+    @property
+    def files(self) -> list[str]:
+        """A folder pool's files (relative paths), in pool order; [] for a dataset."""
+        return list(self._files or [])
 
     @property
     def is_folder(self) -> bool:
@@ -165,49 +172,131 @@ class SampleResult:
     excluded: int
 
 
-def sample_queries(pipeline: Any, pool: Pool, strategy: str, registry: StrategyRegistry,
-                   labels: pd.DataFrame | None = None, label_col: str = "label",
-                   id_column: str | None = None, max_queries: int = 0, seed: int = 0,
-                   progress: Progress | None = None) -> SampleResult:
-    """Rank the pool: its columns plus uncertainty, prediction and confidence, best first."""
-    registry.get(strategy)  # unknown strategy: a clear error before any work
+def ranker_size(strategy: Strategy, max_queries: int, batch_size: int) -> int | None:
+    """How many rows the top-k reducer keeps: `max_queries` and a batch step's candidates."""
+    if not max_queries:
+        return None
+    return max(max_queries, candidates(strategy, batch_size))
+
+
+def candidates(strategy: Strategy, batch_size: int) -> int:
+    """The rows a batch strategy chooses its first `batch_size` among (0: no batch step)."""
+    if strategy.batch is None or batch_size <= 0:
+        return 0
+    return int(np.ceil(strategy.beta * batch_size))
+
+
+@dataclass
+class ChunkScorer:
+    """Scores chunks of the pool into a top-k reducer: the per-chunk work of both engines.
+
+    Each chunk gets its own generator seeded by `(seed, first position)`, so a seeded random
+    strategy gives the same scores however the chunks are spread over processes.
+    """
+
+    pipeline: Any
+    strategy: str
+    registry: StrategyRegistry
+    labeled: LabeledIndex
+    seed: int
+    keep_rows: bool
+    total: int = 0
+    excluded: int = 0
+
+    def add(self, ranker: StreamingRanker, positions: np.ndarray, frame: pd.DataFrame,
+            keeper: _KeepAll | None = None) -> None:
+        self.total += len(frame)
+        if frame.empty:
+            return
+        rng = np.random.default_rng([self.seed, int(positions[0])])
+        done = self.labeled.mask(frame)
+        if done.any():
+            self.excluded += int(done.sum())
+            keep = ~done
+            frame, positions = frame[keep], positions[keep]
+        if frame.empty:
+            return
+        scored = _score(self.pipeline, frame, self.strategy, self.registry, rng, self.seed)
+        ranker.add(scored["uncertainty"], positions, rows=frame if self.keep_rows else None,
+                   prediction=scored["prediction"], confidence=scored["confidence"])
+        if keeper is not None:
+            keeper.add(frame, positions, scored["uncertainty"])
+
+
+def prepare(pipeline: Any, pool: Pool, strategy: str, registry: StrategyRegistry,
+            labels: pd.DataFrame | None, label_col: str, id_column: str | None
+            ) -> tuple[Strategy, np.ndarray, LabeledIndex]:
+    """Checks before any scoring (clear errors first); the model's classes and labeled items."""
+    strat = registry.get(strategy)  # unknown strategy: a clear error before any work
     # Regressor, one-class model, columns the pool lacks: refused before reading the pool
     # (model_classes alone would call a regressor "not fitted").
     check_scoring_input(pipeline, pd.DataFrame(columns=pool.columns()))
     _check_width(pipeline, pool)
     classes = np.asarray([str(c) for c in model_classes(pipeline)], dtype=object)
     labeled = LabeledIndex(labels, pool.columns(), label_col, id_column, pool.is_folder)
-    rng = np.random.default_rng(seed)
-    ranker = StreamingRanker(k=max_queries or None)
+    return strat, classes, labeled
+
+
+def sample_queries(pipeline: Any, pool: Pool, strategy: str, registry: StrategyRegistry,
+                   labels: pd.DataFrame | None = None, label_col: str = "label",
+                   id_column: str | None = None, max_queries: int = 0, seed: int = 0,
+                   progress: Progress | None = None, batch_size: int = 20,
+                   model_version: str | None = None) -> SampleResult:
+    """Rank the pool: its columns plus uncertainty, prediction and confidence, best first."""
+    strat, classes, labeled = prepare(pipeline, pool, strategy, registry, labels, label_col,
+                                      id_column)
+    k = ranker_size(strat, max_queries, batch_size)
     # The pool is read once: with a cap, only the rows that can still make the cut are kept
-    # as they stream by; a full ranking keeps every unlabeled row (the queries to write).
-    keeper = _Candidates(max_queries) if max_queries else _KeepAll(len(pool))
+    # as they stream by (with their scores, in the one top-k reducer); a full ranking keeps
+    # every unlabeled row (the queries to write).
+    ranker = StreamingRanker(k=k)
+    keeper = None if k else _KeepAll(len(pool))
+    scorer = ChunkScorer(pipeline, strategy, registry, labeled, seed, keep_rows=bool(k))
     progress = progress or (lambda it, *a, **k: it)
-    total, excluded = 0, 0
     for positions, frame in progress(pool.chunks(), "scoring", total=pool.n_chunks):
-        total += len(frame)
-        done = labeled.mask(frame)
-        if done.any():
-            excluded += int(done.sum())
-            keep = ~done
-            frame, positions = frame[keep], positions[keep]
-        if frame.empty:
-            continue
-        scored = _score(pipeline, frame, strategy, registry, rng, seed)
-        ranker.add(scored["uncertainty"], positions, prediction=scored["prediction"],
-                   confidence=scored["confidence"])
-        keeper.add(frame, positions, scored["uncertainty"])
+        scorer.add(ranker, positions, frame, keeper)
+    ranked = ranker.result()
+    rows = None if len(ranked) == 0 else (
+        ranked.rows if keeper is None else keeper.take(ranked.positions))
+    return finish(ranked, rows, scorer.total, scorer.excluded, classes, pipeline, strat,
+                  max_queries, batch_size, seed, model_version)
+
+
+def finish(ranked: Ranked, rows: pd.DataFrame | None, total: int, excluded: int,
+           classes: np.ndarray, pipeline: Any, strategy: Strategy, max_queries: int,
+           batch_size: int, seed: int, model_version: str | None) -> SampleResult:
+    """The queries from a ranking and its rows: a batch step's picks first, cut, scored."""
     if total == 0:
         raise LabelloopError("the unlabeled pool is empty: nothing to score (check the "
                              "'unlabeled_samples' input)")
-    ranked = ranker.result()
-    if len(ranked) == 0:
+    if len(ranked) == 0 or rows is None:
         raise LabelloopError(f"every one of the {total} items of the pool is already labeled: "
                              "nothing left to rank")
-    out = keeper.take(ranked.positions)
-    out["uncertainty"] = ranked.scores
-    out["prediction"] = pd.Series(classes[ranked.columns["prediction"]], dtype=object)
-    out["confidence"] = ranked.columns["confidence"].astype(np.float64)
+    scores = ranked.scores
+    prediction = ranked.columns["prediction"]
+    confidence = ranked.columns["confidence"]
+    n_cand = min(len(ranked), candidates(strategy, batch_size))
+    if n_cand:
+        first = batch_order(pipeline, strategy, rows.iloc[:n_cand], scores[:n_cand],
+                            batch_size, np.random.default_rng(seed))
+        order = np.concatenate([first, np.setdiff1d(np.arange(len(ranked)), first)])
+        rows = rows.take(order).reset_index(drop=True)
+        scores, prediction, confidence = scores[order], prediction[order], confidence[order]
+        # Readers serve the queries by uncertainty: the picks carry the top score (in pick
+        # order), so they come first wherever the ranking is read.
+        scores = scores.copy()
+        top = float(scores[: len(first)].max()) if len(first) else 0.0
+        scores[: len(first)] = top + 1e-9 * np.arange(len(first), 0, -1)
+    if max_queries:
+        rows = rows.iloc[:max_queries]
+        scores, prediction = scores[:max_queries], prediction[:max_queries]
+        confidence = confidence[:max_queries]
+    out = rows.reset_index(drop=True)
+    out["uncertainty"] = scores
+    out["prediction"] = pd.Series(classes[prediction], dtype=object)
+    out["confidence"] = confidence.astype(np.float64)
+    if model_version is not None:
+        out["model_version"] = pd.Series([str(model_version)] * len(out), dtype=object)
     return SampleResult(out, total, excluded)
 
 
@@ -236,47 +325,6 @@ def _score(pipeline: Any, frame: pd.DataFrame, strategy: str, registry: Strategy
             f"the model cannot score the pool's rows ({type(exc).__name__}: {exc}): it was "
             "trained on other data; retrain it on labels of this pool with the Train "
             "classifier recipe") from exc
-
-
-class _Candidates:
-    """Pool rows that may still be among the best `k`, with their scores: O(k + chunk) rows.
-
-    Only a chunk's own best `k` can be in the overall best `k` (same order as the ranker:
-    score descending, position ascending), and the union is cut back to its best `k`
-    whenever it grows past a few times `k`.
-    """
-
-    def __init__(self, k: int):
-        self.k = k
-        self.frames: list[pd.DataFrame] = []
-        self.positions: list[np.ndarray] = []
-        self.scores: list[np.ndarray] = []
-        self.rows = 0
-
-    def add(self, frame: pd.DataFrame, positions: np.ndarray, scores: np.ndarray) -> None:
-        best = top_k(scores, self.k, ids=positions)
-        self.frames.append(frame.iloc[best])
-        self.positions.append(positions[best])
-        self.scores.append(np.asarray(scores, dtype=np.float64)[best])
-        self.rows += best.shape[0]
-        if self.rows > 4 * self.k:
-            frame, positions, scores = self._concat()
-            best = top_k(scores, self.k, ids=positions)
-            self.frames, self.positions = [frame.iloc[best]], [positions[best]]
-            self.scores, self.rows = [scores[best]], best.shape[0]
-
-    def _concat(self) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-        frame = pd.concat(self.frames, ignore_index=True) if len(self.frames) > 1 \
-            else self.frames[0].reset_index(drop=True)
-        return frame, np.concatenate(self.positions), np.concatenate(self.scores)
-
-    def take(self, positions: np.ndarray) -> pd.DataFrame:
-        """The kept rows at `positions`, in that order."""
-        frame, kept, _ = self._concat()
-        rows = pd.Index(kept).get_indexer(positions)
-        if (rows < 0).any():  # cannot happen: the ranker and this keep the same best k
-            raise LabelloopError("internal error: a ranked row was not kept")
-        return frame.take(rows).reset_index(drop=True)
 
 
 class _KeepAll:
@@ -344,3 +392,10 @@ class _KeepAll:
             del pieces
             out[col] = whole.take(rows).reset_index(drop=True)
         return pd.DataFrame(out, copy=False)  # copy=False: no consolidating 2nd copy
+
+
+def batch_order(pipeline: Any, strategy: Strategy, rows: pd.DataFrame, scores: np.ndarray,
+                k: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices into `rows` (a batch strategy's candidates) of the `k` that go first."""
+    proba = pipeline.predict_proba(check_scoring_input(pipeline, rows))
+    return strategy.batch(proba, np.asarray(scores, dtype=np.float64), k, rng)

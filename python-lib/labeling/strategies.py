@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pluggy
 
 from labelloop.errors import LabelloopError
@@ -24,6 +25,7 @@ _BLOCK_ROWS = 4096
 _TINY = np.finfo(np.float64).tiny
 
 StrategyFunc = Callable[..., np.ndarray]
+BatchFunc = Callable[..., np.ndarray]
 
 
 # --------------------------------------------------------------------------- scores
@@ -105,6 +107,51 @@ def random(proba: np.ndarray, rng: np.random.Generator | None = None) -> np.ndar
     return rng.random(proba.shape[0])
 
 
+# --------------------------------------------------------------------------- batches
+
+# Candidates per batch item of the diversity-aware strategy: the batch of k is chosen among
+# the beta * k most uncertain rows (beta = 1 is plain margin).
+DIVERSITY_BETA = 5.0
+
+
+def diverse_batch(points: np.ndarray, scores: np.ndarray, k: int,
+                  rng: np.random.Generator | None = None) -> np.ndarray:
+    """Indices of ``k`` rows of ``points``: the best-scored row of each of ``k`` clusters.
+
+    The rows are clustered by k-means (k-means++ seeded from ``rng``, so the choice is
+    deterministic under a seed) on ``points`` (the candidates' class probabilities: rows
+    the model is unsure about *for the same reason* fall together); the most uncertain row
+    of each cluster is taken, the picks ordered by score (ties by index).
+    """
+    from sklearn.cluster import KMeans
+
+    points = np.asarray(points, dtype=np.float64)
+    scores = _clean_scores(scores)
+    n = scores.shape[0]
+    if points.shape[0] != n:
+        raise LabelloopError(f"got {points.shape[0]} points for {n} scores")
+    if k <= 0 or n == 0:
+        return np.empty(0, dtype=np.intp)
+    if n <= k:
+        return _order(scores, None, np.arange(n))
+    rng = rng if rng is not None else np.random.default_rng(0)
+    distinct = np.unique(points, axis=0).shape[0]
+    clusters = min(k, distinct)
+    seed = int(rng.integers(0, 2**31 - 1))
+    km = KMeans(n_clusters=clusters, n_init=1, random_state=seed).fit(points)
+    picks = []
+    for c in range(clusters):
+        members = np.flatnonzero(km.labels_ == c)
+        if members.size:
+            picks.append(_order(scores, None, members)[0])
+    picks = np.asarray(picks, dtype=np.intp)
+    if picks.shape[0] < k:  # identical points: fill up with the next most uncertain
+        rest = np.setdiff1d(_order(scores, None, np.arange(n)), picks, assume_unique=True)
+        rest = _order(scores, None, rest)[: k - picks.shape[0]]
+        picks = np.concatenate([picks, rest])
+    return _order(scores, None, picks)
+
+
 # --------------------------------------------------------------------------- registry
 
 
@@ -117,6 +164,10 @@ class Strategy:
     label: str
     description: str = ""
     takes_rng: bool = field(default=True, repr=False)
+    # A batch step: ``batch(points, scores, k, rng) -> indices`` picks ``k`` of the
+    # best-scored candidates (rows of ``points``) to go first; ``beta`` candidates per pick.
+    batch: BatchFunc | None = field(default=None, repr=False)
+    beta: float = 1.0
 
 
 def _takes_rng(func: StrategyFunc) -> bool:
@@ -144,8 +195,15 @@ class StrategyRegistry:
         func: StrategyFunc,
         label: str | None = None,
         description: str | None = None,
+        batch: BatchFunc | None = None,
+        beta: float = 1.0,
     ) -> None:
-        """Add (or replace) strategy ``name``: ``func(proba, rng) -> scores`` (``rng`` optional)."""
+        """Add (or replace) strategy ``name``: ``func(proba, rng) -> scores`` (``rng`` optional).
+
+        ``batch`` (optional) makes it a batch strategy: the Query Sampler keeps the best
+        ``beta * k`` rows by score and ``batch(points, scores, k, rng)`` returns the indices
+        of the ``k`` of them that go first (``points``: the rows' class probabilities).
+        """
         if not isinstance(name, str) or not name.strip():
             raise LabelloopError(f"a query strategy needs a non-empty string name, got {name!r}")
         if not callable(func):
@@ -156,6 +214,8 @@ class StrategyRegistry:
             label=label or name.replace("_", " ").capitalize(),
             description=description or (inspect.getdoc(func) or "").split("\n")[0],
             takes_rng=_takes_rng(func),
+            batch=batch,
+            beta=float(beta),
         )
 
     def names(self) -> list[str]:
@@ -236,6 +296,20 @@ def register_builtin_strategies(register: Callable[..., None]) -> None:
         random,
         label="Random",
         description="Random order (seeded): the passive-learning baseline",
+    )
+
+
+def register_batch_strategies(register: Callable[..., None]) -> None:
+    """Register the diversity-aware ``diverse_margin`` (the labeling plugin does it through
+    the ``register_query_strategies`` hook, as a third-party plugin would)."""
+    register(
+        "diverse_margin",
+        margin,
+        label="Margin, diverse batch",
+        description="the k most uncertain of k different clusters among the "
+                    f"{DIVERSITY_BETA:g}k smallest margins",
+        batch=diverse_batch,
+        beta=DIVERSITY_BETA,
     )
 
 
@@ -323,23 +397,29 @@ def top_k(scores: Any, k: int, ids: Any = None) -> np.ndarray:
 
 @dataclass
 class Ranked:
-    """A ranking of streamed rows: positions, scores and extra columns, best first."""
+    """A ranking of streamed rows: positions, scores and extra columns, best first.
+
+    ``rows`` holds the rows themselves (a DataFrame in the same order) when they were kept.
+    """
 
     positions: np.ndarray
     scores: np.ndarray
     columns: dict[str, np.ndarray]
+    rows: pd.DataFrame | None = None
 
     def __len__(self) -> int:
         return int(self.positions.shape[0])
 
 
 class StreamingRanker:
-    """Rank rows scored chunk by chunk, keeping only compact arrays (never ``proba``).
+    """The one top-k reducer: rank rows scored chunk by chunk, keeping only what can win.
 
-    ``add(scores, positions, **columns)`` per chunk; ``result()`` gives the ranking.
-    With ``k`` set only the best ``k`` rows are kept (memory O(k)); otherwise 16 bytes
-    per row (float64 score + int64 position) plus any extra columns.
-    Ties are broken by row position, which is stable for a given pool order.
+    ``add(scores, positions, rows=None, **columns)`` per chunk; ``result()`` gives the
+    ranking. With ``k`` set only the best ``k`` rows are kept (memory O(k + chunk)), their
+    ``rows`` (a DataFrame) too when given; otherwise 16 bytes per row (float64 score + int64
+    position) plus any extra columns. Ties are broken by row position, stable for a given
+    pool order. Rankings of parts of a pool merge with ``merge`` (a tree reduction gives the
+    same ranking as one pass, whatever the partitioning).
     """
 
     def __init__(self, k: int | None = None) -> None:
@@ -349,6 +429,7 @@ class StreamingRanker:
         self._scores: list[np.ndarray] = []
         self._positions: list[np.ndarray] = []
         self._columns: dict[str, list[np.ndarray]] = {}
+        self._rows: list[pd.DataFrame] | None = None
         self._buffered = 0
         self._seen = 0
 
@@ -357,7 +438,8 @@ class StreamingRanker:
         """Rows added so far."""
         return self._seen
 
-    def add(self, scores: Any, positions: Any = None, **columns: Any) -> None:
+    def add(self, scores: Any, positions: Any = None, rows: pd.DataFrame | None = None,
+            **columns: Any) -> None:
         """Add one chunk: its scores, the rows' positions in the pool, extra per-row columns."""
         scores = _clean_scores(scores)
         n = scores.shape[0]
@@ -371,6 +453,17 @@ class StreamingRanker:
                 f"every chunk must carry the same columns: {sorted(self._columns)}, "
                 f"got {sorted(columns)}"
             )
+        if self._seen and (rows is None) != (self._rows is None):
+            raise LabelloopError("either every chunk carries its rows or none does")
+        if rows is not None and len(rows) != n:
+            raise LabelloopError(f"got {len(rows)} rows for {n} scores")
+        if self.k is not None and n > self.k:
+            # Only a chunk's own best k can be in the overall best k.
+            best = top_k(scores, self.k, ids=positions)
+            scores, positions = scores[best], positions[best]
+            columns = {name: np.asarray(v)[best] for name, v in columns.items()}
+            rows = rows.iloc[best] if rows is not None else None
+            n = best.shape[0]
         self._scores.append(scores)
         self._positions.append(positions)
         for name, values in columns.items():
@@ -378,14 +471,24 @@ class StreamingRanker:
             if values.shape[0] != n:
                 raise LabelloopError(f"column {name!r} has {values.shape[0]} rows, expected {n}")
             self._columns.setdefault(name, []).append(values)
+        if rows is not None:
+            if self._rows is None:
+                self._rows = []
+            # A copy: the kept rows must not pin the whole chunk they were cut from.
+            self._rows.append(rows.reset_index(drop=True).copy())
         self._seen += n
         self._buffered += n
         if self.k is not None and self._buffered > max(2 * self.k, 65536):
             self._compact()
 
-    def _concat(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    def merge(self, ranked: Ranked) -> None:
+        """Add another ranking (of other rows of the same pool), as a chunk."""
+        self.add(ranked.scores, ranked.positions, rows=ranked.rows, **ranked.columns)
+
+    def _concat(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray],
+                               pd.DataFrame | None]:
         if not self._scores:
-            return np.empty(0), np.empty(0, dtype=np.int64), {}
+            return np.empty(0), np.empty(0, dtype=np.int64), {}, None
         scores = np.concatenate(self._scores) if len(self._scores) > 1 else self._scores[0]
         positions = (
             np.concatenate(self._positions) if len(self._positions) > 1 else self._positions[0]
@@ -394,19 +497,25 @@ class StreamingRanker:
             name: np.concatenate(parts) if len(parts) > 1 else parts[0]
             for name, parts in self._columns.items()
         }
-        return scores, positions, columns
+        rows = None
+        if self._rows is not None:
+            rows = pd.concat(self._rows, ignore_index=True) if len(self._rows) > 1 \
+                else self._rows[0]
+        return scores, positions, columns, rows
 
     def _compact(self) -> None:
-        scores, positions, columns = self._concat()
+        scores, positions, columns, rows = self._concat()
         keep = top_k(scores, self.k, ids=positions)
         self._scores = [scores[keep]]
         self._positions = [positions[keep]]
         self._columns = {name: [values[keep]] for name, values in columns.items()}
+        if rows is not None:
+            self._rows = [rows.take(keep).reset_index(drop=True)]
         self._buffered = keep.shape[0]
 
     def result(self) -> Ranked:
         """The ranking: most uncertain first (the best ``k`` when ``k`` was given)."""
-        scores, positions, columns = self._concat()
+        scores, positions, columns, rows = self._concat()
         if self.k is None:
             order = _order(scores, positions, np.arange(scores.shape[0]))
         else:
@@ -415,4 +524,13 @@ class StreamingRanker:
             positions=positions[order],
             scores=scores[order],
             columns={name: values[order] for name, values in columns.items()},
+            rows=None if rows is None else rows.take(order).reset_index(drop=True),
         )
+
+
+def merge_rankings(parts: Iterable[Ranked], k: int | None = None) -> Ranked:
+    """One ranking of several (a node of a tree reduction): the best ``k`` of their union."""
+    ranker = StreamingRanker(k)
+    for part in parts:
+        ranker.merge(part)
+    return ranker.result()

@@ -40,7 +40,7 @@ ALGORITHMS: dict[str, str] = {
 # Columns of the labels / metadata datasets that describe the labeling, not the item.
 METADATA_COLUMNS: tuple[str, ...] = ("date", "data_id", "comment", "session", "status", "annotator")
 # Columns the Query Sampler adds to the queries dataset; never features.
-SCORE_COLUMNS: tuple[str, ...] = ("uncertainty", "prediction", "confidence")
+SCORE_COLUMNS: tuple[str, ...] = ("uncertainty", "prediction", "confidence", "model_version")
 PATH_COLUMN = "path"
 
 # Every non-scikit-learn type a pipeline built here contains, for skops.io.load(trusted=...).

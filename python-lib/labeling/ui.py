@@ -198,6 +198,7 @@ def _page_variables(boot: dict[str, Any], resource_base: str | None = None) -> d
         "ll_bootstrap": script_json(boot),
         "ll_css": resource_url("labeling.css", resource_base),
         "ll_js": resource_url("labeling.js", resource_base),
+        "ll_curve_js": resource_url("learning-curve.js", resource_base),
     }
 
 

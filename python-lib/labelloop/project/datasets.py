@@ -361,6 +361,24 @@ class Dataset:
     def head(self, n: int = 10) -> pd.DataFrame:
         return self.read(limit=n)
 
+    def chunk_files(self) -> list[dict]:
+        """The column-wise chunk files of the current rows, in order, for readers in other
+        processes (e.g. a Dask cluster sharing the project's file system).
+
+        Each is `{"path" (absolute), "first_row" (0-based), "rows"}`; read one with
+        `read_chunk_file`. Empty when the dataset is stored as rows (read it with
+        `iter_chunks`). A file may vanish once the dataset is replaced (after a grace period).
+        """
+        c = dataset_chunks_table.c
+        with self.engine.connect() as conn:
+            info = self._require(conn)
+            if info["storage"] != "columns":
+                return []
+            rows = conn.execute(sa.select(c.first_row, c.rows, c.file).where(
+                c.table_name == info["table_name"]).order_by(c.seq)).all()
+        return [{"path": str(self.project.dir / r.file), "first_row": int(r.first_row),
+                 "rows": int(r.rows)} for r in rows]
+
     def _stored_chunks(self, conn: sa.Connection, info: dict, columns: Sequence[str] | None,
                        start: int = 0, end: int | None = None) -> Iterator[tuple[int, pd.DataFrame]]:
         c = dataset_chunks_table.c
@@ -634,3 +652,13 @@ def read_table_file(path: Path, fmt: str | None = None) -> pd.DataFrame:
         return pd.read_parquet(path)
     except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise LabelloopError(f"cannot read {path} as {fmt}: {exc}") from exc
+
+
+def read_chunk_file(path: str | Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """The rows of one chunk file listed by `Dataset.chunk_files()`, typed as `read()` gives."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ConflictError(f"chunk file {path} is gone: the dataset was replaced; "
+                            "read it again") from None
+    return _decode(data, columns)
