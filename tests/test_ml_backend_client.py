@@ -67,11 +67,11 @@ def _configure(project: Project, url: str) -> None:
         "inputs": {"unlabeled_samples": "unlabeled", "labels": "labels"},
         "outputs": {"queries": "queries"},
         "params": {"url": url, "categories": categories, "data_key": "text",
-                   "id_column": "data_id", "batch_size": 50, "timeout": 20, "retries": 1}}
+                   "id_column": "data_id", "batch_size": 50, "timeout": 60, "retries": 2}}
     project.config["scenarios"]["external-model"] = {
         "steps": [{"step": f"{PLUGIN}/ml-backend-notify",
                    "params": {"url": url, "categories": categories, "data_key": "text",
-                              "wait_seconds": 60}},
+                              "wait_seconds": 180}},
                   {"recipe": "ml-predict"}]}
     project.save_config()
 
