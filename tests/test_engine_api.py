@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from conftest import wait_for
 from PIL import Image
 
 from labeling.engine import annotations_table, session_variable
@@ -153,6 +154,10 @@ def test_bad_input_is_a_4xx_json_error_and_writes_nothing(server):
     first = api(srv, "GET", ROWS, "batch?size=2").json()["items"]
     assert api(srv, "POST", ROWS, "labels", json_body={"id": first[1]["id"],
                                                        "label": "dog"}).status == 200
+    # An unknown id is a 404 once the pool is indexed (a 503 "retry" before, by design).
+    for webapp in (ROWS, PICS):
+        wait_for(lambda w=webapp: not api(srv, "GET", w, "config").json().get("preparing"),
+                 timeout=60, what=f"{webapp}'s pool to be indexed")
     before = written(project)
     for name, webapp, method, path, kwargs, status in BAD:
         if "json_body" in kwargs and kwargs["json_body"].get("id") == "<first>":
