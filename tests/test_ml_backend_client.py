@@ -67,7 +67,7 @@ def _configure(project: Project, url: str) -> None:
         "inputs": {"unlabeled_samples": "unlabeled", "labels": "labels"},
         "outputs": {"queries": "queries"},
         "params": {"url": url, "categories": categories, "data_key": "text",
-                   "id_column": "data_id", "batch_size": 50, "timeout": 60, "retries": 2}}
+                   "id_column": "data_id", "batch_size": 50, "timeout": 60, "retries": 1}}
     project.config["scenarios"]["external-model"] = {
         "steps": [{"step": f"{PLUGIN}/ml-backend-notify",
                    "params": {"url": url, "categories": categories, "data_key": "text",
