@@ -68,7 +68,8 @@ def read_jsonl(path: Path, options: dict) -> dict[str, pd.DataFrame]:
     return {"": pd.DataFrame.from_records(records)}
 
 
-def _jsonable(value: Any) -> Any:
+def json_value(value: Any) -> Any:
+    """A dataset value as plain JSON (numpy scalars, timestamps; NaN becomes None)."""
     if value is None:
         return None
     if hasattr(value, "isoformat"):
@@ -84,7 +85,7 @@ def write_jsonl(project: Project, name: str, path: Path, options: dict) -> int:
     frame = project.dataset(name).read()
     with atomic_file(path) as fh:
         for row in frame.to_dict("records"):
-            fh.write(json.dumps({k: _jsonable(v) for k, v in row.items()}, ensure_ascii=False))
+            fh.write(json.dumps({k: json_value(v) for k, v in row.items()}, ensure_ascii=False))
             fh.write("\n")
     return len(frame)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from labelloop.errors import LabelloopError
+from labelloop.formats import json_value as json_safe
 
 # The object tags a Choices control can point to, by Labelloop data type.
 OBJECT_TAGS = {"text": "Text", "image": "Image", "sound": "Audio", "tabular": "Text"}
@@ -104,19 +105,6 @@ def completed_by_of(annotator: str) -> Any:
     if annotator.startswith(LS_USER_PREFIX) and annotator[len(LS_USER_PREFIX):].isdigit():
         return int(annotator[len(LS_USER_PREFIX):])
     return annotator
-
-
-def json_safe(value: Any) -> Any:
-    """A dataset value as plain JSON (numpy scalars, timestamps, NaN -> None)."""
-    if value is None:
-        return None
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    if hasattr(value, "item") and callable(value.item):
-        value = value.item()
-    if isinstance(value, float) and value != value:
-        return None
-    return value
 
 
 def task_data(row: dict, data_key: str, text_column: str | None = None) -> dict:
