@@ -98,7 +98,7 @@ def test_sdk_backend_is_the_model_of_the_loop(tmp_path, sdk_backend):
         engine.label("erin", item, truth[item])
 
     run = run_scenario(project, "external-model")
-    assert run["status"] == "SUCCESS", run
+    assert run["status"] == "SUCCESS", (run.get("error"), run.get("details"))
     notify = run["details"]["steps"][0]
     assert notify["status"] == "SUCCESS"
     runs = project.runs("step", limit=5) + project.runs("recipe", "ml-predict", limit=1)
@@ -124,9 +124,9 @@ def test_sdk_backend_is_the_model_of_the_loop(tmp_path, sdk_backend):
     for item in more:
         engine.label("erin", item, truth[item])
     run = run_scenario(project, "external-model")
-    assert run["status"] == "SUCCESS", run
+    assert run["status"] == "SUCCESS", (run.get("error"), run.get("details"))
     queries2 = project.dataset("queries").read()
-    assert set(queries2["model_version"]) != {version}
+    assert set(queries2["model_version"]) != {version}, run["details"]
     assert len(queries2) == 400 - 60
 
 

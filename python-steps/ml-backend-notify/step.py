@@ -45,17 +45,24 @@ def run(ctx):
         "tasks": tasks})
     ctx.details.update(url=cfg["url"], tasks=len(tasks), model_version_before=before,
                        answer=answer)
+    # The label-studio-ml SDK answers with the training job's id, which becomes the model
+    # version once the job has saved its result: wait for that one (a version that merely
+    # differs from `before` can be an older job's, read while the new one is still writing).
+    job = answer.get("job_id") if isinstance(answer, dict) else None
+    target = None if job is None else str(job)
     deadline = time.monotonic() + float(cfg["wait_seconds"])
     version = before
     while time.monotonic() < deadline:
         version = client.setup(label_config, project=lsproject)
-        if version != before:
+        if (version == target) if target is not None else (version != before):
             break
         time.sleep(0.5)
     else:
         if float(cfg["wait_seconds"]) > 0:
+            waited = f"training job {target!r}" if target is not None else "a new version"
             raise MlBackendError(f"ML backend {cfg['url']} still reports model version "
-                                 f"{before!r} {cfg['wait_seconds']} s after START_TRAINING: "
+                                 f"{version!r} {cfg['wait_seconds']} s after START_TRAINING "
+                                 f"(waiting for {waited}): "
                                  "did its training fail? (see its log)")
     ctx.details.update(model_version=version)
     ctx.log.info("ML backend %s: trained on %d tasks, model version %s -> %s", cfg["url"],
