@@ -32,7 +32,7 @@ from sklearn.model_selection import train_test_split
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python-lib"))
 
-from labeling.sampling import batch_order  # noqa: E402
+from labeling.sampling import batch_order, candidates  # noqa: E402
 from labeling.strategies import default_registry, register_batch_strategies, top_k  # noqa: E402
 from labeling.training import score_rows, train  # noqa: E402
 
@@ -100,7 +100,8 @@ def learning_curve(strategy: str, seed: int, pool: pd.DataFrame, y_pool: np.ndar
         if strat.batch is None:
             picked = unlabeled[top_k(scores["uncertainty"], k, ids=unlabeled)]
         else:
-            head = top_k(scores["uncertainty"], int(np.ceil(strat.beta * k)), ids=unlabeled)
+            head = top_k(scores["uncertainty"], candidates(strat, k, len(labeled)),
+                         ids=unlabeled)
             first = batch_order(model, strat, pool.iloc[unlabeled[head]],
                                 scores["uncertainty"][head], k, rng)
             picked = unlabeled[head[first]]

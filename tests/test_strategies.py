@@ -238,7 +238,35 @@ def test_diverse_batch_is_deterministic_and_spreads_over_clusters():
                              np.linspace(0.6, 0.5, 20)])
     picks = diverse_batch(points, scores, 3, np.random.default_rng(7))
     assert sorted(p // 20 for p in picks) == [0, 1, 2]  # one per group
-    assert list(picks) == [0, 20, 40]  # the most uncertain of each, by score
+    assert [p // 20 for p in picks] == [0, 1, 2]  # ordered by score
+    for p in picks:  # each the member nearest its group's score-weighted centre
+        group = np.arange(p // 20 * 20, p // 20 * 20 + 20)
+        centre = np.average(points[group], axis=0, weights=scores[group] + 1e-6)
+        assert p == group[np.argmin(((points[group] - centre) ** 2).sum(axis=1))]
     again = diverse_batch(points, scores, 3, np.random.default_rng(7))
     np.testing.assert_array_equal(picks, again)
     assert list(diverse_batch(points[:2], scores[:2], 3)) == [0, 1]  # fewer than k: all
+    # sparse points (TF-IDF) and negative scores work too, with the same picks
+    from scipy import sparse
+
+    picks_sparse = diverse_batch(sparse.csr_matrix(points), scores - 2.0, 3,
+                                 np.random.default_rng(7))
+    assert sorted(p // 20 for p in picks_sparse) == [0, 1, 2]
+
+
+def test_diverse_margin_looks_wider_while_labels_are_few():
+    from labeling.sampling import candidates
+    from labeling.strategies import (
+        DIVERSITY_BETA,
+        DIVERSITY_BETA_FEW,
+        FEW_LABELS,
+        register_batch_strategies,
+    )
+
+    registry = default_registry()
+    register_batch_strategies(registry.register)
+    strat = registry.get("diverse_margin")
+    assert candidates(strat, 20, FEW_LABELS - 1) == int(DIVERSITY_BETA_FEW * 20)
+    assert candidates(strat, 20, FEW_LABELS) == int(DIVERSITY_BETA * 20)
+    assert candidates(strat, 20) == int(DIVERSITY_BETA * 20)  # labels unknown
+    assert candidates(registry.get("margin"), 20, 5) == 0  # no batch step

@@ -133,7 +133,8 @@ def _score_part(part: Any, model: bytes, trusted: list[str], strategy: Strategy,
         set_folder_root(pipeline, folder_root)
     registry = StrategyRegistry()
     registry.register(strategy.name, strategy.func, strategy.label, strategy.description,
-                      batch=strategy.batch, beta=strategy.beta)
+                      batch=strategy.batch, beta=strategy.beta, beta_few=strategy.beta_few,
+                      few_labels=strategy.few_labels)
     if isinstance(part, pd.DataFrame):
         frame = part
         positions = frame.pop(ROW).to_numpy(dtype=np.int64)
@@ -196,7 +197,7 @@ def sample_queries_dask(client: Any, pipeline: Any, model_bytes: bytes, trusted:
 
     strat, classes, labeled = prepare(pipeline, pool, strategy, registry, labels, label_col,
                                       id_column)
-    k = ranker_size(strat, max_queries, batch_size)
+    k = ranker_size(strat, max_queries, batch_size, labeled.n_labeled)
     folder_root = str(pool.source.root) if pool.is_folder else None
     token = hashlib.sha256(model_bytes).hexdigest()[:16]
     model = dask.delayed(model_bytes, pure=True, name=f"labelloop-model-{token}")
@@ -217,4 +218,5 @@ def sample_queries_dask(client: Any, pipeline: Any, model_bytes: bytes, trusted:
             future.result()  # raises the worker's error here
     ranked, total, excluded = level[0].result()
     return finish(ranked, ranked.rows if len(ranked) else None, total, excluded, classes,
-                  pipeline, strat, max_queries, batch_size, seed, model_version)
+                  pipeline, strat, max_queries, batch_size, seed, model_version,
+                  labeled.n_labeled)

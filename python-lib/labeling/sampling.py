@@ -126,6 +126,11 @@ class LabeledIndex:
                                  "labels role empty")
         self.hashes = np.unique(row_hashes(labels, self.keys))
 
+    @property
+    def n_labeled(self) -> int:
+        """How many distinct items are labeled (what a batch step's candidate count follows)."""
+        return int(self.hashes.size)
+
     def mask(self, frame: pd.DataFrame) -> np.ndarray:
         """True for the rows of `frame` that are already labeled."""
         if not self.hashes.size:
@@ -172,18 +177,22 @@ class SampleResult:
     excluded: int
 
 
-def ranker_size(strategy: Strategy, max_queries: int, batch_size: int) -> int | None:
+def ranker_size(strategy: Strategy, max_queries: int, batch_size: int,
+                n_labeled: int | None = None) -> int | None:
     """How many rows the top-k reducer keeps: `max_queries` and a batch step's candidates."""
     if not max_queries:
         return None
-    return max(max_queries, candidates(strategy, batch_size))
+    return max(max_queries, candidates(strategy, batch_size, n_labeled))
 
 
-def candidates(strategy: Strategy, batch_size: int) -> int:
-    """The rows a batch strategy chooses its first `batch_size` among (0: no batch step)."""
+def candidates(strategy: Strategy, batch_size: int, n_labeled: int | None = None) -> int:
+    """The rows a batch strategy chooses its first `batch_size` among (0: no batch step).
+
+    `n_labeled`: how many items are labeled (a strategy may look wider while they are few).
+    """
     if strategy.batch is None or batch_size <= 0:
         return 0
-    return int(np.ceil(strategy.beta * batch_size))
+    return int(np.ceil(strategy.candidates_per_pick(n_labeled) * batch_size))
 
 
 @dataclass
@@ -245,7 +254,7 @@ def sample_queries(pipeline: Any, pool: Pool, strategy: str, registry: StrategyR
     """Rank the pool: its columns plus uncertainty, prediction and confidence, best first."""
     strat, classes, labeled = prepare(pipeline, pool, strategy, registry, labels, label_col,
                                       id_column)
-    k = ranker_size(strat, max_queries, batch_size)
+    k = ranker_size(strat, max_queries, batch_size, labeled.n_labeled)
     # The pool is read once: with a cap, only the rows that can still make the cut are kept
     # as they stream by (with their scores, in the one top-k reducer); a full ranking keeps
     # every unlabeled row (the queries to write).
@@ -259,12 +268,13 @@ def sample_queries(pipeline: Any, pool: Pool, strategy: str, registry: StrategyR
     rows = None if len(ranked) == 0 else (
         ranked.rows if keeper is None else keeper.take(ranked.positions))
     return finish(ranked, rows, scorer.total, scorer.excluded, classes, pipeline, strat,
-                  max_queries, batch_size, seed, model_version)
+                  max_queries, batch_size, seed, model_version, labeled.n_labeled)
 
 
 def finish(ranked: Ranked, rows: pd.DataFrame | None, total: int, excluded: int,
            classes: np.ndarray, pipeline: Any, strategy: Strategy, max_queries: int,
-           batch_size: int, seed: int, model_version: str | None) -> SampleResult:
+           batch_size: int, seed: int, model_version: str | None,
+           n_labeled: int | None = None) -> SampleResult:
     """The queries from a ranking and its rows: a batch step's picks first, cut, scored."""
     if total == 0:
         raise LabelloopError("the unlabeled pool is empty: nothing to score (check the "
@@ -275,7 +285,7 @@ def finish(ranked: Ranked, rows: pd.DataFrame | None, total: int, excluded: int,
     scores = ranked.scores
     prediction = ranked.columns["prediction"]
     confidence = ranked.columns["confidence"]
-    n_cand = min(len(ranked), candidates(strategy, batch_size))
+    n_cand = min(len(ranked), candidates(strategy, batch_size, n_labeled))
     if n_cand:
         first = batch_order(pipeline, strategy, rows.iloc[:n_cand], scores[:n_cand],
                             batch_size, np.random.default_rng(seed))
@@ -397,5 +407,16 @@ class _KeepAll:
 def batch_order(pipeline: Any, strategy: Strategy, rows: pd.DataFrame, scores: np.ndarray,
                 k: int, rng: np.random.Generator) -> np.ndarray:
     """Indices into `rows` (a batch strategy's candidates) of the `k` that go first."""
-    proba = pipeline.predict_proba(check_scoring_input(pipeline, rows))
-    return strategy.batch(proba, np.asarray(scores, dtype=np.float64), k, rng)
+    return strategy.batch(model_space(pipeline, rows), np.asarray(scores, dtype=np.float64),
+                          k, rng)
+
+
+def model_space(pipeline: Any, rows: pd.DataFrame) -> Any:
+    """`rows` as the model's last step sees them: its input features after the pipeline's
+    own preprocessing (pixels and histograms scaled, TF-IDF, one-hot...); a model that is
+    not a scikit-learn Pipeline of several steps gives its class probabilities instead."""
+    rows = check_scoring_input(pipeline, rows)
+    steps = getattr(pipeline, "steps", None)
+    if steps and len(steps) > 1:
+        return pipeline[:-1].transform(rows)
+    return pipeline.predict_proba(rows)

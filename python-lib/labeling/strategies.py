@@ -110,22 +110,34 @@ def random(proba: np.ndarray, rng: np.random.Generator | None = None) -> np.ndar
 # --------------------------------------------------------------------------- batches
 
 # Candidates per batch item of the diversity-aware strategy: the batch of k is chosen among
-# the beta * k most uncertain rows (beta = 1 is plain margin).
-DIVERSITY_BETA = 5.0
+# the beta * k most uncertain rows (beta = 1 is plain margin). While the model has seen
+# fewer than FEW_LABELS labels its uncertainty says little, so the candidates are wider
+# (DIVERSITY_BETA_FEW): the batch then covers more of the pool. Chosen on simulated loops
+# of the digits demo (held-out splits other than the benches' own), see bench/bench_loop.py.
+DIVERSITY_BETA = 10.0
+DIVERSITY_BETA_FEW = 20.0
+FEW_LABELS = 100
 
 
-def diverse_batch(points: np.ndarray, scores: np.ndarray, k: int,
+def diverse_batch(points: Any, scores: np.ndarray, k: int,
                   rng: np.random.Generator | None = None) -> np.ndarray:
-    """Indices of ``k`` rows of ``points``: the best-scored row of each of ``k`` clusters.
+    """Indices of ``k`` rows of ``points``: the most central row of each of ``k`` clusters.
 
-    The rows are clustered by k-means (k-means++ seeded from ``rng``, so the choice is
-    deterministic under a seed) on ``points`` (the candidates' class probabilities: rows
-    the model is unsure about *for the same reason* fall together); the most uncertain row
-    of each cluster is taken, the picks ordered by score (ties by index).
+    ``points`` are the candidates as the model sees them (its input features after the
+    pipeline's own preprocessing: a dense array or a sparse matrix). They are clustered by
+    k-means weighted by ``scores`` (uncertain rows pull the centres; k-means++ seeded from
+    ``rng``, so the choice is deterministic under a seed), and the row nearest each centre
+    is taken: rows the model is unsure about *for the same reason* fall together, and each
+    pick stands for its group. The picks are ordered by score (ties by index).
     """
+    from scipy import sparse
     from sklearn.cluster import KMeans
+    from sklearn.metrics.pairwise import euclidean_distances
 
-    points = np.asarray(points, dtype=np.float64)
+    points = points.astype(np.float64) if sparse.issparse(points) \
+        else np.asarray(points, dtype=np.float64)
+    if points.ndim == 1:
+        points = points.reshape(-1, 1)
     scores = _clean_scores(scores)
     n = scores.shape[0]
     if points.shape[0] != n:
@@ -135,15 +147,27 @@ def diverse_batch(points: np.ndarray, scores: np.ndarray, k: int,
     if n <= k:
         return _order(scores, None, np.arange(n))
     rng = rng if rng is not None else np.random.default_rng(0)
-    distinct = np.unique(points, axis=0).shape[0]
+    dense = points.toarray() if sparse.issparse(points) and n * points.shape[1] <= 4e6 \
+        else points
+    distinct = np.unique(dense, axis=0).shape[0] if not sparse.issparse(dense) else n
     clusters = min(k, distinct)
     seed = int(rng.integers(0, 2**31 - 1))
-    km = KMeans(n_clusters=clusters, n_init=1, random_state=seed).fit(points)
+    # Weights: the scores (shifted up if some are negative; a NaN score, -inf here, and an
+    # infinite one weigh as the least and the most uncertain finite one).
+    finite = np.where(np.isfinite(scores), scores, np.nan)
+    low, high = (np.nanmin(finite), np.nanmax(finite)) if np.isfinite(finite).any() \
+        else (0.0, 0.0)
+    weights = np.where(scores == np.inf, high, np.nan_to_num(finite, nan=low))
+    weights = weights - min(low, 0.0) + 1e-6
+    km = KMeans(n_clusters=clusters, n_init=1, random_state=seed).fit(
+        dense, sample_weight=weights)
     picks = []
     for c in range(clusters):
         members = np.flatnonzero(km.labels_ == c)
         if members.size:
-            picks.append(_order(scores, None, members)[0])
+            dist = euclidean_distances(dense[members], km.cluster_centers_[c:c + 1]).ravel()
+            # nearest the centre; ties by higher score, then lower index
+            picks.append(members[np.lexsort((members, -scores[members], dist))[0]])
     picks = np.asarray(picks, dtype=np.intp)
     if picks.shape[0] < k:  # identical points: fill up with the next most uncertain
         rest = np.setdiff1d(_order(scores, None, np.arange(n)), picks, assume_unique=True)
@@ -168,6 +192,15 @@ class Strategy:
     # best-scored candidates (rows of ``points``) to go first; ``beta`` candidates per pick.
     batch: BatchFunc | None = field(default=None, repr=False)
     beta: float = 1.0
+    # While fewer than ``few_labels`` items are labeled, ``beta_few`` candidates per pick.
+    beta_few: float | None = None
+    few_labels: int = 0
+
+    def candidates_per_pick(self, n_labeled: int | None = None) -> float:
+        """``beta``, or ``beta_few`` while ``n_labeled`` (when known) is under ``few_labels``."""
+        if self.beta_few is not None and n_labeled is not None and n_labeled < self.few_labels:
+            return self.beta_few
+        return self.beta
 
 
 def _takes_rng(func: StrategyFunc) -> bool:
@@ -197,12 +230,16 @@ class StrategyRegistry:
         description: str | None = None,
         batch: BatchFunc | None = None,
         beta: float = 1.0,
+        beta_few: float | None = None,
+        few_labels: int = 0,
     ) -> None:
         """Add (or replace) strategy ``name``: ``func(proba, rng) -> scores`` (``rng`` optional).
 
         ``batch`` (optional) makes it a batch strategy: the Query Sampler keeps the best
         ``beta * k`` rows by score and ``batch(points, scores, k, rng)`` returns the indices
-        of the ``k`` of them that go first (``points``: the rows' class probabilities).
+        of the ``k`` of them that go first (``points``: the rows as the model's last step
+        sees them, i.e. its input features). ``beta_few`` (optional) replaces ``beta`` while
+        fewer than ``few_labels`` items are labeled.
         """
         if not isinstance(name, str) or not name.strip():
             raise LabelloopError(f"a query strategy needs a non-empty string name, got {name!r}")
@@ -216,6 +253,8 @@ class StrategyRegistry:
             takes_rng=_takes_rng(func),
             batch=batch,
             beta=float(beta),
+            beta_few=None if beta_few is None else float(beta_few),
+            few_labels=int(few_labels),
         )
 
     def names(self) -> list[str]:
@@ -306,10 +345,13 @@ def register_batch_strategies(register: Callable[..., None]) -> None:
         "diverse_margin",
         margin,
         label="Margin, diverse batch",
-        description="the k most uncertain of k different clusters among the "
-                    f"{DIVERSITY_BETA:g}k smallest margins",
+        description="the most central item of each of k clusters (margin-weighted "
+                    f"k-means on the model's features) among the {DIVERSITY_BETA:g}k smallest "
+                    f"margins ({DIVERSITY_BETA_FEW:g}k under {FEW_LABELS} labels)",
         batch=diverse_batch,
         beta=DIVERSITY_BETA,
+        beta_few=DIVERSITY_BETA_FEW,
+        few_labels=FEW_LABELS,
     )
 
 
