@@ -292,8 +292,12 @@ def finish(ranked: Ranked, rows: pd.DataFrame | None, total: int, excluded: int,
         order = np.concatenate([first, np.setdiff1d(np.arange(len(ranked)), first)])
         rows = rows.take(order).reset_index(drop=True)
         scores, prediction, confidence = scores[order], prediction[order], confidence[order]
-        # Readers serve the queries by uncertainty: the picks carry the top score (in pick
-        # order), so they come first wherever the ranking is read.
+        # KNOWN HACK: the queue (labeling/queue.py) serves the queries by uncertainty
+        # unless they are already sorted by it, so the picks carry the top score (in pick
+        # order, + 1e-9 steps) to come first; their shown uncertainty is slightly off. It
+        # goes once the queue serves the sampler's own order (a `query_rank` column written
+        # here, read by the queue's `prepare` instead of re-sorting): then write the true
+        # scores and `query_rank = arange(n)`.
         scores = scores.copy()
         top = float(scores[: len(first)].max()) if len(first) else 0.0
         scores[: len(first)] = top + 1e-9 * np.arange(len(first), 0, -1)
