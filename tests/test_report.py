@@ -81,6 +81,7 @@ def test_cli_prints_the_figures_and_writes_the_plot(labeled_demo, run_cli, tmp_p
             "--step", "25", "--out", str(plot))
     proc = run_cli(directory, *args, timeout=600)
     out = proc.stdout
+    print(out)  # the figures, for the closing note (pytest -rP shows them)
     assert f"{LABELS} labels of 10 categories in webapp '{WEBAPP}'" in out
     assert "today's accuracy (all 100 labels):" in out
     assert "random order would have needed about" in out or "random order only" in out
