@@ -249,10 +249,16 @@ def build_pipeline(
         return Pipeline([("features", features), ("model", model)])
     if data_type in ("image", "sound"):
         col = columns if isinstance(columns, str) else PATH_COLUMN
-        cls = ImageFeatures if data_type == "image" else SoundFeatures
+        if data_type == "image":
+            # Pixels and histogram shares are already in [0, 1]: no scaler. One fitted on a
+            # few dozen labeled images divides nearly constant pixels (a border pixel inked
+            # once) by a tiny deviation, and those pixels then dominate the model.
+            return Pipeline(
+                [("features", ImageFeatures(column=col, root=folder_root)), ("model", model)]
+            )
         return Pipeline(
             [
-                ("features", cls(column=col, root=folder_root)),
+                ("features", SoundFeatures(column=col, root=folder_root)),
                 ("scale", StandardScaler()),
                 ("model", model),
             ]
