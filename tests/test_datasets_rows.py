@@ -137,3 +137,40 @@ def test_the_labeling_plugin_writes_no_sql_against_the_hosts_tables():
             for n, line in enumerate(p.read_text().splitlines(), 1) if HOST_SQL.search(line)]
     assert not hits, ("the plugin must use the host's public dataset/variables API, not SQL "
                       "on its tables:\n" + "\n".join(hits))
+
+
+def test_prepare_writes_chunk_files_without_the_lock_and_commit_swaps_them_in(project):
+    ds = project.dataset("queries", create=True)
+    ds.write(pd.DataFrame({"id": range(5)}), storage="columns")
+    big = pd.DataFrame({"id": range(250_000), "u": [0.5] * 250_000})
+    with ds.prepare(big, storage="columns") as prepared:
+        staged = sorted((project.dir / "data" / prepared.staging).glob("*.arrow"))
+        assert len(staged) == 3  # written and synced already, before any lock
+        # Meanwhile another writer is not held up: the files were written without the lock.
+        with project.write_transaction() as conn:
+            project.variables.set("other", 1, conn=conn)
+        assert ds.read()["id"].tolist() == list(range(5))  # nothing visible yet
+        with project.write_transaction() as conn:
+            prepared.commit(conn)
+    assert ds.count() == 250_000 and ds.read(limit=2, offset=199_999)["id"].tolist() == [
+        199_999, 200_000]
+    with pytest.raises(LabelloopError, match="already committed"), \
+            project.write_transaction() as conn:
+        prepared.commit(conn)
+    ds._sweep()
+    dirs = [d.name for d in (project.dir / "data").iterdir()]
+    assert dirs == [Path(ds.chunk_files()[0]["path"]).parent.name]  # old generation swept
+
+
+def test_a_failed_prepared_write_leaves_the_old_data_and_no_files(project):
+    ds = project.dataset("queries", create=True)
+    ds.write(pd.DataFrame({"id": range(3)}), storage="columns")
+    before = {p.name for p in (project.dir / "data").iterdir()}
+    with pytest.raises(RuntimeError), ds.prepare(pd.DataFrame({"id": range(9)}),
+                                                 storage="columns") as prepared:
+        assert (project.dir / "data" / prepared.staging).is_dir()
+        raise RuntimeError("the scoring failed before the commit")
+    assert {p.name for p in (project.dir / "data").iterdir()} == before
+    assert ds.read()["id"].tolist() == [0, 1, 2]
+    with pytest.raises(LabelloopError, match="unknown storage 'cols'"):
+        ds.prepare(pd.DataFrame({"id": [1]}), storage="cols")

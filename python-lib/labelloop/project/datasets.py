@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -248,6 +249,50 @@ _ROW_OPS: dict[tuple[str, str], _RowOps] = {}
 
 def _forget_row_ops(conn: sa.Connection, table_name: str) -> None:
     _ROW_OPS.pop((str(conn.engine.url), table_name), None)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a directory's entries (new files, a rename) durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class PreparedWrite:
+    """A dataset replacement made ready outside the write lock (see `Dataset.prepare`)."""
+
+    def __init__(self, dataset: Dataset, schema: list[dict], storage: str,
+                 frame: pd.DataFrame | None, staging: str | None, chunks: list[tuple]):
+        self.dataset = dataset
+        self.schema = schema
+        self.storage = storage
+        self.frame = frame
+        self.staging = staging  # the chunk files' directory until the commit moves it
+        self.chunks = chunks  # (seq, first row, rows) per chunk file
+        self.committed = False
+
+    def commit(self, conn: sa.Connection) -> None:
+        """Swap the prepared data in, in `conn`'s write transaction (once)."""
+        if self.committed:
+            raise LabelloopError(f"this prepared write of {self.dataset.name!r} was already "
+                                 "committed: prepare it again")
+        self.dataset._write(conn, None, self.schema, self.storage, prepared=self)
+        self.committed = True
+
+    def discard(self) -> None:
+        """Remove the prepared files if the commit did not take them."""
+        if self.staging is not None:
+            shutil.rmtree(self.dataset._data_dir / self.staging, ignore_errors=True)
+            self.staging = None
+        self.frame = None
+
+    def __enter__(self) -> PreparedWrite:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.discard()
 
 
 class Dataset:
@@ -548,15 +593,50 @@ class Dataset:
         if storage not in STORAGES:
             raise LabelloopError(f"unknown storage {storage!r}: use one of {', '.join(STORAGES)}")
         if conn is None:
-            with write_transaction(self.engine) as c:
-                self._write(c, df, schema, storage)
+            # The chunk files are written and synced before the write lock is taken: other
+            # writers (annotators) wait only for the short swap.
+            with self.prepare(df, storage) as prepared, write_transaction(self.engine) as c:
+                prepared.commit(c)
             self._sweep()  # the generation just replaced, and any earlier leftovers
         else:
             # The caller commits later: only leftovers of earlier replacements can go now.
             self._sweep()
             self._write(conn, df, schema, storage)
 
-    def _write(self, conn: sa.Connection, df: pd.DataFrame, schema: list[dict], storage: str) -> None:
+    def prepare(self, df: pd.DataFrame, storage: str | None = None) -> PreparedWrite:
+        """Get a replacement of the dataset with `df` ready without any lock: column-wise
+        data is encoded and its chunk files written and synced now. `commit(conn)` on the
+        result then swaps it in, in the caller's write transaction, with a few short
+        statements. Use it as a context manager: leaving the block without a commit (an
+        error) removes the files. `storage` as in `write()`."""
+        schema = schema_of(df)
+        if storage is None:
+            storage = "columns" if len(df) >= COLUMNAR_MIN_ROWS else "rows"
+        if storage not in STORAGES:
+            raise LabelloopError(f"unknown storage {storage!r}: use one of {', '.join(STORAGES)}")
+        frame = normalize(df, schema)
+        if storage == "rows":
+            return PreparedWrite(self, schema, storage, frame, None, [])
+        # A staging directory of its own; an orphan (a crash before the commit) is swept.
+        base = "ds_" + re.sub(r"[^a-z0-9_]", "_", self.name.lower())
+        staging = f"{base}_p{uuid.uuid4().hex[:12]}"
+        chunks = []
+        prepared = PreparedWrite(self, schema, storage, None, staging, chunks)
+        try:
+            for seq, start in enumerate(range(0, max(len(frame), 1), CHUNK_ROWS)):
+                part = frame.iloc[start:start + CHUNK_ROWS]
+                if part.empty and start:
+                    break
+                self._write_chunk_file(staging, seq, _encode(part))
+                chunks.append((seq, start, len(part)))
+            _fsync_dir(self._data_dir / staging)
+        except BaseException:
+            prepared.discard()
+            raise
+        return prepared
+
+    def _write(self, conn: sa.Connection, df: pd.DataFrame | None, schema: list[dict],
+               storage: str, prepared: PreparedWrite | None = None) -> None:
         old = self._info(conn)
         generation = (old["generation"] + 1) if old else 0
         base = "ds_" + re.sub(r"[^a-z0-9_]", "_", self.name.lower())
@@ -566,10 +646,21 @@ class Dataset:
         while table_name in existing or table_name in used:
             generation += 1
             table_name = f"{base}_g{generation}"
-        frame = normalize(df, schema)
-        if storage == "columns":
-            self._insert_chunks(conn, table_name, frame, 0)
+        if prepared is not None and prepared.staging is not None:
+            target = self._data_dir / table_name
+            if target.exists():  # a leftover of a rolled-back write: no dataset refers to it
+                shutil.rmtree(target)
+            os.replace(self._data_dir / prepared.staging, target)
+            _fsync_dir(self._data_dir)
+            prepared.staging = None
+            conn.execute(sa.insert(dataset_chunks_table), [
+                {"table_name": table_name, "seq": seq, "first_row": first, "rows": rows,
+                 "file": f"{DATA_DIR}/{table_name}/{seq:06d}.arrow"}
+                for seq, first, rows in prepared.chunks])
+        elif storage == "columns":
+            self._insert_chunks(conn, table_name, normalize(df, schema), 0)
         else:
+            frame = prepared.frame if prepared is not None else normalize(df, schema)
             t = _sql_table(table_name, schema)
             t.create(conn)
             self._insert_rows(conn, t, frame, schema)
