@@ -5,6 +5,7 @@ connection, and the boundary: the labeling plugin writes no SQL against the host
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -174,3 +175,25 @@ def test_a_failed_prepared_write_leaves_the_old_data_and_no_files(project):
     assert ds.read()["id"].tolist() == [0, 1, 2]
     with pytest.raises(LabelloopError, match="unknown storage 'cols'"):
         ds.prepare(pd.DataFrame({"id": [1]}), storage="cols")
+
+
+def test_write_takes_the_write_lock_only_after_its_chunk_files_are_written(project,
+                                                                          monkeypatch):
+    from labelloop.project import datasets as datasets_mod
+
+    ds = project.dataset("queries", create=True)
+    other_done = []
+    real_encode = datasets_mod._encode
+
+    def encode_while_another_writer_commits(frame):
+        # Another writer commits while the chunk files are being written: with the lock
+        # already taken it would wait (busy timeout 60 s) instead of finishing at once.
+        t = threading.Thread(target=project.variables.set, args=("x", 1))
+        t.start()
+        t.join(10)
+        other_done.append(not t.is_alive())
+        return real_encode(frame)
+
+    monkeypatch.setattr(datasets_mod, "_encode", encode_while_another_writer_commits)
+    ds.write(pd.DataFrame({"id": range(20_000)}), storage="columns")
+    assert other_done == [True] and ds.count() == 20_000 and project.variables.get("x") == 1
