@@ -197,3 +197,20 @@ def test_write_takes_the_write_lock_only_after_its_chunk_files_are_written(proje
     monkeypatch.setattr(datasets_mod, "_encode", encode_while_another_writer_commits)
     ds.write(pd.DataFrame({"id": range(20_000)}), storage="columns")
     assert other_done == [True] and ds.count() == 20_000 and project.variables.get("x") == 1
+
+
+def test_a_labels_dataset_reimported_column_wise_is_converted_once_by_the_next_answer(project):
+    from labeling.engine import LabelingEngine
+    from labeling.settings import parse_settings
+
+    project.dataset("pool", create=True).write(pd.DataFrame({"num": range(10)}))
+    cfg = parse_settings({"unlabeled": "pool", "categories": {"cat": None, "dog": None},
+                          "labels_ds": "labels", "metadata_ds": "metadata"},
+                         "tabular", "w", project)
+    engine = LabelingEngine(project, cfg, check_interval=0, background=False)
+    ids = [i["id"] for i in engine.batch("ann", 2)["items"]]
+    engine.label("ann", ids[0], "cat")
+    labels = project.dataset("labels")
+    labels.write(labels.read(), storage="columns")  # e.g. `dataset import --replace`
+    engine.label("ann", ids[1], "dog")
+    assert labels.storage == "rows" and labels.read()["label"].tolist() == ["cat", "dog"]

@@ -343,6 +343,8 @@ class _RowDataset:
         except ConflictError:
             # Re-imported whole (column-wise): row-level answers need rows again. Converted
             # explicitly, once (a no-op when it has rows: then the retry raises again).
+            log.info("dataset %s is stored column-wise: converting it to rows for answers",
+                     self.ds.name)
             self.ds.to_rows(conn)
         return getattr(self.ds, op)(conn, *args, ignore_extra=True, **kw)
 
