@@ -370,6 +370,9 @@ class Dataset:
         """Convert a column-wise dataset to row storage (nothing to do if it has rows); its
         SQL table. In `conn`'s transaction when given, else in a write transaction of its own."""
         if conn is None:
+            info = self._require()
+            if info["storage"] == "rows":  # nothing to convert: no write lock taken
+                return _sql_table(info["table_name"], info["schema"])
             with write_transaction(self.engine) as c:
                 info = self._to_rows(c)
             self._sweep()
