@@ -123,19 +123,23 @@ def formats(registry: Any | None = None) -> dict[str, Format]:
     out = {"csv": _csv_parquet("csv"), "parquet": _csv_parquet("parquet"),
            "jsonl": Format("jsonl", read_jsonl, write_jsonl, (".jsonl", ".ndjson"),
                            "JSON Lines: one object per line", builtin=True)}
-    hook = getattr(getattr(registry, "pm", None), "hook", None)
-    impl_caller = getattr(hook, "register_dataset_formats", None)
-    if impl_caller is None:
+    pm = getattr(registry, "pm", None)
+    if pm is None:
         return out
-    for impl in impl_caller.get_hookimpls():
-        def register(name: str, read: Callable | None = None, write: Callable | None = None,
-                     extensions: Any = (), description: str = "",
-                     _plugin: str = impl.plugin_name) -> None:
-            if name in out and out[name].builtin:
-                raise LabelloopError(f"plugin {_plugin}: format {name!r} is built in")
-            out[name] = Format(name, read, write, tuple(extensions), description, _plugin)
+    from .plugins import call_hook_per_plugin
 
-        impl.function(register=register)
+    def kwargs_for(plugin_name: str) -> dict:
+        def register(name: str, read: Callable | None = None, write: Callable | None = None,
+                     extensions: Any = (), description: str = "") -> None:
+            if name in out and out[name].builtin:
+                raise LabelloopError(f"plugin {plugin_name}: format {name!r} is built in")
+            out[name] = Format(name, read, write, tuple(extensions), description, plugin_name)
+
+        return {"register": register}
+
+    for _plugin, exc in call_hook_per_plugin(pm, "register_dataset_formats", kwargs_for):
+        if exc is not None:
+            raise exc
     return out
 
 
