@@ -249,7 +249,8 @@ def dataset_import(state: State, name: str, file: str, replace: bool, fmt: str |
     """Import FILE as dataset NAME (CSV, Parquet, JSON Lines, Label Studio JSON, COCO)."""
     from .formats import import_file, parse_options
 
-    counts = import_file(state.project, name, file, fmt, replace, parse_options(options))
+    counts = import_file(state.project, name, file, fmt, replace, parse_options(options),
+                         show_progress=True)
     for target, n in counts.items():
         click.echo(f"imported {n} rows into {target}")
 
@@ -266,7 +267,7 @@ def dataset_export(state: State, name: str, file: str, fmt: str | None, options:
     """Export dataset NAME to FILE (CSV, Parquet, JSON Lines, Label Studio JSON, COCO)."""
     from .formats import export_file, parse_options
 
-    n = export_file(state.project, name, file, fmt, parse_options(options))
+    n = export_file(state.project, name, file, fmt, parse_options(options), show_progress=True)
     click.echo(f"exported {n} rows of {name} to {file}")
 
 
@@ -299,7 +300,11 @@ def folder_import(state: State, name: str, source: str, rel_path: str | None):
     project = state.project
     if name not in project.config.get("folders", {}):
         project.declare("folders", name, {"path": rel_path or name})
-    n = project.folder(name).import_dir(source)
+    from .progress import progress
+
+    total = sum(1 for p in Path(source).glob("**/*") if p.is_file())
+    with progress(f"copying into {name}", total, "files") as update:
+        n = project.folder(name).import_dir(source, on_file=lambda _p: update(1))
     click.echo(f"imported {n} files into folder {name}")
 
 
