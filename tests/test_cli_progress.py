@@ -118,3 +118,22 @@ def test_a_terminal_gets_a_bar_with_the_rate(project_dir, big_csv):
     assert "writing big" in text and "[####" in text and "100%" in text and "rows/s" in text
     assert "reading big.csv" in text and ("MiB/s" in text or "KiB/s" in text)
     assert "labelloop.progress" not in text  # a bar, not log lines
+
+
+def test_recipe_progress_lines_have_rate_and_eta(caplog, monkeypatch):
+    import logging
+
+    from labelloop.flow import Progress
+
+    progress = Progress(logging.getLogger("test.recipe"), show_bar=False)
+    with caplog.at_level(logging.INFO, logger="test.recipe"):
+        assert list(progress(range(10), "scoring")) == list(range(10))
+    last = caplog.records[-1].getMessage()
+    assert last.startswith("scoring: 10/10 (") and "/s" in last and "ETA 0s" in last
+    # Unknown length (chunks of a stream): a line every LABELLOOP_PROGRESS_INTERVAL seconds.
+    monkeypatch.setenv("LABELLOOP_PROGRESS_INTERVAL", "0")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="test.recipe"):
+        assert list(progress(iter(range(3)), "chunks")) == [0, 1, 2]
+    assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
+        "chunks: 1/?", "chunks: 2/?", "chunks: 3/?"]
