@@ -45,6 +45,7 @@ sys.path.insert(0, LIB)
 
 from labeling.engine import (  # noqa: E402
     _COUNT_SQL,
+    _DTYPES,
     LabelingEngine,
     annotations_table,
     session_variable,
@@ -115,8 +116,12 @@ def bulk_label(engine: LabelingEngine, n: int) -> None:
             items = pd.DataFrame([json.loads(r.row) for r in rows])
             items["label"] = labels
             items["label_id"] = ids
-            engine._dataset_table(conn, "labels", engine._labels_schema())
-            engine._dataset_table(conn, "metadata", engine._metadata_schema())
+            for name, schema in (("labels", engine._labels_schema()),
+                                 ("metadata", engine._metadata_schema())):
+                ds = project.dataset(name, create=True)
+                if not ds.exists():  # as the engine's first answer creates it
+                    ds.write(pd.DataFrame({c["name"]: pd.Series([], dtype=_DTYPES[c["type"]])
+                                           for c in schema}), conn=conn, storage="rows")
             project.dataset("labels", create=True).append(items, conn=conn)
             project.dataset("metadata", create=True).append(pd.DataFrame({
                 "date": pd.Timestamp.now(tz="UTC"), "data_id": [r.item_id for r in rows],

@@ -257,11 +257,14 @@ def test_append_refuses_unknown_columns_and_writes_nothing(project):
     assert ds.count() == 2
 
 
-def test_table_converts_column_storage_to_rows(project):
+def test_table_refuses_column_storage_and_to_rows_converts_it(project):
     ds = project.dataset("d", create=True)
     ds.write(frame(6), storage="columns")
-    t = ds.table()
-    assert ds.storage == "rows"
+    with pytest.raises(ConflictError, match="stored column-wise.*to_rows"):
+        ds.table()  # no side effect: nothing converted behind the caller's back
+    assert ds.storage == "columns"
+    t = ds.to_rows()
+    assert ds.storage == "rows" and ds.table().name == t.name
     with project.engine.connect() as conn:
         rows = conn.execute(sa.select(t.c._row, t.c.id).order_by(t.c._row)).all()
     assert [tuple(r) for r in rows] == [(k + 1, k) for k in range(6)]
@@ -557,7 +560,7 @@ def test_column_chunks_are_files_and_a_replaced_generation_is_deleted(project):
     assert len(list((project.dir / "data" / first.pop()).glob("*.arrow"))) == 2
     ds.write(frame(4), storage="columns")
     assert len(chunk_dirs(project)) == 1 and ds.read()["id"].tolist() == [0, 1, 2, 3]
-    ds.table()  # converted to rows: no chunk files left
+    ds.to_rows()  # converted to rows: no chunk files left
     assert chunk_dirs(project) == set() and ds.count() == 4
 
 

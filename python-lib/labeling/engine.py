@@ -304,9 +304,6 @@ _APP_SQL = sa.text(
     "FROM lb_apps a LEFT JOIN lb_queues q ON q.id = a.queue_id "
     "LEFT JOIN lb_itemsets s ON s.id = a.iset WHERE a.id = :id").columns(
         prep=sa.JSON, q_info=sa.JSON)
-_VARIABLE_SQL = sa.text("SELECT value FROM ll_variables WHERE name = :name").columns(
-    value=sa.JSON)
-_DATASET_SQL = sa.text("SELECT table_name, storage FROM ll_datasets WHERE name = :name")
 _QUEUE_ROW_SQL = sa.text("SELECT row FROM lb_queue WHERE qid = :qid AND item_id = :item_id")
 _ITEM_SQL = sa.text("SELECT row FROM lb_items WHERE iset = :iset AND item_id = :item_id")
 _ANY_QUEUE_ROW_SQL = sa.text(
@@ -327,62 +324,44 @@ _UNRESERVE_SQL = sa.text("DELETE FROM lb_reservations WHERE app = :app AND item_
 _COUNTS_SQL = sa.text("SELECT key, n FROM lb_counts WHERE app = :app AND owner = :owner")
 
 
-class _RowTable:
-    """Prebuilt insert / update / delete statements of a row-stored dataset's table."""
+class _RowDataset:
+    """A labels or metadata dataset written row by row through the host's public row API;
+    created (empty, row storage) by the first answer that needs it."""
 
-    def __init__(self, table: sa.Table, lid_col: str, dialect: Any):
-        quote = dialect.identifier_preparer.quote
-        self.name = table.name
-        self.table = table
-        self.params = {c.name: f"p{i}" for i, c in enumerate(table.columns) if c.name != "_row"}
-        self.has_lid = lid_col in self.params
+    def __init__(self, ds: Any, schema: list[dict], lid_col: str):
+        self.ds = ds
+        self.schema = schema
         self.lid_col = lid_col
-        types = [sa.bindparam(p, type_=table.c[n].type) for n, p in self.params.items()]
-        names = ", ".join(quote(n) for n in self.params)
-        binds = ", ".join(f":{p}" for p in self.params.values())
-        tname = quote(table.name)
-        self._insert = sa.text(f"INSERT INTO {tname} ({names}) VALUES ({binds}) "
-                               "RETURNING _row").bindparams(*types)
-        self._types = {p: t for p, t in zip(self.params.values(), types, strict=True)}
-        self._quote = quote
-        self._updates: dict[tuple[str, ...], sa.TextClause] = {}
-        where = f"_row = :row AND {quote(lid_col)} = :lid" if self.has_lid else "1 = 0"
-        self._where = where
-        self._delete = sa.text(f"DELETE FROM {tname} WHERE {where}")
+
+    def _call(self, conn: sa.Connection, op: str, *args: Any, **kw: Any) -> Any:
+        try:
+            return getattr(self.ds, op)(conn, *args, ignore_extra=True, **kw)
+        except NotFoundError:  # no data yet: this answer creates it
+            empty = pd.DataFrame({c["name"]: pd.Series([], dtype=_DTYPES[c["type"]])
+                                  for c in self.schema})
+            self.ds.write(empty, conn=conn, storage="rows")
+        except ConflictError:
+            # Re-imported whole (column-wise): row-level answers need rows again. Converted
+            # explicitly, once (a no-op when it has rows: then the retry raises again).
+            log.info("dataset %s is stored column-wise: converting it to rows for answers",
+                     self.ds.name)
+            self.ds.to_rows(conn)
+        return getattr(self.ds, op)(conn, *args, ignore_extra=True, **kw)
 
     def insert(self, conn: sa.Connection, values: dict, label_id: int) -> int:
-        values = {**values, self.lid_col: label_id}
-        return int(conn.execute(self._insert, {p: values.get(n) for n, p in self.params.items()}
-                                ).scalar_one())
+        return int(self._call(conn, "insert", {**values, self.lid_col: label_id}))
 
     def update(self, conn: sa.Connection, row: int, label_id: int, values: dict) -> bool:
         """Update the row an annotation wrote; False if it is gone (dataset replaced)."""
-        cols = tuple(n for n in values if n in self.params and n != self.lid_col)
-        stmt = self._updates.get(cols)
-        if stmt is None:
-            sets = ", ".join(f"{self._quote(n)} = :{self.params[n]}" for n in cols)
-            stmt = sa.text(f"UPDATE {self._quote(self.name)} SET {sets} WHERE {self._where}"
-                           ).bindparams(*[self._types[self.params[n]] for n in cols])
-            self._updates[cols] = stmt
-        args = {self.params[n]: values[n] for n in cols}
-        if conn.execute(stmt, {**args, "row": row, "lid": label_id}).rowcount:
+        match = {self.lid_col: label_id}
+        if self._call(conn, "update", row, values, match=match):
             return True
-        if not self.has_lid:
-            return False
         # The dataset was rewritten (rows renumbered): find the row by its label id (a scan,
         # only after such a rewrite) rather than add a second row for this label.
-        by_lid = self._updates.get(("lid",) + cols)
-        if by_lid is None:
-            sets = ", ".join(f"{self._quote(n)} = :{self.params[n]}" for n in cols)
-            by_lid = sa.text(f"UPDATE {self._quote(self.name)} SET {sets} WHERE "
-                             f"{self._quote(self.lid_col)} = :lid"
-                             ).bindparams(*[self._types[self.params[n]] for n in cols])
-            self._updates[("lid",) + cols] = by_lid
-        return bool(conn.execute(by_lid, {**args, "lid": label_id}).rowcount)
+        return bool(self._call(conn, "update", None, values, match=match))
 
     def delete(self, conn: sa.Connection, row: int, label_id: int) -> None:
-        conn.execute(self._delete, {"row": row, "lid": label_id})
-
+        self._call(conn, "delete", row, match={self.lid_col: label_id})
 
 
 class LabelingEngine:
@@ -400,7 +379,7 @@ class LabelingEngine:
         self._thread: threading.Thread | None = None
         self._checked_at = 0.0
         self._failed: dict[str, float] = {}
-        self._tables: dict[str, _RowTable] = {}
+        self._tables: dict[str, _RowDataset] = {}
         self._rankings: dict[str, Ranking] = {}
         self._fill_target: tuple[int, int] = (0, 0)  # (queue id, position to write up to)
         self._index_iter: tuple[int, Any] | None = None
@@ -462,8 +441,7 @@ class LabelingEngine:
         if not self.cfg.queries_ds:
             return 0
         name = session_variable(self.cfg.queries_ds)
-        row = conn.execute(_VARIABLE_SQL, {"name": name}).first()
-        value = row[0] if row is not None else self.project.variables.initial.get(name, 0)
+        value = self.project.variables.get(name, 0, conn=conn)
         try:
             return int(value or 0)
         except (TypeError, ValueError):
@@ -1004,22 +982,13 @@ class LabelingEngine:
 
     # ------------------------------------------------------------------ datasets
     def _dataset_table(self, conn: sa.Connection, name: str, schema: list[dict]
-                       ) -> _RowTable:
-        # One indexed read tells whether the cached statements still fit the dataset's table.
-        info = conn.execute(_DATASET_SQL, {"name": name}).first()
-        cached = self._tables.get(name)
-        if info is not None and info.storage == "rows" and cached is not None \
-                and cached.name == info.table_name:
-            return cached
-        ds = self.project.dataset(name, create=True)
-        if info is None:
-            empty = pd.DataFrame({c["name"]: pd.Series([], dtype=_DTYPES[c["type"]])
-                                  for c in schema})
-            ds.write(empty, conn=conn, storage="rows")
-        table = _RowTable(ds.table(conn), self.cfg.label_id_col, conn.dialect)
-        self._tables[name] = table
+                       ) -> _RowDataset:
+        table = self._tables.get(name)
+        if table is None:
+            table = _RowDataset(self.project.dataset(name, create=True), schema,
+                                self.cfg.label_id_col)
+            self._tables[name] = table
         return table
-
 
     # ------------------------------------------------------------------ actions
     def label(self, user: Any, item_id: Any, label: Any, comment: Any = None) -> dict:
@@ -1148,7 +1117,7 @@ class LabelingEngine:
         return {"released": max(int(released or 0), 0)}
 
     def _answered_by_another(self, conn: sa.Connection, old: Any, user: str,
-                             lt: _RowTable) -> Any:
+                             lt: _RowDataset) -> Any:
         """Shared mode: an item someone else answered is theirs (409), unless the webapp allows
         relabeling: then their annotation stays in the history and the caller's becomes a new
         one (the earlier label row is removed, its metadata row kept). Returns what `old`

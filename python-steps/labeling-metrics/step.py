@@ -97,7 +97,7 @@ def labels_of(project: Project, meta: dict, labels: str | None, label_col: str) 
     ds = Dataset(project, labels)
     if not ds.exists() or label_col not in ds.columns:
         return None
-    table = ds.table()
+    table = ds.to_rows()
     col = table.c[label_col]
     query = sa.select(sa.func.count()).select_from(table).where(col.is_not(None))
     if "status" in ds.columns:

@@ -31,7 +31,7 @@ def count_labels(dataset: Dataset, session: Any = None) -> int:
     if not dataset.exists():
         return 0
     schema = {c["name"]: c["type"] for c in dataset.schema}
-    table = dataset.table()
+    table = dataset.to_rows()
     query = sa.select(sa.func.count()).select_from(table)
     if "status" in schema:
         query = query.where(table.c.status == LABELED)
@@ -62,7 +62,7 @@ def count_questions(dataset: Dataset) -> int:
     """Answered questions recorded in a pairs dataset (distinct question ids)."""
     if not dataset.exists() or "question_id" not in dataset.columns:
         return 0
-    table = dataset.table()
+    table = dataset.to_rows()
     query = sa.select(sa.func.count(sa.distinct(table.c.question_id)))
     with dataset.engine.connect() as conn:
         return int(conn.execute(query).scalar_one())

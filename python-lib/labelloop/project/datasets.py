@@ -4,8 +4,13 @@ Two storages behind one API. Small datasets and datasets that grow row by row (l
 metadata) are a SQL table with one row per record, so a label is one INSERT or UPDATE.
 Large datasets written whole (a pool, a queries dataset) are stored column-wise as Arrow IPC
 chunk files under the project's `data/` directory, listed in `ll_dataset_chunks`, which reads
-~10x faster; `table()` converts such a dataset to
-rows the first time a plugin needs SQL on it.
+~10x faster. `table()` never converts: a plugin that needs SQL on a column-wise dataset
+converts it explicitly with `to_rows()`.
+
+Row-level writes (`insert`, `update`, `delete`) address a row by its key, a number the host
+owns (returned by `insert`; it changes when the dataset is replaced). They run in the
+caller's transaction, touch `ll_datasets.updated`, and use statements prepared once per
+table: they are the labeling hot path.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import os
 import re
 import shutil
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -186,6 +192,109 @@ def _decode(data: bytes, columns: Sequence[str] | None, lo: int = 0,
     return frame
 
 
+_TOUCH_SQL = sa.text("UPDATE ll_datasets SET updated = :now WHERE name = :name "
+                     "RETURNING table_name, storage").bindparams(
+    sa.bindparam("now", type_=datasets_table.c.updated.type))
+
+
+class _RowOps:
+    """Statements of one row table, built once: building them costs more than running them."""
+
+    def __init__(self, table: sa.Table, dialect: Any):
+        quote = dialect.identifier_preparer.quote
+        self.tname = quote(table.name)
+        self.quote = quote
+        cols = [c for c in table.columns if c.name != ROW]
+        self.params = {c.name: f"p{i}" for i, c in enumerate(cols)}
+        self.types = {c.name: c.type for c in cols}
+        names = ", ".join(quote(n) for n in self.params)
+        binds = ", ".join(f":{p}" for p in self.params.values())
+        self.insert = sa.text(f"INSERT INTO {self.tname} ({names}) VALUES ({binds}) "
+                              f"RETURNING {ROW}").bindparams(
+            *[sa.bindparam(p, type_=self.types[n]) for n, p in self.params.items()])
+        self._cache: dict[tuple, sa.TextClause] = {}
+
+    def check(self, dataset: str, values: dict) -> None:
+        unknown = [n for n in values if n not in self.params]
+        if unknown:
+            raise LabelloopError(f"dataset {dataset!r} has no column "
+                                 f"{', '.join(map(repr, unknown))}; its columns are "
+                                 f"{', '.join(self.params)}")
+
+    def statement(self, kind: str, cols: tuple, match: tuple, by_key: bool) -> sa.TextClause:
+        key = (kind, cols, match, by_key)
+        stmt = self._cache.get(key)
+        if stmt is not None:
+            return stmt
+        q, p = self.quote, self.params
+        where = [f"{ROW} = :key"] if by_key else []
+        where += [f"{q(n)} = :m_{p[n]}" for n in match]
+        if not where:
+            raise LabelloopError("a row-level update or delete needs a key or a match")
+        binds = [sa.bindparam(p[n], type_=self.types[n]) for n in cols]
+        binds += [sa.bindparam(f"m_{p[n]}", type_=self.types[n]) for n in match]
+        if kind == "update":
+            sets = ", ".join(f"{q(n)} = :{p[n]}" for n in cols)
+            sql = f"UPDATE {self.tname} SET {sets} WHERE {' AND '.join(where)}"
+        else:
+            sql = f"DELETE FROM {self.tname} WHERE {' AND '.join(where)}"
+        stmt = self._cache[key] = sa.text(sql).bindparams(*binds)
+        return stmt
+
+
+# Statements per (database, table name): a replaced dataset gets a new table name, and a
+# dropped one is forgotten below.
+_ROW_OPS: dict[tuple[str, str], _RowOps] = {}
+
+
+def _forget_row_ops(conn: sa.Connection, table_name: str) -> None:
+    _ROW_OPS.pop((str(conn.engine.url), table_name), None)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a directory's entries (new files, a rename) durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class PreparedWrite:
+    """A dataset replacement made ready outside the write lock (see `Dataset.prepare`)."""
+
+    def __init__(self, dataset: Dataset, schema: list[dict], storage: str,
+                 frame: pd.DataFrame | None, staging: str | None, chunks: list[tuple]):
+        self.dataset = dataset
+        self.schema = schema
+        self.storage = storage
+        self.frame = frame
+        self.staging = staging  # the chunk files' directory until the commit moves it
+        self.chunks = chunks  # (seq, first row, rows) per chunk file
+        self.committed = False
+
+    def commit(self, conn: sa.Connection) -> None:
+        """Swap the prepared data in, in `conn`'s write transaction (once)."""
+        if self.committed:
+            raise LabelloopError(f"this prepared write of {self.dataset.name!r} was already "
+                                 "committed: prepare it again")
+        self.dataset._write(conn, None, self.schema, self.storage, prepared=self)
+        self.committed = True
+
+    def discard(self) -> None:
+        """Remove the prepared files if the commit did not take them."""
+        if self.staging is not None:
+            shutil.rmtree(self.dataset._data_dir / self.staging, ignore_errors=True)
+            self.staging = None
+        self.frame = None
+
+    def __enter__(self) -> PreparedWrite:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.discard()
+
+
 class Dataset:
     """A named dataset of the project: schema + rows."""
 
@@ -248,15 +357,27 @@ class Dataset:
         return int(info["generation"]) if info else 0
 
     def table(self, conn: sa.Connection | None = None) -> sa.Table:
-        """The SQL table of the rows (`_row` orders them); column-wise data is converted first."""
+        """The SQL table of the rows (`_row` orders them). No side effect: a dataset stored
+        column-wise is refused with a ConflictError; convert it with `to_rows()` first."""
         info = self._require(conn)
         if info["storage"] == "columns":
-            if conn is None:
-                with write_transaction(self.engine) as c:
-                    info = self._to_rows(c)
-                self._sweep()
-            else:
-                info = self._to_rows(conn)
+            raise ConflictError(
+                f"dataset {self.name!r} is stored column-wise (chunk files), so it has no SQL "
+                "table: read it with read()/iter_chunks(), or convert it with to_rows() first")
+        return _sql_table(info["table_name"], info["schema"])
+
+    def to_rows(self, conn: sa.Connection | None = None) -> sa.Table:
+        """Convert a column-wise dataset to row storage (nothing to do if it has rows); its
+        SQL table. In `conn`'s transaction when given, else in a write transaction of its own."""
+        if conn is None:
+            info = self._require()
+            if info["storage"] == "rows":  # nothing to convert: no write lock taken
+                return _sql_table(info["table_name"], info["schema"])
+            with write_transaction(self.engine) as c:
+                info = self._to_rows(c)
+            self._sweep()
+        else:
+            info = self._to_rows(conn)
         return _sql_table(info["table_name"], info["schema"])
 
     def _to_rows(self, conn: sa.Connection) -> dict:
@@ -475,15 +596,50 @@ class Dataset:
         if storage not in STORAGES:
             raise LabelloopError(f"unknown storage {storage!r}: use one of {', '.join(STORAGES)}")
         if conn is None:
-            with write_transaction(self.engine) as c:
-                self._write(c, df, schema, storage)
+            # The chunk files are written and synced before the write lock is taken: other
+            # writers (annotators) wait only for the short swap.
+            with self.prepare(df, storage) as prepared, write_transaction(self.engine) as c:
+                prepared.commit(c)
             self._sweep()  # the generation just replaced, and any earlier leftovers
         else:
             # The caller commits later: only leftovers of earlier replacements can go now.
             self._sweep()
             self._write(conn, df, schema, storage)
 
-    def _write(self, conn: sa.Connection, df: pd.DataFrame, schema: list[dict], storage: str) -> None:
+    def prepare(self, df: pd.DataFrame, storage: str | None = None) -> PreparedWrite:
+        """Get a replacement of the dataset with `df` ready without any lock: column-wise
+        data is encoded and its chunk files written and synced now. `commit(conn)` on the
+        result then swaps it in, in the caller's write transaction, with a few short
+        statements. Use it as a context manager: leaving the block without a commit (an
+        error) removes the files. `storage` as in `write()`."""
+        schema = schema_of(df)
+        if storage is None:
+            storage = "columns" if len(df) >= COLUMNAR_MIN_ROWS else "rows"
+        if storage not in STORAGES:
+            raise LabelloopError(f"unknown storage {storage!r}: use one of {', '.join(STORAGES)}")
+        frame = normalize(df, schema)
+        if storage == "rows":
+            return PreparedWrite(self, schema, storage, frame, None, [])
+        # A staging directory of its own; an orphan (a crash before the commit) is swept.
+        base = "ds_" + re.sub(r"[^a-z0-9_]", "_", self.name.lower())
+        staging = f"{base}_p{uuid.uuid4().hex[:12]}"
+        chunks = []
+        prepared = PreparedWrite(self, schema, storage, None, staging, chunks)
+        try:
+            for seq, start in enumerate(range(0, max(len(frame), 1), CHUNK_ROWS)):
+                part = frame.iloc[start:start + CHUNK_ROWS]
+                if part.empty and start:
+                    break
+                self._write_chunk_file(staging, seq, _encode(part))
+                chunks.append((seq, start, len(part)))
+            _fsync_dir(self._data_dir / staging)
+        except BaseException:
+            prepared.discard()
+            raise
+        return prepared
+
+    def _write(self, conn: sa.Connection, df: pd.DataFrame | None, schema: list[dict],
+               storage: str, prepared: PreparedWrite | None = None) -> None:
         old = self._info(conn)
         generation = (old["generation"] + 1) if old else 0
         base = "ds_" + re.sub(r"[^a-z0-9_]", "_", self.name.lower())
@@ -493,10 +649,21 @@ class Dataset:
         while table_name in existing or table_name in used:
             generation += 1
             table_name = f"{base}_g{generation}"
-        frame = normalize(df, schema)
-        if storage == "columns":
-            self._insert_chunks(conn, table_name, frame, 0)
+        if prepared is not None and prepared.staging is not None:
+            target = self._data_dir / table_name
+            if target.exists():  # a leftover of a rolled-back write: no dataset refers to it
+                shutil.rmtree(target)
+            os.replace(self._data_dir / prepared.staging, target)
+            _fsync_dir(self._data_dir)
+            prepared.staging = None
+            conn.execute(sa.insert(dataset_chunks_table), [
+                {"table_name": table_name, "seq": seq, "first_row": first, "rows": rows,
+                 "file": f"{DATA_DIR}/{table_name}/{seq:06d}.arrow"}
+                for seq, first, rows in prepared.chunks])
+        elif storage == "columns":
+            self._insert_chunks(conn, table_name, normalize(df, schema), 0)
         else:
+            frame = prepared.frame if prepared is not None else normalize(df, schema)
             t = _sql_table(table_name, schema)
             t.create(conn)
             self._insert_rows(conn, t, frame, schema)
@@ -518,6 +685,7 @@ class Dataset:
                 os.utime(old, (0, 0))
         else:
             _sql_table(info["table_name"], info["schema"]).drop(conn, checkfirst=True)
+            _forget_row_ops(conn, info["table_name"])
 
     def append(self, df: pd.DataFrame, conn: sa.Connection | None = None) -> None:
         """Append rows; creates the dataset (row storage) when it has no data yet."""
@@ -594,6 +762,70 @@ class Dataset:
             conn.execute(sa.delete(datasets_table).where(datasets_table.c.name == self.name))
             self._drop_storage(conn, info)
         self._sweep()
+
+    # ---- row-level writes (the caller's transaction) ----
+    def insert(self, conn: sa.Connection, values: dict, ignore_extra: bool = False) -> int:
+        """Add one row (`values`: column -> value; missing columns are NULL) to a row-stored
+        dataset in `conn`'s transaction; the new row's key (for `update` and `delete`).
+
+        Values of columns the dataset lacks are refused, or left out with `ignore_extra`.
+        """
+        ops = self._row_ops(conn)
+        if not ignore_extra:
+            ops.check(self.name, values)
+        return int(conn.execute(ops.insert, {p: values.get(n) for n, p in ops.params.items()}
+                                ).scalar_one())
+
+    def update(self, conn: sa.Connection, key: int | None, values: dict,
+               match: dict | None = None, ignore_extra: bool = False) -> int:
+        """Set `values` on the row `key`, only if its columns equal `match`; with `key=None`,
+        on every row matching `match`. The number of rows changed (0: no such row, e.g. the
+        dataset was replaced). With `ignore_extra`, values of columns the dataset lacks are
+        left out and a `match` on such a column matches nothing."""
+        ops = self._row_ops(conn)
+        match = match or {}
+        if ignore_extra:
+            values = {n: v for n, v in values.items() if n in ops.params}
+            if any(n not in ops.params for n in match):
+                return 0
+        else:
+            ops.check(self.name, {**values, **match})
+        if not values:
+            return 0
+        stmt = ops.statement("update", tuple(values), tuple(match), key is not None)
+        args = {ops.params[n]: v for n, v in values.items()}
+        args.update({f"m_{ops.params[n]}": v for n, v in match.items()})
+        return conn.execute(stmt, {**args, "key": key}).rowcount
+
+    def delete(self, conn: sa.Connection, key: int | None, match: dict | None = None,
+               ignore_extra: bool = False) -> int:
+        """Delete the row `key`, only if its columns equal `match`; with `key=None`, every
+        row matching `match`. The number of rows deleted (`ignore_extra`: as in `update`)."""
+        ops = self._row_ops(conn)
+        match = match or {}
+        if ignore_extra and any(n not in ops.params for n in match):
+            return 0
+        ops.check(self.name, match)
+        stmt = ops.statement("delete", (), tuple(match), key is not None)
+        args = {f"m_{ops.params[n]}": v for n, v in match.items()}
+        return conn.execute(stmt, {**args, "key": key}).rowcount
+
+    def _row_ops(self, conn: sa.Connection) -> _RowOps:
+        # One statement both marks the dataset as changed and says which table holds it now.
+        info = conn.execute(_TOUCH_SQL, {"name": self.name, "now": dt.datetime.now(dt.UTC)}
+                            ).first()
+        if info is None:
+            self._require(conn)  # raises the usual "no data yet" error
+        if info.storage != "rows":
+            raise ConflictError(
+                f"dataset {self.name!r} is stored column-wise (chunk files): row-level writes "
+                "need row storage; convert it with to_rows() first")
+        key = (str(conn.engine.url), info.table_name)
+        ops = _ROW_OPS.get(key)
+        if ops is None:
+            schema = self._require(conn)["schema"]
+            ops = _ROW_OPS[key] = _RowOps(_sql_table(info.table_name, schema), conn.dialect)
+        return ops
 
     # ---- files ----
     def import_file(self, path: str | Path, replace: bool = False, fmt: str | None = None) -> int:

@@ -9,6 +9,9 @@ import sqlalchemy as sa
 from ..errors import LabelloopError
 from .db import variables_table, write_transaction
 
+_GET_SQL = sa.select(variables_table.c.value).where(
+    variables_table.c.name == sa.bindparam("name"))
+
 
 class Variables:
     """Get, set and atomically increment the project's variables."""
@@ -25,10 +28,13 @@ class Variables:
         values.update({name: value for name, value in rows})
         return values
 
-    def get(self, name: str, default: Any = None) -> Any:
-        t = variables_table
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(t.c.value).where(t.c.name == name)).first()
+    def get(self, name: str, default: Any = None, conn: sa.Connection | None = None) -> Any:
+        """A variable's value (project.json's initial value, else `default`, when unset);
+        read in `conn` (e.g. inside the caller's transaction) when given."""
+        if conn is None:
+            with self.engine.connect() as c:
+                return self.get(name, default, c)
+        row = conn.execute(_GET_SQL, {"name": name}).first()
         if row is None:
             return self.initial.get(name, default)
         return row[0]
