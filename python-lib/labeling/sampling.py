@@ -299,7 +299,9 @@ def finish(ranked: Ranked, rows: pd.DataFrame | None, total: int, excluded: int,
         # here, read by the queue's `prepare` instead of re-sorting): then write the true
         # scores and `query_rank = arange(n)`.
         scores = scores.copy()
-        top = float(scores[: len(first)].max()) if len(first) else 0.0
+        # (the top of the whole ranking: the most uncertain row need not be a pick)
+        finite = scores[np.isfinite(scores)]
+        top = float(finite.max()) if finite.size else 0.0
         scores[: len(first)] = top + 1e-9 * np.arange(len(first), 0, -1)
     if max_queries:
         rows = rows.iloc[:max_queries]
