@@ -220,9 +220,14 @@ class Lease:
     def keep_alive(self, name: str = "lease") -> Iterator[None]:
         """Refresh the lease every ttl/3 (of the clock) from a thread while the body runs."""
         stop = threading.Event()
+        period = self.ttl / 3
+        # Beat times count from now, not from when the thread gets going: a late-starting
+        # thread beats at once instead of a period later.
+        due = [self.clock.time() + period]
 
         def beat() -> None:
-            while not self.clock.wait(stop, self.ttl / 3):
+            while not self.clock.wait(stop, due[0] - self.clock.time()):
+                due[0] += period
                 try:
                     if not self.refresh():
                         log.error("%s: lost its lease", name)
