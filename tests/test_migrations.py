@@ -113,3 +113,61 @@ def test_a_project_made_before_migrations_upgrades_and_keeps_working(old_project
     server.stop()
     labels = Project.open(old_project).dataset("labels").read()
     assert len(labels) == 5 and new_id in set(labels["data_id"])
+
+
+REVISION = '''
+import sqlalchemy as sa
+from alembic import op
+
+revision = "nt0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_table("nt_notes", sa.Column("id", sa.Integer, primary_key=True),
+                    sa.Column("text", sa.Text, nullable=False))
+
+
+def downgrade():
+    op.drop_table("nt_notes")
+'''
+
+
+def test_a_third_party_plugin_ships_its_own_history(make_project, tmp_path):
+    versions = tmp_path / "notes_versions"
+    versions.mkdir()
+    (versions / "nt0001_notes.py").write_text(REVISION)
+
+    class NotesPlugin:
+        @staticmethod
+        def register_migrations(register):
+            register("notes", versions)
+
+    from labelloop.hookspecs import hookimpl
+
+    NotesPlugin.register_migrations = hookimpl(NotesPlugin.register_migrations)
+    project = make_project()
+    project.registry.register_plugin("notes", NotesPlugin)
+    notes = next(h for h in histories(project.registry) if h.name == "notes")
+    assert notes.version_table == "alembic_version_notes"
+    with write_transaction(project.engine) as conn:
+        assert upgrade(conn, notes) == (None, "nt0001")
+        conn.execute(sa.text("INSERT INTO nt_notes (id, text) VALUES (1, 'kept')"))
+    with project.engine.connect() as conn:
+        assert current(conn, notes) == "nt0001"
+        assert current(conn, host_history()) == "ll0001"  # the histories don't mix
+        assert conn.execute(sa.text("SELECT text FROM nt_notes")).scalar() == "kept"
+
+
+def test_the_host_migrates_without_importing_the_labeling_plugin(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; from labelloop.project import Project; "
+            f"p = Project.init({str(tmp_path / 'p')!r}); p.engine; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'labeling'); "
+            "assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -48,4 +48,4 @@ def register_migrations(register):
     """The migration history of the plugin's own tables (labeling/migrations/versions)."""
     from .migrations import VERSIONS
 
-    register(VERSIONS)
+    register("ml-assisted-labeling", VERSIONS)

@@ -3,7 +3,7 @@
 Each history keeps its revision in a version table of its own (`alembic_version` for the host,
 `alembic_version_<plugin>` for a plugin), so the host upgrades its tables without knowing any
 plugin, and a plugin's history moves on at its own pace. A plugin ships its history by
-implementing `register_migrations(register)` and calling `register(versions_directory)`.
+implementing `register_migrations(register)` and calling `register(plugin_id, versions_dir)`.
 
 A database made before migrations existed has the tables but no version table: the first
 revision of each history creates only the tables that are missing, which stamps such a database
@@ -44,8 +44,8 @@ class MigrationSpecs:
 
     @hookspec
     def register_migrations(self, register):
-        """Ship a migration history: call `register(directory)` with an Alembic versions
-        directory (revision files; the first one's `down_revision` is None)."""
+        """Ship a migration history: call `register(plugin_id, directory)` with an Alembic
+        versions directory (revision files; the first one's `down_revision` is None)."""
 
 
 @dataclass(frozen=True)
@@ -91,21 +91,19 @@ def plugin_histories(registry: Any) -> list[History]:
     hook = getattr(pm.hook, "register_migrations", None)
     if hook is None or hook.spec is None:
         pm.add_hookspecs(MigrationSpecs)
-        hook = pm.hook.register_migrations
     out: list[History] = []
-    for impl in hook.get_hookimpls():
-        plugin_id = impl.plugin_name.split(":", 1)[0]
 
-        def register(directory, _plugin=plugin_id) -> None:
-            out.append(History(_plugin, Path(directory).resolve()))
+    def register(name: str, directory: str | Path) -> None:
+        if not isinstance(name, str) or not name or name == HOST:
+            raise LabelloopError(f"register_migrations: a history needs the plugin's id as its "
+                                 f"name, not {name!r}")
+        if any(h.name == name for h in out):
+            raise LabelloopError(f"register_migrations: {name!r} registered two histories; "
+                                 "a plugin ships one")
+        out.append(History(name, Path(directory).resolve()))
 
-        impl.function(register)
-    names = [h.name for h in out]
-    for name in set(names):
-        if names.count(name) > 1:
-            raise LabelloopError(f"plugin {name} registers {names.count(name)} migration "
-                                 "histories: a plugin ships one")
-    return out
+    pm.hook.register_migrations(register=register)
+    return sorted(out, key=lambda h: h.name)
 
 
 def histories(registry: Any | None = None) -> list[History]:
