@@ -123,16 +123,22 @@ def current(conn: sa.Connection, history: History) -> str | None:
     return _context(conn, history).get_current_revision()
 
 
-def upgrade(conn: sa.Connection, history: History, revision: str = "head") -> tuple[str | None, str | None]:
+def upgrade(conn: sa.Connection, history: History,
+            revision: str = "head") -> tuple[str | None, str | None]:
     """Upgrade `history`'s tables to `revision` inside the caller's write transaction.
 
     Returns (revision before, revision after); nothing runs when already there.
     """
-    before = current(conn, history)
+    script = history.script
+
+    def fn(rev, _context):
+        return script._upgrade_revs(target, rev)
+
+    ctx = _context(conn, history, fn)
+    before = ctx.get_current_revision()
     target = history.head() if revision == "head" else revision
     if before == target:
         return before, before
-    script = history.script
     try:
         script.get_revision(target)
     except Exception as exc:  # noqa: BLE001 - Alembic's several lookup errors, one message
@@ -140,14 +146,9 @@ def upgrade(conn: sa.Connection, history: History, revision: str = "head") -> tu
                              f"{str(exc).splitlines()[0]}") from exc
     if before is None and history.name == HOST and sa.inspect(conn).has_table("ll_datasets"):
         log.info("stamping a database made before migrations existed")
-
-    def fn(rev, _context):
-        return script._upgrade_revs(target, rev)
-
-    ctx = _context(conn, history, fn)
     with Operations.context(ctx):
         ctx.run_migrations()
-    return before, current(conn, history)
+    return before, ctx.get_current_revision()
 
 
 def create_missing(tables: sa.MetaData) -> None:
