@@ -8,8 +8,7 @@ Written out here, not imported from labeling.engine: a revision describes the sc
 """
 
 import sqlalchemy as sa
-
-from labelloop.migrations import create_missing, drop_existing
+from alembic import op
 
 revision = "lb0001"
 down_revision = None
@@ -170,8 +169,10 @@ sa.Table(
 
 
 def upgrade() -> None:
-    create_missing(tables)
+    # Only what is missing: a database made before this history has the tables already (the
+    # plugin created them itself), which this revision then stamps.
+    tables.create_all(op.get_bind(), checkfirst=True)
 
 
 def downgrade() -> None:
-    drop_existing(tables)
+    tables.drop_all(op.get_bind(), checkfirst=True)
