@@ -83,6 +83,7 @@ def test_an_unknown_revision_is_refused_clearly(make_project, run_cli):
 @pytest.fixture
 def old_project(tmp_path) -> Path:
     """A copy of the fixture project made before migrations existed (SQLite, as it was made)."""
+    assert (FIXTURE / "labelloop.db").is_file(), f"the fixture database is missing in {FIXTURE}"
     target = tmp_path / "old"
     shutil.copytree(FIXTURE, target)
     return target
