@@ -21,17 +21,19 @@ from typing import Any
 
 import pluggy
 import sqlalchemy as sa
-from alembic.migration import MigrationContext
-from alembic.operations import Operations
-from alembic.script import ScriptDirectory
 
 from ..errors import LabelloopError
 
 log = logging.getLogger(__name__)
-# Alembic says "Context impl SQLiteImpl" and each step at INFO: every command opening a project
-# would print them. Quiet unless the application configured that logger itself.
+# Alembic says "setup plugin ...", "Context impl SQLiteImpl" and each step at INFO: every
+# command opening a project would print them. Quiet unless the application configured that
+# logger itself (set before alembic is imported: it logs while being imported).
 if logging.getLogger("alembic").level == logging.NOTSET:
     logging.getLogger("alembic").setLevel(logging.WARNING)
+
+from alembic.migration import MigrationContext  # noqa: E402
+from alembic.operations import Operations  # noqa: E402
+from alembic.script import ScriptDirectory  # noqa: E402
 
 HOST = "labelloop"
 HOST_VERSIONS = Path(__file__).resolve().parent / "versions"
