@@ -28,8 +28,7 @@ import numpy as np
 import pandas as pd
 
 from labelloop.errors import LabelloopError, NotFoundError
-from labelloop.project import UnsafePathError
-from labelloop.project.datasets import normalize
+from labelloop.project import UnsafePathError, normalize
 from labelloop.web import FileResponse
 
 from .settings import EngineConfig

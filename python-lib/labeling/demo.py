@@ -464,7 +464,7 @@ def demo_command(ctx: click.Context, directory: str, data_type: str | None, n: i
     if no_serve:
         click.echo(f"serve it with: labelloop --project {project.dir} serve")
         return
-    from labelloop.web.server import ServeOptions, serve
+    from labelloop.web import ServeOptions, serve
 
     if port == 0:
         port = free_port(host)  # the URL is printed (and opened) before the server binds

@@ -23,7 +23,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 import labelloop
 from labelloop.project import Dataset
-from labelloop.web.auth import tokens_configured
+from labelloop.web import tokens_configured
 
 from .api import LabelingBackend, build_routes
 from .stopping import DEFAULT_METRICS_DATASET, history, warnings_from_history

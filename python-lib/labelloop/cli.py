@@ -38,6 +38,11 @@ class State:
         self.plugin_dirs = list(plugin_dirs)
         self.debug = debug
         self._project = None
+        self._registry = None
+        loaded = _LOADED.pop("plugins", None)
+        if loaded is not None and loaded[0] == (project_dir, database_url, self.plugin_dirs):
+            # main() loaded the plugins for these options already: once per CLI call.
+            self._project, self._registry = loaded[1], loaded[2]
 
     @property
     def project(self):
@@ -51,9 +56,16 @@ class State:
     def registry(self):
         if self._project is not None or _is_project(self.project_dir):
             return self.project.registry
-        from .plugins import PluginRegistry
+        if self._registry is None:
+            from .plugins import PluginRegistry
 
-        return PluginRegistry(plugin_dirs=self.plugin_dirs)
+            self._registry = PluginRegistry(plugin_dirs=self.plugin_dirs)
+        return self._registry
+
+
+# What main() loaded before click parsed the command line: ((project, database url, plugin
+# dirs), the Project or None, the registry); State reuses it when its options are the same.
+_LOADED: dict[str, tuple] = {}
 
 
 def _is_project(directory: str | None) -> bool:
@@ -141,8 +153,10 @@ def plugin():
 @plugin.command("list")
 @click.pass_obj
 def plugin_list(state: State):
-    """Every plugin and component (failed plugins shown as failed)."""
+    """Every plugin: its components, what it registers through plugin-added hooks (query
+    strategies) and the hooks it implements (failed plugins shown as failed)."""
     registry = state.registry()
+    extras = _plugin_added_registrations(registry)
     rows = []
     for info in sorted(registry.plugins.values(), key=lambda p: p.id):
         comps = [c for c in registry.components.values() if c.plugin == info.id]
@@ -150,9 +164,41 @@ def plugin_list(state: State):
             rows.append({"plugin": info.id, "kind": "FAILED", "component": "", "label": info.error})
         for c in sorted(comps, key=lambda c: (c.kind, c.id)):
             rows.append({"plugin": info.id, "kind": c.kind, "component": c.type, "label": c.label})
-        if not comps and info.status != "failed":
+        if info.status == "failed":
+            continue
+        for kind, name, label in extras.get(info.id, []):
+            rows.append({"plugin": info.id, "kind": kind, "component": name, "label": label})
+        if not comps and not extras.get(info.id):
             rows.append({"plugin": info.id, "kind": "-", "component": "", "label": "(no components)"})
+        hooks = registry.hooks_of(info.id)
+        if hooks:
+            rows.append({"plugin": info.id, "kind": "hooks", "component": "",
+                         "label": ", ".join(hooks)})
     _print_table(rows, ["plugin", "kind", "component", "label"])
+
+
+def _plugin_added_registrations(registry) -> dict[str, list[tuple[str, str, str]]]:
+    """What plugins register through hooks other plugins added (`register_<things>(register)`,
+    e.g. the labeling plugin's query strategies): `{plugin id: [(kind, name, label)]}`."""
+    from . import hookspecs
+    from .plugins import call_hook_per_plugin
+
+    out: dict[str, list[tuple[str, str, str]]] = {}
+    host_hooks = {n for n in dir(hookspecs) if n.startswith("register_")}
+    for hook_name in sorted(n for n in dir(registry.pm.hook) if n.startswith("register_")
+                            and n not in host_hooks):
+        kind = hook_name[len("register_"):].rstrip("s").replace("_", "-")
+        kind = {"query-strategie": "strategy"}.get(kind, kind)
+
+        def kwargs_for(plugin_name: str, _kind: str = kind) -> dict:
+            def register(name: str, *args: Any, label: str | None = None, **kw: Any) -> None:
+                out.setdefault(registry.plugin_of(plugin_name), []).append(
+                    (_kind, str(name), label or ""))
+
+            return {"register": register}
+
+        call_hook_per_plugin(registry.pm, hook_name, kwargs_for)
+    return out
 
 
 @plugin.command("validate")
@@ -203,7 +249,8 @@ def dataset_import(state: State, name: str, file: str, replace: bool, fmt: str |
     """Import FILE as dataset NAME (CSV, Parquet, JSON Lines, Label Studio JSON, COCO)."""
     from .formats import import_file, parse_options
 
-    counts = import_file(state.project, name, file, fmt, replace, parse_options(options))
+    counts = import_file(state.project, name, file, fmt, replace, parse_options(options),
+                         show_progress=True)
     for target, n in counts.items():
         click.echo(f"imported {n} rows into {target}")
 
@@ -220,7 +267,7 @@ def dataset_export(state: State, name: str, file: str, fmt: str | None, options:
     """Export dataset NAME to FILE (CSV, Parquet, JSON Lines, Label Studio JSON, COCO)."""
     from .formats import export_file, parse_options
 
-    n = export_file(state.project, name, file, fmt, parse_options(options))
+    n = export_file(state.project, name, file, fmt, parse_options(options), show_progress=True)
     click.echo(f"exported {n} rows of {name} to {file}")
 
 
@@ -253,7 +300,11 @@ def folder_import(state: State, name: str, source: str, rel_path: str | None):
     project = state.project
     if name not in project.config.get("folders", {}):
         project.declare("folders", name, {"path": rel_path or name})
-    n = project.folder(name).import_dir(source)
+    from .progress import progress
+
+    total = sum(1 for p in Path(source).glob("**/*") if p.is_file())
+    with progress(f"copying into {name}", total, "files") as update:
+        n = project.folder(name).import_dir(source, on_file=lambda _p: update(1))
     click.echo(f"imported {n} files into folder {name}")
 
 
@@ -367,29 +418,77 @@ def variables_set(state: State, name: str, value: str):
     click.echo(f"{name} = {json.dumps(parsed)}")
 
 
-def _register_plugin_commands() -> None:
-    """Commands from plugins (`register_commands(cli)`), e.g. the labeling plugin's `demo`."""
+_GROUP_OPTIONS = {"--project": "project", "--database-url": "database_url",
+                  "--plugin-dir": "plugin_dir"}
+
+
+def _group_options(args: list[str]) -> tuple[str | None, str | None, list[str]]:
+    """`--project`, `--database-url` and `--plugin-dir` given before the command name.
+
+    Why parse them ahead of click: plugin commands must exist before click looks the command
+    up, and which plugins load depends on these options.
+    """
+    found: dict[str, list[str]] = {"project": [], "database_url": [], "plugin_dir": []}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("-"):
+            break  # the command name: what follows belongs to the command
+        name, eq, value = arg.partition("=")
+        if name in _GROUP_OPTIONS:
+            if not eq:
+                i += 1
+                value = args[i] if i < len(args) else ""
+            found[_GROUP_OPTIONS[name]].append(value)
+        i += 1
+    project = (found["project"] or [os.environ.get("LABELLOOP_PROJECT")])[-1]
+    database_url = (found["database_url"] or [os.environ.get("LABELLOOP_DATABASE_URL")])[-1]
+    return project, database_url, found["plugin_dir"]
+
+
+def _load_plugins(args: list[str]):
+    """The registry for this command line: --plugin-dir, LABELLOOP_PLUGIN_PATH, the project's
+    `plugin_dirs`; loaded once and kept for the command (see State)."""
     from .plugins import PluginRegistry
 
+    project_dir, database_url, plugin_dirs = _group_options(args)
+    project = None
+    if _is_project(project_dir):
+        from .project import Project
+
+        try:
+            project = Project.open(project_dir, database_url=database_url, plugin_dirs=plugin_dirs)
+            registry = project.registry
+        except LabelloopError:
+            project = None  # the command reports the bad project itself
+    if project is None:
+        registry = PluginRegistry(plugin_dirs=plugin_dirs)
+    _LOADED["plugins"] = ((project_dir, database_url, plugin_dirs), project, registry)
+    return registry
+
+
+def _register_plugin_commands(args: list[str] | None = None) -> None:
+    """Commands from plugins (`register_commands(cli)`), e.g. the labeling plugin's `demo`."""
+    from .plugins import call_hook_per_plugin
+
     try:
-        registry = PluginRegistry()
+        registry = _load_plugins(sys.argv[1:] if args is None else list(args))
     except Exception as exc:  # a broken plugin must not take the whole CLI down
         click.echo(f"warning: plugins not loaded: {exc}", err=True)
         return
-    for impl in registry.pm.hook.register_commands.get_hookimpls():
-        try:
-            impl.function(cli=cli)
-        except Exception as exc:
-            click.echo(f"warning: plugin {impl.plugin_name} failed to add commands: {exc}", err=True)
+    outcome = call_hook_per_plugin(registry.pm, "register_commands", lambda _name: {"cli": cli})
+    for plugin_name, exc in outcome:
+        if exc is not None:
+            click.echo(f"warning: plugin {plugin_name} failed to add commands: {exc}", err=True)
 
 
-def main() -> None:
+def main(args: list[str] | None = None) -> None:
     """Console-script entry point."""
     try:
-        _register_plugin_commands()
+        _register_plugin_commands(args)
         if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
             signal.signal(signal.SIGINT, signal.default_int_handler)
-        cli(prog_name="labelloop")
+        cli(args=args, prog_name="labelloop")
     except KeyboardInterrupt:  # Ctrl-C while starting (loading plugins): one line, no traceback
         click.echo("Error: interrupted", err=True)
         sys.exit(130)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 import traceback
@@ -47,6 +48,14 @@ def effective_params(component: Component, registry: PluginRegistry) -> list[dic
     return out
 
 
+def _log_interval() -> float:
+    """Seconds between two log lines of work whose length is unknown."""
+    try:
+        return max(0.0, float(os.environ.get("LABELLOOP_PROGRESS_INTERVAL", "5")))
+    except ValueError:
+        return 5.0
+
+
 class Progress:
     """Progress of long work: a click progress bar on a terminal, log lines otherwise."""
 
@@ -58,17 +67,33 @@ class Progress:
     def __call__(self, iterable: Iterable, label: str = "working", total: int | None = None) -> Iterator:
         if total is None and hasattr(iterable, "__len__"):
             total = len(iterable)  # type: ignore[arg-type]
+        t0 = time.monotonic()
         if self.show_bar:
-            with click.progressbar(iterable, length=total, label=label, file=sys.stderr) as bar:
-                yield from bar
+            done = 0
+
+            def rate(_item: Any) -> str:
+                seconds = time.monotonic() - t0
+                return f"{done / seconds:.1f}/s" if seconds > 0 and done else ""
+
+            with click.progressbar(iterable, length=total, label=label, file=sys.stderr,
+                                   show_eta=True, item_show_func=rate) as bar:
+                for item in bar:
+                    yield item
+                    done += 1
             return
-        done, step, t0 = 0, max(1, (total or 0) // 10), time.monotonic()
+        done, step, last = 0, max(1, (total or 0) // 10), t0
+        interval = _log_interval()
         for item in iterable:
             yield item
             done += 1
-            if total and done % step == 0:
+            now = time.monotonic()
+            if (total and done % step == 0) or (not total and now - last >= interval):
+                last = now
                 self.events.append((label, done, total))
-                self.log.info("%s: %d/%d (%.1fs)", label, done, total, time.monotonic() - t0)
+                seconds = now - t0
+                eta = f", ETA {(total - done) * seconds / done:.0f}s" if total else ""
+                self.log.info("%s: %d/%s (%.1fs, %.1f/s%s)", label, done, total or "?",
+                              seconds, done / seconds if seconds > 0 else 0.0, eta)
 
 
 @dataclass

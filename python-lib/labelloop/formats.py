@@ -123,19 +123,23 @@ def formats(registry: Any | None = None) -> dict[str, Format]:
     out = {"csv": _csv_parquet("csv"), "parquet": _csv_parquet("parquet"),
            "jsonl": Format("jsonl", read_jsonl, write_jsonl, (".jsonl", ".ndjson"),
                            "JSON Lines: one object per line", builtin=True)}
-    hook = getattr(getattr(registry, "pm", None), "hook", None)
-    impl_caller = getattr(hook, "register_dataset_formats", None)
-    if impl_caller is None:
+    pm = getattr(registry, "pm", None)
+    if pm is None:
         return out
-    for impl in impl_caller.get_hookimpls():
-        def register(name: str, read: Callable | None = None, write: Callable | None = None,
-                     extensions: Any = (), description: str = "",
-                     _plugin: str = impl.plugin_name) -> None:
-            if name in out and out[name].builtin:
-                raise LabelloopError(f"plugin {_plugin}: format {name!r} is built in")
-            out[name] = Format(name, read, write, tuple(extensions), description, _plugin)
+    from .plugins import call_hook_per_plugin
 
-        impl.function(register=register)
+    def kwargs_for(plugin_name: str) -> dict:
+        def register(name: str, read: Callable | None = None, write: Callable | None = None,
+                     extensions: Any = (), description: str = "") -> None:
+            if name in out and out[name].builtin:
+                raise LabelloopError(f"plugin {plugin_name}: format {name!r} is built in")
+            out[name] = Format(name, read, write, tuple(extensions), description, plugin_name)
+
+        return {"register": register}
+
+    for _plugin, exc in call_hook_per_plugin(pm, "register_dataset_formats", kwargs_for):
+        if exc is not None:
+            raise exc
     return out
 
 
@@ -157,15 +161,51 @@ def format_for(path: Path, fmt: str | None, registry: Any, need: str) -> Format:
                          f"--format ({', '.join(usable)})")
 
 
+# Rows written per step when a large import shows its progress (a multiple of the host's
+# chunk size, so the chunk files come out as one write would make them).
+WRITE_STEP = 100_000
+
+
+def _read_csv_progress(path: Path) -> pd.DataFrame:
+    """Read a CSV file like `read_table_file`, with progress in bytes read."""
+    from .progress import CountingReader, progress
+
+    try:
+        with open(path, "rb") as raw, \
+                progress(f"reading {path.name}", path.stat().st_size, "bytes") as update:
+            return pd.read_csv(CountingReader(raw, update),
+                               sep="\t" if path.suffix.lower() == ".tsv" else ",")
+    except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise LabelloopError(f"cannot read {path} as csv: {exc}") from exc
+
+
+def _write_progress(dataset: Any, frame: pd.DataFrame, conn: Any, label: str) -> None:
+    """`dataset.write(frame)` in steps of WRITE_STEP rows (one transaction), showing progress."""
+    from .progress import progress
+
+    with progress(label, len(frame)) as update:
+        dataset.write(frame.iloc[:WRITE_STEP], conn=conn)
+        update(min(WRITE_STEP, len(frame)))
+        for start in range(WRITE_STEP, len(frame), WRITE_STEP):
+            part = frame.iloc[start:start + WRITE_STEP]
+            dataset.append(part, conn=conn)
+            update(len(part))
+
+
 def import_file(project: Project, name: str, path: str | Path, fmt: str | None = None,
-                replace: bool = False, options: dict | None = None) -> dict[str, int]:
-    """Import a file as dataset `name` (+ the extra datasets its format makes): rows each."""
+                replace: bool = False, options: dict | None = None,
+                show_progress: bool = False) -> dict[str, int]:
+    """Import a file as dataset `name` (+ the extra datasets its format makes): rows each.
+
+    `show_progress`: a bar on a terminal, periodic log lines otherwise (the CLI)."""
     path = Path(path)
     if not path.is_file():
         raise NotFoundError(f"no such file: {path}")
     f = format_for(path, fmt, project.registry, "read")
     options = dict(options or {})
-    if f.builtin and f.read is None:  # CSV / Parquet
+    if f.builtin and f.read is None and f.name == "csv" and show_progress:
+        frames = {"": _read_csv_progress(path)}
+    elif f.builtin and f.read is None:  # CSV / Parquet
         from .project.datasets import read_table_file
 
         frames = {"": read_table_file(path, f.name)}
@@ -181,17 +221,49 @@ def import_file(project: Project, name: str, path: str | Path, fmt: str | None =
                                 "to overwrite it, or import into another dataset name")
     with project.write_transaction() as conn:
         for t, frame in targets.items():
-            datasets[t].write(frame, conn=conn)
+            if show_progress and len(frame) > WRITE_STEP:
+                _write_progress(datasets[t], frame, conn, f"writing {t}")
+            else:
+                datasets[t].write(frame, conn=conn)
     for t in targets:
         project.declare("datasets", t)
     return {t: len(frame) for t, frame in targets.items()}
 
 
+def _export_csv_progress(dataset: Any, path: Path) -> int:
+    """Write a dataset to CSV chunk by chunk with progress; beside the target, then renamed."""
+    from .progress import progress
+
+    tmp = path.with_name(f".{path.name}.part")
+    done = 0
+    try:
+        with progress(f"exporting {dataset.name}", dataset.count()) as update:
+            for chunk in dataset.iter_chunks(WRITE_STEP // 2):
+                chunk.to_csv(tmp, index=False, mode="a" if done else "w", header=not done)
+                done += len(chunk)
+                update(len(chunk))
+        if not done:  # no rows: the header alone, as a whole-frame export writes it
+            dataset.read().to_csv(tmp, index=False)
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise LabelloopError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return done
+
+
 def export_file(project: Project, name: str, path: str | Path, fmt: str | None = None,
-                options: dict | None = None) -> int:
-    """Export dataset `name` to a file; the number of records written."""
+                options: dict | None = None, show_progress: bool = False) -> int:
+    """Export dataset `name` to a file; the number of records written.
+
+    `show_progress`: CSV exports show a bar on a terminal, periodic log lines otherwise."""
     path = Path(path)
     f = format_for(path, fmt, project.registry, "write")
+    if f.builtin and f.write is None and f.name == "csv" and show_progress \
+            and project.dataset(name).exists():
+        return _export_csv_progress(project.dataset(name), path)
     if f.builtin and f.write is None:
         return project.dataset(name).export_file(path, f.name)
     project.dataset(name)  # unknown names: the usual clear error

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ast
+import builtins
 import importlib
+import importlib.abc
+import importlib.machinery
 import importlib.metadata
 import importlib.util
 import os
@@ -57,6 +60,123 @@ def env_plugin_dirs() -> list[Path]:
     return [Path(p) for p in value.split(os.pathsep) if p.strip()]
 
 
+NAMESPACE_PACKAGE = "labelloop_plugins"
+
+
+def _package_name(plugin_id: str) -> str:
+    safe = "".join(c if c.isalnum() else "_" for c in plugin_id)
+    return f"{NAMESPACE_PACKAGE}.{safe}"
+
+
+class PluginNamespace(importlib.abc.MetaPathFinder):
+    """A directory plugin's `python-lib`, importable as `labelloop_plugins.<plugin id>`.
+
+    Why not `sys.path`: two plugins shipping a `util.py` would share one `util` module. Here
+    each plugin's modules live under its own package, and the plugin's code (components and
+    the modules of its `python-lib`) still writes `import util`: an `__import__` of its own
+    maps the top-level names of the plugin's `python-lib` to the plugin's package.
+    """
+
+    def __init__(self, plugin_id: str, lib: Path):
+        self.plugin_id = plugin_id
+        self.lib = lib
+        self.package = _package_name(plugin_id)
+        self.names = {p.stem for p in lib.glob("*.py")} | {
+            p.name for p in lib.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+        self.builtins = dict(vars(builtins))
+        self.builtins["__import__"] = self._import
+        for finder in [f for f in sys.meta_path if isinstance(f, PluginNamespace)
+                       and f.package == self.package]:
+            finder.close()  # the same plugin id loaded again (another registry): start anew
+        root = sys.modules.get(NAMESPACE_PACKAGE)
+        if root is None:
+            root = ModuleType(NAMESPACE_PACKAGE, "Directory plugins' python-lib packages")
+            root.__path__ = []
+            sys.modules[NAMESPACE_PACKAGE] = root
+        pkg = ModuleType(self.package, f"python-lib of plugin {plugin_id}")
+        pkg.__path__ = [str(lib)]
+        pkg.__file__ = None
+        pkg.__package__ = self.package
+        sys.modules[self.package] = pkg
+        setattr(root, self.package.rpartition(".")[2], pkg)
+        if self not in sys.meta_path:
+            sys.meta_path.insert(0, self)
+
+    def close(self) -> None:
+        """Forget the plugin's modules (a registry loading the same plugin again starts anew)."""
+        for name in [n for n in sys.modules if n == self.package or
+                     n.startswith(self.package + ".")]:
+            del sys.modules[name]
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+
+    def module_name(self, name: str) -> str:
+        """The importable name of `name` (a top-level module of the plugin's python-lib)."""
+        top = name.partition(".")[0]
+        return f"{self.package}.{name}" if top in self.names else name
+
+    def _import(self, name, globals=None, locals=None, fromlist=(), level=0):  # noqa: A002
+        if level == 0 and name.partition(".")[0] in self.names:
+            module = importlib.import_module(f"{self.package}.{name}")
+            if fromlist:
+                return module
+            return sys.modules[f"{self.package}.{name.partition('.')[0]}"]
+        return builtins.__import__(name, globals, locals, fromlist, level)
+
+    def find_spec(self, fullname, path=None, target=None):  # noqa: ANN001 - importlib protocol
+        if not fullname.startswith(self.package + "."):
+            return None
+        parent = sys.modules.get(fullname.rpartition(".")[0])
+        search = list(getattr(parent, "__path__", None) or [str(self.lib)])
+        spec = importlib.machinery.PathFinder.find_spec(fullname, search)
+        if spec is not None and isinstance(spec.loader, importlib.machinery.SourceFileLoader):
+            spec.loader = _NamespacedLoader(spec.loader.name, spec.loader.path, self.builtins)
+        return spec
+
+
+class _NamespacedLoader(importlib.machinery.SourceFileLoader):
+    """Runs a plugin module with its plugin's `__import__`."""
+
+    def __init__(self, fullname: str, path: str, builtins_: dict):
+        super().__init__(fullname, path)
+        self._builtins = builtins_
+
+    def exec_module(self, module: ModuleType) -> None:
+        module.__dict__["__builtins__"] = self._builtins
+        super().exec_module(module)
+
+
+def call_hook_per_plugin(pm: pluggy.PluginManager, name: str, kwargs_for: Callable[[str], dict],
+                         wanted: Callable[[str], bool] | None = None,
+                         ) -> list[tuple[str, Exception | None]]:
+    """Call hook `name` through pluggy once per implementing plugin, attributing what it does.
+
+    `kwargs_for(plugin_name)` builds the hook's arguments (a `register` closure that knows the
+    plugin). Each call is `pm.subset_hook_caller` keeping that plugin and every hookwrapper, so
+    `tryfirst`/`trylast` order, wrappers and tracing apply as for `pm.hook.<name>(...)`.
+    `wanted(plugin_name)` limits which plugins are called. Returns `(plugin name, exception or
+    None)` per plugin, in call order.
+    """
+    caller = getattr(pm.hook, name, None)
+    if caller is None:
+        return []
+    impls = caller.get_hookimpls()
+    wrappers = {i.plugin_name for i in impls if i.hookwrapper or getattr(i, "wrapper", False)}
+    plain = [i.plugin_name for i in reversed(impls) if i.plugin_name not in wrappers]
+    called = [n for n in plain if wanted is None or wanted(n)]
+    outcome: list[tuple[str, Exception | None]] = []
+    for plugin_name in called:
+        others = [pm.get_plugin(n) for n in plain if n != plugin_name]
+        sub = pm.subset_hook_caller(name, remove_plugins=others)
+        try:
+            sub(**kwargs_for(plugin_name))
+        except Exception as exc:
+            outcome.append((plugin_name, exc))
+        else:
+            outcome.append((plugin_name, None))
+    return outcome
+
+
 @dataclass
 class Component:
     """A recipe, webapp, trigger or step of a plugin."""
@@ -68,6 +188,7 @@ class Component:
     path: Path | None = None  # the component's directory (directory plugins)
     callables: dict[str, Callable] = field(default_factory=dict)
     _module: ModuleType | None = field(default=None, repr=False)
+    namespace: PluginNamespace | None = field(default=None, repr=False)
 
     @property
     def type(self) -> str:
@@ -88,6 +209,8 @@ class Component:
             name = f"labelloop_components.{self.plugin}.{self.kind}.{self.id}".replace("-", "_")
             spec = importlib.util.spec_from_file_location(name, code)
             module = importlib.util.module_from_spec(spec)
+            if self.namespace is not None:  # `import util` finds this plugin's own util.py
+                module.__dict__["__builtins__"] = self.namespace.builtins
             sys.modules[name] = module
             try:
                 spec.loader.exec_module(module)
@@ -136,13 +259,17 @@ class PluginRegistry:
 
         for modname in BUILTIN_MODULES:
             self._register_module("labelloop", modname, "builtin")
+        self.namespaces: dict[str, PluginNamespace] = {}
         dirs: list[Path] = []
+        self._builtin_dir: Path | None = None
         if builtin_dir is True:
             builtin = builtin_plugin_dir()
             if builtin:
                 dirs.append(builtin)
+                self._builtin_dir = builtin
         elif builtin_dir:
             dirs.append(Path(builtin_dir))
+            self._builtin_dir = Path(builtin_dir)
         dirs += [Path(p) for p in plugin_dirs] + env_plugin_dirs()
         seen: set[Path] = set()
         for d in dirs:
@@ -195,14 +322,26 @@ class PluginRegistry:
             self._fail(plugin_id, "directory", directory, str(exc))
             return
         lib = directory / "python-lib"
-        if lib.is_dir() and str(lib) not in sys.path:
-            sys.path.append(str(lib))
+        namespace = None
+        if lib.is_dir():
+            if self._is_builtin(directory):
+                # The built-in plugin's packages (`labeling`) are installed with the host.
+                if str(lib) not in sys.path:
+                    sys.path.append(str(lib))
+            else:
+                namespace = PluginNamespace(plugin_id, lib)
+                self.namespaces[plugin_id] = namespace
         self.plugins[plugin_id] = PluginInfo(plugin_id, "directory", directory, descriptor)
         for modname in descriptor.get("hooks", []):
-            if self._register_module(plugin_id, modname, "directory", directory) is None:
+            importable = namespace.module_name(modname) if namespace else modname
+            if self._register_module(plugin_id, importable, "directory", directory) is None:
                 return
         for comp in components:
+            comp.namespace = namespace
             self.components[comp.type] = comp
+
+    def _is_builtin(self, directory: Path) -> bool:
+        return self._builtin_dir is not None and directory.resolve() == self._builtin_dir.resolve()
 
     @staticmethod
     def _scan_components(plugin_id: str, directory: Path):
@@ -224,6 +363,9 @@ class PluginRegistry:
                 continue
             try:
                 module = ep.load()
+                specs = getattr(module, "hookspecs", None)  # a plugin may add hooks of its own
+                if specs is not None:
+                    self.pm.add_hookspecs(specs)
                 self.pm.register(module, name=f"{ep.name}:entrypoint")
             except Exception as exc:
                 self._fail(ep.name, "entrypoint", None, f"{type(exc).__name__}: {exc}")
@@ -232,36 +374,52 @@ class PluginRegistry:
 
     def register_plugin(self, plugin_id: str, obj: Any) -> None:
         """Register a Python object implementing hooks (tests, embedding) and its components."""
-        self.pm.register(obj, name=f"{plugin_id}:object")
+        name = f"{plugin_id}:object"
+        self.pm.register(obj, name=name)
         self.plugins.setdefault(plugin_id, PluginInfo(plugin_id, "python"))
-        for impl in self.pm.hook.register_components.get_hookimpls():
-            if impl.plugin is obj:
-                self._call_register(plugin_id, impl)
+        specs = getattr(obj, "hookspecs", None)
+        if specs is not None:
+            self.pm.add_hookspecs(specs)
+        self._collect_components(only={name})
 
-    def _plugin_of(self, impl: pluggy.HookImpl) -> str:
-        return impl.plugin_name.split(":", 1)[0]
+    @staticmethod
+    def plugin_of(plugin_name: str) -> str:
+        """The plugin id of a pluggy plugin name (`<plugin id>:<module>`)."""
+        return plugin_name.split(":", 1)[0]
 
-    def _collect_components(self) -> None:
-        for impl in self.pm.hook.register_components.get_hookimpls():
-            plugin_id = self._plugin_of(impl)
-            if self.plugins.get(plugin_id, PluginInfo(plugin_id, "?")).status == "failed":
+    def _collect_components(self, only: set[str] | None = None) -> None:
+        found: dict[str, list[Component]] = {}
+
+        def kwargs_for(plugin_name: str) -> dict:
+            plugin_id = self.plugin_of(plugin_name)
+            comps = found.setdefault(plugin_id, [])
+            return {"register": lambda descriptor: comps.append(
+                self._python_component(plugin_id, descriptor))}
+
+        def wanted(plugin_name: str) -> bool:
+            plugin_id = self.plugin_of(plugin_name)
+            if only is not None and plugin_name not in only:
+                return False
+            return self.plugins.get(plugin_id, PluginInfo(plugin_id, "?")).status != "failed"
+
+        for plugin_name, exc in call_hook_per_plugin(self.pm, "register_components", kwargs_for,
+                                                     wanted):
+            plugin_id = self.plugin_of(plugin_name)
+            comps = found.pop(plugin_id, [])
+            if exc is not None:
+                self._fail(plugin_id, self.plugins.get(plugin_id, PluginInfo(plugin_id, "?")).source,
+                           None, f"register_components failed: {type(exc).__name__}: {exc}")
                 continue
-            self._call_register(plugin_id, impl)
+            for comp in comps:
+                self.components[comp.type] = comp
 
-    def _call_register(self, plugin_id: str, impl: pluggy.HookImpl) -> None:
-        found: list[Component] = []
-
-        def register(descriptor: dict) -> None:
-            found.append(self._python_component(plugin_id, descriptor))
-
-        try:
-            impl.function(register=register)
-        except Exception as exc:
-            self._fail(plugin_id, self.plugins.get(plugin_id, PluginInfo(plugin_id, "?")).source,
-                       None, f"register_components failed: {type(exc).__name__}: {exc}")
-            return
-        for comp in found:
-            self.components[comp.type] = comp
+    def hooks_of(self, plugin_id: str) -> list[str]:
+        """Every hook a plugin implements, sorted."""
+        names = set()
+        for plugin_name, plugin in self.pm.list_name_plugin():
+            if self.plugin_of(plugin_name) == plugin_id:
+                names.update(c.name for c in self.pm.get_hookcallers(plugin) or [])
+        return sorted(names)
 
     @staticmethod
     def _python_component(plugin_id: str, descriptor: dict) -> Component:

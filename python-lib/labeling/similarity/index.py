@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from labelloop.errors import LabelloopError
-from labelloop.project.datasets import normalize
+from labelloop.project import normalize
 
 from ..datatypes import canonical_id, content_ids, json_lines
 from .embedding import embed

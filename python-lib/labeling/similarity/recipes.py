@@ -14,8 +14,7 @@ import numpy as np
 import pandas as pd
 
 from labelloop.errors import LabelloopError
-from labelloop.project import Folder
-from labelloop.project.datasets import normalize
+from labelloop.project import Folder, normalize
 
 from ..datatypes import canonical_id, content_ids, json_lines
 from ..sampling import Pool

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from labelloop.web.auth import tokens_configured
+from labelloop.web import tokens_configured
 
 from .api import build_routes
 from .page import make_document

@@ -247,3 +247,11 @@ class Project:
     # ---- runs ----
     def runs(self, kind: str | None = None, name: str | None = None, limit: int = 50) -> list[dict]:
         return list_runs(self.engine, kind, name, limit)
+
+
+# Public for plugins too (docs/plugins.md lists the public host API): coercing a frame to a
+# dataset schema, reading a dataset's chunk file, the model types a saved model may hold.
+from .datasets import normalize, read_chunk_file  # noqa: E402
+from .models import trusted_types  # noqa: E402
+
+__all__ += ["normalize", "read_chunk_file", "trusted_types"]

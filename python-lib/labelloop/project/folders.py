@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import IO
 
@@ -76,8 +77,11 @@ class Folder:
     def delete(self, rel: str) -> None:
         self.resolve(rel).unlink(missing_ok=True)
 
-    def import_dir(self, source: str | Path, pattern: str = "**/*") -> int:
-        """Copy the files of `source` (keeping sub-directories) into the folder."""
+    def import_dir(self, source: str | Path, pattern: str = "**/*",
+                   on_file: Callable[[Path], None] | None = None) -> int:
+        """Copy the files of `source` (keeping sub-directories) into the folder.
+
+        `on_file(path)` is called after each file is copied (progress)."""
         source = Path(source)
         if not source.is_dir():
             raise NotFoundError(f"no such directory: {source}")
@@ -88,4 +92,6 @@ class Folder:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(p, target)
                 n += 1
+                if on_file is not None:
+                    on_file(p)
         return n

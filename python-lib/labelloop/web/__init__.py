@@ -1,8 +1,10 @@
 """The web server: webapps as Bokeh apps, the JSON API, identity and tokens.
 
-Public API for webapp backends: `session_user(doc)` (the user of a browser session) and
-`FileResponse` (what a route handler returns to answer a file: see `labelloop.web.webapps`).
-Server internals (imported lazily): `labelloop.web.server.serve`, `LabelloopServer`.
+Public API for webapp backends: `session_user(doc)` (the user of a browser session),
+`FileResponse` (what a route handler returns to answer a file: see `labelloop.web.webapps`),
+`tokens_configured(engine)` (whether the server requires a token), and `serve(project,
+ServeOptions(...))` to run the server from a plugin command (imported on first use).
+Server internals: `labelloop.web.server.LabelloopServer`.
 """
 
 from __future__ import annotations
@@ -19,4 +21,20 @@ def session_user(doc: Any) -> str:
     return _session_user(doc)
 
 
-__all__ = ["session_user", "FileResponse"]
+def tokens_configured(engine: Any) -> bool:
+    """True when the project has at least one token: the server then requires one."""
+    from .auth import tokens_configured as _tokens_configured
+
+    return _tokens_configured(engine)
+
+
+def __getattr__(name: str) -> Any:
+    # The server (Tornado, Bokeh) loads only when a plugin asks for it.
+    if name in ("serve", "ServeOptions"):
+        from . import server
+
+        return getattr(server, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["session_user", "FileResponse", "tokens_configured", "serve", "ServeOptions"]

@@ -152,32 +152,34 @@ class MethodNotAllowed(LabelloopError):
 
 def collect_routes(registry: Any) -> list[PluginRoute]:
     """The routes plugins register through `register_api_routes`."""
+    from ..plugins import call_hook_per_plugin
+
     routes: list[PluginRoute] = []
-    hook = getattr(registry.pm.hook, "register_api_routes", None)
-    if hook is None:
-        return routes
-    for impl in hook.get_hookimpls():
-        def register(path: str, handler: Callable, methods: Any = ("GET",), auth: bool = True,
-                     _plugin: str = impl.plugin_name) -> None:
+
+    def kwargs_for(plugin_name: str) -> dict:
+        def register(path: str, handler: Callable, methods: Any = ("GET",),
+                     auth: bool = True) -> None:
             if not isinstance(path, str) or not path.startswith("/"):
-                raise LabelloopError(f"plugin {_plugin}: API route path {path!r} must start "
+                raise LabelloopError(f"plugin {plugin_name}: API route path {path!r} must start "
                                      "with '/'")
             if path.rstrip("/").split("/")[1:2] in (["webapps"], ["scenarios"], ["health"],
                                                      ["openapi.json"]):
-                raise LabelloopError(f"plugin {_plugin}: {path!r} is a route of the host")
+                raise LabelloopError(f"plugin {plugin_name}: {path!r} is a route of the host")
             ms = (methods,) if isinstance(methods, str) else tuple(methods)
             ms = tuple(m.upper() for m in ms)
             bad = [m for m in ms if m not in METHODS]
             if bad or not callable(handler):
-                raise LabelloopError(f"plugin {_plugin}: API route {path}: methods must be "
+                raise LabelloopError(f"plugin {plugin_name}: API route {path}: methods must be "
                                      f"among {', '.join(METHODS)} and handler callable")
-            routes.append(PluginRoute(path, handler, ms, bool(auth), _plugin))
+            routes.append(PluginRoute(path, handler, ms, bool(auth), plugin_name))
 
-        try:
-            impl.function(register=register)
-        except Exception as exc:  # one broken plugin must not keep the server from starting
-            log.error("plugin %s: register_api_routes failed: %s", impl.plugin_name, exc,
-                      exc_info=not isinstance(exc, LabelloopError))
+        return {"register": register}
+
+    for plugin_name, exc in call_hook_per_plugin(registry.pm, "register_api_routes", kwargs_for):
+        if exc is not None:  # one broken plugin must not keep the server from starting
+            log.error("plugin %s: register_api_routes failed: %s", plugin_name, exc,
+                      exc_info=(type(exc), exc, exc.__traceback__)
+                      if not isinstance(exc, LabelloopError) else None)
     return routes
 
 
