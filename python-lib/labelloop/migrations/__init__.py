@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pluggy
 import sqlalchemy as sa
 
 from ..errors import LabelloopError
@@ -37,18 +36,6 @@ from alembic.script import ScriptDirectory  # noqa: E402
 
 HOST = "labelloop"
 HOST_VERSIONS = Path(__file__).resolve().parent / "versions"
-
-hookspec = pluggy.HookspecMarker("labelloop")
-
-
-class MigrationSpecs:
-    """The hook through which a plugin ships the migration history of its own tables."""
-
-    @hookspec
-    def register_migrations(self, register):
-        """Ship a migration history: call `register(plugin_id, directory)` with an Alembic
-        versions directory (revision files; the first one's `down_revision` is None)."""
-
 
 @dataclass(frozen=True)
 class History:
@@ -90,9 +77,6 @@ def host_history() -> History:
 def plugin_histories(registry: Any) -> list[History]:
     """The histories the registry's plugins ship through `register_migrations`."""
     pm = registry.pm
-    hook = getattr(pm.hook, "register_migrations", None)
-    if hook is None or hook.spec is None:
-        pm.add_hookspecs(MigrationSpecs)
     out: list[History] = []
 
     def register(name: str, directory: str | Path) -> None:
