@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import sqlite3
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -528,16 +529,29 @@ def test_table_creation_waits_for_another_writer(tmp_path):
     other.execute("BEGIN IMMEDIATE")  # another process is writing
     other.execute("CREATE TABLE elsewhere (x INTEGER)")
     errors: list[BaseException] = []
+    engine = create_engine(f"sqlite:///{path}")
+    asking = threading.Event()
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def _asks_for_the_lock(conn, cursor, statement, *args):
+        if statement.startswith("BEGIN IMMEDIATE"):
+            asking.set()
 
     def create():
         try:
-            create_host_tables(create_engine(f"sqlite:///{path}"))
+            create_host_tables(engine)
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
 
     thread = threading.Thread(target=create)
     thread.start()
-    time.sleep(0.5)  # let the creator reach the lock
+    assert asking.wait(60)
+    # The creator is inside SQLite's BEGIN IMMEDIATE (its busy handler, waiting for the other
+    # writer) once its innermost Python frame is the DB-API call that sent it.
+    deadline = time.monotonic() + 60
+    while sys._current_frames()[thread.ident].f_code.co_name != "do_execute":
+        assert time.monotonic() < deadline and thread.is_alive()
+        time.sleep(0.01)
     other.execute("COMMIT")
     thread.join(timeout=60)
     other.close()

@@ -14,6 +14,7 @@ from labelloop.cli import cli
 from labelloop.errors import ConflictError, NotFoundError
 from labelloop.hookspecs import hookimpl
 from labelloop.project import Project, start_run
+from labelloop.project.leases import ManualClock
 from labelloop.scenarios import (
     ScenarioLock,
     Scheduler,
@@ -117,27 +118,37 @@ def test_lock_held_by_a_separate_process_is_refused(project, run_cli):
 
 
 def test_expired_lock_is_taken_over_and_its_run_closed(project):
-    dead = ScenarioLock(project, "ok", owner="crashed", ttl=0.2)
+    clock = ManualClock(int(time.time()))
+    dead = ScenarioLock(project, "ok", owner="crashed", ttl=60, clock=clock)
     assert dead.acquire("running")
     run_id = start_run(project.engine, "scenario", "ok", {})
     dead.attach_run(run_id)
-    assert not ScenarioLock(project, "ok").acquire("running")
-    time.sleep(0.3)  # no heartbeat: the lock expires
-    assert ScenarioLock(project, "ok").holder() is None
-    record = run_scenario(project, "ok")
+    assert not ScenarioLock(project, "ok", clock=clock).acquire("running")
+    clock.advance(59)
+    assert ScenarioLock(project, "ok", clock=clock).holder() is not None
+    clock.advance(1)  # no heartbeat for the whole ttl: the lock expires
+    assert ScenarioLock(project, "ok", clock=clock).holder() is None
+    record = run_scenario(project, "ok", clock=clock)
     assert record["status"] == "SUCCESS"
     abandoned = get_run(project, run_id)
     assert abandoned["status"] == "FAILED" and "lock expired" in abandoned["error"]
 
 
-def test_heartbeat_keeps_a_long_run_locked(project):
-    lock = ScenarioLock(project, "ok", ttl=0.6)
+def test_heartbeat_keeps_a_long_run_locked(project, poll):
+    clock = ManualClock(int(time.time()))
+    lock = ScenarioLock(project, "ok", ttl=60, clock=clock)
+    other = ScenarioLock(project, "ok", clock=clock)
     assert lock.acquire("running")
+    first = lock.holder()["expires"]
     with lock.keep_alive():
-        time.sleep(1.0)  # longer than the ttl: only the heartbeat keeps it
-        assert not ScenarioLock(project, "ok").acquire("running")
-    lock.release()
-    assert ScenarioLock(project, "ok").acquire("running")
+        for _ in range(5):  # 100 s in all, longer than the ttl: only the heartbeat keeps it
+            clock.advance(20)  # each 20 s (ttl / 3) is one heartbeat
+            poll(lambda: lock.holder() and lock.holder()["expires"] == clock.time() + 60,
+                 what="the heartbeat after the clock moved")
+            assert not other.acquire("running")
+    assert lock.holder()["expires"] == first + 100
+    clock.advance(60)  # no heartbeat any more: it expires like any lock
+    assert other.acquire("running")
 
 
 def test_trigger_state_persists_between_checks_and_processes(project):

@@ -41,3 +41,11 @@ def register_dataset_formats(register):
     from .interop.formats import register_formats
 
     register_formats(register)
+
+
+@hookimpl
+def register_migrations(register):
+    """The migration history of the plugin's own tables (labeling/migrations/versions)."""
+    from .migrations import VERSIONS
+
+    register("ml-assisted-labeling", VERSIONS)

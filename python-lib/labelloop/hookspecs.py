@@ -31,3 +31,10 @@ def register_api_routes(register):
 def register_dataset_formats(register):
     """Add `dataset import|export` formats: call `register(name, read=None, write=None,
     extensions=(), description="")` (see labelloop.formats)."""
+
+
+@hookspec
+def register_migrations(register):
+    """Ship the migration history of the plugin's own tables: call `register(plugin_id,
+    directory)` with an Alembic versions directory (revision files; the first one's
+    `down_revision` is None). See labelloop.migrations."""

@@ -193,8 +193,12 @@ def create_host_tables(engine: sa.Engine) -> None:
     # Why under the write lock: processes opening a fresh project together (server, CLI,
     # scenario runner) would otherwise all see the tables missing, and SQLite refuses the
     # losers' CREATE at once ("database is locked": a read transaction can't become a writer).
+    # The tables come from the host's migration history (labelloop.migrations): a new
+    # database is created at its head, an older one is upgraded.
+    from ..migrations import host_history, upgrade
+
     with write_transaction(engine) as conn:
-        metadata.create_all(conn)
+        upgrade(conn, host_history())
 
 
 class Database:

@@ -7,6 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..errors import NotFoundError
 from .db import runs_table, utc_iso, write_transaction
 
 
@@ -50,3 +51,44 @@ def list_runs(engine: sa.Engine, kind: str | None = None, name: str | None = Non
                 d[key] = utc_iso(d[key])
         out.append(d)
     return out
+
+
+def update_run_details(engine: sa.Engine, run_id: int, details: dict) -> None:
+    """Merge `details` into a run record while it runs (so others see its progress)."""
+    with write_transaction(engine) as conn:
+        old = conn.execute(sa.select(runs_table.c.details).where(runs_table.c.id == run_id)
+                           ).scalar() or {}
+        conn.execute(sa.update(runs_table).where(runs_table.c.id == run_id)
+                     .values(details={**old, **details}))
+
+
+def get_run(engine: sa.Engine, run_id: int) -> dict:
+    """One run record by id."""
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(runs_table).where(runs_table.c.id == run_id)).mappings().first()
+    if row is None:
+        raise NotFoundError(f"no run with id {run_id}")
+    out = dict(row)
+    for key in ("started", "ended"):
+        if out[key] is not None:
+            out[key] = utc_iso(out[key])
+    return out
+
+
+def close_interrupted_runs(engine: sa.Engine, run_id: int, message: str = "interrupted") -> int:
+    """End a scenario run left RUNNING, and the recipe runs it started, as FAILED; how many."""
+    run = get_run(engine, run_id)
+    closed = 0
+    if run["status"] == "RUNNING":
+        end_run(engine, run_id, "FAILED", message)
+        closed += 1
+    origin = f"scenario {run['name']} (run {run_id})"
+    t = runs_table
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(t.c.id, t.c.details).where(
+            (t.c.kind == "recipe") & (t.c.status == "RUNNING") & (t.c.id > run_id))).all()
+    for row in rows:
+        if (row.details or {}).get("trigger") == origin:
+            end_run(engine, row.id, "FAILED", message)
+            closed += 1
+    return closed

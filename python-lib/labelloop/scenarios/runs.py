@@ -1,0 +1,28 @@
+"""Scenario run records (stored by labelloop.project.runs): reading, progress, closing."""
+
+from __future__ import annotations
+
+from ..project import Project
+from ..project import runs as _runs
+from .config import scenario_config
+
+
+def close_interrupted_runs(project: Project, run_id: int, message: str = "interrupted") -> int:
+    """End a scenario run left RUNNING, and the recipe runs it started, as FAILED; how many."""
+    return _runs.close_interrupted_runs(project.engine, run_id, message)
+
+
+def update_run_details(project: Project, run_id: int, details: dict) -> None:
+    """Merge `details` into a run record while it runs (so others see its progress)."""
+    _runs.update_run_details(project.engine, run_id, details)
+
+
+def get_run(project: Project, run_id: int) -> dict:
+    """One run record by id."""
+    return _runs.get_run(project.engine, run_id)
+
+
+def scenario_runs(project: Project, name: str, limit: int = 50) -> list[dict]:
+    """Runs of scenario `name`, newest first."""
+    scenario_config(project, name)
+    return project.runs("scenario", name, limit=limit)

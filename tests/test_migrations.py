@@ -1,0 +1,174 @@
+"""Schema migrations: new databases at head, older databases upgraded, plugins' own histories.
+
+tests/fixtures/project-16d321c is the tabular demo project made by revision 16d321c (before
+migrations existed) with four labels and one skip by `alice`, through its JSON API.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from labelloop.migrations import HOST, current, histories, host_history, upgrade
+from labelloop.project import Project, write_transaction
+from labelloop.project import db as host_db
+
+FIXTURE = Path(__file__).parent / "fixtures" / "project-16d321c"
+
+
+def _schema_drift(conn: sa.Connection, *metas: sa.MetaData) -> list:
+    """What differs between the database and the live table definitions (their tables only)."""
+    live = sa.MetaData()
+    for meta in metas:
+        for table in meta.sorted_tables:
+            table.to_metadata(live)
+    ctx = MigrationContext.configure(conn, opts={
+        "compare_type": False,  # JSON vs TEXT and the like are dialect renderings, not drift
+        "include_name": lambda name, kind, parent: kind != "table" or name in live.tables})
+    return [d for d in compare_metadata(ctx, live)]
+
+
+def test_a_new_project_is_created_at_the_host_head(make_project):
+    from labelloop import webhooks
+
+    project = make_project()
+    with project.engine.connect() as conn:
+        assert current(conn, host_history()) == host_history().head()
+        # The migrations build exactly what the code defines: a table or column added to
+        # labelloop.project.db without a new revision fails here.
+        assert _schema_drift(conn, host_db.metadata, webhooks.metadata) == []
+
+
+def test_the_plugin_history_builds_the_plugin_tables(make_project):
+    from labeling import engine, setaside
+    from labeling.similarity import store
+
+    project = make_project()
+    plugin = [h for h in histories(project.registry) if h.name != HOST]
+    assert [h.name for h in plugin] == ["ml-assisted-labeling"]
+    with write_transaction(project.engine) as conn:
+        assert upgrade(conn, plugin[0]) == (None, "lb0001")
+        assert current(conn, plugin[0]) == "lb0001"
+        assert _schema_drift(conn, engine.metadata, setaside.metadata, store.metadata) == []
+    with write_transaction(project.engine) as conn:  # upgrading again does nothing
+        assert upgrade(conn, plugin[0]) == ("lb0001", "lb0001")
+
+
+def test_a_database_without_version_table_is_stamped_and_keeps_its_rows(make_project):
+    project = make_project()
+    project.variables.set("kept", 42)
+    with write_transaction(project.engine) as conn:
+        conn.execute(sa.text("DROP TABLE alembic_version"))
+    reopened = Project.open(project.dir, database_url=project.database_url)
+    with reopened.engine.connect() as conn:
+        assert current(conn, host_history()) == "ll0001"
+    assert reopened.variables.get("kept") == 42
+
+
+def test_an_unknown_revision_is_refused_clearly(make_project, run_cli):
+    project = make_project()
+    res = run_cli(project.dir, "db", "upgrade", "--history", "labelloop", "--revision", "zz99",
+                  check=False)
+    assert res.returncode != 0
+    assert "unknown revision 'zz99' for labelloop" in res.stderr
+    res = run_cli(project.dir, "db", "upgrade", "--history", "nope", check=False)
+    assert res.returncode != 0 and "no migration history 'nope'" in res.stderr
+
+
+@pytest.fixture
+def old_project(tmp_path) -> Path:
+    """A copy of the fixture project made before migrations existed (SQLite, as it was made)."""
+    assert (FIXTURE / "labelloop.db").is_file(), f"the fixture database is missing in {FIXTURE}"
+    target = tmp_path / "old"
+    shutil.copytree(FIXTURE, target)
+    return target
+
+
+def test_a_project_made_before_migrations_upgrades_and_keeps_working(old_project, run_cli,
+                                                                        serve):
+    env = {"LABELLOOP_DATABASE_URL": ""}  # the fixture's own SQLite file, on every run
+    before = run_cli(old_project, "db", "current", env=env).stdout
+    assert "ml-assisted-labeling" in before and "needs `labelloop db upgrade`" in before
+    out = run_cli(old_project, "db", "upgrade", env=env).stdout
+    assert "ml-assisted-labeling: - -> lb0001" in out
+    after = run_cli(old_project, "db", "current", env=env).stdout
+    assert "needs" not in after and after.count("up to date") == 2
+
+    server = serve(old_project, env=env)
+    user = {"X-Labelloop-User": "alice"}
+    stats = server.get("/api/v1/webapps/label-iris/stats", headers=user).json()
+    assert (stats["labeled"], stats["skipped"]) == (4, 1)
+    notes = server.get("/api/v1/webapps/label-iris/annotations", headers=user).json()
+    old_ids = {a["id"] for a in notes["annotations"]}
+    assert len(old_ids) == 5
+    batch = server.get("/api/v1/webapps/label-iris/batch?size=3", headers=user).json()
+    new_id = next(i["id"] for i in batch["items"] if i["id"] not in old_ids)
+    res = server.post("/api/v1/webapps/label-iris/labels",
+                      {"id": new_id, "label": "setosa"}, headers=user).json()
+    assert res["label_id"] == 6 and res["stats"]["labeled"] == 5
+    server.stop()
+    labels = Project.open(old_project).dataset("labels").read()
+    assert len(labels) == 5 and new_id in set(labels["data_id"])
+
+
+REVISION = '''
+import sqlalchemy as sa
+from alembic import op
+
+revision = "nt0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_table("nt_notes", sa.Column("id", sa.Integer, primary_key=True),
+                    sa.Column("text", sa.Text, nullable=False))
+
+
+def downgrade():
+    op.drop_table("nt_notes")
+'''
+
+
+def test_a_third_party_plugin_ships_its_own_history(make_project, tmp_path):
+    versions = tmp_path / "notes_versions"
+    versions.mkdir()
+    (versions / "nt0001_notes.py").write_text(REVISION)
+
+    class NotesPlugin:
+        @staticmethod
+        def register_migrations(register):
+            register("notes", versions)
+
+    from labelloop.hookspecs import hookimpl
+
+    NotesPlugin.register_migrations = hookimpl(NotesPlugin.register_migrations)
+    project = make_project()
+    project.registry.register_plugin("notes", NotesPlugin)
+    notes = next(h for h in histories(project.registry) if h.name == "notes")
+    assert notes.version_table == "alembic_version_notes"
+    with write_transaction(project.engine) as conn:
+        assert upgrade(conn, notes) == (None, "nt0001")
+        conn.execute(sa.text("INSERT INTO nt_notes (id, text) VALUES (1, 'kept')"))
+    with project.engine.connect() as conn:
+        assert current(conn, notes) == "nt0001"
+        assert current(conn, host_history()) == "ll0001"  # the histories don't mix
+        assert conn.execute(sa.text("SELECT text FROM nt_notes")).scalar() == "kept"
+
+
+def test_the_host_migrates_without_importing_the_labeling_plugin(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; from labelloop.project import Project; "
+            f"p = Project.init({str(tmp_path / 'p')!r}); p.engine; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'labeling'); "
+            "assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
