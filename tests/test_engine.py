@@ -199,6 +199,32 @@ def test_new_session_is_followed_without_restart(project):
     assert e.stats("u")["session"] == 2
 
 
+def test_the_queue_follows_the_samplers_rank_over_uncertainty(project):
+    """A batch strategy's picks lead the queries although they are not the most uncertain:
+    the queue serves `query_rank` order, and each item keeps its own true uncertainty."""
+    df = pool_frame()
+    unc = np.linspace(0.9, 0.0, 30)  # row k has the k-th highest uncertainty
+    q = df.copy()
+    q["uncertainty"], q["prediction"], q["confidence"] = unc, "dog", 0.5
+    picks = [7, 3, 12]
+    order = picks + [k for k in range(30) if k not in picks]
+    q = q.iloc[order].reset_index(drop=True)
+    q["query_rank"] = np.arange(30)
+    project.dataset("queries", create=True).write(q)
+    project.variables.incr(session_variable("queries"))
+    e = make_engine(project)
+    items = e.batch("u", 5)["items"]
+    assert [i["id"] for i in items] == row_ids(df.iloc[order[:5]])
+    assert [i["uncertainty"] for i in items] == pytest.approx(unc[order[:5]])
+
+    # Queries without the column (made elsewhere) are served most uncertain first (u still
+    # holds 7, 3, 12, 0 and 1).
+    project.dataset("queries").write(q.drop(columns=["query_rank"]))
+    project.variables.incr(session_variable("queries"))
+    e.refresh(wait=True)
+    assert ids_of(e.batch("v", 3)) == row_ids(df.iloc[[2, 4, 5]])
+
+
 def test_old_queue_served_while_another_builder_holds_the_lease(project):
     df = pool_frame()
     e = make_engine(project)

@@ -63,7 +63,8 @@ def session(project) -> int:
 
 def check_ranked(queries: pd.DataFrame, item_columns: list[str], classes: list[str]) -> None:
     """The queries dataset's shape: item columns + scores, most uncertain first."""
-    assert list(queries.columns) == item_columns + SCORES + ["model_version"]
+    assert list(queries.columns) == item_columns + SCORES + ["model_version", "query_rank"]
+    assert queries["query_rank"].tolist() == list(range(len(queries)))  # the serving order
     u = queries["uncertainty"].to_numpy()
     assert np.all(np.diff(u) <= 0), "not sorted most uncertain first"
     assert set(queries["prediction"]) <= set(classes)
@@ -335,6 +336,24 @@ def test_multiclass_margin_and_entropy_match_a_hand_softmax(make_project):
         np.testing.assert_allclose(q["uncertainty"], scores[order], rtol=1e-9)
         np.testing.assert_allclose(q[["x", "y"]], pool.iloc[order][["x", "y"]])
         assert list(q["prediction"]) == list(np.array(["a", "b", "c"])[proba[order].argmax(1)])
+
+
+def test_diverse_batch_leads_by_rank_and_keeps_true_scores(make_project):
+    """diverse_margin's picks come first in `query_rank`; every row keeps its own margin."""
+    X = pd.DataFrame({"x": [0.0, 1.0, 0.0], "y": [0.0, 0.0, 1.0]})
+    model = LogisticRegression(C=10).fit(X, ["a", "b", "c"])
+    rng = np.random.default_rng(5)
+    pool = pd.DataFrame({"x": rng.uniform(-0.5, 1.5, 400).round(3),
+                         "y": rng.uniform(-0.5, 1.5, 400).round(3)})
+    project = tiny_project(make_project, model, pool, strategy="diverse_margin", batch_size=5)
+    run_recipe(project, "sample")
+    q = project.dataset("queries").read()
+    assert q["query_rank"].tolist() == list(range(len(q)))
+    np.testing.assert_allclose(q["uncertainty"],
+                               margin_of(model.predict_proba(q[["x", "y"]])), rtol=1e-9)
+    # Behind the picks, margin order; the picks are spread, so not all five most uncertain.
+    assert (np.diff(q["uncertainty"].to_numpy()[5:]) <= 0).all()
+    assert set(q.index[:5]) != set(np.argsort(-q["uncertainty"].to_numpy(), kind="stable")[:5])
 
 
 # --------------------------------------------------------------------------- errors

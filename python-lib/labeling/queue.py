@@ -32,6 +32,8 @@ from .datatypes import PATH, DataType, canonical_id, prediction_text
 from .stopping import halting_thresholds, halting_values
 
 MODEL_VERSION = "model_version"  # optional column of the queries dataset (OWNERS convention)
+# Optional column of the queries dataset: the Query Sampler's serving order (0 first).
+QUERY_RANK = "query_rank"
 BLOCK = 100_000  # rows read from a dataset at a time when positions are scattered
 REST_WINDOW = 20_000  # rest positions prepared at a time (scattered reads amortized)
 
@@ -124,11 +126,18 @@ class Ranking:
         need = self._needed_columns(have)
         if need is None:
             return
-        unc = pd.to_numeric(self.queries.read(columns=["uncertainty"])["uncertainty"],
-                            errors="coerce").to_numpy(dtype="float64")
+        # The Query Sampler's own order (`query_rank`: a batch strategy's picks first) when
+        # it wrote one; otherwise the most uncertain first (queries from elsewhere).
+        ranked = QUERY_RANK in have
+        head = self.queries.read(columns=["uncertainty"] + ([QUERY_RANK] if ranked else []))
+        unc = pd.to_numeric(head["uncertainty"], errors="coerce").to_numpy(dtype="float64")
         if self.queries.generation() != self._generation:
             raise RankingChanged("the queries were replaced while being read")
-        keyed = np.where(np.isnan(unc), -np.inf, unc)
+        if ranked:
+            rank = pd.to_numeric(head[QUERY_RANK], errors="coerce").to_numpy(dtype="float64")
+            keyed = -np.where(np.isnan(rank), np.inf, rank)
+        else:
+            keyed = np.where(np.isnan(unc), -np.inf, unc)
         sorted_already = len(keyed) < 2 or bool(np.all(keyed[:-1] >= keyed[1:]))
         self.order = np.arange(len(keyed)) if sorted_already else \
             np.argsort(-keyed, kind="stable")

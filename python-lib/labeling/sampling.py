@@ -292,17 +292,6 @@ def finish(ranked: Ranked, rows: pd.DataFrame | None, total: int, excluded: int,
         order = np.concatenate([first, np.setdiff1d(np.arange(len(ranked)), first)])
         rows = rows.take(order).reset_index(drop=True)
         scores, prediction, confidence = scores[order], prediction[order], confidence[order]
-        # KNOWN HACK: the queue (labeling/queue.py) serves the queries by uncertainty
-        # unless they are already sorted by it, so the picks carry the top score (in pick
-        # order, + 1e-9 steps) to come first; their shown uncertainty is slightly off. It
-        # goes once the queue serves the sampler's own order (a `query_rank` column written
-        # here, read by the queue's `prepare` instead of re-sorting): then write the true
-        # scores and `query_rank = arange(n)`.
-        scores = scores.copy()
-        # (the top of the whole ranking: the most uncertain row need not be a pick)
-        finite = scores[np.isfinite(scores)]
-        top = float(finite.max()) if finite.size else 0.0
-        scores[: len(first)] = top + 1e-9 * np.arange(len(first), 0, -1)
     if max_queries:
         rows = rows.iloc[:max_queries]
         scores, prediction = scores[:max_queries], prediction[:max_queries]
@@ -313,6 +302,9 @@ def finish(ranked: Ranked, rows: pd.DataFrame | None, total: int, excluded: int,
     out["confidence"] = confidence.astype(np.float64)
     if model_version is not None:
         out["model_version"] = pd.Series([str(model_version)] * len(out), dtype=object)
+    # The serving order: the queue follows it (a batch step's picks come first although
+    # the most uncertain row need not be one of them); `uncertainty` stays the true score.
+    out["query_rank"] = np.arange(len(out), dtype=np.int64)
     return SampleResult(out, total, excluded)
 
 

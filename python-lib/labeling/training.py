@@ -40,7 +40,8 @@ ALGORITHMS: dict[str, str] = {
 # Columns of the labels / metadata datasets that describe the labeling, not the item.
 METADATA_COLUMNS: tuple[str, ...] = ("date", "data_id", "comment", "session", "status", "annotator")
 # Columns the Query Sampler adds to the queries dataset; never features.
-SCORE_COLUMNS: tuple[str, ...] = ("uncertainty", "prediction", "confidence", "model_version")
+SCORE_COLUMNS: tuple[str, ...] = ("uncertainty", "prediction", "confidence", "model_version",
+                                  "query_rank")
 PATH_COLUMN = "path"
 
 # Every non-scikit-learn type a pipeline built here contains, for skops.io.load(trusted=...).
