@@ -58,7 +58,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from labelloop.errors import ConfigError, ConflictError, LabelloopError, NotFoundError
-from labelloop.project import write_transaction
+from labelloop.project import process_alive, write_transaction
 
 from . import setaside
 from .datatypes import BadItemId, DataType, data_type
@@ -226,25 +226,6 @@ class QueueNotReady(LabelloopError):
 
 def _now() -> float:
     return time.time()
-
-
-def _process_alive(host: str | None, pid: int | None) -> bool:
-    """Whether a lease owner may still be alive (only a process of this host can be checked)."""
-    if host != HOST or not pid:
-        return True
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a killed child its parent has not reaped yet is a zombie: dead all the same
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 # ON CONFLICT ... DO UPDATE: SQLite >= 3.24 and PostgreSQL share this syntax.
@@ -599,7 +580,7 @@ class LabelingEngine:
                                          t.c.builder_pid).where(t.c.id == self.app_id)).first()
             now = _now()
             if row.builder and row.builder != token and (row.lease_until or 0) > now \
-                    and _process_alive(row.builder_host, row.builder_pid):
+                    and process_alive(row.builder_host, row.builder_pid):
                 return False
             if row.builder and row.builder != token:
                 log.info("taking over the queue lease of %s from %s (pid %s on %s)",

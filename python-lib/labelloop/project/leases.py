@@ -88,6 +88,24 @@ def owner_for_pid(owner: str, pid: int) -> str:
     return f"{host}:{pid}:{token}"
 
 
+def process_alive(host: str | None, pid: int | None) -> bool:
+    """Whether process `pid` of machine `host` may still run: False only when it is a process
+    of this machine that is gone (or a zombie); other machines' processes can't be checked."""
+    if host != socket.gethostname() or not pid or pid <= 0 or pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    try:  # a zombie (dead, not yet reaped by its parent) is gone too
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
 def owner_is_gone(owner: str) -> bool:
     """True when an owner is a process of this machine that no longer runs.
 
@@ -98,21 +116,7 @@ def owner_is_gone(owner: str) -> bool:
         pid = int(pid_text)
     except ValueError:
         return False
-    if host != socket.gethostname() or pid <= 0:
-        return False
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False  # alive, another user's
-    try:  # a zombie (dead, not yet reaped by its parent) is gone too
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
-    except (OSError, IndexError):
-        return False
+    return not process_alive(host, pid)
 
 
 # ------------------------------------------------------------------ the lease
