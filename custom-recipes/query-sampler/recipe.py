@@ -6,8 +6,7 @@ from labeling.sampling import WRITE_ROWS, Pool, sample_queries, session_variable
 from labeling.strategies import collect_strategies
 from labeling.training import TRUSTED_TYPES, set_folder_root
 from labelloop.errors import LabelloopError
-from labelloop.project import Folder
-from labelloop.project.models import trusted_types
+from labelloop.project import Folder, trusted_types
 
 
 def param_choices(param_name, registry):

@@ -25,8 +25,7 @@ import numpy as np
 import pandas as pd
 
 from labelloop.errors import LabelloopError, UntrustedModelError
-from labelloop.project import Dataset
-from labelloop.project.datasets import read_chunk_file
+from labelloop.project import Dataset, read_chunk_file
 
 from .sampling import (
     ChunkScorer,

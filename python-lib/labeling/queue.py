@@ -237,7 +237,7 @@ class Ranking:
         if self.needs_index:
             col = self.cfg.id_column
             schema = [c for c in self.dtype.item_schema() if c["name"] == col]
-            from labelloop.project.datasets import normalize
+            from labelloop.project import normalize
 
             ids = [canonical_id(v) for v in normalize(frame[[col]], schema)[col].tolist()]
             return ids, [None] * len(ids)
