@@ -123,6 +123,10 @@ def test_sdk_backend_is_the_model_of_the_loop(tmp_path, sdk_backend):
     more = [i for i in list(truth)[24:60] if i not in set(queries["data_id"].head(0))]
     for item in more:
         engine.label("erin", item, truth[item])
+    # The SDK names a model after the second its training job started: a second training in
+    # the same second as the first (a fast machine) would reuse the first one's name.
+    while time.time() < int(version) + 1.05:
+        time.sleep(0.05)
     run = run_scenario(project, "external-model")
     assert run["status"] == "SUCCESS", (run.get("error"), run.get("details"))
     queries2 = project.dataset("queries").read()
