@@ -1,0 +1,243 @@
+"""The engine's sessions and its background queue builder, one at a time across processes.
+
+Sessions: the Query Sampler writes the queries dataset, then increments the project
+variable `"<queries dataset name>_session"` (see `session_variable`). The engine compares
+`(pool, queries dataset generation, session variable)` with the key its queue was built for
+(at most every `check_interval` seconds). A new session's queue is prepared aside and
+switched in with its head in one transaction: `config`, `batch` and `stats` answer for the
+session of the queue they read, so they always agree.
+
+A background worker thread per engine prepares the next queue aside, writes positions ahead
+of the annotators and indexes the pool (`labeling.build`); across processes one builder holds
+the lease in `lb_apps` (renewed at each step, taken over once stale or once its owner died).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+
+from labelloop.errors import LabelloopError
+from labelloop.project import process_alive
+
+from .store import _APP_SQL, _now, apps_table, log
+
+
+def session_variable(queries_dataset: str) -> str:
+    """The project variable counting Query Sampler runs for a queries dataset.
+
+    The same name as `labeling.sampling.session_variable` gives (DESIGN's contract), without
+    importing scikit-learn: a server's first batch should not wait for it.
+    """
+    return f"{queries_dataset}_session"
+
+
+LEASE_SECONDS = 15.0  # a builder's heartbeat: renewed at each step, taken over once stale
+RETRY_SECONDS = 60.0  # a rebuild that failed is retried after this
+HOST = socket.gethostname()
+
+
+class QueueNotReady(LabelloopError):
+    """The queue is still being built for the first time."""
+
+    status = 503
+
+
+class Sessions:
+    """The engine's part that follows sessions and runs the background builder (a mixin of
+    `labeling.engine.LabelingEngine`)."""
+
+    # ------------------------------------------------------------------ sessions
+    def session(self, conn: sa.Connection | None = None) -> int:
+        """The session of the queue being served (0 before the first Query Sampler run)."""
+        if conn is None:
+            with self.engine.connect() as c:
+                return self.session(c)
+        return int(self._app(conn).q_session or 0)
+
+    def _session_variable(self, conn: sa.Connection) -> int:
+        if not self.cfg.queries_ds:
+            return 0
+        name = session_variable(self.cfg.queries_ds)
+        value = self.project.variables.get(name, 0, conn=conn)
+        try:
+            return int(value or 0)
+        except (TypeError, ValueError):
+            return 0
+
+    def _queries(self) -> Any | None:
+        if not self.cfg.queries_ds:
+            return None
+        ds = self.project.dataset(self.cfg.queries_ds, create=True)
+        return ds if ds.exists() else None
+
+    def session_key(self) -> str:
+        """What the queue must be built from now: pool + queries generation + session."""
+        q = self._queries()
+        if q is not None:
+            with self.engine.connect() as conn:
+                qpart = f"{q.name}:{q.generation()}:{self._session_variable(conn)}"
+        else:
+            qpart = "-"
+        return f"{self.dtype.pool_key()}|{qpart}"
+
+    @staticmethod
+    def _key_session(key: str) -> int:
+        return int(key.rsplit(":", 1)[-1]) if not key.endswith("|-") else 0
+
+    def _app(self, conn: sa.Connection) -> sa.Row:
+        return conn.execute(_APP_SQL, {"id": self.app_id}).first()
+
+    def _read_app(self) -> sa.Row:
+        with self.engine.connect() as conn:
+            return self._app(conn)
+
+    def refresh(self, wait: bool = False) -> None:
+        """Follow a new session; the first queue is prepared now, later ones aside."""
+        now = _now()
+        if not wait and now - self._checked_at < self.check_interval:
+            return
+        self._checked_at = now
+        key = self.session_key()
+        app = self._read_app()
+        if app.queue_id is not None and app.session_key == key:
+            if self._has_work(app):
+                self._start_worker(key)
+            return
+        if app.queue_id is not None and self.background and not wait:
+            self._start_worker(key)
+            return
+        self._switch_now(key)
+        if self.background:
+            self._start_worker(key)
+
+    def _has_work(self, app: sa.Row) -> bool:
+        if not self.background:
+            return False
+        if not app.iset_complete:
+            return True
+        target = self._fill_target
+        return not app.complete and target[0] == app.queue_id and target[1] > (app.filled or 0)
+
+    def _start_worker(self, key: str) -> None:
+        with self._lock:
+            failed = self._failed.get(key)
+            if failed is not None and _now() - failed < RETRY_SECONDS:
+                return  # the same inputs failed a moment ago: don't rebuild in a loop
+            self._wake.set()  # a running worker looks again before it ends
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._thread = threading.Thread(target=self._work, args=(key,),
+                                            name=f"labeling-queue-{self.cfg.webapp}", daemon=True)
+            self._thread.start()
+
+    def _work(self, key: str) -> None:
+        """The background worker: switch to a new session, write ahead, index the pool."""
+        token = uuid.uuid4().hex
+        leased, renewed = False, 0.0
+        try:
+            while True:
+                self._wake.clear()
+                if not leased or _now() - renewed > LEASE_SECONDS / 5:
+                    leased, renewed = self._take_lease(token), _now()
+                if self._work_step(token, leased):
+                    continue
+                if leased:
+                    self._drop_lease(token)
+                    leased = False
+                with self._lock:
+                    if not self._wake.is_set():
+                        self._thread = None
+                        return
+        except Exception as exc:  # a failed rebuild must not stop labeling: the old queue serves
+            self._failed[key] = _now()
+            log.exception("preparing the queue of %s failed", self.cfg.webapp)
+            self._set_error(str(exc) if isinstance(exc, LabelloopError) else
+                            f"preparing the queue failed ({type(exc).__name__}); see the log")
+        finally:
+            if leased:
+                self._drop_lease(token)
+            with self._lock:
+                if self._thread is threading.current_thread():
+                    self._thread = None
+
+    def _work_step(self, token: str, leased: bool) -> bool:
+        """One step of the worker's work; False when there is nothing (it may do) left."""
+        key = self.session_key()
+        app = self._read_app()
+        if app.queue_id is None or app.session_key != key:
+            if not leased:
+                return False  # another process prepares it; served from the old order
+            self._switch(key, token)
+            return True
+        if self._fill_step(app, background=True):
+            return True
+        return leased and self._index_step(app, token)
+
+    def _switch_now(self, key: str) -> None:
+        """Prepare and switch in the queue of `key` in this thread (the first queue)."""
+        token = uuid.uuid4().hex
+        deadline = _now() + self.wait_seconds
+        while True:
+            if self._take_lease(token):
+                try:
+                    self._switch(key, token)
+                except LabelloopError as exc:
+                    self._set_error(str(exc))
+                    raise
+                finally:
+                    self._drop_lease(token)
+                return
+            app = self._read_app()
+            if app.queue_id is not None and (app.session_key == key or self.background):
+                return  # someone else switched, or prepares the new order: serve the current
+            if _now() > deadline:
+                raise QueueNotReady(f"the queue of {self.cfg.webapp!r} is still being built; "
+                                    "retry in a few seconds")
+            time.sleep(0.02)
+
+    def _set_error(self, message: str) -> None:
+        t = apps_table
+        self._write(lambda conn: conn.execute(sa.update(t).where(t.c.id == self.app_id).values(
+            build_error=message, prep=None)))
+
+    def wait_idle(self, timeout: float = 600.0) -> None:
+        """Wait for the background worker of this engine to end (tests, benchmarks)."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+    # ------------------------------------------------------------------ the lease
+    def _take_lease(self, token: str) -> bool:
+        """Take or renew the builder lease; a lease whose owner is gone is taken over at once."""
+        t = apps_table
+
+        def take(conn: sa.Connection) -> bool:
+            row = conn.execute(sa.select(t.c.builder, t.c.lease_until, t.c.builder_host,
+                                         t.c.builder_pid).where(t.c.id == self.app_id)).first()
+            now = _now()
+            if row.builder and row.builder != token and (row.lease_until or 0) > now \
+                    and process_alive(row.builder_host, row.builder_pid):
+                return False
+            if row.builder and row.builder != token:
+                log.info("taking over the queue lease of %s from %s (pid %s on %s)",
+                         self.cfg.webapp, row.builder, row.builder_pid, row.builder_host)
+            conn.execute(sa.update(t).where(t.c.id == self.app_id).values(
+                builder=token, lease_until=now + LEASE_SECONDS, builder_host=HOST,
+                builder_pid=os.getpid()))
+            return True
+
+        return self._write(take)
+
+    def _drop_lease(self, token: str) -> None:
+        t = apps_table
+        self._write(lambda conn: conn.execute(
+            sa.update(t).where(t.c.id == self.app_id, t.c.builder == token).values(
+                builder=None, lease_until=None, builder_host=None, builder_pid=None)))
+

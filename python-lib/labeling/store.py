@@ -1,0 +1,301 @@
+"""The labeling engine's tables, its SQL statements and the row writer of its output datasets.
+
+State lives in the project's database (no in-memory state a second server process would
+need), in the engine's own tables (created at engine start):
+
+- `lb_apps`: one row per webapp instance: its current item index and queue, the session key
+  the queue was built for, what is being prepared (`prep`, for the page), and the builder
+  lease (one builder at a time across processes; its owner's host and pid and a heartbeat,
+  so a lease whose owner died is taken over at once).
+- `lb_itemsets` / `lb_items`: the pool indexed by item id, with each item's row (JSON);
+  built in the background, in small transactions, when the pool changes.
+- `lb_queues` / `lb_queue`: the order of one session, materialized from its head on: `pos`,
+  `item_id`, `state` (0 pending, 1 annotated: shared mode), the scores, the item's row.
+  Only the positions annotators are about to reach are written (`filled`), a few thousand
+  at a time (see `labeling.queue`), so a new order of a million items is served within a
+  second. A batch is an indexed range query on `(qid, state, pos)`.
+- `lb_reservations`: item -> annotator, expiry (epoch seconds).
+- `lb_annotations`: one row per (item, owner) annotation; `label_id` is an AUTOINCREMENT
+  key, so label ids grow and are never reused, across processes. `owner` is `""` with shared
+  labels, the annotator with per-annotator labels. Keeps the rows it wrote in the labels and
+  metadata datasets, so a change is an UPDATE of those rows.
+- `lb_counts`: the stats counters, updated in the label's transaction.
+- `lb_cursors`: per-annotator mode, the position before which an annotator has answered all.
+
+Written by `labeling.build` (queues, the item index), `labeling.annotate` (answers) and
+`labeling.engine` (batches, reservations); the schema's history is in `labeling.migrations`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from labelloop.errors import ConflictError, NotFoundError
+from labelloop.project import write_transaction
+
+from . import setaside
+
+log = logging.getLogger("labeling.engine")
+
+LABELED, SKIPPED = "LABELED", "SKIPPED"
+# The width of the user-name columns (the accepted names are shorter: the host's rule,
+# `labelloop.web.check_user_name`). Kept as it was: a narrower column is a schema change.
+MAX_USER = 200
+
+metadata = sa.MetaData()
+
+apps_table = sa.Table(
+    "lb_apps", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("iset", sa.Integer),  # current item set
+    sa.Column("n_items", sa.Integer),  # its size
+    sa.Column("queue_id", sa.Integer),  # current queue
+    sa.Column("session_key", sa.Text),  # what the current queue was built from
+    sa.Column("builder", sa.String(64)),
+    sa.Column("lease_until", sa.Float),  # the builder's heartbeat + LEASE_SECONDS
+    sa.Column("build_error", sa.Text),
+    sa.Column("builder_host", sa.String(255)),
+    sa.Column("builder_pid", sa.Integer),
+    sa.Column("prep", sa.JSON),  # what is being prepared: {"what", "done", "total"}
+)
+itemsets_table = sa.Table(
+    "lb_itemsets", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("app", sa.Integer, nullable=False),
+    sa.Column("pool_key", sa.Text, nullable=False),
+    sa.Column("n", sa.Integer, nullable=False, default=0),
+    sa.Column("done", sa.Integer, nullable=False, default=0),  # pool rows read so far
+    sa.Column("complete", sa.Boolean, nullable=False, default=False),
+    sqlite_autoincrement=True,
+)
+items_table = sa.Table(
+    "lb_items", metadata,
+    sa.Column("iset", sa.Integer, primary_key=True),
+    sa.Column("item_id", sa.Text, primary_key=True),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("row", sa.Text, nullable=False),
+    sa.Index("ix_lb_items_seq", "iset", "seq"),
+)
+queues_table = sa.Table(
+    "lb_queues", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("app", sa.Integer, nullable=False),
+    sa.Column("iset", sa.Integer, nullable=False),
+    sa.Column("session_key", sa.Text, nullable=False),
+    sa.Column("session", sa.Integer),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("n", sa.Integer, nullable=False, default=0),  # positions of the order in all
+    sa.Column("info", sa.JSON),
+    sa.Column("filled", sa.Integer, nullable=False, default=0),  # positions written so far
+    sa.Column("complete", sa.Boolean, nullable=False, default=False),
+    sqlite_autoincrement=True,
+)
+queue_table = sa.Table(
+    "lb_queue", metadata,
+    sa.Column("qid", sa.Integer, primary_key=True),
+    sa.Column("pos", sa.Integer, primary_key=True),
+    sa.Column("item_id", sa.Text, nullable=False),
+    sa.Column("state", sa.Integer, nullable=False, default=0),
+    sa.Column("uncertainty", sa.Float),
+    sa.Column("prediction", sa.Text),
+    sa.Column("confidence", sa.Float),
+    sa.Column("halting", sa.Float),
+    sa.Column("model_version", sa.Text),
+    sa.Column("row", sa.Text),
+    sa.Index("ix_lb_queue_pending", "qid", "state", "pos"),
+    sa.Index("ux_lb_queue_item", "qid", "item_id", unique=True),
+)
+reservations_table = sa.Table(
+    "lb_reservations", metadata,
+    sa.Column("app", sa.Integer, primary_key=True),
+    sa.Column("item_id", sa.Text, primary_key=True),
+    sa.Column("annotator", sa.String(MAX_USER), nullable=False),
+    sa.Column("until", sa.Float, nullable=False),
+    sa.Index("ix_lb_reservations_annotator", "app", "annotator"),
+)
+annotations_table = sa.Table(
+    "lb_annotations", metadata,
+    sa.Column("label_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("app", sa.Integer, nullable=False),
+    sa.Column("item_id", sa.Text, nullable=False),
+    sa.Column("owner", sa.String(MAX_USER), nullable=False),
+    sa.Column("annotator", sa.String(MAX_USER), nullable=False),
+    sa.Column("status", sa.String(10), nullable=False),
+    sa.Column("label", sa.Text),
+    sa.Column("comment", sa.Text),
+    sa.Column("session", sa.Integer),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("updated", sa.Float, nullable=False),
+    sa.Column("labels_row", sa.Integer),
+    sa.Column("meta_row", sa.Integer),
+    sa.UniqueConstraint("app", "owner", "item_id", name="uq_lb_annotations_item"),
+    sa.Index("ix_lb_annotations_annotator", "app", "annotator", "label_id"),
+    sqlite_autoincrement=True,  # never reuse a label id, even the highest after a delete
+)
+counts_table = sa.Table(
+    "lb_counts", metadata,
+    sa.Column("app", sa.Integer, primary_key=True),
+    sa.Column("owner", sa.String(MAX_USER), primary_key=True),
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("n", sa.Integer, nullable=False, default=0),
+)
+cursors_table = sa.Table(
+    "lb_cursors", metadata,
+    sa.Column("qid", sa.Integer, primary_key=True),
+    sa.Column("owner", sa.String(MAX_USER), primary_key=True),
+    sa.Column("pos", sa.Integer, nullable=False),
+)
+
+
+def create_tables(engine: sa.Engine) -> None:
+    """Create the engine's tables if missing (under the write lock: servers, the CLI and
+    scenario runs may open a fresh database at the same moment); add columns and indexes
+    that a database made by an earlier version lacks."""
+    with write_transaction(engine) as conn:
+        have = set(sa.inspect(conn).get_table_names())
+        metadata.create_all(conn)
+        setaside.create_tables(conn)
+        for table in metadata.sorted_tables:
+            if table.name not in have:
+                continue
+            cols = {c["name"] for c in sa.inspect(conn).get_columns(table.name)}
+            for col in table.columns:
+                if col.name not in cols:
+                    kind = col.type.compile(dialect=conn.dialect)
+                    quote = conn.dialect.identifier_preparer.quote
+                    conn.exec_driver_sql(f"ALTER TABLE {quote(table.name)} ADD COLUMN "
+                                         f"{quote(col.name)} {kind}")
+            for index in table.indexes:
+                index.create(conn, checkfirst=True)
+
+
+
+def _now() -> float:
+    return time.time()
+
+
+# ON CONFLICT ... DO UPDATE: SQLite >= 3.24 and PostgreSQL share this syntax.
+_RESERVE_SQL = sa.text(
+    "INSERT INTO lb_reservations (app, item_id, annotator, until) "
+    "VALUES (:app, :item_id, :annotator, :until) ON CONFLICT (app, item_id) DO UPDATE SET "
+    "annotator = excluded.annotator, until = excluded.until")
+_RENEW_SQL = sa.text("UPDATE lb_reservations SET until = :until WHERE app = :app AND "
+                     "annotator = :user AND until > :now")
+_HELD_SQL = sa.text("SELECT count(*) FROM lb_reservations WHERE app = :app AND "
+                    "annotator = :user AND until > :now")
+
+_COUNT_SQL = sa.text(
+    "INSERT INTO lb_counts (app, owner, key, n) VALUES (:app, :owner, :key, :n) "
+    "ON CONFLICT (app, owner, key) DO UPDATE SET n = lb_counts.n + excluded.n")
+_ITEM_COLS = ("q.pos, q.item_id, q.uncertainty, q.prediction, q.confidence, q.halting, "
+              "q.model_version, q.row")
+_SHARED_BATCH_SQL = sa.text(
+    f"SELECT {_ITEM_COLS}, CASE WHEN r.annotator = :user AND r.until > :now THEN 1 ELSE 0 END "
+    "AS mine FROM lb_queue q LEFT JOIN lb_reservations r ON r.app = :app "
+    "AND r.item_id = q.item_id WHERE q.qid = :qid AND q.state = 0 "
+    "AND (r.item_id IS NULL OR r.until <= :now OR r.annotator = :user) "
+    "ORDER BY q.pos LIMIT :limit")
+_OWN_BATCH_SQL = sa.text(
+    f"SELECT {_ITEM_COLS}, 1 AS mine FROM lb_queue q "
+    "WHERE q.qid = :qid AND q.pos >= :cursor AND NOT EXISTS (SELECT 1 FROM lb_annotations a "
+    "WHERE a.app = :app AND a.owner = :user AND a.item_id = q.item_id) "
+    "ORDER BY q.pos LIMIT :limit")
+_PENDING_SQL = sa.text("SELECT 1 FROM lb_queue WHERE qid = :qid AND state = 0 LIMIT 1")
+_INSERT_QUEUE_SQL = sa.text(
+    "INSERT INTO lb_queue (qid, pos, item_id, state, uncertainty, prediction, confidence, "
+    "halting, model_version, row) VALUES (:qid, :pos, :item_id, 0, :unc, :pred, :conf, :halt, "
+    ":ver, :row) ON CONFLICT DO NOTHING")
+# Typed parameters: PostgreSQL can't tell the type of a NULL in a SELECT list.
+_INSERT_QUEUE_FROM_INDEX_SQL = sa.text(
+    "INSERT INTO lb_queue (qid, pos, item_id, state, uncertainty, prediction, confidence, "
+    "halting, model_version, row) SELECT CAST(:qid AS INTEGER), CAST(:pos AS INTEGER), "
+    "i.item_id, 0, CAST(:unc AS DOUBLE PRECISION), CAST(:pred AS TEXT), "
+    "CAST(:conf AS DOUBLE PRECISION), CAST(:halt AS DOUBLE PRECISION), CAST(:ver AS TEXT), "
+    "i.row FROM lb_items i WHERE i.iset = :iset AND i.item_id = :item_id "
+    "ON CONFLICT DO NOTHING")
+_MARK_DONE_SQL = sa.text(
+    "UPDATE lb_queue SET state = 1 WHERE qid = :qid AND pos >= :lo AND pos < :hi AND EXISTS "
+    "(SELECT 1 FROM lb_annotations a WHERE a.app = :app AND a.owner = '' "
+    "AND a.item_id = lb_queue.item_id)")
+_INSERT_ITEMS_SQL = sa.text(
+    "INSERT INTO lb_items (iset, item_id, seq, row) VALUES (:iset, :item_id, :seq, :row) "
+    "ON CONFLICT DO NOTHING")
+
+
+# The hot paths (label, batch) use prebuilt statements: building Core statements per call
+# costs more than running them.
+_APP_SQL = sa.text(
+    "SELECT a.id, a.iset, a.n_items, a.queue_id, a.session_key, a.builder, a.lease_until, "
+    "a.build_error, a.prep, q.session AS q_session, q.filled, q.complete, q.n AS q_n, "
+    "q.info AS q_info, s.complete AS iset_complete, s.pool_key "
+    "FROM lb_apps a LEFT JOIN lb_queues q ON q.id = a.queue_id "
+    "LEFT JOIN lb_itemsets s ON s.id = a.iset WHERE a.id = :id").columns(
+        prep=sa.JSON, q_info=sa.JSON)
+_QUEUE_ROW_SQL = sa.text("SELECT row FROM lb_queue WHERE qid = :qid AND item_id = :item_id")
+_ITEM_SQL = sa.text("SELECT row FROM lb_items WHERE iset = :iset AND item_id = :item_id")
+_ANY_QUEUE_ROW_SQL = sa.text(
+    "SELECT q.row FROM lb_queue q JOIN lb_queues s ON s.id = q.qid WHERE s.app = :app "
+    "AND q.item_id = :item_id AND q.row IS NOT NULL LIMIT 1")
+_OLD_SQL = sa.text("SELECT label_id, status, label, labels_row, meta_row FROM lb_annotations "
+                   "WHERE app = :app AND owner = :owner AND item_id = :item_id")
+_INSERT_ANNOTATION_SQL = sa.text(
+    "INSERT INTO lb_annotations (app, item_id, owner, annotator, status, label, comment, "
+    "session, created, updated) VALUES (:app, :item_id, :owner, :annotator, :status, :label, "
+    ":comment, :session, :now, :now) RETURNING label_id")
+_UPDATE_ANNOTATION_SQL = sa.text(
+    "UPDATE lb_annotations SET annotator = :annotator, status = :status, label = :label, "
+    "comment = :comment, session = :session, updated = :now, labels_row = :labels_row, "
+    "meta_row = :meta_row WHERE label_id = :label_id")
+_DONE_SQL = sa.text("UPDATE lb_queue SET state = 1 WHERE qid = :qid AND item_id = :item_id")
+_UNRESERVE_SQL = sa.text("DELETE FROM lb_reservations WHERE app = :app AND item_id = :item_id")
+_COUNTS_SQL = sa.text("SELECT key, n FROM lb_counts WHERE app = :app AND owner = :owner")
+
+
+class _RowDataset:
+    """A labels or metadata dataset written row by row through the host's public row API;
+    created (empty, row storage) by the first answer that needs it."""
+
+    def __init__(self, ds: Any, schema: list[dict], lid_col: str):
+        self.ds = ds
+        self.schema = schema
+        self.lid_col = lid_col
+
+    def _call(self, conn: sa.Connection, op: str, *args: Any, **kw: Any) -> Any:
+        try:
+            return getattr(self.ds, op)(conn, *args, ignore_extra=True, **kw)
+        except NotFoundError:  # no data yet: this answer creates it
+            empty = pd.DataFrame({c["name"]: pd.Series([], dtype=_DTYPES[c["type"]])
+                                  for c in self.schema})
+            self.ds.write(empty, conn=conn, storage="rows")
+        except ConflictError:
+            # Re-imported whole (column-wise): row-level answers need rows again. Converted
+            # explicitly, once (a no-op when it has rows: then the retry raises again).
+            log.info("dataset %s is stored column-wise: converting it to rows for answers",
+                     self.ds.name)
+            self.ds.to_rows(conn)
+        return getattr(self.ds, op)(conn, *args, ignore_extra=True, **kw)
+
+    def insert(self, conn: sa.Connection, values: dict, label_id: int) -> int:
+        return int(self._call(conn, "insert", {**values, self.lid_col: label_id}))
+
+    def update(self, conn: sa.Connection, row: int, label_id: int, values: dict) -> bool:
+        """Update the row an annotation wrote; False if it is gone (dataset replaced)."""
+        match = {self.lid_col: label_id}
+        if self._call(conn, "update", row, values, match=match):
+            return True
+        # The dataset was rewritten (rows renumbered): find the row by its label id (a scan,
+        # only after such a rewrite) rather than add a second row for this label.
+        return bool(self._call(conn, "update", None, values, match=match))
+
+    def delete(self, conn: sa.Connection, row: int, label_id: int) -> None:
+        self._call(conn, "delete", row, match={self.lid_col: label_id})
+
+
+_DTYPES = {"string": object, "bigint": "int64", "double": "float64", "boolean": bool,
+           "date": "datetime64[ns, UTC]"}
