@@ -378,6 +378,10 @@ def written(project):
     (lambda e, i: e.batch("u", 0), LabelloopError),
     (lambda e, i: e.batch("u", "20"), LabelloopError),
     (lambda e, i: e.label("x" * 500, i, "cat"), LabelloopError),
+    (lambda e, i: e.label("x" * 101, i, "cat"), LabelloopError),  # the host's rule: <= 100
+    (lambda e, i: e.label("tab\tname", i, "cat"), LabelloopError),
+    (lambda e, i: e.label("   ", i, "cat"), LabelloopError),
+    (lambda e, i: e.batch(["u"], 1), LabelloopError),
 ])
 def test_bad_input_is_refused_and_writes_nothing(project, call, error):
     e = make_engine(project)
@@ -388,6 +392,20 @@ def test_bad_input_is_refused_and_writes_nothing(project, call, error):
         call(e, item)
     assert 400 <= info.value.status < 500
     assert written(project) == before
+
+
+def test_annotator_names_follow_the_hosts_rule(project):
+    """The engine accepts exactly the names the host's server accepts (one rule)."""
+    from labelloop.web import check_user_name
+
+    e = make_engine(project)
+    name = "n" * 100
+    item = ids_of(e.batch(name, 1))[0]
+    e.label(f" {name} ", item, "cat")  # stripped, as the server strips a header's name
+    assert check_user_name(f" {name} ") == name
+    assert [a["id"] for a in e.annotations(name)["annotations"]] == [item]
+    with pytest.raises(LabelloopError, match="1 to 100 printable characters"):
+        e.batch(name + "n", 1)
 
 
 # ---------------------------------------------------------------- settings

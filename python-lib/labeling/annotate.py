@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from labelloop.errors import ConflictError, LabelloopError, NotFoundError
+from labelloop.web import check_user_name
 
 from .queue import IndexNotReady
 from .store import (
@@ -26,7 +27,6 @@ from .store import (
     _UNRESERVE_SQL,
     _UPDATE_ANNOTATION_SQL,
     LABELED,
-    MAX_USER,
     SKIPPED,
     _now,
     _RowDataset,
@@ -44,11 +44,12 @@ class Annotating:
 
     # ------------------------------------------------------------------ checking input
     def _user(self, user: Any) -> str:
-        user = "anonymous" if user in (None, "") else user
-        if not isinstance(user, str) or len(user) > MAX_USER:
-            raise LabelloopError(f"annotator name must be a string of at most {MAX_USER} "
-                                 "characters")
-        return user
+        if user in (None, ""):
+            return "anonymous"
+        if not isinstance(user, str):
+            raise LabelloopError(f"annotator name must be a string, got "
+                                 f"{type(user).__name__}")
+        return check_user_name(user)  # the host's rule: the names its server accepts
 
     def _owner(self, user: str) -> str:
         return user if self.cfg.per_annotator else ""

@@ -2,7 +2,8 @@
 
 Public API for webapp backends: `session_user(doc)` (the user of a browser session),
 `FileResponse` (what a route handler returns to answer a file: see `labelloop.web.webapps`),
-`tokens_configured(engine)` (whether the server requires a token), and `serve(project,
+`tokens_configured(engine)` (whether the server requires a token), `check_user_name(name)`
+(the rule for user names: 1 to 100 printable characters, stripped), and `serve(project,
 ServeOptions(...))` to run the server from a plugin command (imported on first use).
 Server internals: `labelloop.web.server.LabelloopServer`.
 """
@@ -28,6 +29,14 @@ def tokens_configured(engine: Any) -> bool:
     return _tokens_configured(engine)
 
 
+def check_user_name(user: str) -> str:
+    """A user name as the server accepts it (stripped: 1 to 100 printable characters), else a
+    `LabelloopError` saying what to use: the one rule for tokens, requests and plugins."""
+    from .auth import check_user_name as _check_user_name
+
+    return _check_user_name(user)
+
+
 def __getattr__(name: str) -> Any:
     # The server (Tornado, Bokeh) loads only when a plugin asks for it.
     if name in ("serve", "ServeOptions"):
@@ -37,4 +46,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["session_user", "FileResponse", "tokens_configured", "serve", "ServeOptions"]
+__all__ = ["session_user", "FileResponse", "tokens_configured", "check_user_name", "serve",
+           "ServeOptions"]
