@@ -17,6 +17,7 @@ from labeling.engine import LabelingEngine, annotations_table, session_variable
 from labeling.settings import parse_settings
 from labelloop.errors import ConfigError, LabelloopError, NotFoundError
 from labelloop.project import Project
+from labelloop.project.leases import ManualClock
 
 CATS = {"cat": "a cat", "dog": None, "bird": "flies"}
 
@@ -34,12 +35,13 @@ def project(tmp_path):
     return p
 
 
-def make_engine(project, webapp="w", data_type="tabular", **settings) -> LabelingEngine:
+def make_engine(project, webapp="w", data_type="tabular", clock=None, **settings
+                ) -> LabelingEngine:
     config = {"unlabeled": "pool", "categories": CATS, "labels_ds": "labels",
               "metadata_ds": "metadata", "queries_ds": "queries", "max_reserved": 100,
               **settings}
     cfg = parse_settings(config, data_type, webapp, project)
-    return LabelingEngine(project, cfg, check_interval=0, background=False)
+    return LabelingEngine(project, cfg, check_interval=0, background=False, clock=clock)
 
 
 def write_queries(project, frame: pd.DataFrame, uncertainty) -> None:
@@ -248,12 +250,16 @@ def test_old_queue_served_while_another_builder_holds_the_lease(project):
 # ---------------------------------------------------------------- reservations
 
 def test_reserved_items_go_to_one_annotator_until_they_expire(project):
-    e = make_engine(project, reservation_seconds=0.3)
+    clock = ManualClock()
+    e = make_engine(project, reservation_seconds=30, clock=clock)
     a = ids_of(e.batch("alice", 5))
     b = ids_of(e.batch("bob", 5))
     assert not set(a) & set(b)
-    assert ids_of(e.batch("alice", 5)) == a  # a reload gets the same items back
-    time.sleep(0.6)  # every item of a batch is reserved for the same 0.3 s
+    clock.advance(29)
+    assert ids_of(e.batch("alice", 5)) == a  # a reload gets the same items back (renewed)
+    clock.advance(29)
+    assert not set(ids_of(e.batch("carol", 10))) & set(a)  # still alice's
+    clock.advance(2)  # every item of a batch is reserved for the same 30 s
     assert set(ids_of(e.batch("carol", 10))) >= set(a)
 
 
@@ -350,12 +356,13 @@ def test_per_annotator_labels(project):
 
 
 def test_shared_labels_leave_everyones_queue(project):
-    e = make_engine(project, reservation_seconds=0.01)
+    clock = ManualClock()
+    e = make_engine(project, reservation_seconds=10, clock=clock)
     ids = ids_of(e.batch("alice", 30))
     for i in ids[:10]:
         e.label("alice", i, "cat")
-    time.sleep(0.5)
-    assert not set(ids_of(e.batch("bob", 30))) & set(ids[:10])
+    clock.advance(11)  # alice's other reservations expire: bob may take those
+    assert sorted(ids_of(e.batch("bob", 30))) == sorted(ids[10:])
 
 
 # ---------------------------------------------------------------- bad input writes nothing

@@ -17,6 +17,7 @@ from labeling.engine import HOST, LabelingEngine, apps_table, reservations_table
 from labeling.settings import parse_settings
 from labelloop.errors import LabelloopError
 from labelloop.project import Project
+from labelloop.project.leases import ManualClock
 
 CATS = {"cat": None, "dog": None, "bird": None}
 WEBAPP = "rows"
@@ -49,22 +50,23 @@ def project(tmp_path):
     return p
 
 
-def make_engine(project, background=False, **settings) -> LabelingEngine:
+def make_engine(project, background=False, clock=None, **settings) -> LabelingEngine:
     config = {"unlabeled": "pool", "categories": CATS, "labels_ds": "labels",
               "metadata_ds": "metadata", "queries_ds": "queries", "id_column": "id", **settings}
     cfg = parse_settings(config, "tabular", WEBAPP, project)
-    return LabelingEngine(project, cfg, check_interval=0, background=background)
+    return LabelingEngine(project, cfg, check_interval=0, background=background, clock=clock)
 
 
 def ids_of(batch) -> list[str]:
     return [i["id"] for i in batch["items"]]
 
 
-def held(project, user: str) -> list[tuple[str, float]]:
+def held(project, user: str, now: float | None = None) -> list[tuple[str, float]]:
     r = reservations_table
+    now = time.time() if now is None else now
     with project.engine.connect() as conn:
         return [tuple(x) for x in conn.execute(sa.select(r.c.item_id, r.c.until).where(
-            r.c.annotator == user, r.c.until > time.time())).all()]
+            r.c.annotator == user, r.c.until > now)).all()]
 
 
 # ---------------------------------------------------------------- fair reservations
@@ -99,14 +101,15 @@ def test_every_item_of_a_batch_is_reserved_for_the_same_time(project):
 
 
 def test_an_answer_renews_what_the_annotator_holds(project):
-    e = make_engine(project, reservation_seconds=2)
+    clock = ManualClock()
+    e = make_engine(project, reservation_seconds=2, clock=clock)
     ids = ids_of(e.batch("alice", 5))
-    before = dict(held(project, "alice"))
-    time.sleep(0.3)
+    before = dict(held(project, "alice", clock.time()))
+    clock.advance(1.5)
     e.label("alice", ids[0], "cat")
-    after = dict(held(project, "alice"))
+    after = dict(held(project, "alice", clock.time()))
     assert set(after) == set(ids[1:])
-    assert all(after[i] > before[i] for i in ids[1:])
+    assert all(after[i] == before[i] + 1.5 for i in ids[1:])
 
 
 def test_released_items_go_to_the_next_annotator_at_once(project):

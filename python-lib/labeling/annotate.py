@@ -28,7 +28,6 @@ from .store import (
     _UPDATE_ANNOTATION_SQL,
     LABELED,
     SKIPPED,
-    _now,
     _RowDataset,
     annotations_table,
     reservations_table,
@@ -138,7 +137,7 @@ class Annotating:
         comment = comment or None
         owner = self._owner(user)
         self._ensure_queue()
-        now = _now()
+        now = self._now()
         when = dt.datetime.fromtimestamp(now, dt.UTC)
         label_col = self.cfg.label_col
         ttl = self.cfg.reservation_seconds

@@ -17,7 +17,6 @@ from .store import (
     _INSERT_QUEUE_FROM_INDEX_SQL,
     _INSERT_QUEUE_SQL,
     _MARK_DONE_SQL,
-    _now,
     apps_table,
     cursors_table,
     items_table,
@@ -104,7 +103,7 @@ class QueueBuilder:
             if now_app.queue_id is not None and now_app.session_key == key:
                 return None  # another process switched to it meanwhile
             qid = int(conn.execute(sa.insert(queues_table).values(
-                app=self.app_id, iset=iset, session_key=key, session=session, created=_now(),
+                app=self.app_id, iset=iset, session_key=key, session=session, created=self._now(),
                 n=ranking.length, info=info, filled=0, complete=False)).inserted_primary_key[0])
             self._insert_slice(conn, qid, iset, head, 0, stop, ranking.length)
             # Until the pool is indexed (in the background), the page says so.
@@ -277,7 +276,7 @@ class QueueBuilder:
                     for k, (i, r) in enumerate(zip(ids, rows, strict=True))])
             conn.execute(sa.update(t).where(t.c.id == iset).values(done=done + n_read))
             conn.execute(sa.update(apps_table).where(apps_table.c.id == self.app_id).values(
-                lease_until=_now() + LEASE_SECONDS,
+                lease_until=self._now() + LEASE_SECONDS,
                 prep={"what": "indexing the pool", "done": done + n_read, "total": total}))
             return True
 

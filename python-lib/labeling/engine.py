@@ -27,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -75,7 +76,6 @@ from .store import (
     LABELED,
     MAX_USER,
     SKIPPED,
-    _now,
     _RowDataset,
     annotations_table,
     apps_table,
@@ -96,8 +96,11 @@ class LabelingEngine(Annotating, QueueBuilder, Sessions):
     """The labeling engine of one webapp instance over a project's database."""
 
     def __init__(self, project: Any, cfg: EngineConfig, check_interval: float = 1.0,
-                 background: bool = True, wait_seconds: float = 300.0):
+                 background: bool = True, wait_seconds: float = 300.0, clock: Any = None):
         self.project = project
+        # Reservations, leases and answers are timed by `clock` (a `labelloop.project.leases`
+        # clock: tests pass a ManualClock and advance it); None is the wall clock.
+        self.clock = clock
         self.cfg = cfg
         self.dtype: DataType = data_type(cfg, project)
         self.check_interval = check_interval
@@ -118,6 +121,10 @@ class LabelingEngine(Annotating, QueueBuilder, Sessions):
         create_tables(self.engine)
         self.app_id = self._register()
         self._check_output_schemas()
+
+    def _now(self) -> float:
+        """Epoch seconds on the engine's clock."""
+        return time.time() if self.clock is None else self.clock.time()
 
     def _write(self, fn: Any, background: bool = False) -> Any:
         """Run `fn(conn)` in the project's single writer (see `labelloop.project.Database`)."""
@@ -205,7 +212,7 @@ class LabelingEngine(Annotating, QueueBuilder, Sessions):
 
     def _take_batch(self, conn: sa.Connection, user: str, owner: str, size: int) -> tuple:
         """Select and reserve the caller's next items (in the writer: never served twice)."""
-        now = _now()
+        now = self._now()
         app = self._app(conn)
         capped = False
         if self.cfg.per_annotator:

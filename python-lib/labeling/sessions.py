@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from labelloop.errors import LabelloopError
 from labelloop.project import process_alive
 
-from .store import _APP_SQL, _now, apps_table, log
+from .store import _APP_SQL, apps_table, log
 
 
 def session_variable(queries_dataset: str) -> str:
@@ -100,7 +100,7 @@ class Sessions:
 
     def refresh(self, wait: bool = False) -> None:
         """Follow a new session; the first queue is prepared now, later ones aside."""
-        now = _now()
+        now = self._now()
         if not wait and now - self._checked_at < self.check_interval:
             return
         self._checked_at = now
@@ -128,7 +128,7 @@ class Sessions:
     def _start_worker(self, key: str) -> None:
         with self._lock:
             failed = self._failed.get(key)
-            if failed is not None and _now() - failed < RETRY_SECONDS:
+            if failed is not None and self._now() - failed < RETRY_SECONDS:
                 return  # the same inputs failed a moment ago: don't rebuild in a loop
             self._wake.set()  # a running worker looks again before it ends
             if self._thread is not None and self._thread.is_alive():
@@ -144,8 +144,8 @@ class Sessions:
         try:
             while True:
                 self._wake.clear()
-                if not leased or _now() - renewed > LEASE_SECONDS / 5:
-                    leased, renewed = self._take_lease(token), _now()
+                if not leased or self._now() - renewed > LEASE_SECONDS / 5:
+                    leased, renewed = self._take_lease(token), self._now()
                 if self._work_step(token, leased):
                     continue
                 if leased:
@@ -156,7 +156,7 @@ class Sessions:
                         self._thread = None
                         return
         except Exception as exc:  # a failed rebuild must not stop labeling: the old queue serves
-            self._failed[key] = _now()
+            self._failed[key] = self._now()
             log.exception("preparing the queue of %s failed", self.cfg.webapp)
             self._set_error(str(exc) if isinstance(exc, LabelloopError) else
                             f"preparing the queue failed ({type(exc).__name__}); see the log")
@@ -183,7 +183,7 @@ class Sessions:
     def _switch_now(self, key: str) -> None:
         """Prepare and switch in the queue of `key` in this thread (the first queue)."""
         token = uuid.uuid4().hex
-        deadline = _now() + self.wait_seconds
+        deadline = time.time() + self.wait_seconds  # a real wait, for another builder
         while True:
             if self._take_lease(token):
                 try:
@@ -197,7 +197,7 @@ class Sessions:
             app = self._read_app()
             if app.queue_id is not None and (app.session_key == key or self.background):
                 return  # someone else switched, or prepares the new order: serve the current
-            if _now() > deadline:
+            if time.time() > deadline:
                 raise QueueNotReady(f"the queue of {self.cfg.webapp!r} is still being built; "
                                     "retry in a few seconds")
             time.sleep(0.02)
@@ -221,7 +221,7 @@ class Sessions:
         def take(conn: sa.Connection) -> bool:
             row = conn.execute(sa.select(t.c.builder, t.c.lease_until, t.c.builder_host,
                                          t.c.builder_pid).where(t.c.id == self.app_id)).first()
-            now = _now()
+            now = self._now()
             if row.builder and row.builder != token and (row.lease_until or 0) > now \
                     and process_alive(row.builder_host, row.builder_pid):
                 return False

@@ -29,7 +29,6 @@ Written by `labeling.build` (queues, the item index), `labeling.annotate` (answe
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import pandas as pd
@@ -174,10 +173,6 @@ def create_tables(engine: sa.Engine) -> None:
             for index in table.indexes:
                 index.create(conn, checkfirst=True)
 
-
-
-def _now() -> float:
-    return time.time()
 
 
 # ON CONFLICT ... DO UPDATE: SQLite >= 3.24 and PostgreSQL share this syntax.
