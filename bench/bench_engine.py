@@ -10,15 +10,18 @@ labeling every item; the server's own time per label (Tornado's access log: from
 read to the answer sent, waiting for a thread included), its p50/p99/max, and labels per
 second. Two regimes, each for 1, 8 and 32 annotators:
 
-- paced: each annotator presses a key on average every `--pace` seconds (default 0.5 s,
-  exponential gaps; faster than anyone labels for long), which is what a server of people
-  sees. The latency target is read here.
+- paced: each annotator opens the page at a random moment of the first 4 paces, then
+  presses a key on average every `--pace` seconds (default 0.5 s, exponential gaps; faster
+  than anyone labels for long), which is what a server of people sees. The latency target is
+  read here.
 - flat out: each annotator sends the next request as soon as the answer arrives (no person
   does that). This measures capacity (labels/s); its latencies follow Little's law: with N
   clients and no pause, time per request = N / throughput, whatever the server does.
 
-`--baseline DIR` runs the same against a worktree of the previous revision with its own
-.venv, in the same run, and prints its figures beside. Targets (issue 10): label p99 <= 20 ms
+`--database-url URL` puts the project on another database, e.g. PostgreSQL:
+`LABELLOOP_PG_FSYNC=on .ci/with-postgres sh -c '.venv/bin/python bench/bench_engine.py
+--concurrency --database-url "$LABELLOOP_TEST_POSTGRES"'`. `--baseline DIR` runs the same
+against a worktree of the previous revision with its own .venv, in the same run, and prints its figures beside. Targets (issue 10): label p99 <= 20 ms
 server-side with 8 and with 32 annotators; throughput with 8 at least that of one.
 
 Prints figures; asserts nothing. Targets (issue 5): at 100k labels, recording >= 1000x faster
@@ -290,6 +293,9 @@ def concurrent_phase(server: Server, annotators: int, seconds: float,
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
         user = f"c{annotators}-{k}"
         rng = np.random.default_rng(k)
+        if pace:  # people open the page within a few seconds of each other, not at one instant
+            if stop.wait(rng.uniform(0, 4 * pace)):
+                return
         due = time.monotonic() + (rng.exponential(pace) if pace else 0.0)
         try:
             while not stop.is_set():
@@ -336,13 +342,14 @@ def concurrent_phase(server: Server, annotators: int, seconds: float,
             "errors": errors[:3]}
 
 
-def concurrency_scenario(rows: int, seconds: float, tmp: Path, pace: float) -> list[dict]:
+def concurrency_scenario(rows: int, seconds: float, tmp: Path, pace: float,
+                         database_url: str | None = None) -> list[dict]:
     """1, 8 and 32 annotators over HTTP on a fresh project of `rows` rows, paced then flat
     out."""
     rng = np.random.default_rng(0)
     params = {"unlabeled": "pool", "categories": CATS, "labels_ds": "labels",
               "metadata_ds": "metadata"}
-    project = Project.init(tmp / "project", config={
+    project = Project.init(tmp / "project", database_url=database_url, config={
         "webapps": {WEBAPP: {"type": "ml-assisted-labeling/tabular-labeling",
                              "params": params}}})
     pool = pd.DataFrame({f"f{i}": rng.normal(size=rows) for i in range(8)})
@@ -396,12 +403,15 @@ def concurrency_main(args: argparse.Namespace) -> None:
                            env=dict(os.environ, BENCH_LIB=str(base / "python-lib")))
             results["baseline"] = json.loads(target.read_text())
         print("this revision ...", flush=True)
-        results["this"] = concurrency_scenario(rows, args.seconds, tmp / "this", args.pace)
+        results["this"] = concurrency_scenario(rows, args.seconds, tmp / "this", args.pace,
+                                               args.database_url)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"\n{rows:,}-row pool, annotators labeling over HTTP for {args.seconds:.0f} s each; "
-          f"server-side times (ms); PRAGMA synchronous="
-          f"{os.environ.get('LABELLOOP_SQLITE_SYNCHRONOUS', 'FULL')}")
+          "server-side times (ms); " + (
+              f"database {args.database_url.split('://')[0]}" if args.database_url else
+              f"SQLite, PRAGMA synchronous="
+              f"{os.environ.get('LABELLOOP_SQLITE_SYNCHRONOUS', 'FULL')}"))
     head = f"{'':12}{'regime':>14}{'annotators':>11}{'labels/s':>10}{'label p50':>11}" \
            f"{'label p99':>11}{'label max':>11}{'batch p50':>11}{'batch p99':>11}"
     print(head)
@@ -427,6 +437,10 @@ def main() -> None:
     parser.add_argument("--pace", type=float, default=0.5,
                         help="--concurrency: seconds between one annotator's key presses in "
                              "the paced regime (mean of exponential gaps)")
+    parser.add_argument("--database-url", default=None,
+                        help="--concurrency: the project's database (e.g. the PostgreSQL URL "
+                             "that .ci/with-postgres gives in $LABELLOOP_TEST_POSTGRES); "
+                             "default: the project's SQLite file")
     parser.add_argument("--baseline", default=None,
                         help="--concurrency: worktree of the previous revision with its .venv")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
