@@ -16,8 +16,7 @@ from labeling.datatypes import content_ids, json_lines
 from labeling.engine import LabelingEngine, annotations_table, session_variable
 from labeling.settings import parse_settings
 from labelloop.errors import ConfigError, LabelloopError, NotFoundError
-from labelloop.project import Project
-from labelloop.project.leases import ManualClock
+from labelloop.project import ManualClock, Project
 
 CATS = {"cat": "a cat", "dog": None, "bird": "flies"}
 

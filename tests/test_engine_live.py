@@ -16,8 +16,7 @@ import sqlalchemy as sa
 from labeling.engine import HOST, LabelingEngine, apps_table, reservations_table, session_variable
 from labeling.settings import parse_settings
 from labelloop.errors import LabelloopError
-from labelloop.project import Project
-from labelloop.project.leases import ManualClock
+from labelloop.project import ManualClock, Project
 
 CATS = {"cat": None, "dog": None, "bird": None}
 WEBAPP = "rows"

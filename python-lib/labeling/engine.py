@@ -27,13 +27,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
 from labelloop.errors import ConfigError, LabelloopError
+from labelloop.project import SystemClock
 
 from . import setaside
 from .annotate import MAX_BATCH, MAX_COMMENT, Annotating
@@ -98,9 +98,9 @@ class LabelingEngine(Annotating, QueueBuilder, Sessions):
     def __init__(self, project: Any, cfg: EngineConfig, check_interval: float = 1.0,
                  background: bool = True, wait_seconds: float = 300.0, clock: Any = None):
         self.project = project
-        # Reservations, leases and answers are timed by `clock` (a `labelloop.project.leases`
-        # clock: tests pass a ManualClock and advance it); None is the wall clock.
-        self.clock = clock
+        # Reservations, leases and answers are timed by `clock` (`labelloop.project`'s
+        # SystemClock by default; tests pass a ManualClock and advance it).
+        self.clock = clock if clock is not None else SystemClock()
         self.cfg = cfg
         self.dtype: DataType = data_type(cfg, project)
         self.check_interval = check_interval
@@ -124,7 +124,7 @@ class LabelingEngine(Annotating, QueueBuilder, Sessions):
 
     def _now(self) -> float:
         """Epoch seconds on the engine's clock."""
-        return time.time() if self.clock is None else self.clock.time()
+        return self.clock.time()
 
     def _write(self, fn: Any, background: bool = False) -> Any:
         """Run `fn(conn)` in the project's single writer (see `labelloop.project.Database`)."""
