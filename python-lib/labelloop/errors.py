@@ -108,12 +108,6 @@ def schema_problems(errors: Iterable[ValidationError]) -> list[tuple[tuple, str]
     return list(dict.fromkeys(out))  # a reason reached twice (via two schema paths) once
 
 
-def schema_message(what: str, error: ValidationError) -> str:
-    """One jsonschema error as one line: '<what>, at <pointer>: <reason>'."""
-    path, reason = _explain(error)[0]
-    return f"{what}, at {json_pointer(path) or '/'}: {reason}"
-
-
 def _explain(error: ValidationError) -> list[tuple[tuple, str]]:
     path = tuple(error.absolute_path)
     kw, schema, inst, value = error.validator, error.schema, error.instance, error.validator_value
