@@ -11,6 +11,8 @@ and the param: ``lab/sampler: param 'count' (Labelings) must be between 1 and 10
 from __future__ import annotations
 
 import copy
+import functools
+import json
 import math
 from typing import Any
 
@@ -134,17 +136,23 @@ def params_schema(params: list[dict], component: str = "", model: dict | None = 
     and a param with a default is not required (the default fills it). With ``model`` (the config
     being checked, defaults applied) each condition is evaluated on it.
     """
-    props: dict[str, dict] = {}
-    required: list[str] = []
-    for p in _fields(params):
-        if model is None:
-            mandatory = flag(p.get("mandatory")) and not p.get("visibilityCondition")
-            needed = mandatory and p.get("defaultValue") is None
-        else:
-            mandatory = needed = flag(p.get("mandatory")) and visible(p, model)
-        props[p["name"]] = param_schema(p, mandatory)
-        if needed:
-            required.append(p["name"])
+    fields = _fields(params)
+    if model is None:
+        mandatory = [p["name"] for p in fields
+                     if flag(p.get("mandatory")) and not p.get("visibilityCondition")]
+        required = [p["name"] for p in fields
+                    if p["name"] in mandatory and p.get("defaultValue") is None]
+    else:
+        mandatory = required = _shown_mandatory(fields, model)
+    return _schema(fields, component, set(mandatory), required)
+
+
+def _shown_mandatory(fields: list[dict], model: dict) -> list[str]:
+    return [p["name"] for p in fields if flag(p.get("mandatory")) and visible(p, model)]
+
+
+def _schema(fields: list[dict], component: str, mandatory: set[str], required: list[str]) -> dict:
+    props = {p["name"]: param_schema(p, p["name"] in mandatory) for p in fields}
     schema: dict = {"$schema": _SCHEMA_URI, "type": "object"}
     if component:
         schema["title"] = f"config of {component}"
@@ -153,6 +161,13 @@ def params_schema(params: list[dict], component: str = "", model: dict | None = 
         schema["required"] = required
     schema["additionalProperties"] = True
     return schema
+
+
+@functools.lru_cache(maxsize=256)
+def _validator(fields_json: str, mandatory: tuple[str, ...]) -> Draft202012Validator:
+    # Configs are checked often (each trigger evaluation) against few declarations.
+    return Draft202012Validator(_schema(json.loads(fields_json), "", set(mandatory),
+                                        list(mandatory)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,9 +281,10 @@ def validate_config(component: str, params: list[dict], config: dict | None) -> 
             out[name] = copy.deepcopy(p["defaultValue"])
         if out.get(name) is not None:
             out[name] = coerce(p, out[name])
-    schema = params_schema(fields, component, model=out)
+    validator = _validator(json.dumps(fields, sort_keys=True, default=str),
+                           tuple(_shown_mandatory(fields, out)))
     given = {k: v for k, v in out.items() if v is not None}  # null is an unset param
-    problems = schema_problems(Draft202012Validator(schema).iter_errors(given))
+    problems = schema_problems(validator.iter_errors(given))
     if problems:
         order = {p["name"]: i for i, p in enumerate(fields)}
         by_name = {p["name"]: p for p in fields}
