@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from pathlib import Path
 
 from conftest import create_project
@@ -29,7 +30,10 @@ def test_plugin_api_routes_with_auth_methods_and_status(tmp_path, serve, run_cli
     assert server.get("/api/v1/unknown").status == 404
 
     token = run_cli(project.dir, "token", "add", "robot").stdout.strip()
-    assert server.get("/api/v1/hello/x").status == 401
+    deadline = time.monotonic() + 5  # the server looks for new tokens every 0.5 s
+    while server.get("/api/v1/hello/x").status != 401:
+        assert time.monotonic() < deadline, "no token required 5 s after one was added"
+        time.sleep(0.1)
     assert server.post("/api/v1/open/echo", {"b": 2}).status == 201  # auth=False
     basic = base64.b64encode(f"anything:{token}".encode()).decode()
     for header in (f"Bearer {token}", f"Token {token}", f"Basic {basic}"):

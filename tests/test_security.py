@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from sqlalchemy import event as sa_event
 from test_webapps_browser import browser, page_for  # noqa: F401 - the browser fixtures
 
 from labeling.engine import LabelingEngine
@@ -110,9 +111,43 @@ def test_d1_a_token_added_while_running_turns_tokens_on_and_is_logged(make_proje
     srv = serve(project.dir, "--no-scheduler")
     assert srv.get("/api/v1/webapps").status == 200
     token = run_cli(project.dir, "token", "add", "alice").stdout.strip()
-    assert srv.get("/api/v1/webapps").status == 401
+    # The server looks for new tokens every TOKEN_CHECK_SECONDS (0.5 s), not on every request.
+    deadline = time.monotonic() + 5
+    while srv.get("/api/v1/webapps").status != 401:
+        assert time.monotonic() < deadline, "anonymous requests still pass 5 s after a token"
+        time.sleep(0.1)
     assert srv.get("/api/v1/webapps", headers={"Authorization": f"Bearer {token}"}).status == 200
     assert "now requires a token" in srv.log()
+
+
+def test_d1_a_new_token_is_looked_for_at_most_every_half_second(make_project):
+    from labelloop.web.auth import TOKEN_CHECK_SECONDS, Identity, add_token
+
+    project = make_project()
+    now = [100.0]
+    identity = Identity(project.engine, clock=lambda: now[0])
+    statements = []
+
+    def count(_conn, _cursor, statement, *_args):
+        if "ll_tokens" in statement:
+            statements.append(statement)
+
+    sa_event.listen(project.engine, "before_cursor_execute", count)
+    try:
+        for _ in range(50):
+            assert identity.required() is False
+        assert statements == []  # no lookup inside the interval
+        add_token(project, "alice")
+        statements.clear()
+        assert identity.required() is False  # still inside the interval
+        now[0] += TOKEN_CHECK_SECONDS
+        assert identity.required() is True
+        assert len(statements) == 1
+        now[0] += 10 * TOKEN_CHECK_SECONDS
+        assert identity.required() is True  # for good: no more lookups
+        assert len(statements) == 1
+    finally:
+        sa_event.remove(project.engine, "before_cursor_execute", count)
 
 
 # ------------------------------------------------------------------------------ D2

@@ -179,6 +179,27 @@ def _read_csv_progress(path: Path) -> pd.DataFrame:
         raise LabelloopError(f"cannot read {path} as csv: {exc}") from exc
 
 
+def _read_parquet_progress(path: Path) -> pd.DataFrame:
+    """Read a Parquet file like `read_table_file`, batch by batch, with progress in rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .progress import progress
+
+    try:
+        source = pq.ParquetFile(path)
+        batches = []
+        with progress(f"reading {path.name}", source.metadata.num_rows) as update:
+            for batch in source.iter_batches(batch_size=WRITE_STEP // 2):
+                batches.append(batch)
+                update(batch.num_rows)
+        # The file's own schema keeps pandas' metadata: the frame comes out as
+        # pd.read_parquet gives it.
+        return pa.Table.from_batches(batches, schema=source.schema_arrow).to_pandas()
+    except (pa.ArrowException, ValueError, OSError) as exc:
+        raise LabelloopError(f"cannot read {path} as parquet: {exc}") from exc
+
+
 def _write_progress(dataset: Any, frame: pd.DataFrame, conn: Any, label: str) -> None:
     """`dataset.write(frame)` in steps of WRITE_STEP rows (one transaction), showing progress."""
     from .progress import progress
@@ -205,6 +226,8 @@ def import_file(project: Project, name: str, path: str | Path, fmt: str | None =
     options = dict(options or {})
     if f.builtin and f.read is None and f.name == "csv" and show_progress:
         frames = {"": _read_csv_progress(path)}
+    elif f.builtin and f.read is None and f.name == "parquet" and show_progress:
+        frames = {"": _read_parquet_progress(path)}
     elif f.builtin and f.read is None:  # CSV / Parquet
         from .project.datasets import read_table_file
 
@@ -254,16 +277,44 @@ def _export_csv_progress(dataset: Any, path: Path) -> int:
     return done
 
 
+def _export_parquet_progress(dataset: Any, path: Path) -> int:
+    """Write a dataset to Parquet, showing progress while its rows are read chunk by chunk.
+
+    The file is written whole at the end (beside the target, then renamed), with the same call
+    as an export without progress, so both give the same file."""
+    from .progress import progress
+
+    parts = []
+    with progress(f"exporting {dataset.name}", dataset.count()) as update:
+        for chunk in dataset.iter_chunks(WRITE_STEP // 2):
+            parts.append(chunk)
+            update(len(chunk))
+    frame = pd.concat(parts, ignore_index=True) if parts else dataset.read()
+    tmp = path.with_name(f".{path.name}.part")
+    try:
+        frame.to_parquet(tmp, index=False)
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise LabelloopError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return len(frame)
+
+
 def export_file(project: Project, name: str, path: str | Path, fmt: str | None = None,
                 options: dict | None = None, show_progress: bool = False) -> int:
     """Export dataset `name` to a file; the number of records written.
 
-    `show_progress`: CSV exports show a bar on a terminal, periodic log lines otherwise."""
+    `show_progress`: CSV and Parquet exports show a bar on a terminal, periodic log lines
+    otherwise."""
     path = Path(path)
     f = format_for(path, fmt, project.registry, "write")
-    if f.builtin and f.write is None and f.name == "csv" and show_progress \
-            and project.dataset(name).exists():
-        return _export_csv_progress(project.dataset(name), path)
+    if f.builtin and f.write is None and show_progress and project.dataset(name).exists():
+        if f.name == "csv":
+            return _export_csv_progress(project.dataset(name), path)
+        return _export_parquet_progress(project.dataset(name), path)
     if f.builtin and f.write is None:
         return project.dataset(name).export_file(path, f.name)
     project.dataset(name)  # unknown names: the usual clear error

@@ -12,7 +12,8 @@ Rules (the same for the JSON API and the Bokeh pages):
 
 The mode (tokens required or not) is decided when the server starts. It changes only one
 way while it runs: adding a token (an explicit action) switches a token-less server to
-requiring tokens, which is logged. Removing tokens never switches tokens off: a server that
+requiring tokens within `TOKEN_CHECK_SECONDS` (one database lookup per server that often, not
+one per request), which is logged. Removing tokens never switches tokens off: a server that
 required tokens keeps requiring them (a removed token is simply invalid) until restarted.
 
 `X-Labelloop-User` is percent-encoded UTF-8: `%` must start an escape (`%25` is a literal
@@ -28,8 +29,9 @@ import logging
 import re
 import secrets
 import threading
+import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import sqlalchemy as sa
 
@@ -38,6 +40,8 @@ from ..project import Project
 from ..project.db import tokens_table, utc_iso, write_transaction
 
 TOKEN_COOKIE = "labelloop_token"
+# How often a server without tokens looks whether one was added (seconds).
+TOKEN_CHECK_SECONDS = 0.5
 USER_COOKIE = "labelloop_user"
 USER_HEADER = "X-Labelloop-User"
 ANONYMOUS = "anonymous"
@@ -149,15 +153,23 @@ class Identity:
     `required` is decided at construction (server start): see the module's docstring.
     """
 
-    def __init__(self, engine: sa.Engine, required: bool | None = None):
+    def __init__(self, engine: sa.Engine, required: bool | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.engine = engine
         self._required = tokens_configured(engine) if required is None else required
         self._lock = threading.Lock()
+        self._clock = clock
+        self._checked = clock()
 
     def required(self) -> bool:
         if self._required:
             return True
-        # Only one way: a token added while running turns tokens on (never off).
+        # Only one way: a token added while running turns tokens on (never off). Why not on
+        # every request: that lookup was a seventh of a label's time under load.
+        now = self._clock()
+        if now - self._checked < TOKEN_CHECK_SECONDS:
+            return False
+        self._checked = now
         if tokens_configured(self.engine):
             with self._lock:
                 if not self._required:
