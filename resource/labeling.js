@@ -228,9 +228,6 @@
 
   function mediaUrl(item) {
     const d = item.data;
-    const safe = (u) => typeof u === "string" && /^(data:|blob:|https?:|\/)/.test(u);
-    if (d && typeof d === "object" && safe(d.src)) return d.src;
-    if (safe(d)) return d;
     // The webapp's media route (relative to its API base), versioned so the cache is exact.
     if (d && typeof d === "object" && typeof d.media === "string" && /^media\?/.test(d.media)) return API + "/" + d.media;
     return API + "/media?id=" + encodeURIComponent(item.id);

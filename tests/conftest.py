@@ -18,7 +18,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,8 @@ from typing import Any
 
 import pytest
 
+# One free-port helper: the product's (`labelloop demo --port 0`), re-exported for the tests.
+from labeling.demo import free_port  # noqa: F401
 from labelloop.project import Project
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,12 +144,6 @@ def _run_cli(project_dir: Path | str, *args: str, env: dict | None = None, check
 @pytest.fixture(scope="session")
 def run_cli():
     return _run_cli
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -179,7 +179,7 @@ def test_a_failed_prepared_write_leaves_the_old_data_and_no_files(project):
 
 def test_write_takes_the_write_lock_only_after_its_chunk_files_are_written(project,
                                                                           monkeypatch):
-    from labelloop.project import datasets as datasets_mod
+    from labelloop.project.datasets import chunks as datasets_mod
 
     ds = project.dataset("queries", create=True)
     other_done = []

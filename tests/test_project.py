@@ -26,7 +26,7 @@ from labelloop.errors import (
     UntrustedModelError,
 )
 from labelloop.project import Project, UnsafePathError, end_run, list_runs, load_skops, start_run
-from labelloop.project import datasets as datasets_mod
+from labelloop.project.datasets import chunks as datasets_mod  # where the chunk files are written
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 

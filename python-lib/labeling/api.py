@@ -14,7 +14,8 @@ Routes (mounted by the host under `/api/v1/webapps/<instance>/`):
 | `POST release` | `{"ids": [...]}` | `{"released"}`; the caller's reservations of those items end now |
 | `GET learning-curve` | | `{"enough", "points", "given", "random", "accuracy", "given_reached", "random_reached", "summary"}` or `{"enough": false, "message"}` (labeling.report) |
 
-A webapp component's backend.py is one line: `create_backend = backend_factory("tabular")`.
+A webapp component's backend.py is one line: `create_backend = webapp_backend("tabular")`
+(`labeling.ui.webapp_backend`: these routes and the labeling page).
 """
 
 from __future__ import annotations
@@ -226,14 +227,3 @@ class LabelingBackend:
         doc.title = self.cfg.webapp
         doc.add_root(Div(text=f"<h2>{html.escape(self.cfg.webapp)}</h2><p>Labeling API at "
                               f"<code>{html.escape(str(self.ctx.api_prefix))}</code></p>"))
-
-
-def backend_factory(data_type: str, backend_class: type = LabelingBackend
-                    ) -> Callable[[Any], Any]:
-    """A `create_backend(ctx)` for a labeling webapp component of `data_type`."""
-
-    def create_backend(ctx: Any) -> Any:
-        return backend_class(ctx, data_type)
-
-    create_backend.__doc__ = f"The backend of a {data_type} labeling webapp."
-    return create_backend

@@ -13,11 +13,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pluggy
 
 from labelloop.errors import LabelloopError
-
-hookspec = pluggy.HookspecMarker("labelloop")
+from labelloop.hookspecs import hookspec
 
 # Rows per block when scoring: a block's temporaries stay in the CPU cache, so a
 # 1M x 10 matrix is never copied whole (np.partition / np.log on it would copy 80 MB).

@@ -252,7 +252,8 @@ class Project:
 # Public for plugins too (docs/plugins.md lists the public host API): coercing a frame to a
 # dataset schema, reading a dataset's chunk file, the model types a saved model may hold.
 from .datasets import normalize, read_chunk_file  # noqa: E402
-from .leases import process_alive  # noqa: E402
+from .leases import Lease, ManualClock, SystemClock, new_owner, process_alive  # noqa: E402
 from .models import trusted_types  # noqa: E402
 
-__all__ += ["normalize", "read_chunk_file", "trusted_types", "process_alive"]
+__all__ += ["normalize", "read_chunk_file", "trusted_types", "process_alive", "Lease",
+            "new_owner", "SystemClock", "ManualClock"]

@@ -1,7 +1,8 @@
 """Leases: a database row that one process owns for a while and keeps alive with a heartbeat.
 
-One implementation for every "only one process does this at a time" rule (scenario locks today;
-the labeling engine's queue builder can adopt it). A lease row holds its owner
+One implementation for every "only one process does this at a time" rule: scenario locks, and
+the labeling engine's queue builder (which takes it inside its writer thread's transaction:
+the `conn=` argument of `try_acquire`, `refresh` and `release`). A lease row holds its owner
 (`host:pid:token`, so a dead owner on this machine is recognised at once), when it was acquired
 and when it expires. An owner that stops heart-beating loses the lease at `expires`; an owner
 whose process is gone loses it immediately. Times come from a `Clock`, which tests replace.
@@ -151,55 +152,68 @@ class Lease:
             return None
         return dict(row)
 
-    def try_acquire(self, values: dict | None = None, fresh: dict | None = None) -> bool:
+    def try_acquire(self, values: dict | None = None, fresh: dict | None = None,
+                    conn: sa.Connection | None = None) -> bool:
         """Take the lease (or renew it, if this owner holds it); False if another owner holds it.
 
         `values` are set in every case; `fresh` only when the row is new or taken over (the
-        state of a previous owner that must not carry over).
+        state of a previous owner that must not carry over). `conn`: do it in the caller's
+        write transaction (e.g. a writer thread's), else in a write transaction of its own.
 
         A lease whose owner's heartbeat stopped, or whose process is gone, is taken over; then
         `taken_over` is `(the previous row, why)` until the next call, for the caller to clean
         up after that owner (in a transaction of its own: this one is committed by then).
         """
-        self.taken_over: tuple[dict, str] | None = None
+        self.taken_over = None
+        if conn is not None:
+            return self._acquire(conn, values, fresh)
+        try:
+            with write_transaction(self.engine) as own:
+                return self._acquire(own, values, fresh)
+        except sa.exc.IntegrityError:  # another process inserted the row first
+            return False
+
+    def _acquire(self, conn: sa.Connection, values: dict | None, fresh: dict | None) -> bool:
         t = self.table
         now = self.clock.time()
         taken = None
         fields = {**(values or {}), "owner": self.owner, "expires": now + self.ttl}
-        try:
-            with write_transaction(self.engine) as conn:
-                row = conn.execute(sa.select(t).where(self._where())).mappings().first()
-                if row is None:
+        row = conn.execute(sa.select(t).where(self._where())).mappings().first()
+        if row is None:
+            try:
+                with conn.begin_nested():  # a lost insert race must not undo the caller's work
                     conn.execute(sa.insert(t).values(**self.key, acquired=now,
                                                      **{**(fresh or {}), **fields}))
-                elif row["owner"] == self.owner:
-                    conn.execute(sa.update(t).where(self._where()).values(**fields))
-                elif row["expires"] > now and not owner_is_gone(row["owner"]):
-                    self.last_holder = dict(row)
-                    return False
-                else:
-                    # The guard on owner/expires makes the take-over safe on databases where
-                    # the transaction doesn't lock the table (two stealers: one wins).
-                    res = conn.execute(sa.update(t).where(
-                        self._where() & (t.c.owner == row["owner"])
-                        & (t.c.expires == row["expires"])).values(
-                            acquired=now, **{**(fresh or {}), **fields}))
-                    if res.rowcount != 1:
-                        return False
-                    why = "its lock expired" if row["expires"] <= now else "its process is gone"
-                    log.warning("%s: took over the lease of %s (%s)", self.key, row["owner"], why)
-                    taken = (dict(row), why)
-        except sa.exc.IntegrityError:  # another process inserted the row first
+            except sa.exc.IntegrityError:  # another process inserted the row first
+                return False
+        elif row["owner"] == self.owner:
+            conn.execute(sa.update(t).where(self._where()).values(**fields))
+        elif row["expires"] > now and not owner_is_gone(row["owner"]):
+            self.last_holder = dict(row)
             return False
+        else:
+            # The guard on owner/expires makes the take-over safe on databases where
+            # the transaction doesn't lock the table (two stealers: one wins).
+            res = conn.execute(sa.update(t).where(
+                self._where() & (t.c.owner == row["owner"])
+                & (t.c.expires == row["expires"])).values(
+                    acquired=now, **{**(fresh or {}), **fields}))
+            if res.rowcount != 1:
+                return False
+            why = "its lock expired" if row["expires"] <= now else "its process is gone"
+            log.warning("%s: took over the lease of %s (%s)", self.key, row["owner"], why)
+            taken = (dict(row), why)
         self.last_holder = None
         self.taken_over = taken
         return True
 
-    def update(self, values: dict) -> bool:
+    def update(self, values: dict, conn: sa.Connection | None = None) -> bool:
         """Set columns of the row while this owner holds it; False if it does not."""
-        with write_transaction(self.engine) as conn:
-            res = conn.execute(sa.update(self.table).where(self._where(mine=True)).values(**values))
-            return res.rowcount == 1
+        if conn is None:
+            with write_transaction(self.engine) as own:
+                return self.update(values, own)
+        res = conn.execute(sa.update(self.table).where(self._where(mine=True)).values(**values))
+        return res.rowcount == 1
 
     def transfer(self, new_owner_id: str) -> bool:
         """Hand the lease to `new_owner_id` (e.g. the process that does the work); False if
@@ -211,14 +225,16 @@ class Lease:
             return True
         return False
 
-    def refresh(self) -> bool:
+    def refresh(self, conn: sa.Connection | None = None) -> bool:
         """Push the expiry forward (a heartbeat); False if the lease was lost."""
-        return self.update({"expires": self.clock.time() + self.ttl})
+        return self.update({"expires": self.clock.time() + self.ttl}, conn)
 
-    def release(self) -> None:
+    def release(self, conn: sa.Connection | None = None) -> None:
         """Free the lease if this owner holds it."""
-        with write_transaction(self.engine) as conn:
-            conn.execute(sa.delete(self.table).where(self._where(mine=True)))
+        if conn is None:
+            with write_transaction(self.engine) as own:
+                return self.release(own)
+        conn.execute(sa.delete(self.table).where(self._where(mine=True)))
 
     @contextlib.contextmanager
     def keep_alive(self, name: str = "lease") -> Iterator[None]:

@@ -1,4 +1,8 @@
-"""Run records: every recipe, step and scenario run with its status and error."""
+"""Run records (`ll_runs` rows): every recipe, step and scenario run, its status and error.
+
+The one owner of run records: starting, ending, progress, reading and closing runs.
+`labelloop.scenarios.runs` only adapts these to a `Project` for the scenario code.
+"""
 
 from __future__ import annotations
 
@@ -26,9 +30,7 @@ def end_run(engine: sa.Engine, run_id: int, status: str, error: str | None = Non
     values: dict[str, Any] = {"ended": dt.datetime.now(dt.UTC), "status": status, "error": error}
     with write_transaction(engine) as conn:
         if details:
-            old = conn.execute(sa.select(runs_table.c.details)
-                               .where(runs_table.c.id == run_id)).scalar() or {}
-            values["details"] = {**old, **details}
+            values["details"] = _merged_details(conn, run_id, details)
         conn.execute(sa.update(runs_table).where(runs_table.c.id == run_id).values(**values))
 
 
@@ -43,23 +45,14 @@ def list_runs(engine: sa.Engine, kind: str | None = None, name: str | None = Non
         q = q.where(t.c.name == name)
     with engine.connect() as conn:
         rows = conn.execute(q).mappings().all()
-    out = []
-    for r in rows:
-        d = dict(r)
-        for key in ("started", "ended"):
-            if d[key] is not None:
-                d[key] = utc_iso(d[key])
-        out.append(d)
-    return out
+    return [_record(r) for r in rows]
 
 
 def update_run_details(engine: sa.Engine, run_id: int, details: dict) -> None:
     """Merge `details` into a run record while it runs (so others see its progress)."""
     with write_transaction(engine) as conn:
-        old = conn.execute(sa.select(runs_table.c.details).where(runs_table.c.id == run_id)
-                           ).scalar() or {}
         conn.execute(sa.update(runs_table).where(runs_table.c.id == run_id)
-                     .values(details={**old, **details}))
+                     .values(details=_merged_details(conn, run_id, details)))
 
 
 def get_run(engine: sa.Engine, run_id: int) -> dict:
@@ -68,11 +61,7 @@ def get_run(engine: sa.Engine, run_id: int) -> dict:
         row = conn.execute(sa.select(runs_table).where(runs_table.c.id == run_id)).mappings().first()
     if row is None:
         raise NotFoundError(f"no run with id {run_id}")
-    out = dict(row)
-    for key in ("started", "ended"):
-        if out[key] is not None:
-            out[key] = utc_iso(out[key])
-    return out
+    return _record(row)
 
 
 def close_interrupted_runs(engine: sa.Engine, run_id: int, message: str = "interrupted") -> int:
@@ -92,3 +81,19 @@ def close_interrupted_runs(engine: sa.Engine, run_id: int, message: str = "inter
             end_run(engine, row.id, "FAILED", message)
             closed += 1
     return closed
+
+
+def _merged_details(conn: sa.Connection, run_id: int, details: dict) -> dict:
+    """The run's stored details with `details` merged over them (read in `conn`)."""
+    old = conn.execute(sa.select(runs_table.c.details)
+                       .where(runs_table.c.id == run_id)).scalar() or {}
+    return {**old, **details}
+
+
+def _record(row: Any) -> dict:
+    """A run row as JSON-able data: its times as UTC ISO strings."""
+    out = dict(row)
+    for key in ("started", "ended"):
+        if out[key] is not None:
+            out[key] = utc_iso(out[key])
+    return out

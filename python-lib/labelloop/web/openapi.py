@@ -9,13 +9,6 @@ from .. import __version__
 from .webapps import API_PREFIX, BODY_METHODS, WebappHost, WebappUnavailableError
 
 JSON = "application/json"
-ERROR_CODES = {"400": "Invalid input (malformed JSON, payload not matching its schema)",
-               "401": "A valid token is required",
-               "403": "Refused: foreign Host or Origin, or a write whose body is not JSON",
-               "404": "Unknown webapp, scenario or route",
-               "409": "Conflict (already answered by someone else, scenario already running)",
-               "413": "Request body too large",
-               "503": "Not ready yet (webapp starting, first queue being built)"}
 INT64 = {"minimum": -(2 ** 63), "maximum": 2 ** 63 - 1}
 
 
@@ -177,4 +170,4 @@ def build_openapi(host: WebappHost, title: str) -> dict:
     }
 
 
-__all__ = ["build_openapi", "ERROR_CODES"]
+__all__ = ["build_openapi"]

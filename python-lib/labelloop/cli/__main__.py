@@ -1,0 +1,5 @@
+"""`python -m labelloop.cli ...`: the same as the `labelloop` script."""
+
+from . import main
+
+main()

@@ -1,0 +1,239 @@
+"""Row storage: a dataset as a SQL table with one row per record, and the row-level writes.
+
+Row-level writes (`insert`, `update`, `delete`) address a row by its key, a number the host
+owns (returned by `insert`; it changes when the dataset is replaced). They run in the
+caller's transaction, touch `ll_datasets.updated`, and use statements prepared once per
+table: they are the labeling hot path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from ...errors import ConflictError, LabelloopError
+from ..db import datasets_table
+from .schema import ROW, _sql_table, normalize
+
+CHUNK = 50_000
+
+
+def _db_values(frame: pd.DataFrame, schema: Sequence[dict], sqlite: bool) -> list[list]:
+    """Per-column lists of plain Python values (None for missing) for the DB driver."""
+    out = []
+    for col in schema:
+        s = frame[col["name"]]
+        kind = col["type"]
+        if kind == "date":
+            if sqlite:  # the format SQLAlchemy's SQLite DateTime reads back
+                values = [None if pd.isna(v) else v.tz_convert("UTC").strftime("%Y-%m-%d %H:%M:%S.%f")
+                          for v in s]
+            else:
+                values = [None if pd.isna(v) else v.to_pydatetime() for v in s]
+        elif kind == "double":
+            values = [None if v != v else v for v in s.to_numpy(dtype="float64").tolist()]
+        elif kind in ("bigint", "boolean"):
+            values = [None if v is pd.NA or v is None else v for v in s.astype(object).tolist()]
+            values = [None if v is None else (int(v) if kind == "bigint" else bool(v)) for v in values]
+        else:
+            values = s.tolist()
+        out.append(values)
+    return out
+
+
+_TOUCH_SQL = sa.text("UPDATE ll_datasets SET updated = :now WHERE name = :name "
+                     "RETURNING table_name, storage").bindparams(
+    sa.bindparam("now", type_=datasets_table.c.updated.type))
+
+
+class _RowOps:
+    """Statements of one row table, built once: building them costs more than running them."""
+
+    def __init__(self, table: sa.Table, dialect: Any):
+        quote = dialect.identifier_preparer.quote
+        self.tname = quote(table.name)
+        self.quote = quote
+        cols = [c for c in table.columns if c.name != ROW]
+        self.params = {c.name: f"p{i}" for i, c in enumerate(cols)}
+        self.types = {c.name: c.type for c in cols}
+        names = ", ".join(quote(n) for n in self.params)
+        binds = ", ".join(f":{p}" for p in self.params.values())
+        self.insert = sa.text(f"INSERT INTO {self.tname} ({names}) VALUES ({binds}) "
+                              f"RETURNING {ROW}").bindparams(
+            *[sa.bindparam(p, type_=self.types[n]) for n, p in self.params.items()])
+        self._cache: dict[tuple, sa.TextClause] = {}
+
+    def check(self, dataset: str, values: dict) -> None:
+        unknown = [n for n in values if n not in self.params]
+        if unknown:
+            raise LabelloopError(f"dataset {dataset!r} has no column "
+                                 f"{', '.join(map(repr, unknown))}; its columns are "
+                                 f"{', '.join(self.params)}")
+
+    def statement(self, kind: str, cols: tuple, match: tuple, by_key: bool) -> sa.TextClause:
+        key = (kind, cols, match, by_key)
+        stmt = self._cache.get(key)
+        if stmt is not None:
+            return stmt
+        q, p = self.quote, self.params
+        where = [f"{ROW} = :key"] if by_key else []
+        where += [f"{q(n)} = :m_{p[n]}" for n in match]
+        if not where:
+            raise LabelloopError("a row-level update or delete needs a key or a match")
+        binds = [sa.bindparam(p[n], type_=self.types[n]) for n in cols]
+        binds += [sa.bindparam(f"m_{p[n]}", type_=self.types[n]) for n in match]
+        if kind == "update":
+            sets = ", ".join(f"{q(n)} = :{p[n]}" for n in cols)
+            sql = f"UPDATE {self.tname} SET {sets} WHERE {' AND '.join(where)}"
+        else:
+            sql = f"DELETE FROM {self.tname} WHERE {' AND '.join(where)}"
+        stmt = self._cache[key] = sa.text(sql).bindparams(*binds)
+        return stmt
+
+
+# Statements per (database, table name): a replaced dataset gets a new table name, and a
+# dropped one is forgotten below.
+_ROW_OPS: dict[tuple[str, str], _RowOps] = {}
+
+
+def _forget_row_ops(conn: sa.Connection, table_name: str) -> None:
+    _ROW_OPS.pop((str(conn.engine.url), table_name), None)
+
+
+class RowStorage:
+    """The row-storage half of `Dataset` (which provides `name`, `engine` and `_require`)."""
+
+    name: str
+
+    # ---- reading ----
+    def _read_rows(self, conn: sa.Connection, info: dict, schema: list[dict],
+                   limit: int | None, offset: int) -> pd.DataFrame:
+        t = _sql_table(info["table_name"], info["schema"])
+        sql = self._select_sql(conn, t, schema) + f" ORDER BY {ROW}"
+        if limit is not None or offset:
+            if limit is not None:
+                sql += f" LIMIT {int(limit)}"
+            elif conn.dialect.name == "sqlite":  # SQLite needs a LIMIT before OFFSET
+                sql += " LIMIT -1"
+            sql += f" OFFSET {int(offset)}"
+        rows = conn.exec_driver_sql(sql).fetchall()
+        return self._frame(rows, schema)
+
+    def _iter_rows(self, info: dict, schema: list[dict], chunksize: int,
+                   with_row: bool) -> Iterator[pd.DataFrame]:
+        last = 0
+        while True:
+            with self.engine.connect() as conn:
+                t = _sql_table(info["table_name"], info["schema"])
+                sql = (f"SELECT {ROW}, " + self._select_sql(conn, t, schema)[len("SELECT "):]
+                       + f" WHERE {ROW} > {int(last)} ORDER BY {ROW} LIMIT {int(chunksize)}")
+                rows = conn.exec_driver_sql(sql).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            frame = self._frame([r[1:] for r in rows], schema)
+            if with_row:
+                frame.insert(0, ROW, [r[0] for r in rows])
+            yield frame
+            if len(rows) < chunksize:
+                return
+
+    @staticmethod
+    def _select_sql(conn: sa.Connection, t: sa.Table, schema: list[dict]) -> str:
+        quote = conn.dialect.identifier_preparer.quote
+        cols = ", ".join(quote(c["name"]) for c in schema) or "NULL"
+        return f"SELECT {cols} FROM {quote(t.name)}"
+
+    @staticmethod
+    def _frame(rows: list, schema: list[dict]) -> pd.DataFrame:
+        names = [c["name"] for c in schema]
+        df = pd.DataFrame.from_records(rows, columns=names, coerce_float=True) if rows else \
+            pd.DataFrame({n: pd.Series([], dtype=object) for n in names})
+        return normalize(df, schema)
+
+    # ---- writing whole frames ----
+    def _insert_rows(self, conn: sa.Connection, t: sa.Table, frame: pd.DataFrame,
+                     schema: list[dict]) -> None:
+        if frame.empty:
+            return
+        names = [c["name"] for c in schema]
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            quote = conn.dialect.identifier_preparer.quote
+            sql = (f"INSERT INTO {quote(t.name)} ({', '.join(quote(n) for n in names)}) "
+                   f"VALUES ({', '.join('?' for _ in names)})")
+        for start in range(0, len(frame), CHUNK):
+            cols = _db_values(frame.iloc[start:start + CHUNK], schema, sqlite)
+            if sqlite:
+                conn.exec_driver_sql(sql, list(zip(*cols, strict=True)))
+            else:
+                conn.execute(sa.insert(t), [dict(zip(names, vals, strict=True))
+                                            for vals in zip(*cols, strict=True)])
+
+    # ---- row-level writes (the caller's transaction) ----
+    def insert(self, conn: sa.Connection, values: dict, ignore_extra: bool = False) -> int:
+        """Add one row (`values`: column -> value; missing columns are NULL) to a row-stored
+        dataset in `conn`'s transaction; the new row's key (for `update` and `delete`).
+
+        Values of columns the dataset lacks are refused, or left out with `ignore_extra`.
+        """
+        ops = self._row_ops(conn)
+        if not ignore_extra:
+            ops.check(self.name, values)
+        return int(conn.execute(ops.insert, {p: values.get(n) for n, p in ops.params.items()}
+                                ).scalar_one())
+
+    def update(self, conn: sa.Connection, key: int | None, values: dict,
+               match: dict | None = None, ignore_extra: bool = False) -> int:
+        """Set `values` on the row `key`, only if its columns equal `match`; with `key=None`,
+        on every row matching `match`. The number of rows changed (0: no such row, e.g. the
+        dataset was replaced). With `ignore_extra`, values of columns the dataset lacks are
+        left out and a `match` on such a column matches nothing."""
+        ops = self._row_ops(conn)
+        match = match or {}
+        if ignore_extra:
+            values = {n: v for n, v in values.items() if n in ops.params}
+            if any(n not in ops.params for n in match):
+                return 0
+        else:
+            ops.check(self.name, {**values, **match})
+        if not values:
+            return 0
+        stmt = ops.statement("update", tuple(values), tuple(match), key is not None)
+        args = {ops.params[n]: v for n, v in values.items()}
+        args.update({f"m_{ops.params[n]}": v for n, v in match.items()})
+        return conn.execute(stmt, {**args, "key": key}).rowcount
+
+    def delete(self, conn: sa.Connection, key: int | None, match: dict | None = None,
+               ignore_extra: bool = False) -> int:
+        """Delete the row `key`, only if its columns equal `match`; with `key=None`, every
+        row matching `match`. The number of rows deleted (`ignore_extra`: as in `update`)."""
+        ops = self._row_ops(conn)
+        match = match or {}
+        if ignore_extra and any(n not in ops.params for n in match):
+            return 0
+        ops.check(self.name, match)
+        stmt = ops.statement("delete", (), tuple(match), key is not None)
+        args = {f"m_{ops.params[n]}": v for n, v in match.items()}
+        return conn.execute(stmt, {**args, "key": key}).rowcount
+
+    def _row_ops(self, conn: sa.Connection) -> _RowOps:
+        # One statement both marks the dataset as changed and says which table holds it now.
+        info = conn.execute(_TOUCH_SQL, {"name": self.name, "now": dt.datetime.now(dt.UTC)}
+                            ).first()
+        if info is None:
+            self._require(conn)  # raises the usual "no data yet" error
+        if info.storage != "rows":
+            raise ConflictError(
+                f"dataset {self.name!r} is stored column-wise (chunk files): row-level writes "
+                "need row storage; convert it with to_rows() first")
+        key = (str(conn.engine.url), info.table_name)
+        ops = _ROW_OPS.get(key)
+        if ops is None:
+            schema = self._require(conn)["schema"]
+            ops = _ROW_OPS[key] = _RowOps(_sql_table(info.table_name, schema), conn.dialect)
+        return ops
