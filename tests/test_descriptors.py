@@ -288,7 +288,7 @@ def test_project_names_and_required_fields():
 @pytest.mark.parametrize("ptype, good, bad", [
     ("STRING", "a", 1), ("TEXTAREA", "a\nb", []), ("COLUMN", "c", 2), ("DATASET", "d", {}),
     ("FOLDER", "f", 1), ("MANAGED_FOLDER", "f", 1), ("SAVED_MODEL", "m", 1),
-    ("STRINGS", ["a", "b"], "a"), ("COLUMNS", ["a"], [1]), ("DATASETS", [], "x"),
+    ("STRINGS", ["a", "b"], "a"), ("COLUMNS", ["a"], [1]), ("DATASETS", ["d"], "x"),
     ("INT", 3, 2.5), ("DOUBLE", 0.5, "0.5"), ("BOOLEAN", True, "true"),
     ("MAP", {"a": "b"}, {"a": 1}),
     ("KEY_VALUE_LIST", {"a": "b", "c": None}, "a=b"),

@@ -13,8 +13,8 @@ from typing import Any
 
 import click
 
-from .descriptors import validate_config
 from .errors import ConfigError, LabelloopError, NotFoundError
+from .params import validate_config
 from .plugins import Component, PluginRegistry
 from .project import Dataset, Folder, Project, SavedModel, end_run, start_run
 

@@ -8,8 +8,8 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..descriptors import validate_config
 from ..errors import LabelloopError
+from ..params import validate_config
 from ..plugins import Component, PluginRegistry
 from ..project import Project, end_run
 from .config import scenario_config, step_label

@@ -9,8 +9,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..descriptors import validate_config
 from ..errors import LabelloopError
+from ..params import validate_config
 from ..plugins import Component, PluginRegistry
 from ..project import Project
 from ..project.db import trigger_states_table, write_transaction
