@@ -17,24 +17,27 @@ from labelloop.web import check_user_name
 from .queue import IndexNotReady
 from .store import (
     _ANY_QUEUE_ROW_SQL,
-    _COUNT_SQL,
     _DONE_SQL,
     _INSERT_ANNOTATION_SQL,
     _ITEM_SQL,
     _OLD_SQL,
     _QUEUE_ROW_SQL,
     _RENEW_SQL,
+    _ROW_AND_OLD_SQL,
     _UNRESERVE_SQL,
     _UPDATE_ANNOTATION_SQL,
     LABELED,
     SKIPPED,
     _RowDataset,
     annotations_table,
+    count_params,
+    count_sql,
     reservations_table,
 )
 
 MAX_BATCH = 500
 MAX_COMMENT = 10_000
+_UNREAD = object()
 
 
 class Annotating:
@@ -110,10 +113,14 @@ class Annotating:
         """Record that the caller skipped an item: `{"label_id", "stats"}`."""
         return self._annotate(user, item_id, SKIPPED, None, comment)
 
-    def _item_row(self, conn: sa.Connection, app: sa.Row, item_id: str) -> str | None:
-        """An item's row: from the queue being served, the item index, or an older queue."""
+    def _item_row(self, conn: sa.Connection, app: sa.Row, item_id: str,
+                  queue_row: Any = _UNREAD) -> str | None:
+        """An item's row: from the queue being served, the item index, or an older queue.
+        `queue_row`: what the queue being served holds for it, when already read."""
         row = None
-        if app.queue_id is not None:
+        if queue_row is not _UNREAD:
+            row = queue_row
+        elif app.queue_id is not None:
             row = conn.execute(_QUEUE_ROW_SQL, {"qid": app.queue_id, "item_id": item_id}).first()
         if (row is None or row[0] is None) and app.iset is not None:
             row = conn.execute(_ITEM_SQL, {"iset": app.iset, "item_id": item_id}).first()
@@ -145,12 +152,20 @@ class Annotating:
         def write(conn: sa.Connection) -> dict:
             app = self._app(conn)
             session = int(app.q_session or 0)
-            row = self._item_row(conn, app, item_id)
+            key = {"app": self.app_id, "owner": owner, "item_id": item_id}
+            if app.queue_id is not None:  # the queue's row and the earlier answer, at once
+                got = conn.execute(_ROW_AND_OLD_SQL, {**key, "qid": app.queue_id}).one()
+                row = self._item_row(conn, app, item_id,
+                                     None if got.q_pos is None else (got.q_row,))
+                old = None if got.label_id is None else got
+            else:
+                row = self._item_row(conn, app, item_id)
+                old = None
+                if row is not None:
+                    old = conn.execute(_OLD_SQL, key).first()
             if row is None:
                 raise NotFoundError(f"no item {item_id!r} in {self.cfg.unlabeled!r}: use an id "
                                     "from a batch")
-            key = {"app": self.app_id, "owner": owner, "item_id": item_id}
-            old = conn.execute(_OLD_SQL, key).first()
             lt = self._dataset_table(conn, self.cfg.labels_ds, self._labels_schema())
             mt = self._dataset_table(conn, self.cfg.metadata_ds, self._metadata_schema())
             if old is not None and not self.cfg.per_annotator:
@@ -190,10 +205,9 @@ class Annotating:
                 deltas[k] = deltas.get(k, 0) + 1
             conn.execute(_UPDATE_ANNOTATION_SQL, {**values, "label_id": label_id,
                                                   "labels_row": labels_row, "meta_row": meta_row})
-            params = [{"app": self.app_id, "owner": owner, "key": k, "n": n}
-                      for k, n in deltas.items() if n]
-            if params:
-                conn.execute(_COUNT_SQL, params)
+            deltas = {k: n for k, n in deltas.items() if n}
+            if deltas:  # one statement for all counters (an executemany is a round trip each)
+                conn.execute(count_sql(len(deltas)), count_params(self.app_id, owner, deltas))
             if not self.cfg.per_annotator:
                 conn.execute(_UNRESERVE_SQL, {"app": self.app_id, "item_id": item_id})
                 # An annotator who answers is still there: what they hold stays theirs.
@@ -248,8 +262,9 @@ class Annotating:
                      .values(owner=f"~{old.label_id}", labels_row=None))
         if old.labels_row is not None:
             lt.delete(conn, old.labels_row, old.label_id)
-        deltas = [{"app": self.app_id, "owner": "", "key": k, "n": -1}
-                  for k in self._label_keys(old.status, old.label)]
-        conn.execute(_COUNT_SQL, deltas)
+        deltas: dict[str, int] = {}
+        for k in self._label_keys(old.status, old.label):
+            deltas[k] = deltas.get(k, 0) - 1
+        conn.execute(count_sql(len(deltas)), count_params(self.app_id, "", deltas))
         return None
 

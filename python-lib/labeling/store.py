@@ -250,6 +250,35 @@ _UPDATE_ANNOTATION_SQL = sa.text(
 _DONE_SQL = sa.text("UPDATE lb_queue SET state = 1 WHERE qid = :qid AND item_id = :item_id")
 _UNRESERVE_SQL = sa.text("DELETE FROM lb_reservations WHERE app = :app AND item_id = :item_id")
 _COUNTS_SQL = sa.text("SELECT key, n FROM lb_counts WHERE app = :app AND owner = :owner")
+# The item's row in the queue being served and the caller's earlier annotation, in one round
+# trip (a label's first read): `q_pos` is NULL when the queue has no such item.
+_ROW_AND_OLD_SQL = sa.text(
+    "SELECT q.pos AS q_pos, q.row AS q_row, a.label_id, a.status, a.label, a.labels_row, "
+    "a.meta_row FROM (SELECT 1 AS one) k "
+    "LEFT JOIN lb_queue q ON q.qid = :qid AND q.item_id = :item_id "
+    "LEFT JOIN lb_annotations a ON a.app = :app AND a.owner = :owner AND a.item_id = :item_id")
+_COUNTS_MANY: dict[int, sa.TextClause] = {}
+
+
+def count_sql(n: int) -> sa.TextClause:
+    """`_COUNT_SQL` for `n` counters in one statement (one round trip, not an executemany);
+    parameters `app`, `owner` and `key0`, `n0`, `key1`, `n1`... (distinct keys)."""
+    stmt = _COUNTS_MANY.get(n)
+    if stmt is None:
+        rows = ", ".join(f"(:app, :owner, :key{i}, :n{i})" for i in range(n))
+        stmt = _COUNTS_MANY[n] = sa.text(
+            f"INSERT INTO lb_counts (app, owner, key, n) VALUES {rows} "
+            "ON CONFLICT (app, owner, key) DO UPDATE SET n = lb_counts.n + excluded.n")
+    return stmt
+
+
+def count_params(app: int, owner: str, deltas: dict[str, int]) -> dict:
+    """The parameters of `count_sql(len(deltas))`."""
+    params: dict[str, Any] = {"app": app, "owner": owner}
+    for i, (k, n) in enumerate(deltas.items()):
+        params[f"key{i}"] = k
+        params[f"n{i}"] = n
+    return params
 
 
 class _RowDataset:

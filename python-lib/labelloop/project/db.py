@@ -181,11 +181,15 @@ def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
         if engine.dialect.name == "sqlite":
             conn = conn.execution_options(sqlite_begin="IMMEDIATE")
         with conn.begin():
-            if engine.dialect.name == "postgresql":
-                # The same one-writer-at-a-time rule on PostgreSQL: read-then-write
-                # transactions (counters, upserts, reservations) would otherwise race.
-                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_WRITE_LOCK})")
+            _take_write_lock(conn)
             yield conn
+
+
+def _take_write_lock(conn: sa.Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        # The same one-writer-at-a-time rule on PostgreSQL: read-then-write
+        # transactions (counters, upserts, reservations) would otherwise race.
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_WRITE_LOCK})")
 
 
 def create_host_tables(engine: sa.Engine) -> None:
@@ -213,6 +217,11 @@ class Database:
     """
 
     GROUP = 64  # most writes sharing one commit
+    # Seconds the writer keeps its connection unused before handing it back to the pool. Why
+    # keep it: a pooled checkout costs a pre-ping (a round trip on PostgreSQL) and a reset per
+    # transaction; a connection lost meanwhile (a restarted server) fails at BEGIN, before any
+    # write ran, and is replaced there (`_begin`).
+    IDLE = 5.0
 
     def __init__(self, engine: sa.Engine):
         self.engine = engine
@@ -249,33 +258,49 @@ class Database:
             self._ready.notify()
         return future.result(timeout)
 
-    def _take(self) -> list[tuple[Callable, Future]]:
+    def _take(self, idle: float | None = None) -> list[tuple[Callable, Future]]:
+        """The next writes; none when `idle` seconds passed without any."""
         with self._lock:
             while not self._jobs[0] and not self._jobs[1]:
-                self._ready.wait()
+                if not self._ready.wait(idle):
+                    return []
             if self._jobs[0]:  # interactive writes first, as many as are waiting
                 jobs = self._jobs[0]
                 return [jobs.popleft() for _ in range(min(len(jobs), self.GROUP))]
             return [self._jobs[1].popleft()]  # a background write runs alone
 
     def _run(self) -> None:
+        conn: sa.Connection | None = None  # kept between transactions (see IDLE)
         while True:
-            jobs = [(fn, f) for fn, f in self._take() if f.set_running_or_notify_cancel()]
+            taken = self._take(None if conn is None else self.IDLE)
+            if not taken and conn is not None:  # idle: back to the pool
+                conn = self._release(conn)
+            jobs = [(fn, f) for fn, f in taken if f.set_running_or_notify_cancel()]
             if not jobs:
                 continue
             results: list[tuple[Future, bool, Any]] = []
+            tx = None
             try:
-                with write_transaction(self.engine) as conn:
-                    self._local.conn = conn
-                    try:
-                        if len(jobs) == 1:
-                            results.append((jobs[0][1], True, jobs[0][0](conn)))
-                        else:
-                            for fn, future in jobs:
-                                results.append((future, *self._in_savepoint(conn, fn)))
-                    finally:
-                        self._local.conn = None
+                conn, tx = self._begin(conn)
+                self._local.conn = conn
+                try:
+                    if len(jobs) == 1:
+                        results.append((jobs[0][1], True, jobs[0][0](conn)))
+                    else:
+                        for fn, future in jobs:
+                            results.append((future, *self._in_savepoint(conn, fn)))
+                finally:
+                    self._local.conn = None
+                tx.commit()
             except BaseException as exc:  # noqa: BLE001 - handed to the callers
+                try:
+                    if tx is not None and tx.is_active:
+                        tx.rollback()
+                except Exception:  # noqa: BLE001 - the connection is dropped below
+                    pass
+                if conn is not None and (isinstance(exc, sa.exc.DBAPIError) or tx is None
+                                         or conn.invalidated):
+                    conn = self._release(conn)  # the next transaction checks out a fresh one
                 for _fn, future in jobs:
                     if not future.done():
                         future.set_exception(exc)
@@ -286,6 +311,34 @@ class Database:
                     future.set_result(value)
                 else:
                     future.set_exception(value)
+
+    def _begin(self, conn: sa.Connection | None) -> tuple[sa.Connection, sa.RootTransaction]:
+        """Begin a write transaction on the writer's connection (checked out from the pool
+        when it has none); a connection found dead at BEGIN is replaced, once."""
+        for attempt in (0, 1):
+            if conn is None:
+                conn = self.engine.connect()
+                if conn.dialect.name == "sqlite":
+                    conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+            tx = None
+            try:
+                tx = conn.begin()
+                _take_write_lock(conn)
+                return conn, tx
+            except sa.exc.DBAPIError as exc:
+                lost = exc.connection_invalidated or conn.invalidated
+                conn = self._release(conn)
+                if attempt or not lost:
+                    raise
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _release(conn: sa.Connection) -> None:
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001 - a dead connection is discarded by the pool
+            pass
+        return None
 
     @staticmethod
     def _in_savepoint(conn: sa.Connection, fn: Callable) -> tuple[bool, Any]:

@@ -2,8 +2,8 @@
 
 Row-level writes (`insert`, `update`, `delete`) address a row by its key, a number the host
 owns (returned by `insert`; it changes when the dataset is replaced). They run in the
-caller's transaction, touch `ll_datasets.updated`, and use statements prepared once per
-table: they are the labeling hot path.
+caller's transaction, touch `ll_datasets.updated` (once per dataset and transaction: see
+`_stamps`), and use statements prepared once per table: they are the labeling hot path.
 """
 
 from __future__ import annotations
@@ -102,6 +102,35 @@ _ROW_OPS: dict[tuple[str, str], _RowOps] = {}
 
 def _forget_row_ops(conn: sa.Connection, table_name: str) -> None:
     _ROW_OPS.pop((str(conn.engine.url), table_name), None)
+    stamps = conn.info.get(_STAMPS)
+    if stamps is not None:  # the dataset's table is gone: its next write reads ll_datasets again
+        for name in [n for n, t in stamps[1].items() if t == table_name]:
+            del stamps[1][name]
+
+
+# The datasets whose `updated` a transaction has already set, with the table holding their
+# rows: {name: table_name}, kept in `conn.info` under the transaction it belongs to. Why: a
+# label writes two datasets, and with several labels sharing one commit (the project's writer,
+# `labelloop.project.Database`) stamping each dataset once instead of on every row saves a
+# round trip per row. A savepoint rolled back may have undone a stamp (or the creation of the
+# dataset's table): then the transaction forgets all its stamps, and the next row write stamps
+# again. A replaced or dropped table is forgotten too (`_forget_row_ops`).
+_STAMPS = "labelloop.dataset_stamps"
+
+
+def _stamps(conn: sa.Connection) -> dict[str, str] | None:
+    tx = conn.get_transaction()
+    if tx is None:
+        return None
+    got = conn.info.get(_STAMPS)
+    if got is None or got[0] is not tx:
+        got = conn.info[_STAMPS] = (tx, {})
+    return got[1]
+
+
+@sa.event.listens_for(sa.engine.Engine, "rollback_savepoint")
+def _forget_stamps(conn: sa.Connection, _name: Any, _context: Any) -> None:
+    conn.info.pop(_STAMPS, None)
 
 
 class RowStorage:
@@ -222,18 +251,24 @@ class RowStorage:
         return conn.execute(stmt, {**args, "key": key}).rowcount
 
     def _row_ops(self, conn: sa.Connection) -> _RowOps:
-        # One statement both marks the dataset as changed and says which table holds it now.
-        info = conn.execute(_TOUCH_SQL, {"name": self.name, "now": dt.datetime.now(dt.UTC)}
-                            ).first()
-        if info is None:
-            self._require(conn)  # raises the usual "no data yet" error
-        if info.storage != "rows":
-            raise ConflictError(
-                f"dataset {self.name!r} is stored column-wise (chunk files): row-level writes "
-                "need row storage; convert it with to_rows() first")
-        key = (str(conn.engine.url), info.table_name)
+        stamps = _stamps(conn)
+        table_name = None if stamps is None else stamps.get(self.name)
+        if table_name is None:
+            # One statement both marks the dataset as changed and says which table holds it.
+            info = conn.execute(_TOUCH_SQL, {"name": self.name, "now": dt.datetime.now(dt.UTC)}
+                                ).first()
+            if info is None:
+                self._require(conn)  # raises the usual "no data yet" error
+            if info.storage != "rows":
+                raise ConflictError(
+                    f"dataset {self.name!r} is stored column-wise (chunk files): row-level "
+                    "writes need row storage; convert it with to_rows() first")
+            table_name = info.table_name
+            if stamps is not None:
+                stamps[self.name] = table_name
+        key = (str(conn.engine.url), table_name)
         ops = _ROW_OPS.get(key)
         if ops is None:
             schema = self._require(conn)["schema"]
-            ops = _ROW_OPS[key] = _RowOps(_sql_table(info.table_name, schema), conn.dialect)
+            ops = _ROW_OPS[key] = _RowOps(_sql_table(table_name, schema), conn.dialect)
         return ops

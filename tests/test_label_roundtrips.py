@@ -1,0 +1,216 @@
+"""What one label costs the database: its statements (round trips), and the rule that stamps
+`ll_datasets.updated` once per dataset and transaction, also when labels share one commit."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from labeling.engine import LabelingEngine
+from labeling.settings import parse_settings
+from labelloop.errors import NotFoundError
+from labelloop.project import Project
+
+CATS = {"cat": None, "dog": None, "bird": None}
+OLD = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def project(tmp_path):
+    p = Project.init(tmp_path / "proj")
+    rng = np.random.default_rng(1)
+    p.dataset("pool", create=True).write(pd.DataFrame(
+        {"num": np.arange(40), "x": rng.random(40)}))
+    return p
+
+
+def make_engine(project, **settings) -> LabelingEngine:
+    config = {"unlabeled": "pool", "categories": CATS, "labels_ds": "labels",
+              "metadata_ds": "metadata", "queries_ds": "queries", "max_reserved": 50,
+              **settings}
+    cfg = parse_settings(config, "tabular", "w", project)
+    return LabelingEngine(project, cfg, check_interval=0, background=False)
+
+
+class Statements:
+    """The statements the writer thread sends (an executemany counts once per row: on
+    PostgreSQL each row is a round trip), and the connections it checks out of the pool
+    (each a pre-ping round trip on PostgreSQL)."""
+
+    def __init__(self, engine: sa.Engine):
+        self.engine = engine
+        self.sql: list[str] = []
+        self.checkouts = 0
+
+    def _on_execute(self, conn, cursor, statement, parameters, context, executemany):
+        if threading.current_thread().name == "labelloop-writer":
+            n = len(parameters) if executemany else 1
+            self.sql += [" ".join(statement.split())[:60]] * n
+
+    def _on_checkout(self, *args):
+        if threading.current_thread().name == "labelloop-writer":
+            self.checkouts += 1
+
+    def __enter__(self) -> Statements:
+        sa.event.listen(self.engine, "before_cursor_execute", self._on_execute)
+        sa.event.listen(self.engine.pool, "checkout", self._on_checkout)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        sa.event.remove(self.engine, "before_cursor_execute", self._on_execute)
+        sa.event.remove(self.engine.pool, "checkout", self._on_checkout)
+
+
+def updated(project, name: str) -> dt.datetime:
+    with project.engine.connect() as conn:
+        value = conn.execute(sa.text("SELECT updated FROM ll_datasets WHERE name = :n"),
+                             {"n": name}).scalar_one()
+    if isinstance(value, str):  # SQLite gives the stored text back through text()
+        value = dt.datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def set_updated(conn: sa.Connection, name: str, when: dt.datetime = OLD) -> None:
+    from labelloop.project.db import datasets_table as d
+
+    conn.execute(sa.update(d).where(d.c.name == name).values(updated=when))
+
+
+def test_one_label_sends_fourteen_statements_and_no_pre_ping(project):
+    eng = make_engine(project)
+    ids = [i["id"] for i in eng.batch("ann", 5)["items"]]
+    eng.label("ann", ids[0], "cat")  # the first answer creates the datasets
+    with Statements(project.engine) as seen:
+        eng.label("ann", ids[1], "dog")
+    # BEGIN (SQLite) or the advisory lock (PostgreSQL); the app; the item's row and the
+    # earlier answer; the annotation; labels (stamp, row); metadata (stamp, row); the queue;
+    # the annotation's rows; the counters (one statement); unreserve; renew; the counts.
+    assert len(seen.sql) == 14, seen.sql
+    assert sum("ll_datasets" in s for s in seen.sql) == 2
+    assert sum("lb_counts" in s for s in seen.sql) == 2  # the upsert and the read
+    assert seen.checkouts == 0  # the writer kept its connection: no pre-ping
+    # Changing an answer costs the same statements, updates instead of inserts.
+    with Statements(project.engine) as seen:
+        eng.label("ann", ids[1], "bird")
+    assert len(seen.sql) == 13, seen.sql  # no queue update: the item was already done
+    assert eng.stats("ann")["per_label"] == {"cat": 1, "dog": 0, "bird": 1}
+    labels = project.dataset("labels").read()
+    assert sorted(labels["label"]) == ["bird", "cat"]
+
+
+def test_a_label_stamps_labels_and_metadata(project):
+    eng = make_engine(project)
+    ids = [i["id"] for i in eng.batch("ann", 5)["items"]]
+    eng.label("ann", ids[0], "cat")
+    with project.write_transaction() as conn:
+        set_updated(conn, "labels")
+        set_updated(conn, "metadata")
+    before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    eng.label("ann", ids[1], "dog")
+    assert updated(project, "labels") > before
+    assert updated(project, "metadata") > before
+    with project.write_transaction() as conn:
+        set_updated(conn, "labels")
+    eng.skip("ann", ids[1])  # deletes the label row: a change too
+    assert updated(project, "labels") > before
+
+
+def test_a_rolled_back_savepoint_does_not_leave_a_later_write_unstamped(project):
+    ds = project.dataset("rows", create=True)
+    ds.write(pd.DataFrame({"a": [1]}), storage="rows")
+    with project.write_transaction() as conn:
+        set_updated(conn, "rows")
+    with project.write_transaction() as conn:
+        sp = conn.begin_nested()
+        ds.insert(conn, {"a": 2})  # stamps, then undone with its savepoint
+        sp.rollback()
+        with conn.begin_nested():
+            ds.insert(conn, {"a": 3})  # must stamp again
+        ds.insert(conn, {"a": 4})  # the same transaction: stamped already
+    assert updated(project, "rows") > OLD
+    assert sorted(ds.read()["a"]) == [1, 3, 4]
+
+
+def test_a_dataset_created_in_a_rolled_back_savepoint_is_not_remembered(project):
+    ds = project.dataset("fresh", create=True)
+    with project.write_transaction() as conn:
+        sp = conn.begin_nested()
+        ds.write(pd.DataFrame({"a": pd.Series([], dtype="int64")}), conn=conn,
+                 storage="rows")
+        ds.insert(conn, {"a": 1})
+        sp.rollback()
+        with pytest.raises(NotFoundError):  # the usual "no data yet", not a missing table
+            ds.insert(conn, {"a": 2})
+
+
+def test_a_dataset_replaced_in_the_transaction_is_written_in_its_new_table(project):
+    ds = project.dataset("rows", create=True)
+    ds.write(pd.DataFrame({"a": [1]}), storage="rows")
+    with project.write_transaction() as conn:
+        ds.insert(conn, {"a": 2})
+        ds.write(pd.DataFrame({"a": [10]}), conn=conn, storage="rows")  # a new table
+        ds.insert(conn, {"a": 11})
+    assert sorted(ds.read()["a"]) == [10, 11]
+
+
+def test_labels_sharing_one_commit_stamp_after_a_failed_write(project):
+    """The group commit: writes waiting together share one transaction, each in a savepoint.
+    A write that stamped the labels dataset and then failed is undone with its stamp; the
+    next label of the same transaction stamps again."""
+    eng = make_engine(project)
+    ids = [i["id"] for i in eng.batch("ann", 5)["items"]]
+    eng.label("ann", ids[0], "cat")
+    db = project.db
+    go, started = threading.Event(), threading.Event()
+
+    def hold(conn):  # keeps the writer busy while the group queues up
+        started.set()
+        set_updated(conn, "labels")
+        set_updated(conn, "metadata")
+        go.wait(10)
+
+    def failing(conn):
+        project.dataset("labels").insert(conn, {"label": "cat"}, ignore_extra=True)
+        raise RuntimeError("this write fails after stamping")
+
+    out: dict = {}
+    threads = [threading.Thread(target=lambda: db.execute_write_fn(hold))]
+    threads[0].start()
+    assert started.wait(10)
+
+    def queue(target):
+        n = len(db._jobs[0])
+        t = threading.Thread(target=target)
+        t.start()
+        threads.append(t)
+        while len(db._jobs[0]) == n:
+            time.sleep(0.005)
+
+    def run_failing():
+        try:
+            db.execute_write_fn(failing)
+        except RuntimeError as exc:
+            out["failed"] = exc
+
+    queue(run_failing)
+    queue(lambda: out.setdefault("label", eng.label("ann", ids[1], "dog")))
+    queue(lambda: out.setdefault("label2", eng.label("ann", ids[2], "bird")))
+    with Statements(project.engine) as seen:
+        go.set()
+        for t in threads:
+            t.join(10)
+    assert "failed" in out and out["label"]["label_id"] and out["label2"]["label_id"]
+    assert updated(project, "labels") > OLD
+    assert updated(project, "metadata") > OLD
+    # One transaction for the three: labels stamped twice (the failed write, the first label
+    # after it), metadata once.
+    touches = [s for s in seen.sql if s.startswith("UPDATE ll_datasets")]
+    assert len(touches) == 3, seen.sql
+    assert sum(s.startswith("RELEASE SAVEPOINT") for s in seen.sql) == 2
+    assert sorted(project.dataset("labels").read()["label"]) == ["bird", "cat", "dog"]
