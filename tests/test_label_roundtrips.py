@@ -214,3 +214,20 @@ def test_labels_sharing_one_commit_stamp_after_a_failed_write(project):
     assert len(touches) == 3, seen.sql
     assert sum(s.startswith("RELEASE SAVEPOINT") for s in seen.sql) == 2
     assert sorted(project.dataset("labels").read()["label"]) == ["bird", "cat", "dog"]
+
+
+def test_the_writer_replaces_a_connection_the_server_dropped(project):
+    """The writer keeps its connection between transactions; when the server dropped it (a
+    restarted PostgreSQL), the next write checks out a fresh one and nothing fails."""
+    if project.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL: a server that drops connections")
+    eng = make_engine(project)
+    ids = [i["id"] for i in eng.batch("ann", 5)["items"]]
+    eng.label("ann", ids[0], "cat")
+    pid = project.db.execute_write_fn(
+        lambda conn: conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+    with project.engine.connect() as conn:
+        assert conn.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})").scalar_one()
+    time.sleep(0.2)
+    assert eng.label("ann", ids[1], "dog")["stats"]["labeled"] == 2
+    assert sorted(project.dataset("labels").read()["label"]) == ["cat", "dog"]
