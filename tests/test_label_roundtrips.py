@@ -82,23 +82,24 @@ def set_updated(conn: sa.Connection, name: str, when: dt.datetime = OLD) -> None
     conn.execute(sa.update(d).where(d.c.name == name).values(updated=when))
 
 
-def test_one_label_sends_fourteen_statements_and_no_pre_ping(project):
+def test_one_label_sends_thirteen_statements_and_no_pre_ping(project):
     eng = make_engine(project)
     ids = [i["id"] for i in eng.batch("ann", 5)["items"]]
     eng.label("ann", ids[0], "cat")  # the first answer creates the datasets
     with Statements(project.engine) as seen:
         eng.label("ann", ids[1], "dog")
     # BEGIN (SQLite) or the advisory lock (PostgreSQL); the app; the item's row and the
-    # earlier answer; the annotation; labels (stamp, row); metadata (stamp, row); the queue;
-    # the annotation's rows; the counters (one statement); unreserve; renew; the counts.
-    assert len(seen.sql) == 14, seen.sql
-    assert sum("ll_datasets" in s for s in seen.sql) == 2
+    # earlier answer; labels and metadata marked changed (one statement); the annotation;
+    # the labels row; the metadata row; the queue; the annotation's rows; the counters (one
+    # statement); unreserve; renew; the counts.
+    assert len(seen.sql) == 13, seen.sql
+    assert sum("ll_datasets" in s for s in seen.sql) == 1
     assert sum("lb_counts" in s for s in seen.sql) == 2  # the upsert and the read
     assert seen.checkouts == 0  # the writer kept its connection: no pre-ping
     # Changing an answer costs the same statements, updates instead of inserts.
     with Statements(project.engine) as seen:
         eng.label("ann", ids[1], "bird")
-    assert len(seen.sql) == 13, seen.sql  # no queue update: the item was already done
+    assert len(seen.sql) == 12, seen.sql  # no queue update: the item was already done
     assert eng.stats("ann")["per_label"] == {"cat": 1, "dog": 0, "bird": 1}
     labels = project.dataset("labels").read()
     assert sorted(labels["label"]) == ["bird", "cat"]
@@ -119,6 +120,12 @@ def test_a_label_stamps_labels_and_metadata(project):
         set_updated(conn, "labels")
     eng.skip("ann", ids[1])  # deletes the label row: a change too
     assert updated(project, "labels") > before
+    with project.write_transaction() as conn:
+        set_updated(conn, "labels")
+        set_updated(conn, "metadata")
+    eng.skip("ann", ids[2])  # a first skip writes metadata only: labels did not change
+    assert updated(project, "labels") == OLD
+    assert updated(project, "metadata") > before
 
 
 def test_a_rolled_back_savepoint_does_not_leave_a_later_write_unstamped(project):
@@ -208,10 +215,11 @@ def test_labels_sharing_one_commit_stamp_after_a_failed_write(project):
     assert "failed" in out and out["label"]["label_id"] and out["label2"]["label_id"]
     assert updated(project, "labels") > OLD
     assert updated(project, "metadata") > OLD
-    # One transaction for the three: labels stamped twice (the failed write, the first label
-    # after it), metadata once.
+    # One transaction for the three: the failed write stamps labels, and its rollback undoes
+    # that; the first label after it stamps labels and metadata again (one statement), the
+    # second label not at all.
     touches = [s for s in seen.sql if s.startswith("UPDATE ll_datasets")]
-    assert len(touches) == 3, seen.sql
+    assert len(touches) == 2, seen.sql
     assert sum(s.startswith("RELEASE SAVEPOINT") for s in seen.sql) == 2
     assert sorted(project.dataset("labels").read()["label"]) == ["bird", "cat", "dog"]
 

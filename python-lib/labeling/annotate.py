@@ -170,6 +170,9 @@ class Annotating:
             mt = self._dataset_table(conn, self.cfg.metadata_ds, self._metadata_schema())
             if old is not None and not self.cfg.per_annotator:
                 old = self._answered_by_another(conn, old, user, lt)
+            if status == LABELED or (old is not None and old.labels_row is not None):
+                # Both datasets are written below: mark them changed in one statement.
+                lt.ds.touch(conn, [mt.ds.name])
             meta = {"date": when, "data_id": item_id, "comment": comment, "session": session,
                     "status": status, "annotator": user, label_col: stored}
             values = {**key, "annotator": user, "status": status, "label": stored,

@@ -48,6 +48,10 @@ def _db_values(frame: pd.DataFrame, schema: Sequence[dict], sqlite: bool) -> lis
 _TOUCH_SQL = sa.text("UPDATE ll_datasets SET updated = :now WHERE name = :name "
                      "RETURNING table_name, storage").bindparams(
     sa.bindparam("now", type_=datasets_table.c.updated.type))
+_TOUCH_MANY_SQL = sa.text("UPDATE ll_datasets SET updated = :now WHERE name IN :names "
+                          "RETURNING name, table_name, storage").bindparams(
+    sa.bindparam("now", type_=datasets_table.c.updated.type),
+    sa.bindparam("names", expanding=True))
 
 
 class _RowOps:
@@ -249,6 +253,21 @@ class RowStorage:
         stmt = ops.statement("delete", (), tuple(match), key is not None)
         args = {f"m_{ops.params[n]}": v for n, v in match.items()}
         return conn.execute(stmt, {**args, "key": key}).rowcount
+
+    def touch(self, conn: sa.Connection, others: Sequence[str] = ()) -> None:
+        """Mark this dataset and the datasets named `others` as changed in `conn`'s
+        transaction, in one statement: row-level writes of this transaction that follow
+        don't mark them again. For a caller about to write rows of several datasets (one
+        round trip instead of one per dataset); datasets without data yet are left out."""
+        stamps = _stamps(conn)
+        names = [n for n in dict.fromkeys((self.name, *others))
+                 if stamps is None or n not in stamps]
+        if not names:
+            return
+        rows = conn.execute(_TOUCH_MANY_SQL, {"names": names, "now": dt.datetime.now(dt.UTC)}
+                            ).all()
+        if stamps is not None:
+            stamps.update({r.name: r.table_name for r in rows if r.storage == "rows"})
 
     def _row_ops(self, conn: sa.Connection) -> _RowOps:
         stamps = _stamps(conn)
