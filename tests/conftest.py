@@ -29,9 +29,10 @@ from typing import Any
 
 import pytest
 
-# One free-port helper: the product's (`labelloop demo --port 0`), re-exported for the tests.
-from labeling.demo import free_port  # noqa: F401
 from labelloop.project import Project
+
+# One free-port helper: the product's (`labelloop demo --port 0`), re-exported for the tests.
+from labelloop.web import free_port  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_PLUGIN = ROOT / "tests" / "plugins" / "sample-plugin"

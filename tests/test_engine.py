@@ -230,17 +230,18 @@ def test_old_queue_served_while_another_builder_holds_the_lease(project):
     df = pool_frame()
     e = make_engine(project)
     before = ids_of(e.batch("u", 3))
-    from labeling.engine import apps_table
+    from labeling.engine import builder_leases_table as leases
 
-    with project.write_transaction() as conn:  # someone else is building
-        conn.execute(sa.update(apps_table).values(builder="other", lease_until=time.time() + 60))
+    with project.write_transaction() as conn:  # a process of another machine is building
+        conn.execute(sa.insert(leases).values(app=e.app_id, owner="elsewhere:1:x",
+                                              acquired=time.time(), expires=time.time() + 60))
     write_queries(project, df, np.linspace(0.0, 0.9, 30))
     e.background = True
     e.refresh()
     e.wait_idle()
     assert ids_of(e.batch("u", 3)) == before  # still the previous order, own reservations
     with project.write_transaction() as conn:
-        conn.execute(sa.update(apps_table).values(builder=None, lease_until=None))
+        conn.execute(sa.delete(leases))
     e.refresh()
     e.wait_idle()
     assert ids_of(e.batch("x", 1)) == row_ids(df.iloc[[29]])

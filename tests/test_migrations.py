@@ -52,11 +52,11 @@ def test_the_plugin_history_builds_the_plugin_tables(make_project):
     plugin = [h for h in histories(project.registry) if h.name != HOST]
     assert [h.name for h in plugin] == ["ml-assisted-labeling"]
     with write_transaction(project.engine) as conn:
-        assert upgrade(conn, plugin[0]) == (None, "lb0001")
-        assert current(conn, plugin[0]) == "lb0001"
+        assert upgrade(conn, plugin[0]) == (None, "lb0002")
+        assert current(conn, plugin[0]) == "lb0002"
         assert _schema_drift(conn, engine.metadata, setaside.metadata, store.metadata) == []
     with write_transaction(project.engine) as conn:  # upgrading again does nothing
-        assert upgrade(conn, plugin[0]) == ("lb0001", "lb0001")
+        assert upgrade(conn, plugin[0]) == ("lb0002", "lb0002")
 
 
 def test_a_database_without_version_table_is_stamped_and_keeps_its_rows(make_project):
@@ -95,9 +95,16 @@ def test_a_project_made_before_migrations_upgrades_and_keeps_working(old_project
     before = run_cli(old_project, "db", "current", env=env).stdout
     assert "ml-assisted-labeling" in before and "needs `labelloop db upgrade`" in before
     out = run_cli(old_project, "db", "upgrade", env=env).stdout
-    assert "ml-assisted-labeling: - -> lb0001" in out
+    assert "ml-assisted-labeling: - -> lb0002" in out
     after = run_cli(old_project, "db", "current", env=env).stdout
     assert "needs" not in after and after.count("up to date") == 2
+    # lb0002: the builder lease left lb_apps for a lease table of its own, rows kept
+    with sa.create_engine(f"sqlite:///{old_project / 'labelloop.db'}").connect() as conn:
+        columns = {c["name"] for c in sa.inspect(conn).get_columns("lb_apps")}
+        assert not columns & {"builder", "lease_until", "builder_host", "builder_pid"}
+        assert sa.inspect(conn).has_table("lb_builder_leases")
+        assert conn.exec_driver_sql("SELECT name FROM lb_apps").scalars().all() == [
+            "label-iris"]
 
     server = serve(old_project, env=env)
     user = {"X-Labelloop-User": "alice"}

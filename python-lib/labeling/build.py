@@ -11,7 +11,6 @@ from typing import Any
 import sqlalchemy as sa
 
 from .queue import IndexNotReady, Ranking, RankingChanged, Slice
-from .sessions import LEASE_SECONDS
 from .store import (
     _INSERT_ITEMS_SQL,
     _INSERT_QUEUE_FROM_INDEX_SQL,
@@ -275,8 +274,8 @@ class QueueBuilder:
                     {"iset": iset, "item_id": i, "seq": done + k, "row": r}
                     for k, (i, r) in enumerate(zip(ids, rows, strict=True))])
             conn.execute(sa.update(t).where(t.c.id == iset).values(done=done + n_read))
+            self._renew_lease(conn, token)  # the builder's heartbeat
             conn.execute(sa.update(apps_table).where(apps_table.c.id == self.app_id).values(
-                lease_until=self._now() + LEASE_SECONDS,
                 prep={"what": "indexing the pool", "done": done + n_read, "total": total}))
             return True
 

@@ -403,15 +403,6 @@ def webapp_url(project: Any, host: str, port: int) -> str:
     return f"http://{shown}:{port}/webapps/{next(iter(project.config['webapps']))}"
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now."""
-    import socket
-
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 def open_when_ready(url: str, health: str, timeout: float = 60.0) -> threading.Thread:
     """Open ``url`` in a browser as soon as ``health`` answers (from a background thread)."""
 
@@ -464,7 +455,7 @@ def demo_command(ctx: click.Context, directory: str, data_type: str | None, n: i
     if no_serve:
         click.echo(f"serve it with: labelloop --project {project.dir} serve")
         return
-    from labelloop.web import ServeOptions, serve
+    from labelloop.web import ServeOptions, free_port, serve
 
     if port == 0:
         port = free_port(host)  # the URL is printed (and opened) before the server binds

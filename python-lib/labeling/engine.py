@@ -41,7 +41,6 @@ from .build import AHEAD, DROP_CHUNK, FILL, HEAD, INDEX_CHUNK, QueueBuilder
 from .datatypes import BadItemId, DataType, data_type
 from .queue import IndexNotReady, Ranking, RankingChanged, Slice
 from .sessions import (
-    HOST,
     LEASE_SECONDS,
     RETRY_SECONDS,
     QueueNotReady,
@@ -79,6 +78,7 @@ from .store import (
     _RowDataset,
     annotations_table,
     apps_table,
+    builder_leases_table,
     counts_table,
     create_tables,
     cursors_table,
@@ -110,6 +110,7 @@ class LabelingEngine(Annotating, QueueBuilder, Sessions):
         self._thread: threading.Thread | None = None
         self._checked_at = 0.0
         self._failed: dict[str, float] = {}
+        self._leases: dict[str, Any] = {}  # worker run token -> its builder Lease
         self._tables: dict[str, _RowDataset] = {}
         self._rankings: dict[str, Ranking] = {}
         self._fill_target: tuple[int, int] = (0, 0)  # (queue id, position to write up to)

@@ -9,13 +9,12 @@ session of the queue they read, so they always agree.
 
 A background worker thread per engine prepares the next queue aside, writes positions ahead
 of the annotators and indexes the pool (`labeling.build`); across processes one builder holds
-the lease in `lb_apps` (renewed at each step, taken over once stale or once its owner died).
+the webapp's lease (`labelloop.project.Lease` on `lb_builder_leases`, taken and renewed inside
+the writer thread's transactions; taken over once stale or once its owner died).
 """
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 import time
 import uuid
@@ -24,9 +23,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from labelloop.errors import LabelloopError
-from labelloop.project import process_alive
+from labelloop.project import Lease, new_owner
 
-from .store import _APP_SQL, apps_table, log
+from .store import _APP_SQL, apps_table, builder_leases_table, log
 
 
 def session_variable(queries_dataset: str) -> str:
@@ -40,7 +39,6 @@ def session_variable(queries_dataset: str) -> str:
 
 LEASE_SECONDS = 15.0  # a builder's heartbeat: renewed at each step, taken over once stale
 RETRY_SECONDS = 60.0  # a rebuild that failed is retried after this
-HOST = socket.gethostname()
 
 
 class QueueNotReady(LabelloopError):
@@ -214,30 +212,30 @@ class Sessions:
             thread.join(timeout)
 
     # ------------------------------------------------------------------ the lease
+    def _lease(self, token: str) -> Lease:
+        """The builder lease of one worker run (`token`): its own owner id, this process'."""
+        leases = self._leases
+        if token not in leases:
+            leases[token] = Lease(self.engine, builder_leases_table, {"app": self.app_id},
+                                  owner=new_owner(), ttl=LEASE_SECONDS, clock=self.clock)
+        return leases[token]
+
     def _take_lease(self, token: str) -> bool:
         """Take or renew the builder lease; a lease whose owner is gone is taken over at once."""
-        t = apps_table
+        lease = self._lease(token)
+        if not self._write(lambda conn: lease.try_acquire(conn=conn)):
+            return False
+        if lease.taken_over is not None:
+            row, why = lease.taken_over
+            log.info("took over the queue lease of %s from %s (%s)", self.cfg.webapp,
+                     row["owner"], why)
+        return True
 
-        def take(conn: sa.Connection) -> bool:
-            row = conn.execute(sa.select(t.c.builder, t.c.lease_until, t.c.builder_host,
-                                         t.c.builder_pid).where(t.c.id == self.app_id)).first()
-            now = self._now()
-            if row.builder and row.builder != token and (row.lease_until or 0) > now \
-                    and process_alive(row.builder_host, row.builder_pid):
-                return False
-            if row.builder and row.builder != token:
-                log.info("taking over the queue lease of %s from %s (pid %s on %s)",
-                         self.cfg.webapp, row.builder, row.builder_pid, row.builder_host)
-            conn.execute(sa.update(t).where(t.c.id == self.app_id).values(
-                builder=token, lease_until=now + LEASE_SECONDS, builder_host=HOST,
-                builder_pid=os.getpid()))
-            return True
-
-        return self._write(take)
+    def _renew_lease(self, conn: sa.Connection, token: str) -> None:
+        """The heartbeat, inside a write of the builder (the index chunks)."""
+        self._lease(token).refresh(conn)
 
     def _drop_lease(self, token: str) -> None:
-        t = apps_table
-        self._write(lambda conn: conn.execute(
-            sa.update(t).where(t.c.id == self.app_id, t.c.builder == token).values(
-                builder=None, lease_until=None, builder_host=None, builder_pid=None)))
-
+        lease = self._leases.pop(token, None)
+        if lease is not None:
+            self._write(lease.release)

@@ -4,9 +4,10 @@ State lives in the project's database (no in-memory state a second server proces
 need), in the engine's own tables (created at engine start):
 
 - `lb_apps`: one row per webapp instance: its current item index and queue, the session key
-  the queue was built for, what is being prepared (`prep`, for the page), and the builder
-  lease (one builder at a time across processes; its owner's host and pid and a heartbeat,
-  so a lease whose owner died is taken over at once).
+  the queue was built for, what is being prepared (`prep`, for the page).
+- `lb_builder_leases`: the builder lease of each webapp instance (one builder at a time
+  across processes), held with the host's `labelloop.project.Lease` like a scenario lock:
+  owner `host:pid:token` and a heartbeat, so a lease whose owner died is taken over at once.
 - `lb_itemsets` / `lb_items`: the pool indexed by item id, with each item's row (JSON);
   built in the background, in small transactions, when the pool changes.
 - `lb_queues` / `lb_queue`: the order of one session, materialized from its head on: `pos`,
@@ -56,12 +57,16 @@ apps_table = sa.Table(
     sa.Column("n_items", sa.Integer),  # its size
     sa.Column("queue_id", sa.Integer),  # current queue
     sa.Column("session_key", sa.Text),  # what the current queue was built from
-    sa.Column("builder", sa.String(64)),
-    sa.Column("lease_until", sa.Float),  # the builder's heartbeat + LEASE_SECONDS
     sa.Column("build_error", sa.Text),
-    sa.Column("builder_host", sa.String(255)),
-    sa.Column("builder_pid", sa.Integer),
     sa.Column("prep", sa.JSON),  # what is being prepared: {"what", "done", "total"}
+)
+# The columns `labelloop.project.Lease` needs (owner, acquired, expires) + the key.
+builder_leases_table = sa.Table(
+    "lb_builder_leases", metadata,
+    sa.Column("app", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("owner", sa.String(300), nullable=False),  # host:pid:token
+    sa.Column("acquired", sa.Float, nullable=False),
+    sa.Column("expires", sa.Float, nullable=False),
 )
 itemsets_table = sa.Table(
     "lb_itemsets", metadata,
@@ -226,9 +231,9 @@ _INSERT_ITEMS_SQL = sa.text(
 # The hot paths (label, batch) use prebuilt statements: building Core statements per call
 # costs more than running them.
 _APP_SQL = sa.text(
-    "SELECT a.id, a.iset, a.n_items, a.queue_id, a.session_key, a.builder, a.lease_until, "
-    "a.build_error, a.prep, q.session AS q_session, q.filled, q.complete, q.n AS q_n, "
-    "q.info AS q_info, s.complete AS iset_complete, s.pool_key "
+    "SELECT a.id, a.iset, a.n_items, a.queue_id, a.session_key, a.build_error, a.prep, "
+    "q.session AS q_session, q.filled, q.complete, q.n AS q_n, q.info AS q_info, "
+    "s.complete AS iset_complete, s.pool_key "
     "FROM lb_apps a LEFT JOIN lb_queues q ON q.id = a.queue_id "
     "LEFT JOIN lb_itemsets s ON s.id = a.iset WHERE a.id = :id").columns(
         prep=sa.JSON, q_info=sa.JSON)

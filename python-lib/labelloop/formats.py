@@ -253,20 +253,12 @@ def import_file(project: Project, name: str, path: str | Path, fmt: str | None =
     return {t: len(frame) for t, frame in targets.items()}
 
 
-def _export_csv_progress(dataset: Any, path: Path) -> int:
-    """Write a dataset to CSV chunk by chunk with progress; beside the target, then renamed."""
-    from .progress import progress
-
+def _beside(path: Path, write: Callable[[Path], int]) -> int:
+    """`write(tmp)` into a file beside `path`, renamed into place once complete; on failure
+    nothing is left behind (a clear error for what the system refused)."""
     tmp = path.with_name(f".{path.name}.part")
-    done = 0
     try:
-        with progress(f"exporting {dataset.name}", dataset.count()) as update:
-            for chunk in dataset.iter_chunks(WRITE_STEP // 2):
-                chunk.to_csv(tmp, index=False, mode="a" if done else "w", header=not done)
-                done += len(chunk)
-                update(len(chunk))
-        if not done:  # no rows: the header alone, as a whole-frame export writes it
-            dataset.read().to_csv(tmp, index=False)
+        n = write(tmp)
         tmp.replace(path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -274,7 +266,25 @@ def _export_csv_progress(dataset: Any, path: Path) -> int:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return done
+    return n
+
+
+def _export_csv_progress(dataset: Any, path: Path) -> int:
+    """Write a dataset to CSV chunk by chunk with progress; beside the target, then renamed."""
+    from .progress import progress
+
+    def write(tmp: Path) -> int:
+        done = 0
+        with progress(f"exporting {dataset.name}", dataset.count()) as update:
+            for chunk in dataset.iter_chunks(WRITE_STEP // 2):
+                chunk.to_csv(tmp, index=False, mode="a" if done else "w", header=not done)
+                done += len(chunk)
+                update(len(chunk))
+        if not done:  # no rows: the header alone, as a whole-frame export writes it
+            dataset.read().to_csv(tmp, index=False)
+        return done
+
+    return _beside(path, write)
 
 
 def _export_parquet_progress(dataset: Any, path: Path) -> int:
@@ -290,17 +300,12 @@ def _export_parquet_progress(dataset: Any, path: Path) -> int:
             parts.append(chunk)
             update(len(chunk))
     frame = pd.concat(parts, ignore_index=True) if parts else dataset.read()
-    tmp = path.with_name(f".{path.name}.part")
-    try:
+
+    def write(tmp: Path) -> int:
         frame.to_parquet(tmp, index=False)
-        tmp.replace(path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise LabelloopError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return len(frame)
+        return len(frame)
+
+    return _beside(path, write)
 
 
 def export_file(project: Project, name: str, path: str | Path, fmt: str | None = None,

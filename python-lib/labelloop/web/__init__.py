@@ -3,16 +3,26 @@
 Public API for webapp backends: `session_user(doc)` (the user of a browser session),
 `FileResponse` (what a route handler returns to answer a file: see `labelloop.web.webapps`),
 `tokens_configured(engine)` (whether the server requires a token), `check_user_name(name)`
-(the rule for user names: 1 to 100 printable characters, stripped), and `serve(project,
-ServeOptions(...))` to run the server from a plugin command (imported on first use).
+(the rule for user names: 1 to 100 printable characters, stripped), `free_port(host)` (a
+port nobody listens on right now), and `serve(project, ServeOptions(...))` to run the server
+from a plugin command (imported on first use).
 Server internals: `labelloop.web.server.LabelloopServer`.
 """
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from .webapps import FileResponse
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now on `host` (IPv4 or IPv6)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                       socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 def session_user(doc: Any) -> str:
@@ -46,5 +56,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["session_user", "FileResponse", "tokens_configured", "check_user_name", "serve",
-           "ServeOptions"]
+__all__ = ["session_user", "FileResponse", "tokens_configured", "check_user_name", "free_port",
+           "serve", "ServeOptions"]

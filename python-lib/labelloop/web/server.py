@@ -39,6 +39,7 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 from ..errors import LabelloopError
 from ..project import Project
 from ..scenarios import Scheduler
+from . import free_port
 from .api import Api, RequestGuard, api_patterns
 from .auth import ANONYMOUS, TOKEN_COOKIE, USER_HEADER, AuthenticationError, Identity
 from .webapps import WebappHost
@@ -285,14 +286,6 @@ class ResourceHandler(tornado.web.RequestHandler):
         self.finish(path.read_bytes())
 
 
-def _free_port(host: str) -> int:
-    """A port that is free now on `host` (for --port 0)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
 class LabelloopServer:
     """The server of one project; `start()` then run the IOLoop (see `serve`)."""
 
@@ -309,7 +302,7 @@ class LabelloopServer:
                                    plugin_dirs=options.plugin_dirs)
         self.executor = ThreadPoolExecutor(max_workers=options.threads,
                                            thread_name_prefix="labelloop-api")
-        port = options.port or _free_port(options.host)
+        port = options.port or free_port(options.host)  # --port 0
         machine = (socket.gethostname(), socket.getfqdn()) if not is_loopback(options.host) \
             else ()
         self.api = Api(project, self.identity, self.webapps, self.scheduler, self.executor,

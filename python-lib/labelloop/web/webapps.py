@@ -37,7 +37,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, best_match
 
-from ..errors import LabelloopError, NotFoundError, json_pointer, schema_problems
+from ..errors import LabelloopError, NotFoundError
 from ..params import validate_config
 from ..plugins import Component, PluginRegistry
 from ..project import Project
@@ -138,10 +138,12 @@ class Route:
         if self.validator is None:
             return
         error = best_match(self.validator.iter_errors(payload))
-        if error is not None:  # worded like every other schema error (labelloop.errors)
-            path, reason = schema_problems([error])[0]
-            raise LabelloopError(f"invalid payload{' at ' + json_pointer(path) if path else ''}"
-                                 f": {reason}")
+        if error is not None:
+            # jsonschema's own wording, as the JSON API has always answered (clients may
+            # match it); descriptors and params use labelloop.errors.schema_problems.
+            where = "/".join(str(p) for p in error.absolute_path)
+            raise LabelloopError(f"invalid payload{' at ' + where if where else ''}: "
+                                 f"{error.message}")
 
 
 def _convert(value: str, kind: str) -> Any:
