@@ -190,9 +190,10 @@ _RENEW_SQL = sa.text("UPDATE lb_reservations SET until = :until WHERE app = :app
 _HELD_SQL = sa.text("SELECT count(*) FROM lb_reservations WHERE app = :app AND "
                     "annotator = :user AND until > :now")
 
+# A counter's delta added to it (the row made on first use); `count_sql` for several at once.
+_COUNT_UPSERT = "ON CONFLICT (app, owner, key) DO UPDATE SET n = lb_counts.n + excluded.n"
 _COUNT_SQL = sa.text(
-    "INSERT INTO lb_counts (app, owner, key, n) VALUES (:app, :owner, :key, :n) "
-    "ON CONFLICT (app, owner, key) DO UPDATE SET n = lb_counts.n + excluded.n")
+    f"INSERT INTO lb_counts (app, owner, key, n) VALUES (:app, :owner, :key, :n) {_COUNT_UPSERT}")
 _ITEM_COLS = ("q.pos, q.item_id, q.uncertainty, q.prediction, q.confidence, q.halting, "
               "q.model_version, q.row")
 _SHARED_BATCH_SQL = sa.text(
@@ -272,8 +273,7 @@ def count_sql(n: int) -> sa.TextClause:
     if stmt is None:
         rows = ", ".join(f"(:app, :owner, :key{i}, :n{i})" for i in range(n))
         stmt = _COUNTS_MANY[n] = sa.text(
-            f"INSERT INTO lb_counts (app, owner, key, n) VALUES {rows} "
-            "ON CONFLICT (app, owner, key) DO UPDATE SET n = lb_counts.n + excluded.n")
+            f"INSERT INTO lb_counts (app, owner, key, n) VALUES {rows} {_COUNT_UPSERT}")
     return stmt
 
 

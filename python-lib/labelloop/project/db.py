@@ -320,7 +320,6 @@ class Database:
                 conn = self.engine.connect()
                 if conn.dialect.name == "sqlite":
                     conn = conn.execution_options(sqlite_begin="IMMEDIATE")
-            tx = None
             try:
                 tx = conn.begin()
                 _take_write_lock(conn)
