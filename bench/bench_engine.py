@@ -21,8 +21,10 @@ second. Two regimes, each for 1, 8 and 32 annotators:
 `--database-url URL` puts the project on another database, e.g. PostgreSQL:
 `LABELLOOP_PG_FSYNC=on .ci/with-postgres sh -c '.venv/bin/python bench/bench_engine.py
 --concurrency --database-url "$LABELLOOP_TEST_POSTGRES"'`. `--baseline DIR` runs the same
-against a worktree of the previous revision with its own .venv, in the same run, and prints its figures beside. Targets (issue 10): label p99 <= 20 ms
-server-side with 8 and with 32 annotators; throughput with 8 at least that of one.
+against a worktree of the previous revision with its own .venv, in the same run (on PostgreSQL
+each run gets a new database of its own), and prints its figures beside. Targets (issue 10):
+label p99 <= 20 ms server-side with 8 and with 32 annotators; throughput with 8 at least that of
+one.
 
 Prints figures; asserts nothing. Targets (issue 5): at 100k labels, recording >= 1000x faster
 than the baseline; label p99 < 5 ms in-process and < 25 ms over HTTP; batch p99 < 20 ms over
@@ -379,6 +381,18 @@ def concurrency_scenario(rows: int, seconds: float, tmp: Path, pace: float,
         server.stop()
 
 
+def fresh_database(url: str, tag: str) -> str:
+    """A new, empty database on the server of `url` (PostgreSQL), for one revision's run: the
+    baseline and this revision never share tables or statistics. SQLite URLs are kept."""
+    if not url.startswith("postgresql"):
+        return url
+    name = f"bench_{tag}_{os.getpid()}"
+    with sa.create_engine(url, isolation_level="AUTOCOMMIT").connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    return sa.engine.make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
 def regime(pace: float | None) -> str:
     return f"paced {pace:g} s" if pace else "flat out"
 
@@ -389,8 +403,8 @@ def concurrency_main(args: argparse.Namespace) -> None:
     results: dict[str, list[dict]] = {}
     try:
         if args.child:
-            Path(args.child).write_text(json.dumps(concurrency_scenario(rows, args.seconds, tmp,
-                                                                        args.pace)))
+            Path(args.child).write_text(json.dumps(concurrency_scenario(
+                rows, args.seconds, tmp, args.pace, args.database_url)))
             return
         if args.baseline:
             base = Path(args.baseline).resolve()
@@ -398,13 +412,15 @@ def concurrency_main(args: argparse.Namespace) -> None:
             print(f"baseline: {base} ...", flush=True)
             subprocess.run([str(base / ".venv/bin/python"), __file__, "--concurrency",
                             "--rows", str(rows), "--seconds", str(args.seconds),
-                            "--pace", str(args.pace),
-                            "--child", str(target)], check=True,
+                            "--pace", str(args.pace), "--child", str(target)]
+                           + (["--database-url", fresh_database(args.database_url, "base")]
+                              if args.database_url else []), check=True,
                            env=dict(os.environ, BENCH_LIB=str(base / "python-lib")))
             results["baseline"] = json.loads(target.read_text())
         print("this revision ...", flush=True)
-        results["this"] = concurrency_scenario(rows, args.seconds, tmp / "this", args.pace,
-                                               args.database_url)
+        results["this"] = concurrency_scenario(
+            rows, args.seconds, tmp / "this", args.pace,
+            fresh_database(args.database_url, "this") if args.database_url else None)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"\n{rows:,}-row pool, annotators labeling over HTTP for {args.seconds:.0f} s each; "

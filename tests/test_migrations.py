@@ -52,11 +52,11 @@ def test_the_plugin_history_builds_the_plugin_tables(make_project):
     plugin = [h for h in histories(project.registry) if h.name != HOST]
     assert [h.name for h in plugin] == ["ml-assisted-labeling"]
     with write_transaction(project.engine) as conn:
-        assert upgrade(conn, plugin[0]) == (None, "lb0002")
-        assert current(conn, plugin[0]) == "lb0002"
+        assert upgrade(conn, plugin[0]) == (None, "lb0003")
+        assert current(conn, plugin[0]) == "lb0003"
         assert _schema_drift(conn, engine.metadata, setaside.metadata, store.metadata) == []
     with write_transaction(project.engine) as conn:  # upgrading again does nothing
-        assert upgrade(conn, plugin[0]) == ("lb0002", "lb0002")
+        assert upgrade(conn, plugin[0]) == ("lb0003", "lb0003")
 
 
 def test_a_database_without_version_table_is_stamped_and_keeps_its_rows(make_project):
@@ -95,7 +95,7 @@ def test_a_project_made_before_migrations_upgrades_and_keeps_working(old_project
     before = run_cli(old_project, "db", "current", env=env).stdout
     assert "ml-assisted-labeling" in before and "needs `labelloop db upgrade`" in before
     out = run_cli(old_project, "db", "upgrade", env=env).stdout
-    assert "ml-assisted-labeling: - -> lb0002" in out
+    assert "ml-assisted-labeling: - -> lb0003" in out
     after = run_cli(old_project, "db", "current", env=env).stdout
     assert "needs" not in after and after.count("up to date") == 2
     # lb0002: the builder lease left lb_apps for a lease table of its own, rows kept
@@ -103,6 +103,14 @@ def test_a_project_made_before_migrations_upgrades_and_keeps_working(old_project
         columns = {c["name"] for c in sa.inspect(conn).get_columns("lb_apps")}
         assert not columns & {"builder", "lease_until", "builder_host", "builder_pid"}
         assert sa.inspect(conn).has_table("lb_builder_leases")
+        # lb0003: the annotator indexes lead with the annotator (no index but the key by app)
+        for table, name, columns in (("lb_reservations", "ix_lb_reservations_user",
+                                      ["annotator", "app"]),
+                                     ("lb_annotations", "ix_lb_annotations_user",
+                                      ["annotator", "app", "label_id"])):
+            indexes = {i["name"]: i["column_names"] for i in sa.inspect(conn).get_indexes(table)}
+            assert indexes.get(name) == columns, indexes
+            assert not [n for n, cols in indexes.items() if cols[0] == "app"], indexes
         assert conn.exec_driver_sql("SELECT name FROM lb_apps").scalars().all() == [
             "label-iris"]
 

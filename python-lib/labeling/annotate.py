@@ -12,18 +12,18 @@ from typing import Any
 import sqlalchemy as sa
 
 from labelloop.errors import ConflictError, LabelloopError, NotFoundError
+from labelloop.project import pipeline
 from labelloop.web import check_user_name
 
 from .queue import IndexNotReady
 from .store import (
     _ANY_QUEUE_ROW_SQL,
+    _APP_AND_ANSWER_SQL,
+    _COUNTS_SQL,
     _DONE_SQL,
     _INSERT_ANNOTATION_SQL,
     _ITEM_SQL,
-    _OLD_SQL,
-    _QUEUE_ROW_SQL,
     _RENEW_SQL,
-    _ROW_AND_OLD_SQL,
     _UNRESERVE_SQL,
     _UPDATE_ANNOTATION_SQL,
     LABELED,
@@ -37,7 +37,6 @@ from .store import (
 
 MAX_BATCH = 500
 MAX_COMMENT = 10_000
-_UNREAD = object()
 
 
 class Annotating:
@@ -114,14 +113,9 @@ class Annotating:
         return self._annotate(user, item_id, SKIPPED, None, comment)
 
     def _item_row(self, conn: sa.Connection, app: sa.Row, item_id: str,
-                  queue_row: Any = _UNREAD) -> str | None:
-        """An item's row: from the queue being served, the item index, or an older queue.
-        `queue_row`: what the queue being served holds for it, when already read."""
-        row = None
-        if queue_row is not _UNREAD:
-            row = queue_row
-        elif app.queue_id is not None:
-            row = conn.execute(_QUEUE_ROW_SQL, {"qid": app.queue_id, "item_id": item_id}).first()
+                  row: tuple | None) -> str | None:
+        """An item's row: from the queue being served (`row`, as read with the app), the
+        item index, or an older queue."""
         if (row is None or row[0] is None) and app.iset is not None:
             row = conn.execute(_ITEM_SQL, {"iset": app.iset, "item_id": item_id}).first()
         if row is None and not app.iset_complete:
@@ -150,19 +144,13 @@ class Annotating:
         ttl = self.cfg.reservation_seconds
 
         def write(conn: sa.Connection) -> dict:
-            app = self._app(conn)
-            session = int(app.q_session or 0)
             key = {"app": self.app_id, "owner": owner, "item_id": item_id}
-            if app.queue_id is not None:  # the queue's row and the earlier answer, at once
-                got = conn.execute(_ROW_AND_OLD_SQL, {**key, "qid": app.queue_id}).one()
-                row = self._item_row(conn, app, item_id,
-                                     None if got.q_pos is None else (got.q_row,))
-                old = None if got.label_id is None else got
-            else:
-                row = self._item_row(conn, app, item_id)
-                old = None
-                if row is not None:
-                    old = conn.execute(_OLD_SQL, key).first()
+            # The app, the item's row in the queue served and the earlier answer, at once.
+            app = conn.execute(_APP_AND_ANSWER_SQL, key).one()
+            session = int(app.q_session or 0)
+            row = self._item_row(conn, app, item_id,
+                                 None if app.q_pos is None else (app.q_row,))
+            old = None if app.label_id is None else app
             if row is None:
                 raise NotFoundError(f"no item {item_id!r} in {self.cfg.unlabeled!r}: use an id "
                                     "from a batch")
@@ -185,8 +173,6 @@ class Annotating:
                     labels_row = lt.insert(conn, {**self.dtype.labels_row(json.loads(row)),
                                                   label_col: stored}, label_id)
                 meta_row = mt.insert(conn, meta, label_id)
-                if not self.cfg.per_annotator and app.queue_id is not None:
-                    conn.execute(_DONE_SQL, {"qid": app.queue_id, "item_id": item_id})
             else:
                 label_id = int(old.label_id)
                 labels_row = old.labels_row
@@ -206,21 +192,28 @@ class Annotating:
                     deltas[k] = deltas.get(k, 0) - 1
             for k in self._label_keys(status, stored):
                 deltas[k] = deltas.get(k, 0) + 1
-            conn.execute(_UPDATE_ANNOTATION_SQL, {**values, "label_id": label_id,
-                                                  "labels_row": labels_row, "meta_row": meta_row})
             deltas = {k: n for k, n in deltas.items() if n}
-            if deltas:  # one statement for all counters (an executemany is a round trip each)
-                conn.execute(count_sql(len(deltas)), count_params(self.app_id, owner, deltas))
-            if not self.cfg.per_annotator:
-                conn.execute(_UNRESERVE_SQL, {"app": self.app_id, "item_id": item_id})
-                # An annotator who answers is still there: what they hold stays theirs.
-                conn.execute(_RENEW_SQL, {"app": self.app_id, "user": user, "now": now,
-                                          "until": now + ttl})
+            # Nothing below is read back but the counters: on PostgreSQL one round trip.
+            with pipeline(conn) as sent:
+                if old is None and not self.cfg.per_annotator and app.queue_id is not None:
+                    conn.execute(_DONE_SQL, {"qid": app.queue_id, "item_id": item_id})
+                conn.execute(_UPDATE_ANNOTATION_SQL, {**values, "label_id": label_id,
+                                                      "labels_row": labels_row,
+                                                      "meta_row": meta_row})
+                if deltas:  # one statement for all counters (not an executemany)
+                    conn.execute(count_sql(len(deltas)),
+                                 count_params(self.app_id, owner, deltas))
+                if not self.cfg.per_annotator:
+                    conn.execute(_UNRESERVE_SQL, {"app": self.app_id, "item_id": item_id})
+                    # An annotator who answers is still there: what they hold stays theirs.
+                    conn.execute(_RENEW_SQL, {"app": self.app_id, "user": user, "now": now,
+                                              "until": now + ttl})
+                counts = sent.read(_COUNTS_SQL, {"app": self.app_id, "owner": owner})
             from .interop.events import emit_annotation  # outgoing webhooks, same transaction
 
             emit_annotation(self, conn, old is None, label_id, item_id, user, status, stored,
                             comment, row)
-            return {"label_id": label_id, "stats": self._stats(conn, app, owner)}
+            return {"label_id": label_id, "stats": self._stats(conn, app, owner, counts())}
 
         return self._write(write)
 

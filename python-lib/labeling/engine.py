@@ -314,8 +314,12 @@ class LabelingEngine(Annotating, QueueBuilder, Sessions):
         with self.engine.connect() as conn:
             return self._stats(conn, self._app(conn), self._owner(user))
 
-    def _stats(self, conn: sa.Connection, app: sa.Row, owner: str) -> dict:
-        counts = dict(conn.execute(_COUNTS_SQL, {"app": self.app_id, "owner": owner}).all())
+    def _stats(self, conn: sa.Connection, app: sa.Row, owner: str,
+               counts: list[tuple] | None = None) -> dict:
+        """The stats answer; `counts`: the rows of `_COUNTS_SQL` when already read."""
+        if counts is None:
+            counts = conn.execute(_COUNTS_SQL, {"app": self.app_id, "owner": owner}).all()
+        counts = dict(counts)
         total = app.n_items or 0
         labeled, skipped = counts.get("labeled", 0), counts.get("skipped", 0)
         aside = setaside.summary(self, conn) if self.cfg.from_folder else {}

@@ -121,7 +121,8 @@ reservations_table = sa.Table(
     sa.Column("item_id", sa.Text, primary_key=True),
     sa.Column("annotator", sa.String(MAX_USER), nullable=False),
     sa.Column("until", sa.Float, nullable=False),
-    sa.Index("ix_lb_reservations_annotator", "app", "annotator"),
+    # Annotator first (see RETIRED_INDEXES): the primary key is the only index led by `app`.
+    sa.Index("ix_lb_reservations_user", "annotator", "app"),
 )
 annotations_table = sa.Table(
     "lb_annotations", metadata,
@@ -139,7 +140,7 @@ annotations_table = sa.Table(
     sa.Column("labels_row", sa.Integer),
     sa.Column("meta_row", sa.Integer),
     sa.UniqueConstraint("app", "owner", "item_id", name="uq_lb_annotations_item"),
-    sa.Index("ix_lb_annotations_annotator", "app", "annotator", "label_id"),
+    sa.Index("ix_lb_annotations_user", "annotator", "app", "label_id"),
     sqlite_autoincrement=True,  # never reuse a label id, even the highest after a delete
 )
 counts_table = sa.Table(
@@ -155,6 +156,14 @@ cursors_table = sa.Table(
     sa.Column("owner", sa.String(MAX_USER), primary_key=True),
     sa.Column("pos", sa.Integer, nullable=False),
 )
+
+# Indexes that led with `app` and were replaced by the annotator-first ones above (migration
+# lb0003). Why: before PostgreSQL's first ANALYZE of a table, a lookup by its unique key
+# (app, item_id) and one through (app, annotator) cost the same to the planner, which then
+# may take the latter and filter every row of the webapp: a batch read all reservations once
+# per queue row (30-120 ms with 32 annotators), a label all annotations of the webapp.
+RETIRED_INDEXES = {"lb_reservations": "ix_lb_reservations_annotator",
+                   "lb_annotations": "ix_lb_annotations_annotator"}
 
 
 def create_tables(engine: sa.Engine) -> None:
@@ -177,6 +186,10 @@ def create_tables(engine: sa.Engine) -> None:
                                          f"{quote(col.name)} {kind}")
             for index in table.indexes:
                 index.create(conn, checkfirst=True)
+            retired = RETIRED_INDEXES.get(table.name)
+            if retired and any(i["name"] == retired
+                               for i in sa.inspect(conn).get_indexes(table.name)):
+                conn.exec_driver_sql(f"DROP INDEX {retired}")
 
 
 
@@ -196,12 +209,17 @@ _COUNT_SQL = sa.text(
     f"INSERT INTO lb_counts (app, owner, key, n) VALUES (:app, :owner, :key, :n) {_COUNT_UPSERT}")
 _ITEM_COLS = ("q.pos, q.item_id, q.uncertainty, q.prediction, q.confidence, q.halting, "
               "q.model_version, q.row")
+# Why a correlated subquery per candidate, not a join: PostgreSQL plans a join with the
+# reservations table's statistics, and before autovacuum first analyzes it (a new project, a
+# busy first minute) it guesses one row and may scan every reservation once per queue row:
+# 30-120 ms per batch with 32 annotators holding 20 items each. A scalar subquery runs as one
+# probe of the primary key (app, item_id) per row the LIMIT reads, with or without statistics.
 _SHARED_BATCH_SQL = sa.text(
-    f"SELECT {_ITEM_COLS}, CASE WHEN r.annotator = :user AND r.until > :now THEN 1 ELSE 0 END "
-    "AS mine FROM lb_queue q LEFT JOIN lb_reservations r ON r.app = :app "
-    "AND r.item_id = q.item_id WHERE q.qid = :qid AND q.state = 0 "
-    "AND (r.item_id IS NULL OR r.until <= :now OR r.annotator = :user) "
-    "ORDER BY q.pos LIMIT :limit")
+    f"SELECT {_ITEM_COLS}, COALESCE((SELECT 1 FROM lb_reservations r WHERE r.app = :app AND "
+    "r.item_id = q.item_id AND r.annotator = :user AND r.until > :now), 0) AS mine "
+    "FROM lb_queue q WHERE q.qid = :qid AND q.state = 0 AND (SELECT 1 FROM lb_reservations r "
+    "WHERE r.app = :app AND r.item_id = q.item_id AND r.until > :now AND r.annotator <> :user) "
+    "IS NULL ORDER BY q.pos LIMIT :limit")
 _OWN_BATCH_SQL = sa.text(
     f"SELECT {_ITEM_COLS}, 1 AS mine FROM lb_queue q "
     "WHERE q.qid = :qid AND q.pos >= :cursor AND NOT EXISTS (SELECT 1 FROM lb_annotations a "
@@ -231,13 +249,22 @@ _INSERT_ITEMS_SQL = sa.text(
 
 # The hot paths (label, batch) use prebuilt statements: building Core statements per call
 # costs more than running them.
-_APP_SQL = sa.text(
-    "SELECT a.id, a.iset, a.n_items, a.queue_id, a.session_key, a.build_error, a.prep, "
-    "q.session AS q_session, q.filled, q.complete, q.n AS q_n, q.info AS q_info, "
-    "s.complete AS iset_complete, s.pool_key "
-    "FROM lb_apps a LEFT JOIN lb_queues q ON q.id = a.queue_id "
-    "LEFT JOIN lb_itemsets s ON s.id = a.iset WHERE a.id = :id").columns(
-        prep=sa.JSON, q_info=sa.JSON)
+_APP_COLS = ("a.id, a.iset, a.n_items, a.queue_id, a.session_key, a.build_error, a.prep, "
+             "q.session AS q_session, q.filled, q.complete, q.n AS q_n, q.info AS q_info, "
+             "s.complete AS iset_complete, s.pool_key ")
+_APP_FROM = ("FROM lb_apps a LEFT JOIN lb_queues q ON q.id = a.queue_id "
+             "LEFT JOIN lb_itemsets s ON s.id = a.iset ")
+_APP_SQL = sa.text(f"SELECT {_APP_COLS}{_APP_FROM}WHERE a.id = :id").columns(
+    prep=sa.JSON, q_info=sa.JSON)
+# A label's first read, in one round trip: the app (as `_APP_SQL`), the item's row in the
+# queue being served (`q_pos` NULL when that queue has no such item, or there is none) and the
+# caller's earlier annotation (`label_id` NULL when none).
+_APP_AND_ANSWER_SQL = sa.text(
+    f"SELECT {_APP_COLS}, qi.pos AS q_pos, qi.row AS q_row, an.label_id, an.status, an.label, "
+    f"an.labels_row, an.meta_row {_APP_FROM}"
+    "LEFT JOIN lb_queue qi ON qi.qid = a.queue_id AND qi.item_id = :item_id "
+    "LEFT JOIN lb_annotations an ON an.app = a.id AND an.owner = :owner "
+    "AND an.item_id = :item_id WHERE a.id = :app").columns(prep=sa.JSON, q_info=sa.JSON)
 _QUEUE_ROW_SQL = sa.text("SELECT row FROM lb_queue WHERE qid = :qid AND item_id = :item_id")
 _ITEM_SQL = sa.text("SELECT row FROM lb_items WHERE iset = :iset AND item_id = :item_id")
 _ANY_QUEUE_ROW_SQL = sa.text(
@@ -256,13 +283,6 @@ _UPDATE_ANNOTATION_SQL = sa.text(
 _DONE_SQL = sa.text("UPDATE lb_queue SET state = 1 WHERE qid = :qid AND item_id = :item_id")
 _UNRESERVE_SQL = sa.text("DELETE FROM lb_reservations WHERE app = :app AND item_id = :item_id")
 _COUNTS_SQL = sa.text("SELECT key, n FROM lb_counts WHERE app = :app AND owner = :owner")
-# The item's row in the queue being served and the caller's earlier annotation, in one round
-# trip (a label's first read): `q_pos` is NULL when the queue has no such item.
-_ROW_AND_OLD_SQL = sa.text(
-    "SELECT q.pos AS q_pos, q.row AS q_row, a.label_id, a.status, a.label, a.labels_row, "
-    "a.meta_row FROM (SELECT 1 AS one) k "
-    "LEFT JOIN lb_queue q ON q.qid = :qid AND q.item_id = :item_id "
-    "LEFT JOIN lb_annotations a ON a.app = :app AND a.owner = :owner AND a.item_id = :item_id")
 _COUNTS_MANY: dict[int, sa.TextClause] = {}
 
 

@@ -13,7 +13,15 @@ import sqlalchemy as sa
 
 from ..errors import ConflictError, LabelloopError, NotFoundError
 from .datasets import Dataset
-from .db import Database, create_engine, create_host_tables, sqlite_url, write_transaction
+from .db import (
+    Database,
+    Pipeline,
+    create_engine,
+    create_host_tables,
+    pipeline,
+    sqlite_url,
+    write_transaction,
+)
 from .folders import Folder, UnsafePathError
 from .models import SavedModel, load_skops
 from .runs import end_run, list_runs, start_run
@@ -23,7 +31,8 @@ if TYPE_CHECKING:
     from ..plugins import PluginRegistry
 
 __all__ = ["Project", "Database", "Dataset", "Folder", "SavedModel", "Variables", "UnsafePathError",
-           "load_skops", "write_transaction", "start_run", "end_run", "list_runs"]
+           "load_skops", "write_transaction", "pipeline", "Pipeline", "start_run", "end_run",
+           "list_runs"]
 
 PROJECT_FILE = "project.json"
 DB_FILE = "labelloop.db"

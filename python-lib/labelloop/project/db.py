@@ -188,8 +188,55 @@ def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
 def _take_write_lock(conn: sa.Connection) -> None:
     if conn.dialect.name == "postgresql":
         # The same one-writer-at-a-time rule on PostgreSQL: read-then-write
-        # transactions (counters, upserts, reservations) would otherwise race.
-        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_WRITE_LOCK})")
+        # transactions (counters, upserts, reservations) would otherwise race. Sent in one
+        # round trip with the transaction's BEGIN (psycopg sends that before the first
+        # statement).
+        with pipeline(conn):
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_WRITE_LOCK})")
+
+
+class Pipeline:
+    """What `pipeline` yields: `read` queues a query whose rows are wanted after the block."""
+
+    def __init__(self, conn: sa.Connection, raw: Any = None):
+        self.conn = conn
+        self.raw = raw  # the psycopg connection in pipeline mode, or None: run at once
+
+    def read(self, statement: sa.TextClause, params: dict) -> Callable[[], list[tuple]]:
+        """Send `statement` (a plain query: no result types are applied) with the block's
+        other statements; the returned function gives its rows once the block has ended."""
+        if self.raw is None:
+            rows = [tuple(r) for r in self.conn.execute(statement, params).all()]
+            return lambda: rows
+        compiled = statement.compile(dialect=self.conn.dialect)
+        cursor = self.raw.cursor()
+        cursor.execute(str(compiled), compiled.construct_params(params))
+        return lambda: [tuple(r) for r in cursor.fetchall()]
+
+
+@contextmanager
+def pipeline(conn: sa.Connection) -> Iterator[Pipeline]:
+    """Statements run inside the block are sent to PostgreSQL together and answered in one
+    round trip at its end (psycopg's pipeline mode); on SQLite they run one by one as usual.
+
+    Why: on PostgreSQL each statement is a round trip (about 0.2 ms on this machine's
+    loopback, more on a network), and a writer thread that waits for one gives up the GIL and
+    must win it back. Only for statements whose results are not read inside the block:
+    UPDATE, DELETE, INSERT without RETURNING (their `rowcount` is unknown), and queries
+    through `Pipeline.read`. An error of any of them is raised at the end of the block, as
+    SQLAlchemy's exception, and the transaction must be rolled back as usual.
+    """
+    if conn.dialect.name != "postgresql":
+        yield Pipeline(conn)
+        return
+    raw = conn.connection.driver_connection
+    dbapi = conn.dialect.loaded_dbapi
+    try:
+        with raw.pipeline():  # psycopg allows nested blocks: the inner one syncs at its end
+            yield Pipeline(conn, raw)
+    except dbapi.Error as exc:
+        raise sa.exc.DBAPIError.instance("(statements of a pipeline)", None, exc,
+                                         dbapi.Error) from exc
 
 
 def create_host_tables(engine: sa.Engine) -> None:
