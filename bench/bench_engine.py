@@ -393,6 +393,16 @@ def fresh_database(url: str, tag: str) -> str:
     return sa.engine.make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
+def drop_database(admin: str | None, url: str | None) -> None:
+    """Drop the database of `url` that `fresh_database(admin, ...)` made (nothing for SQLite
+    or None)."""
+    if not url or not url.startswith("postgresql"):
+        return
+    name = sa.engine.make_url(url).database
+    with sa.create_engine(admin, isolation_level="AUTOCOMMIT").connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 def regime(pace: float | None) -> str:
     return f"paced {pace:g} s" if pace else "flat out"
 
@@ -410,17 +420,18 @@ def concurrency_main(args: argparse.Namespace) -> None:
             base = Path(args.baseline).resolve()
             target = tmp / "baseline.json"
             print(f"baseline: {base} ...", flush=True)
+            url = fresh_database(args.database_url, "base") if args.database_url else None
             subprocess.run([str(base / ".venv/bin/python"), __file__, "--concurrency",
                             "--rows", str(rows), "--seconds", str(args.seconds),
                             "--pace", str(args.pace), "--child", str(target)]
-                           + (["--database-url", fresh_database(args.database_url, "base")]
-                              if args.database_url else []), check=True,
+                           + (["--database-url", url] if url else []), check=True,
                            env=dict(os.environ, BENCH_LIB=str(base / "python-lib")))
+            drop_database(args.database_url, url)  # no autovacuum of it in the next run
             results["baseline"] = json.loads(target.read_text())
         print("this revision ...", flush=True)
-        results["this"] = concurrency_scenario(
-            rows, args.seconds, tmp / "this", args.pace,
-            fresh_database(args.database_url, "this") if args.database_url else None)
+        url = fresh_database(args.database_url, "this") if args.database_url else None
+        results["this"] = concurrency_scenario(rows, args.seconds, tmp / "this", args.pace, url)
+        drop_database(args.database_url, url)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"\n{rows:,}-row pool, annotators labeling over HTTP for {args.seconds:.0f} s each; "

@@ -41,7 +41,7 @@ def busy(tmp_path):
                                     "ORDER BY label_id LIMIT 1")).scalar_one()
     assert held >= 50 and answered == 12
     params = {"app": engine.app_id, "qid": qid, "user": "u1", "owner": "", "now": time.time(),
-              "limit": 21, "cursor": 0, "item_id": item}
+              "limit": 21, "cursor": 0, "item_id": item, "lo": 0, "hi": 200}
     return project, params
 
 
@@ -81,6 +81,7 @@ KEYED = {
     "_APP_AND_ANSWER_SQL": ("lb_annotations", ("an",)),
     "_UNRESERVE_SQL": ("lb_reservations", ("lb_reservations",)),
     "_OWN_BATCH_SQL": ("lb_annotations", ("a",)),
+    "_MARK_DONE_SQL": ("lb_annotations", ("a",)),
 }
 
 
@@ -103,7 +104,7 @@ def test_each_probe_reads_one_row_without_statistics(busy, name):
             assert lines, name
             for line in lines:
                 assert line.startswith("SEARCH") and "item_id=?" in line, (name, lines)
-        conn.rollback()  # EXPLAIN ANALYZE of a DELETE runs it
+        conn.rollback()  # EXPLAIN ANALYZE of a DELETE or an UPDATE runs it
 
 
 def test_the_retired_index_is_dropped_when_the_engine_opens_an_old_database(tmp_path):

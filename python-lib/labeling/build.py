@@ -25,7 +25,8 @@ from .store import (
 )
 
 HEAD = 2_000  # positions of a new order written before it is switched in
-FILL = 2_000  # positions written at a time after that
+FILL = 2_000  # positions written ahead at a time after that, when fewer than AHEAD are left
+FILL_STEP = 500  # positions a background write adds (it runs alone: keep it short)
 AHEAD = 1_000  # keep this many positions written beyond the furthest served one
 INDEX_CHUNK = 2_000  # pool items indexed per transaction
 DROP_CHUNK = 5_000
@@ -169,7 +170,7 @@ class QueueBuilder:
         qid, target = self._fill_target
         if app.complete or qid != app.queue_id or target <= (app.filled or 0):
             return False
-        return self._fill(app, min(target, (app.filled or 0) + FILL), background)
+        return self._fill(app, min(target, (app.filled or 0) + FILL_STEP), background)
 
     def _drop_queue(self, queue_id: int) -> None:
         # Deleted in slices so annotators never wait long for the writer.

@@ -199,11 +199,15 @@ class LabelingEngine(Annotating, QueueBuilder, Sessions):
             # background worker keeps writing ahead of the furthest item served).
             if not self._fill(app, (app.filled or 0) + max(FILL, size + 1), background=False):
                 break
-        if app.queue_id is not None and not app.complete:
-            target = max(top + AHEAD, self._fill_target[1] if self._fill_target[0] ==
+        if app.queue_id is not None and not app.complete and \
+                (app.filled or 0) - top < AHEAD:
+            # Running low: top up a whole chunk beyond. Why not after every batch: the worker
+            # then woke per batch to write a few positions (a lease, a step, a release), and
+            # with 32 annotators took CPU from the label writes all the time.
+            target = max(top + AHEAD + FILL, self._fill_target[1] if self._fill_target[0] ==
                          app.queue_id else 0)
             self._fill_target = (app.queue_id, target)
-            if self.background and target > (app.filled or 0):
+            if self.background:
                 self._start_worker(app.session_key)
         rows = out["rows"]
         items = [self._item(r) for r in rows[:size] if r.pos in out["served"]]

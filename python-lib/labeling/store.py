@@ -238,10 +238,13 @@ _INSERT_QUEUE_FROM_INDEX_SQL = sa.text(
     "CAST(:conf AS DOUBLE PRECISION), CAST(:halt AS DOUBLE PRECISION), CAST(:ver AS TEXT), "
     "i.row FROM lb_items i WHERE i.iset = :iset AND i.item_id = :item_id "
     "ON CONFLICT DO NOTHING")
+# A scalar subquery, not EXISTS, for the reason of `_SHARED_BATCH_SQL`: without statistics
+# PostgreSQL ran the EXISTS as a join that read every annotation once per position (1.7 s for
+# 2,000 positions and 2,400 answers, against 36 ms probing the unique key).
 _MARK_DONE_SQL = sa.text(
-    "UPDATE lb_queue SET state = 1 WHERE qid = :qid AND pos >= :lo AND pos < :hi AND EXISTS "
+    "UPDATE lb_queue SET state = 1 WHERE qid = :qid AND pos >= :lo AND pos < :hi AND "
     "(SELECT 1 FROM lb_annotations a WHERE a.app = :app AND a.owner = '' "
-    "AND a.item_id = lb_queue.item_id)")
+    "AND a.item_id = lb_queue.item_id) IS NOT NULL")
 _INSERT_ITEMS_SQL = sa.text(
     "INSERT INTO lb_items (iset, item_id, seq, row) VALUES (:iset, :item_id, :seq, :row) "
     "ON CONFLICT DO NOTHING")

@@ -334,8 +334,7 @@ class Database:
                     if len(jobs) == 1:
                         results.append((jobs[0][1], True, jobs[0][0](conn)))
                     else:
-                        for fn, future in jobs:
-                            results.append((future, *self._in_savepoint(conn, fn)))
+                        results += self._in_savepoints(conn, jobs)
                 finally:
                     self._local.conn = None
                 tx.commit()
@@ -387,12 +386,27 @@ class Database:
         return None
 
     @staticmethod
-    def _in_savepoint(conn: sa.Connection, fn: Callable) -> tuple[bool, Any]:
-        savepoint = conn.begin_nested()
-        try:
-            value = fn(conn)
-        except Exception as exc:  # noqa: BLE001 - this write alone is undone, and reported
-            savepoint.rollback()
-            return False, exc
-        savepoint.commit()
-        return True, value
+    def _in_savepoints(conn: sa.Connection, jobs: list[tuple[Callable, Future]]
+                       ) -> list[tuple[Future, bool, Any]]:
+        """Run each job in a savepoint of its own: one that fails is undone alone, and
+        reported. The RELEASE of a job's savepoint goes to the database with the next job's
+        SAVEPOINT (one round trip on PostgreSQL, see `pipeline`)."""
+        results: list[tuple[Future, bool, Any]] = []
+        done = None  # the savepoint of the last job that succeeded, not released yet
+        for fn, future in jobs:
+            with pipeline(conn):
+                if done is not None:
+                    done.commit()
+                savepoint = conn.begin_nested()
+            done = None
+            try:
+                value = fn(conn)
+            except Exception as exc:  # noqa: BLE001 - this write alone is undone, and reported
+                savepoint.rollback()
+                results.append((future, False, exc))
+                continue
+            done = savepoint
+            results.append((future, True, value))
+        if done is not None:
+            done.commit()
+        return results

@@ -1,0 +1,114 @@
+"""`labelloop.project.pipeline`: statements whose results are not read, sent to PostgreSQL
+together (psycopg's pipeline mode) and run one by one on SQLite, with the same outcome."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from labelloop.project import Project, pipeline
+
+INSERT = sa.text("INSERT INTO pipe_t (k, v) VALUES (:k, :v)")
+COUNT = sa.text("SELECT count(*), sum(v) FROM pipe_t WHERE k >= :lo")
+
+
+@pytest.fixture
+def project(tmp_path):
+    p = Project.init(tmp_path / "proj")
+    with p.write_transaction() as conn:
+        conn.execute(sa.text("CREATE TABLE pipe_t (k INTEGER PRIMARY KEY, v INTEGER)"))
+    return p
+
+
+def rows(project) -> list[tuple]:
+    with project.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.text("SELECT k, v FROM pipe_t ORDER BY k"))]
+
+
+def test_statements_take_effect_and_a_read_answers_after_the_block(project):
+    with project.write_transaction() as conn:
+        modes = []
+        sa.event.listen(conn, "before_cursor_execute", lambda c, cur, stmt, *a: modes.append(
+            bool(getattr(getattr(c.connection.driver_connection, "info", None),
+                         "pipeline_status", 0))))
+        with pipeline(conn) as sent:
+            for k in range(3):
+                conn.execute(INSERT, {"k": k, "v": 10 * k})
+            conn.execute(sa.text("UPDATE pipe_t SET v = v + 1 WHERE k = 2"))
+            total = sent.read(COUNT, {"lo": 1})
+        assert total() == [(2, 31)]
+        # After the block, statements are answered one by one again.
+        assert conn.execute(COUNT, {"lo": 0}).one() == (3, 31)
+    # On PostgreSQL the four statements went out in one pipeline (the read, through a cursor
+    # of psycopg's own, is not seen here); SQLite runs the five one by one.
+    if project.engine.dialect.name == "postgresql":
+        assert modes == [True] * 4 + [False]
+    else:
+        assert modes == [False] * 6
+    assert rows(project) == [(0, 0), (1, 10), (2, 21)]
+
+
+def test_an_error_is_sqlalchemys_and_the_transaction_writes_nothing(project):
+    with pytest.raises(sa.exc.IntegrityError):
+        with project.write_transaction() as conn:
+            with pipeline(conn):
+                conn.execute(INSERT, {"k": 1, "v": 1})
+                conn.execute(INSERT, {"k": 1, "v": 2})  # the same key: refused
+                conn.execute(INSERT, {"k": 3, "v": 3})
+    assert rows(project) == []
+    with project.write_transaction() as conn:  # the connection is usable afterwards
+        with pipeline(conn):
+            conn.execute(INSERT, {"k": 1, "v": 1})
+    assert rows(project) == [(1, 1)]
+
+
+def test_grouped_writes_keep_their_own_outcome(project):
+    """The writer thread runs waiting writes in one transaction, each in a savepoint whose
+    RELEASE is sent with the next one's SAVEPOINT: one that fails is undone alone."""
+    import threading
+
+    gate, started = threading.Event(), threading.Event()
+    db = project.db
+
+    def first(conn):
+        started.set()
+        gate.wait(5)
+        conn.execute(INSERT, {"k": 1, "v": 1})
+        return "first"
+
+    def duplicate(conn):
+        conn.execute(INSERT, {"k": 1, "v": 99})
+        return "never"
+
+    def last(conn):
+        conn.execute(INSERT, {"k": 2, "v": 2})
+        return conn.execute(COUNT, {"lo": 0}).one()
+
+    out: dict = {}
+
+    def call(name, fn):
+        try:
+            out[name] = db.execute_write_fn(fn)
+        except Exception as exc:  # noqa: BLE001 - checked below
+            out[name] = exc
+
+    blocker = threading.Thread(target=call, args=("first", first))
+    blocker.start()
+    assert started.wait(5), "the first write runs"
+    threads = [threading.Thread(target=call, args=(n, f))
+               for n, f in (("duplicate", duplicate), ("last", last))]
+    for t in threads:  # queued behind the first: they share the next transaction
+        t.start()
+    deadline = time.monotonic() + 5
+    while len(db._jobs[0]) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(db._jobs[0]) == 2, "both writes wait for the writer"
+    gate.set()
+    for t in [blocker, *threads]:
+        t.join(10)
+    assert out["first"] == "first"
+    assert isinstance(out["duplicate"], sa.exc.IntegrityError)
+    assert tuple(out["last"]) == (2, 3)
+    assert rows(project) == [(1, 1), (2, 2)]
