@@ -1,14 +1,16 @@
 """`labelloop.project.pipeline`: statements whose results are not read, sent to PostgreSQL
-together (psycopg's pipeline mode) and run one by one on SQLite, with the same outcome."""
+together (psycopg's pipeline mode) and run one by one on SQLite, with the same outcome; and
+`labelloop.project.run`, a statement run straight on the driver's connection."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 
 import pytest
 import sqlalchemy as sa
 
-from labelloop.project import Project, pipeline
+from labelloop.project import Project, pipeline, run
 
 INSERT = sa.text("INSERT INTO pipe_t (k, v) VALUES (:k, :v)")
 COUNT = sa.text("SELECT count(*), sum(v) FROM pipe_t WHERE k >= :lo")
@@ -112,3 +114,42 @@ def test_grouped_writes_keep_their_own_outcome(project):
     assert isinstance(out["duplicate"], sa.exc.IntegrityError)
     assert tuple(out["last"]) == (2, 3)
     assert rows(project) == [(1, 1), (2, 2)]
+
+
+def test_run_converts_typed_parameters_and_results_like_sqlalchemy(project):
+    """`run` skips SQLAlchemy's result machinery, not its types: a date parameter is stored
+    as `conn.execute` stores it (text on SQLite), JSON given with `.columns()` comes back
+    decoded, and the columns are attributes of the rows."""
+    when = dt.datetime(2026, 11, 26, 12, 30, tzinfo=dt.UTC)
+    with project.write_transaction() as conn:
+        conn.execute(sa.text("CREATE TABLE run_t (k INTEGER PRIMARY KEY, d TIMESTAMP, j JSON)"))
+        typed = sa.text("INSERT INTO run_t (k, d, j) VALUES (:k, :d, :j) RETURNING k AS key"
+                        ).bindparams(sa.bindparam("d", type_=sa.DateTime(timezone=True)))
+        seen = []
+        sa.event.listen(conn, "before_cursor_execute", lambda c, cur, stmt, *a: seen.append(
+            stmt))
+        got = run(conn, typed, {"k": 1, "d": when, "j": '{"a": [1, 2]}'})
+        assert got.one().key == 1 and got.rowcount == 1
+        conn.execute(typed, {"k": 2, "d": when, "j": None})  # SQLAlchemy's own way
+        assert seen and all(s.startswith("INSERT INTO run_t") for s in seen)  # listeners see it
+        stored = [tuple(r) for r in conn.execute(sa.text("SELECT d FROM run_t ORDER BY k"))]
+        assert stored[0] == stored[1]  # the same stored value both ways
+        query = sa.text("SELECT k, j FROM run_t ORDER BY k").columns(k=sa.Integer, j=sa.JSON)
+        assert [(r.k, r.j) for r in run(conn, query).all()] == [(1, {"a": [1, 2]}), (2, None)]
+        assert run(conn, sa.text("SELECT k FROM run_t WHERE k > :k"), {"k": 5}).first() is None
+        changed = run(conn, sa.text("UPDATE run_t SET j = NULL WHERE k >= :k"), {"k": 1})
+        assert changed.rowcount == 2
+
+
+def test_run_raises_sqlalchemys_errors_and_refuses_what_it_cannot_send(project):
+    with pytest.raises(sa.exc.IntegrityError):
+        with project.write_transaction() as conn:
+            run(conn, INSERT, {"k": 1, "v": 1})
+            run(conn, INSERT, {"k": 1, "v": 2})
+    assert rows(project) == []
+    with project.write_transaction() as conn:
+        with pytest.raises(sa.exc.ArgumentError, match="no value for the parameter 'v'"):
+            run(conn, INSERT, {"k": 1})
+        with pytest.raises(ValueError, match="expanding"):
+            run(conn, sa.text("SELECT k FROM pipe_t WHERE k IN :ks").bindparams(
+                sa.bindparam("ks", expanding=True)), {"ks": [1]})

@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from labelloop.errors import ConflictError, LabelloopError, NotFoundError
-from labelloop.project import pipeline
+from labelloop.project import pipeline, run
 from labelloop.web import check_user_name
 
 from .queue import IndexNotReady
@@ -146,7 +146,7 @@ class Annotating:
         def write(conn: sa.Connection) -> dict:
             key = {"app": self.app_id, "owner": owner, "item_id": item_id}
             # The app, the item's row in the queue served and the earlier answer, at once.
-            app = conn.execute(_APP_AND_ANSWER_SQL, key).one()
+            app = run(conn, _APP_AND_ANSWER_SQL, key).one()
             session = int(app.q_session or 0)
             row = self._item_row(conn, app, item_id,
                                  None if app.q_pos is None else (app.q_row,))
@@ -167,7 +167,7 @@ class Annotating:
                       "comment": comment, "session": session, "now": now}
             deltas: dict[str, int] = {}
             if old is None:
-                label_id = int(conn.execute(_INSERT_ANNOTATION_SQL, values).scalar_one())
+                label_id = int(run(conn, _INSERT_ANNOTATION_SQL, values).scalar_one())
                 labels_row = None
                 if status == LABELED:
                     labels_row = lt.insert(conn, {**self.dtype.labels_row(json.loads(row)),
@@ -196,18 +196,17 @@ class Annotating:
             # Nothing below is read back but the counters: on PostgreSQL one round trip.
             with pipeline(conn) as sent:
                 if old is None and not self.cfg.per_annotator and app.queue_id is not None:
-                    conn.execute(_DONE_SQL, {"qid": app.queue_id, "item_id": item_id})
-                conn.execute(_UPDATE_ANNOTATION_SQL, {**values, "label_id": label_id,
-                                                      "labels_row": labels_row,
-                                                      "meta_row": meta_row})
+                    run(conn, _DONE_SQL, {"qid": app.queue_id, "item_id": item_id})
+                run(conn, _UPDATE_ANNOTATION_SQL, {**values, "label_id": label_id,
+                                                   "labels_row": labels_row,
+                                                   "meta_row": meta_row})
                 if deltas:  # one statement for all counters (not an executemany)
-                    conn.execute(count_sql(len(deltas)),
-                                 count_params(self.app_id, owner, deltas))
+                    run(conn, count_sql(len(deltas)), count_params(self.app_id, owner, deltas))
                 if not self.cfg.per_annotator:
-                    conn.execute(_UNRESERVE_SQL, {"app": self.app_id, "item_id": item_id})
+                    run(conn, _UNRESERVE_SQL, {"app": self.app_id, "item_id": item_id})
                     # An annotator who answers is still there: what they hold stays theirs.
-                    conn.execute(_RENEW_SQL, {"app": self.app_id, "user": user, "now": now,
-                                              "until": now + ttl})
+                    run(conn, _RENEW_SQL, {"app": self.app_id, "user": user, "now": now,
+                                           "until": now + ttl})
                 counts = sent.read(_COUNTS_SQL, {"app": self.app_id, "owner": owner})
             from .interop.events import emit_annotation  # outgoing webhooks, same transaction
 

@@ -26,7 +26,7 @@ from .store import (
 
 HEAD = 2_000  # positions of a new order written before it is switched in
 FILL = 2_000  # positions written ahead at a time after that, when fewer than AHEAD are left
-FILL_STEP = 500  # positions a background write adds (it runs alone: keep it short)
+FILL_STEP = 100  # positions a background write adds (it runs alone: keep it short)
 AHEAD = 1_000  # keep this many positions written beyond the furthest served one
 INDEX_CHUNK = 2_000  # pool items indexed per transaction
 DROP_CHUNK = 5_000

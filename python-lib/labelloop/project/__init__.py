@@ -16,9 +16,11 @@ from .datasets import Dataset
 from .db import (
     Database,
     Pipeline,
+    Rows,
     create_engine,
     create_host_tables,
     pipeline,
+    run,
     sqlite_url,
     write_transaction,
 )
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
     from ..plugins import PluginRegistry
 
 __all__ = ["Project", "Database", "Dataset", "Folder", "SavedModel", "Variables", "UnsafePathError",
-           "load_skops", "write_transaction", "pipeline", "Pipeline", "start_run", "end_run",
+           "load_skops", "write_transaction", "pipeline", "Pipeline", "run", "Rows", "start_run", "end_run",
            "list_runs"]
 
 PROJECT_FILE = "project.json"

@@ -195,6 +195,134 @@ def _take_write_lock(conn: sa.Connection) -> None:
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_WRITE_LOCK})")
 
 
+class Rows:
+    """What `run` answers: the rows of a query, as tuples whose columns are also attributes,
+    and the number of rows a write changed (`rowcount`)."""
+
+    __slots__ = ("_rows", "rowcount")
+
+    def __init__(self, rows: list[tuple], rowcount: int):
+        self._rows = rows
+        self.rowcount = rowcount
+
+    def all(self) -> list[tuple]:
+        return self._rows
+
+    def first(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    def one(self) -> Any:
+        if len(self._rows) != 1:
+            raise sa.exc.NoResultFound("no row") if not self._rows else \
+                sa.exc.MultipleResultsFound(f"{len(self._rows)} rows, one expected")
+        return self._rows[0]
+
+    def scalar(self) -> Any:
+        return self._rows[0][0] if self._rows else None
+
+    def scalar_one(self) -> Any:
+        return self.one()[0]
+
+
+class _Compiled:
+    """A statement as the driver takes it: its SQL, the order of its parameters (positional
+    drivers) and the conversions of typed parameters (e.g. dates to text on SQLite)."""
+
+    __slots__ = ("statement", "sql", "names", "positional", "convert", "results")
+
+    def __init__(self, statement: sa.TextClause, dialect: Any):
+        compiled = statement.compile(dialect=dialect)
+        if any(b.expanding for b in compiled.binds.values()):
+            raise ValueError("run() takes no expanding (IN list) parameters: use conn.execute")
+        self.statement = statement  # held: the cache is keyed by its id
+        self.sql = compiled.string
+        self.positional = bool(compiled.positional)
+        self.names = tuple(compiled.positiontup if self.positional else compiled.binds)
+        self.convert = {}
+        for name, bind in compiled.binds.items():
+            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if process is not None:
+                self.convert[name] = process
+        # Result types given with `.columns()` (e.g. JSON stored as text on SQLite).
+        self.results = {}
+        for column in getattr(statement, "selected_columns", ()):
+            process = column.type.dialect_impl(dialect).result_processor(dialect, None)
+            if process is not None:
+                self.results[column.name] = process
+
+    def args(self, params: dict) -> Any:
+        convert = self.convert
+        if convert:
+            params = {n: (convert[n](v) if n in convert else v) for n, v in params.items()}
+        try:
+            if self.positional:
+                return tuple(params[n] for n in self.names)
+            return {n: params[n] for n in self.names}
+        except KeyError as exc:
+            raise sa.exc.ArgumentError(f"no value for the parameter {exc.args[0]!r} of "
+                                       f"{self.sql[:80]!r}") from None
+
+
+_COMPILED: dict[tuple[int, str], _Compiled] = {}
+_ROW_TYPES: dict[tuple[str, ...], type] = {}
+
+
+def _compiled(statement: sa.TextClause, dialect: Any) -> _Compiled:
+    key = (id(statement), dialect.name)
+    hit = _COMPILED.get(key)
+    if hit is None or hit.statement is not statement:
+        if len(_COMPILED) > 4096:  # statements built on the fly: don't grow without bound
+            _COMPILED.clear()
+        hit = _COMPILED[key] = _Compiled(statement, dialect)
+    return hit
+
+
+def _row_type(names: tuple[str, ...]) -> type:
+    cls = _ROW_TYPES.get(names)
+    if cls is None:
+        cls = _ROW_TYPES[names] = collections.namedtuple("Row", names, rename=True)
+    return cls
+
+
+def run(conn: sa.Connection, statement: sa.TextClause | sa.TextualSelect,
+        params: dict | None = None) -> Rows:
+    """Run a `sa.text` statement in `conn`'s transaction straight on the driver's connection;
+    its rows (columns also as attributes) and `rowcount`.
+
+    Why: SQLAlchemy's own execution costs about 0.1 ms of Python per statement (result
+    objects, metadata, events): a label is a dozen statements on the writer thread, which all
+    requests wait for. What it keeps: parameters converted by their SQLAlchemy types,
+    `before_cursor_execute` listeners called, driver errors raised as SQLAlchemy's
+    exceptions, result types given with `.columns()`. What it leaves out: expanding (IN
+    list) parameters. Inside a `pipeline` block
+    on PostgreSQL, a write's `rowcount` and any rows are only known after a sync: read
+    queries there through `Pipeline.read`.
+    """
+    c = _compiled(statement, conn.dialect)
+    args = c.args(params or {})
+    cursor = conn.connection.driver_connection.cursor()  # not closed: in a pipeline its
+    # results are still to come (both drivers' cursors hold nothing once dropped)
+    for listener in conn.dispatch.before_cursor_execute:
+        listener(conn, cursor, c.sql, args, None, False)
+    try:
+        cursor.execute(c.sql, args)
+        desc = cursor.description
+        rows = [] if desc is None else cursor.fetchall()
+        if rows:
+            names = tuple(d[0] for d in desc)
+            cls = _row_type(names)
+            if c.results:
+                procs = [c.results.get(n) for n in names]
+                rows = [cls._make([v if p is None or v is None else p(v)
+                                   for p, v in zip(procs, r, strict=True)]) for r in rows]
+            else:
+                rows = [cls._make(r) for r in rows]
+        return Rows(rows, cursor.rowcount)
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise sa.exc.DBAPIError.instance(c.sql, args, exc,
+                                         conn.dialect.loaded_dbapi.Error) from exc
+
+
 class Pipeline:
     """What `pipeline` yields: `read` queues a query whose rows are wanted after the block."""
 
@@ -208,9 +336,9 @@ class Pipeline:
         if self.raw is None:
             rows = [tuple(r) for r in self.conn.execute(statement, params).all()]
             return lambda: rows
-        compiled = statement.compile(dialect=self.conn.dialect)
+        c = _compiled(statement, self.conn.dialect)
         cursor = self.raw.cursor()
-        cursor.execute(str(compiled), compiled.construct_params(params))
+        cursor.execute(c.sql, c.args(params))
         return lambda: [tuple(r) for r in cursor.fetchall()]
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from ...errors import ConflictError, LabelloopError
-from ..db import datasets_table
+from ..db import datasets_table, run
 from .schema import ROW, _sql_table, normalize
 
 CHUNK = 50_000
@@ -48,10 +48,19 @@ def _db_values(frame: pd.DataFrame, schema: Sequence[dict], sqlite: bool) -> lis
 _TOUCH_SQL = sa.text("UPDATE ll_datasets SET updated = :now WHERE name = :name "
                      "RETURNING table_name, storage").bindparams(
     sa.bindparam("now", type_=datasets_table.c.updated.type))
-_TOUCH_MANY_SQL = sa.text("UPDATE ll_datasets SET updated = :now WHERE name IN :names "
-                          "RETURNING name, table_name, storage").bindparams(
-    sa.bindparam("now", type_=datasets_table.c.updated.type),
-    sa.bindparam("names", expanding=True))
+_TOUCH_MANY: dict[int, sa.TextClause] = {}
+
+
+def _touch_many_sql(n: int) -> sa.TextClause:
+    """Mark `n` datasets changed (parameters `now`, `name0`...): fixed binds, for `run`."""
+    stmt = _TOUCH_MANY.get(n)
+    if stmt is None:
+        names = ", ".join(f":name{i}" for i in range(n))
+        stmt = _TOUCH_MANY[n] = sa.text(
+            f"UPDATE ll_datasets SET updated = :now WHERE name IN ({names}) "
+            "RETURNING name, table_name, storage").bindparams(
+            sa.bindparam("now", type_=datasets_table.c.updated.type))
+    return stmt
 
 
 class _RowOps:
@@ -217,8 +226,8 @@ class RowStorage:
         ops = self._row_ops(conn)
         if not ignore_extra:
             ops.check(self.name, values)
-        return int(conn.execute(ops.insert, {p: values.get(n) for n, p in ops.params.items()}
-                                ).scalar_one())
+        return int(run(conn, ops.insert, {p: values.get(n) for n, p in ops.params.items()}
+                       ).scalar_one())
 
     def update(self, conn: sa.Connection, key: int | None, values: dict,
                match: dict | None = None, ignore_extra: bool = False) -> int:
@@ -239,7 +248,7 @@ class RowStorage:
         stmt = ops.statement("update", tuple(values), tuple(match), key is not None)
         args = {ops.params[n]: v for n, v in values.items()}
         args.update({f"m_{ops.params[n]}": v for n, v in match.items()})
-        return conn.execute(stmt, {**args, "key": key}).rowcount
+        return run(conn, stmt, {**args, "key": key}).rowcount
 
     def delete(self, conn: sa.Connection, key: int | None, match: dict | None = None,
                ignore_extra: bool = False) -> int:
@@ -252,7 +261,7 @@ class RowStorage:
         ops.check(self.name, match)
         stmt = ops.statement("delete", (), tuple(match), key is not None)
         args = {f"m_{ops.params[n]}": v for n, v in match.items()}
-        return conn.execute(stmt, {**args, "key": key}).rowcount
+        return run(conn, stmt, {**args, "key": key}).rowcount
 
     def touch(self, conn: sa.Connection, others: Sequence[str] = ()) -> None:
         """Mark this dataset and the datasets named `others` as changed in `conn`'s
@@ -264,8 +273,9 @@ class RowStorage:
                  if stamps is None or n not in stamps]
         if not names:
             return
-        rows = conn.execute(_TOUCH_MANY_SQL, {"names": names, "now": dt.datetime.now(dt.UTC)}
-                            ).all()
+        params: dict[str, Any] = {f"name{i}": n for i, n in enumerate(names)}
+        rows = run(conn, _touch_many_sql(len(names)),
+                   {**params, "now": dt.datetime.now(dt.UTC)}).all()
         if stamps is not None:
             stamps.update({r.name: r.table_name for r in rows if r.storage == "rows"})
 
@@ -274,8 +284,8 @@ class RowStorage:
         table_name = None if stamps is None else stamps.get(self.name)
         if table_name is None:
             # One statement both marks the dataset as changed and says which table holds it.
-            info = conn.execute(_TOUCH_SQL, {"name": self.name, "now": dt.datetime.now(dt.UTC)}
-                                ).first()
+            info = run(conn, _TOUCH_SQL, {"name": self.name,
+                                          "now": dt.datetime.now(dt.UTC)}).first()
             if info is None:
                 self._require(conn)  # raises the usual "no data yet" error
             if info.storage != "rows":
