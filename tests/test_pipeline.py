@@ -43,10 +43,9 @@ def test_statements_take_effect_and_a_read_answers_after_the_block(project):
         assert total() == [(2, 31)]
         # After the block, statements are answered one by one again.
         assert conn.execute(COUNT, {"lo": 0}).one() == (3, 31)
-    # On PostgreSQL the four statements went out in one pipeline (the read, through a cursor
-    # of psycopg's own, is not seen here); SQLite runs the five one by one.
+    # On PostgreSQL the five statements went out in one pipeline; SQLite runs them one by one.
     if project.engine.dialect.name == "postgresql":
-        assert modes == [True] * 4 + [False]
+        assert modes == [True] * 5 + [False]
     else:
         assert modes == [False] * 6
     assert rows(project) == [(0, 0), (1, 10), (2, 21)]

@@ -18,9 +18,11 @@ from labelloop.web import check_user_name
 from .queue import IndexNotReady
 from .store import (
     _ANY_QUEUE_ROW_SQL,
+    _APP_AND_ANSWER_NEXT_SQL,
     _APP_AND_ANSWER_SQL,
     _COUNTS_SQL,
     _DONE_SQL,
+    _INSERT_ANNOTATION_ID_SQL,
     _INSERT_ANNOTATION_SQL,
     _ITEM_SQL,
     _RENEW_SQL,
@@ -145,8 +147,22 @@ class Annotating:
 
         def write(conn: sa.Connection) -> dict:
             key = {"app": self.app_id, "owner": owner, "item_id": item_id}
-            # The app, the item's row in the queue served and the earlier answer, at once.
-            app = run(conn, _APP_AND_ANSWER_SQL, key).one()
+            lt = self._dataset_table(conn, self.cfg.labels_ds, self._labels_schema())
+            mt = self._dataset_table(conn, self.cfg.metadata_ds, self._metadata_schema())
+            # PostgreSQL: the annotation's id is taken with the first read, so that a new
+            # annotation and its rows go to the database together below.
+            pg = conn.dialect.name == "postgresql"
+            with pipeline(conn):
+                # The datasets written below marked changed (undone with the rest if this
+                # write fails); a skip writes metadata only, unless it removes a label row,
+                # which then marks the labels itself.
+                if status == LABELED:
+                    lt.ds.touch(conn, [mt.ds.name])
+                else:
+                    mt.ds.touch(conn)
+                # The app, the item's row in the queue served and the earlier answer, at once.
+                got = run(conn, _APP_AND_ANSWER_NEXT_SQL if pg else _APP_AND_ANSWER_SQL, key)
+            app = got.one()
             session = int(app.q_session or 0)
             row = self._item_row(conn, app, item_id,
                                  None if app.q_pos is None else (app.q_row,))
@@ -154,19 +170,26 @@ class Annotating:
             if row is None:
                 raise NotFoundError(f"no item {item_id!r} in {self.cfg.unlabeled!r}: use an id "
                                     "from a batch")
-            lt = self._dataset_table(conn, self.cfg.labels_ds, self._labels_schema())
-            mt = self._dataset_table(conn, self.cfg.metadata_ds, self._metadata_schema())
             if old is not None and not self.cfg.per_annotator:
                 old = self._answered_by_another(conn, old, user, lt)
-            if status == LABELED or (old is not None and old.labels_row is not None):
-                # Both datasets are written below: mark them changed in one statement.
-                lt.ds.touch(conn, [mt.ds.name])
             meta = {"date": when, "data_id": item_id, "comment": comment, "session": session,
                     "status": status, "annotator": user, label_col: stored}
             values = {**key, "annotator": user, "status": status, "label": stored,
                       "comment": comment, "session": session, "now": now}
             deltas: dict[str, int] = {}
-            if old is None:
+            if old is None and pg:  # the annotation and its two rows: one round trip
+                label_id = int(app.next_id)
+                # Their tables found first: no read may run inside the block.
+                to_labels = lt.inserter(conn, label_id) if status == LABELED else None
+                to_meta = mt.inserter(conn, label_id)
+                with pipeline(conn):
+                    run(conn, _INSERT_ANNOTATION_ID_SQL, {**values, "label_id": label_id})
+                    labels_key = None if to_labels is None else to_labels(
+                        {**self.dtype.labels_row(json.loads(row)), label_col: stored})
+                    meta_key = to_meta(meta)
+                labels_row = None if labels_key is None else labels_key()
+                meta_row = meta_key()
+            elif old is None:
                 label_id = int(run(conn, _INSERT_ANNOTATION_SQL, values).scalar_one())
                 labels_row = None
                 if status == LABELED:

@@ -33,7 +33,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from labelloop.errors import ConfigError, LabelloopError
-from labelloop.project import SystemClock
+from labelloop.project import SystemClock, run
 
 from . import setaside
 from .annotate import MAX_BATCH, MAX_COMMENT, Annotating
@@ -63,12 +63,9 @@ from .store import (
     _ITEM_COLS,
     _ITEM_SQL,
     _MARK_DONE_SQL,
-    _OLD_SQL,
     _OWN_BATCH_SQL,
     _PENDING_SQL,
-    _QUEUE_ROW_SQL,
     _RENEW_SQL,
-    _RESERVE_SQL,
     _SHARED_BATCH_SQL,
     _UNRESERVE_SQL,
     _UPDATE_ANNOTATION_SQL,
@@ -89,6 +86,7 @@ from .store import (
     queue_table,
     queues_table,
     reservations_table,
+    reserve_sql,
 )
 
 
@@ -238,11 +236,11 @@ class LabelingEngine(Annotating, QueueBuilder, Sessions):
             served = {r.pos for r in rows[:size]}
             pending = bool(rows) or not app.complete
         else:
-            rows = setaside.screened(self, conn, app.queue_id, size, lambda n: conn.execute(
-                _SHARED_BATCH_SQL, {"app": self.app_id, "qid": app.queue_id, "now": now,
-                                    "user": user, "limit": n}).all())
-            held = conn.execute(_HELD_SQL, {"app": self.app_id, "user": user,
-                                            "now": now}).scalar_one()
+            rows = setaside.screened(self, conn, app.queue_id, size, lambda n: run(
+                conn, _SHARED_BATCH_SQL, {"app": self.app_id, "qid": app.queue_id, "now": now,
+                                          "user": user, "limit": n}).all())
+            held = run(conn, _HELD_SQL, {"app": self.app_id, "user": user,
+                                         "now": now}).scalar_one()
             room = max(0, self.max_reserved - int(held))
             served = set()
             for r in rows[:size]:
@@ -255,9 +253,10 @@ class LabelingEngine(Annotating, QueueBuilder, Sessions):
                     capped = True
             until = now + self.cfg.reservation_seconds  # one length for every item
             if served:
-                conn.execute(_RESERVE_SQL, [
-                    {"app": self.app_id, "item_id": r.item_id, "annotator": user,
-                     "until": until} for r in rows[:size] if r.pos in served])
+                ids = [r.item_id for r in rows[:size] if r.pos in served]
+                run(conn, reserve_sql(len(ids)), {
+                    "app": self.app_id, "annotator": user, "until": until,
+                    **{f"item{i}": item_id for i, item_id in enumerate(ids)}})
             pending = bool(rows) or not app.complete
             if not rows and app.complete:
                 pending = conn.execute(_PENDING_SQL, {"qid": app.queue_id}).first() is not None
@@ -322,7 +321,7 @@ class LabelingEngine(Annotating, QueueBuilder, Sessions):
                counts: list[tuple] | None = None) -> dict:
         """The stats answer; `counts`: the rows of `_COUNTS_SQL` when already read."""
         if counts is None:
-            counts = conn.execute(_COUNTS_SQL, {"app": self.app_id, "owner": owner}).all()
+            counts = run(conn, _COUNTS_SQL, {"app": self.app_id, "owner": owner}).all()
         counts = dict(counts)
         total = app.n_items or 0
         labeled, skipped = counts.get("labeled", 0), counts.get("skipped", 0)

@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from labelloop.errors import LabelloopError
-from labelloop.project import Lease, new_owner
+from labelloop.project import Lease, new_owner, run
 
 from .store import _APP_SQL, apps_table, builder_leases_table, log
 
@@ -90,7 +90,7 @@ class Sessions:
         return int(key.rsplit(":", 1)[-1]) if not key.endswith("|-") else 0
 
     def _app(self, conn: sa.Connection) -> sa.Row:
-        return conn.execute(_APP_SQL, {"id": self.app_id}).first()
+        return run(conn, _APP_SQL, {"id": self.app_id}).first()
 
     def _read_app(self) -> sa.Row:
         with self.engine.connect() as conn:

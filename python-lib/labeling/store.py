@@ -30,6 +30,7 @@ Written by `labeling.build` (queues, the item index), `labeling.annotate` (answe
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -194,10 +195,23 @@ def create_tables(engine: sa.Engine) -> None:
 
 
 # ON CONFLICT ... DO UPDATE: SQLite >= 3.24 and PostgreSQL share this syntax.
-_RESERVE_SQL = sa.text(
-    "INSERT INTO lb_reservations (app, item_id, annotator, until) "
-    "VALUES (:app, :item_id, :annotator, :until) ON CONFLICT (app, item_id) DO UPDATE SET "
-    "annotator = excluded.annotator, until = excluded.until")
+_RESERVE_MANY: dict[int, sa.TextClause] = {}
+
+
+def reserve_sql(n: int) -> sa.TextClause:
+    """Reserve `n` items for one annotator until a time, in one statement (one round trip,
+    not an executemany); an item someone else held (expired) changes hands. Parameters `app`,
+    `annotator`, `until` and `item0`, `item1`... (distinct items)."""
+    stmt = _RESERVE_MANY.get(n)
+    if stmt is None:
+        rows = ", ".join(f"(:app, :item{i}, :annotator, :until)" for i in range(n))
+        stmt = _RESERVE_MANY[n] = sa.text(
+            f"INSERT INTO lb_reservations (app, item_id, annotator, until) VALUES {rows} "
+            "ON CONFLICT (app, item_id) DO UPDATE SET annotator = excluded.annotator, "
+            "until = excluded.until")
+    return stmt
+
+
 _RENEW_SQL = sa.text("UPDATE lb_reservations SET until = :until WHERE app = :app AND "
                      "annotator = :user AND until > :now")
 _HELD_SQL = sa.text("SELECT count(*) FROM lb_reservations WHERE app = :app AND "
@@ -262,23 +276,33 @@ _APP_SQL = sa.text(f"SELECT {_APP_COLS}{_APP_FROM}WHERE a.id = :id").columns(
 # A label's first read, in one round trip: the app (as `_APP_SQL`), the item's row in the
 # queue being served (`q_pos` NULL when that queue has no such item, or there is none) and the
 # caller's earlier annotation (`label_id` NULL when none).
+_ANSWER_COLS = ("qi.pos AS q_pos, qi.row AS q_row, an.label_id, an.status, an.label, "
+                "an.labels_row, an.meta_row ")
+_ANSWER_FROM = ("LEFT JOIN lb_queue qi ON qi.qid = a.queue_id AND qi.item_id = :item_id "
+                "LEFT JOIN lb_annotations an ON an.app = a.id AND an.owner = :owner "
+                "AND an.item_id = :item_id WHERE a.id = :app")
 _APP_AND_ANSWER_SQL = sa.text(
-    f"SELECT {_APP_COLS}, qi.pos AS q_pos, qi.row AS q_row, an.label_id, an.status, an.label, "
-    f"an.labels_row, an.meta_row {_APP_FROM}"
-    "LEFT JOIN lb_queue qi ON qi.qid = a.queue_id AND qi.item_id = :item_id "
-    "LEFT JOIN lb_annotations an ON an.app = a.id AND an.owner = :owner "
-    "AND an.item_id = :item_id WHERE a.id = :app").columns(prep=sa.JSON, q_info=sa.JSON)
-_QUEUE_ROW_SQL = sa.text("SELECT row FROM lb_queue WHERE qid = :qid AND item_id = :item_id")
+    f"SELECT {_APP_COLS}, {_ANSWER_COLS}{_APP_FROM}{_ANSWER_FROM}").columns(
+    prep=sa.JSON, q_info=sa.JSON)
+# PostgreSQL: the same, with the id a new annotation will get (`next_id`, taken from its
+# sequence whether used or not), so the annotation and its labels and metadata rows go to
+# the database together (`_INSERT_ANNOTATION_ID_SQL`, one round trip).
+_APP_AND_ANSWER_NEXT_SQL = sa.text(
+    f"SELECT {_APP_COLS}, {_ANSWER_COLS}, "
+    "nextval(pg_get_serial_sequence('lb_annotations', 'label_id')) AS next_id "
+    f"{_APP_FROM}{_ANSWER_FROM}").columns(prep=sa.JSON, q_info=sa.JSON)
 _ITEM_SQL = sa.text("SELECT row FROM lb_items WHERE iset = :iset AND item_id = :item_id")
 _ANY_QUEUE_ROW_SQL = sa.text(
     "SELECT q.row FROM lb_queue q JOIN lb_queues s ON s.id = q.qid WHERE s.app = :app "
     "AND q.item_id = :item_id AND q.row IS NOT NULL LIMIT 1")
-_OLD_SQL = sa.text("SELECT label_id, status, label, labels_row, meta_row FROM lb_annotations "
-                   "WHERE app = :app AND owner = :owner AND item_id = :item_id")
 _INSERT_ANNOTATION_SQL = sa.text(
     "INSERT INTO lb_annotations (app, item_id, owner, annotator, status, label, comment, "
     "session, created, updated) VALUES (:app, :item_id, :owner, :annotator, :status, :label, "
     ":comment, :session, :now, :now) RETURNING label_id")
+_INSERT_ANNOTATION_ID_SQL = sa.text(
+    "INSERT INTO lb_annotations (label_id, app, item_id, owner, annotator, status, label, "
+    "comment, session, created, updated) VALUES (:label_id, :app, :item_id, :owner, "
+    ":annotator, :status, :label, :comment, :session, :now, :now)")
 _UPDATE_ANNOTATION_SQL = sa.text(
     "UPDATE lb_annotations SET annotator = :annotator, status = :status, label = :label, "
     "comment = :comment, session = :session, updated = :now, labels_row = :labels_row, "
@@ -335,6 +359,13 @@ class _RowDataset:
 
     def insert(self, conn: sa.Connection, values: dict, label_id: int) -> int:
         return int(self._call(conn, "insert", {**values, self.lid_col: label_id}))
+
+    def inserter(self, conn: sa.Connection, label_id: int
+                 ) -> Callable[[dict], Callable[[], int]]:
+        """`insert` in two steps (the host's `Dataset.inserter`): call it before a
+        `pipeline` block; inside, the function it returns sends the row."""
+        send = self._call(conn, "inserter")
+        return lambda values: send({**values, self.lid_col: label_id})
 
     def update(self, conn: sa.Connection, row: int, label_id: int, values: dict) -> bool:
         """Update the row an annotation wrote; False if it is gone (dataset replaced)."""

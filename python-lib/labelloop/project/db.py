@@ -197,28 +197,46 @@ def _take_write_lock(conn: sa.Connection) -> None:
 
 class Rows:
     """What `run` answers: the rows of a query, as tuples whose columns are also attributes,
-    and the number of rows a write changed (`rowcount`)."""
+    and the number of rows a write changed (`rowcount`). Sent inside a `pipeline` block on
+    PostgreSQL, they are fetched when first asked for (that waits for the database: one
+    round trip), or for free once the block has ended."""
 
-    __slots__ = ("_rows", "rowcount")
+    __slots__ = ("_rows", "_rowcount", "_load")
 
-    def __init__(self, rows: list[tuple], rowcount: int):
+    def __init__(self, rows: list[tuple] | None, rowcount: int,
+                 load: Callable[[], tuple[list[tuple], int]] | None = None):
         self._rows = rows
-        self.rowcount = rowcount
+        self._rowcount = rowcount
+        self._load = load
+
+    def _loaded(self) -> list[tuple]:
+        if self._load is not None:
+            load, self._load = self._load, None
+            self._rows, self._rowcount = load()
+        return self._rows  # type: ignore[return-value]
+
+    @property
+    def rowcount(self) -> int:
+        self._loaded()
+        return self._rowcount
 
     def all(self) -> list[tuple]:
-        return self._rows
+        return self._loaded()
 
     def first(self) -> Any:
-        return self._rows[0] if self._rows else None
+        rows = self._loaded()
+        return rows[0] if rows else None
 
     def one(self) -> Any:
-        if len(self._rows) != 1:
-            raise sa.exc.NoResultFound("no row") if not self._rows else \
-                sa.exc.MultipleResultsFound(f"{len(self._rows)} rows, one expected")
-        return self._rows[0]
+        rows = self._loaded()
+        if len(rows) != 1:
+            raise sa.exc.NoResultFound("no row") if not rows else \
+                sa.exc.MultipleResultsFound(f"{len(rows)} rows, one expected")
+        return rows[0]
 
     def scalar(self) -> Any:
-        return self._rows[0][0] if self._rows else None
+        rows = self._loaded()
+        return rows[0][0] if rows else None
 
     def scalar_one(self) -> Any:
         return self.one()[0]
@@ -294,20 +312,28 @@ def run(conn: sa.Connection, statement: sa.TextClause | sa.TextualSelect,
     requests wait for. What it keeps: parameters converted by their SQLAlchemy types,
     `before_cursor_execute` listeners called, driver errors raised as SQLAlchemy's
     exceptions, result types given with `.columns()`. What it leaves out: expanding (IN
-    list) parameters. Inside a `pipeline` block
-    on PostgreSQL, a write's `rowcount` and any rows are only known after a sync: read
-    queries there through `Pipeline.read`.
+    list) parameters. Inside a `pipeline` block on PostgreSQL the statement is only sent:
+    its rows and `rowcount` are fetched when asked for (see `Rows`).
     """
     c = _compiled(statement, conn.dialect)
     args = c.args(params or {})
-    cursor = conn.connection.driver_connection.cursor()  # not closed: in a pipeline its
-    # results are still to come (both drivers' cursors hold nothing once dropped)
+    raw = conn.connection.driver_connection
+    cursor = raw.cursor()  # not closed: in a pipeline its results are still to come (both
+    # drivers' cursors hold nothing once dropped)
     for listener in conn.dispatch.before_cursor_execute:
         listener(conn, cursor, c.sql, args, None, False)
-    try:
-        cursor.execute(c.sql, args)
-        desc = cursor.description
-        rows = [] if desc is None else cursor.fetchall()
+    error = conn.dialect.loaded_dbapi.Error
+    pending = bool(getattr(getattr(raw, "info", None), "pipeline_status", 0))
+
+    def load() -> tuple[list[tuple], int]:
+        try:
+            if pending and cursor.pgresult is None:
+                with raw.pipeline():  # a nested block syncs at its end: the results are here
+                    pass
+            desc = cursor.description
+            rows = [] if desc is None else cursor.fetchall()
+        except error as exc:
+            raise sa.exc.DBAPIError.instance(c.sql, args, exc, error) from exc
         if rows:
             names = tuple(d[0] for d in desc)
             cls = _row_type(names)
@@ -317,10 +343,15 @@ def run(conn: sa.Connection, statement: sa.TextClause | sa.TextualSelect,
                                    for p, v in zip(procs, r, strict=True)]) for r in rows]
             else:
                 rows = [cls._make(r) for r in rows]
-        return Rows(rows, cursor.rowcount)
-    except conn.dialect.loaded_dbapi.Error as exc:
-        raise sa.exc.DBAPIError.instance(c.sql, args, exc,
-                                         conn.dialect.loaded_dbapi.Error) from exc
+        return rows, cursor.rowcount
+
+    try:
+        cursor.execute(c.sql, args)
+    except error as exc:
+        raise sa.exc.DBAPIError.instance(c.sql, args, exc, error) from exc
+    if pending:
+        return Rows(None, -1, load)
+    return Rows(*load())
 
 
 class Pipeline:
@@ -331,15 +362,9 @@ class Pipeline:
         self.raw = raw  # the psycopg connection in pipeline mode, or None: run at once
 
     def read(self, statement: sa.TextClause, params: dict) -> Callable[[], list[tuple]]:
-        """Send `statement` (a plain query: no result types are applied) with the block's
-        other statements; the returned function gives its rows once the block has ended."""
-        if self.raw is None:
-            rows = [tuple(r) for r in self.conn.execute(statement, params).all()]
-            return lambda: rows
-        c = _compiled(statement, self.conn.dialect)
-        cursor = self.raw.cursor()
-        cursor.execute(c.sql, c.args(params))
-        return lambda: [tuple(r) for r in cursor.fetchall()]
+        """Send `statement` with the block's other statements; the returned function gives
+        its rows (as `run`'s) once the block has ended."""
+        return run(self.conn, statement, params).all
 
 
 @contextmanager

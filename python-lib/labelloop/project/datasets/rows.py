@@ -9,14 +9,14 @@ caller's transaction, touch `ll_datasets.updated` (once per dataset and transact
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
 
 from ...errors import ConflictError, LabelloopError
-from ..db import datasets_table, run
+from ..db import Rows, datasets_table, run
 from .schema import ROW, _sql_table, normalize
 
 CHUNK = 50_000
@@ -226,8 +226,23 @@ class RowStorage:
         ops = self._row_ops(conn)
         if not ignore_extra:
             ops.check(self.name, values)
-        return int(run(conn, ops.insert, {p: values.get(n) for n, p in ops.params.items()}
-                       ).scalar_one())
+        return self.inserter(conn, ignore_extra)(values)()
+
+    def inserter(self, conn: sa.Connection, ignore_extra: bool = False
+                 ) -> Callable[[dict], Callable[[], int]]:
+        """`insert` in two steps, for a `pipeline` block: call this first, outside the block
+        (it finds the dataset's table, a read at most); inside it, the returned function
+        sends a row and returns a function giving the row's key (free once the block has
+        ended, earlier it waits for the database)."""
+        ops = self._row_ops(conn)
+
+        def send(values: dict) -> Callable[[], int]:
+            if not ignore_extra:
+                ops.check(self.name, values)
+            rows = run(conn, ops.insert, {p: values.get(n) for n, p in ops.params.items()})
+            return lambda: int(rows.scalar_one())
+
+        return send
 
     def update(self, conn: sa.Connection, key: int | None, values: dict,
                match: dict | None = None, ignore_extra: bool = False) -> int:
@@ -267,7 +282,9 @@ class RowStorage:
         """Mark this dataset and the datasets named `others` as changed in `conn`'s
         transaction, in one statement: row-level writes of this transaction that follow
         don't mark them again. For a caller about to write rows of several datasets (one
-        round trip instead of one per dataset); datasets without data yet are left out."""
+        round trip instead of one per dataset); datasets without data yet are left out.
+        Inside a `pipeline` block the statement goes with the block's others: what it
+        answers (the tables holding the rows) is only read by the first row-level write."""
         stamps = _stamps(conn)
         names = [n for n in dict.fromkeys((self.name, *others))
                  if stamps is None or n not in stamps]
@@ -275,13 +292,21 @@ class RowStorage:
             return
         params: dict[str, Any] = {f"name{i}": n for i, n in enumerate(names)}
         rows = run(conn, _touch_many_sql(len(names)),
-                   {**params, "now": dt.datetime.now(dt.UTC)}).all()
+                   {**params, "now": dt.datetime.now(dt.UTC)})
         if stamps is not None:
-            stamps.update({r.name: r.table_name for r in rows if r.storage == "rows"})
+            stamps.update(dict.fromkeys(names, rows))  # resolved by `_row_ops`
 
     def _row_ops(self, conn: sa.Connection) -> _RowOps:
         stamps = _stamps(conn)
         table_name = None if stamps is None else stamps.get(self.name)
+        if isinstance(table_name, Rows):  # stamped by `touch`, its answer not read yet
+            found = [r.table_name for r in table_name.all()
+                     if r.name == self.name and r.storage == "rows"]
+            table_name = found[0] if found else None
+            if table_name is None:  # no data yet, or stored column-wise: as if not stamped
+                del stamps[self.name]  # type: ignore[union-attr]
+            else:
+                stamps[self.name] = table_name  # type: ignore[index]
         if table_name is None:
             # One statement both marks the dataset as changed and says which table holds it.
             info = run(conn, _TOUCH_SQL, {"name": self.name,
