@@ -152,3 +152,32 @@ def test_run_raises_sqlalchemys_errors_and_refuses_what_it_cannot_send(project):
         with pytest.raises(ValueError, match="expanding"):
             run(conn, sa.text("SELECT k FROM pipe_t WHERE k IN :ks").bindparams(
                 sa.bindparam("ks", expanding=True)), {"ks": [1]})
+
+
+def test_rows_inserted_in_one_block_get_their_keys_and_the_dataset_is_stamped_once(project):
+    """`Dataset.inserter` outside the block, rows sent inside; `touch` inside a block: its
+    answer (which table holds the rows) is read by the first row-level write."""
+    import pandas as pd
+
+    ds = project.dataset("rows", create=True)
+    ds.write(pd.DataFrame({"a": [1]}), storage="rows")
+    with project.write_transaction() as conn:
+        conn.execute(sa.text("UPDATE ll_datasets SET updated = NULL WHERE name = 'rows'"))
+    stamps = []
+    with project.write_transaction() as conn:
+        sa.event.listen(conn, "before_cursor_execute", lambda c, cur, stmt, *a: stamps.append(
+            stmt) if stmt.startswith("UPDATE ll_datasets") else None)
+        with pipeline(conn):
+            ds.touch(conn)
+            got = run(conn, COUNT, {"lo": 0})
+        assert got.one() == (0, None)
+        send = ds.inserter(conn)
+        with pipeline(conn):
+            keys = [send({"a": a}) for a in (2, 3)]
+        keys = [k() for k in keys]
+        assert len(set(keys)) == 2 and ds.insert(conn, {"a": 4}) not in keys
+    assert len(stamps) == 1  # touched once: the three inserts did not stamp again
+    assert sorted(ds.read()["a"]) == [1, 2, 3, 4]
+    with project.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT updated FROM ll_datasets WHERE name = 'rows'")
+                            ).scalar() is not None
