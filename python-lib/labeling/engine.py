@@ -33,7 +33,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from labelloop.errors import ConfigError, LabelloopError
-from labelloop.project import SystemClock, run
+from labelloop.project import SystemClock, pipeline, run
 
 from . import setaside
 from .annotate import MAX_BATCH, MAX_COMMENT, Annotating
@@ -236,11 +236,22 @@ class LabelingEngine(Annotating, QueueBuilder, Sessions):
             served = {r.pos for r in rows[:size]}
             pending = bool(rows) or not app.complete
         else:
-            rows = setaside.screened(self, conn, app.queue_id, size, lambda n: run(
-                conn, _SHARED_BATCH_SQL, {"app": self.app_id, "qid": app.queue_id, "now": now,
-                                          "user": user, "limit": n}).all())
-            held = run(conn, _HELD_SQL, {"app": self.app_id, "user": user,
-                                         "now": now}).scalar_one()
+            args = {"app": self.app_id, "qid": app.queue_id, "now": now, "user": user}
+            # What the caller holds, the counters and the candidates: one round trip on
+            # PostgreSQL (a folder's items are screened first: their query runs alone).
+            with pipeline(conn):
+                held = run(conn, _HELD_SQL, args)
+                counts = run(conn, _COUNTS_SQL, {"app": self.app_id, "owner": owner})
+                first = None if self.cfg.from_folder else run(
+                    conn, _SHARED_BATCH_SQL, {**args, "limit": size + 1})
+
+            def candidates(n: int) -> list:
+                if first is not None and n == size + 1:
+                    return first.all()
+                return run(conn, _SHARED_BATCH_SQL, {**args, "limit": n}).all()
+
+            rows = setaside.screened(self, conn, app.queue_id, size, candidates)
+            held = held.scalar_one()
             room = max(0, self.max_reserved - int(held))
             served = set()
             for r in rows[:size]:
@@ -260,7 +271,7 @@ class LabelingEngine(Annotating, QueueBuilder, Sessions):
             pending = bool(rows) or not app.complete
             if not rows and app.complete:
                 pending = conn.execute(_PENDING_SQL, {"qid": app.queue_id}).first() is not None
-        stats = self._stats(conn, app, owner)
+        stats = self._stats(conn, app, owner, None if self.cfg.per_annotator else counts.all())
         top = max((r.pos for r in rows), default=int(app.filled or 0))
         return {"rows": rows, "served": served, "stats": stats, "pending": pending,
                 "capped": capped}, app, top
