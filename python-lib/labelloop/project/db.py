@@ -185,6 +185,9 @@ def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
             yield conn
 
 
+_LOCK_SQL = sa.text(f"SELECT pg_advisory_xact_lock({PG_WRITE_LOCK})")
+
+
 def _take_write_lock(conn: sa.Connection) -> None:
     if conn.dialect.name == "postgresql":
         # The same one-writer-at-a-time rule on PostgreSQL: read-then-write
@@ -192,7 +195,7 @@ def _take_write_lock(conn: sa.Connection) -> None:
         # round trip with the transaction's BEGIN (psycopg sends that before the first
         # statement).
         with pipeline(conn):
-            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_WRITE_LOCK})")
+            run(conn, _LOCK_SQL)
 
 
 class Rows:
@@ -246,7 +249,7 @@ class _Compiled:
     """A statement as the driver takes it: its SQL, the order of its parameters (positional
     drivers) and the conversions of typed parameters (e.g. dates to text on SQLite)."""
 
-    __slots__ = ("statement", "sql", "names", "positional", "convert", "results")
+    __slots__ = ("statement", "sql", "names", "positional", "convert", "results", "columns")
 
     def __init__(self, statement: sa.TextClause, dialect: Any):
         compiled = statement.compile(dialect=dialect)
@@ -261,6 +264,9 @@ class _Compiled:
             process = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if process is not None:
                 self.convert[name] = process
+        # The names of the columns it answers (empty: none), known from its first run: the
+        # driver's description of a result costs more than the rest of reading it.
+        self.columns: tuple[str, ...] | None = None
         # Result types given with `.columns()` (e.g. JSON stored as text on SQLite).
         self.results = {}
         for column in getattr(statement, "selected_columns", ()):
@@ -330,12 +336,14 @@ def run(conn: sa.Connection, statement: sa.TextClause | sa.TextualSelect,
             if pending and cursor.pgresult is None:
                 with raw.pipeline():  # a nested block syncs at its end: the results are here
                     pass
-            desc = cursor.description
-            rows = [] if desc is None else cursor.fetchall()
+            names = c.columns
+            if names is None:
+                desc = cursor.description
+                names = c.columns = () if desc is None else tuple(d[0] for d in desc)
+            rows = cursor.fetchall() if names else []
         except error as exc:
-            raise sa.exc.DBAPIError.instance(c.sql, args, exc, error) from exc
+            raise _driver_error(conn, exc, c.sql, args) from exc
         if rows:
-            names = tuple(d[0] for d in desc)
             cls = _row_type(names)
             if c.results:
                 procs = [c.results.get(n) for n in names]
@@ -348,7 +356,7 @@ def run(conn: sa.Connection, statement: sa.TextClause | sa.TextualSelect,
     try:
         cursor.execute(c.sql, args)
     except error as exc:
-        raise sa.exc.DBAPIError.instance(c.sql, args, exc, error) from exc
+        raise _driver_error(conn, exc, c.sql, args) from exc
     if pending:
         return Rows(None, -1, load)
     return Rows(*load())
@@ -383,13 +391,26 @@ def pipeline(conn: sa.Connection) -> Iterator[Pipeline]:
         yield Pipeline(conn)
         return
     raw = conn.connection.driver_connection
-    dbapi = conn.dialect.loaded_dbapi
     try:
         with raw.pipeline():  # psycopg allows nested blocks: the inner one syncs at its end
             yield Pipeline(conn, raw)
-    except dbapi.Error as exc:
-        raise sa.exc.DBAPIError.instance("(statements of a pipeline)", None, exc,
-                                         dbapi.Error) from exc
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise _driver_error(conn, exc, "(statements of a pipeline)", None) from exc
+
+
+def _driver_error(conn: sa.Connection, exc: Exception, statement: str,
+                  params: Any) -> sa.exc.DBAPIError:
+    """A driver's error as SQLAlchemy raises it; a connection found lost is invalidated, as
+    SQLAlchemy does, so that its owner replaces it (see `Database._begin`)."""
+    dialect = conn.dialect
+    try:
+        lost = bool(dialect.is_disconnect(exc, conn.connection.dbapi_connection, None))
+    except Exception:  # noqa: BLE001 - a dead connection may fail to say more
+        lost = False
+    if lost and not conn.invalidated:
+        conn.invalidate(exc)
+    return sa.exc.DBAPIError.instance(statement, params, exc, dialect.loaded_dbapi.Error,
+                                      connection_invalidated=lost, dialect=dialect)
 
 
 def create_host_tables(engine: sa.Engine) -> None:
