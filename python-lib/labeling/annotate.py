@@ -177,25 +177,22 @@ class Annotating:
             values = {**key, "annotator": user, "status": status, "label": stored,
                       "comment": comment, "session": session, "now": now}
             deltas: dict[str, int] = {}
-            if old is None and pg:  # the annotation and its two rows: one round trip
-                label_id = int(app.next_id)
+            if old is None:
+                # PostgreSQL: the annotation and its two rows in one round trip (its id was
+                # taken with the first read); SQLite: the annotation gives its id.
+                label_id = int(app.next_id) if pg else int(
+                    run(conn, _INSERT_ANNOTATION_SQL, values).scalar_one())
                 # Their tables found first: no read may run inside the block.
                 to_labels = lt.inserter(conn, label_id) if status == LABELED else None
                 to_meta = mt.inserter(conn, label_id)
                 with pipeline(conn):
-                    run(conn, _INSERT_ANNOTATION_ID_SQL, {**values, "label_id": label_id})
+                    if pg:
+                        run(conn, _INSERT_ANNOTATION_ID_SQL, {**values, "label_id": label_id})
                     labels_key = None if to_labels is None else to_labels(
                         {**self.dtype.labels_row(json.loads(row)), label_col: stored})
                     meta_key = to_meta(meta)
                 labels_row = None if labels_key is None else labels_key()
                 meta_row = meta_key()
-            elif old is None:
-                label_id = int(run(conn, _INSERT_ANNOTATION_SQL, values).scalar_one())
-                labels_row = None
-                if status == LABELED:
-                    labels_row = lt.insert(conn, {**self.dtype.labels_row(json.loads(row)),
-                                                  label_col: stored}, label_id)
-                meta_row = mt.insert(conn, meta, label_id)
             else:
                 label_id = int(old.label_id)
                 labels_row = old.labels_row

@@ -218,6 +218,7 @@ class LabelingEngine(Annotating, QueueBuilder, Sessions):
         now = self._now()
         app = self._app(conn)
         capped = False
+        counts = None  # the caller's counters when read with the candidates
         if self.cfg.per_annotator:
             cur = conn.execute(sa.select(cursors_table.c.pos).where(
                 cursors_table.c.qid == app.queue_id, cursors_table.c.owner == user)).first()
@@ -271,7 +272,7 @@ class LabelingEngine(Annotating, QueueBuilder, Sessions):
             pending = bool(rows) or not app.complete
             if not rows and app.complete:
                 pending = conn.execute(_PENDING_SQL, {"qid": app.queue_id}).first() is not None
-        stats = self._stats(conn, app, owner, None if self.cfg.per_annotator else counts.all())
+        stats = self._stats(conn, app, owner, None if counts is None else counts.all())
         top = max((r.pos for r in rows), default=int(app.filled or 0))
         return {"rows": rows, "served": served, "stats": stats, "pending": pending,
                 "capped": capped}, app, top

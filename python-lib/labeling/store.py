@@ -29,6 +29,7 @@ Written by `labeling.build` (queues, the item index), `labeling.annotate` (answe
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -195,21 +196,15 @@ def create_tables(engine: sa.Engine) -> None:
 
 
 # ON CONFLICT ... DO UPDATE: SQLite >= 3.24 and PostgreSQL share this syntax.
-_RESERVE_MANY: dict[int, sa.TextClause] = {}
-
-
+@functools.cache
 def reserve_sql(n: int) -> sa.TextClause:
     """Reserve `n` items for one annotator until a time, in one statement (one round trip,
     not an executemany); an item someone else held (expired) changes hands. Parameters `app`,
     `annotator`, `until` and `item0`, `item1`... (distinct items)."""
-    stmt = _RESERVE_MANY.get(n)
-    if stmt is None:
-        rows = ", ".join(f"(:app, :item{i}, :annotator, :until)" for i in range(n))
-        stmt = _RESERVE_MANY[n] = sa.text(
-            f"INSERT INTO lb_reservations (app, item_id, annotator, until) VALUES {rows} "
-            "ON CONFLICT (app, item_id) DO UPDATE SET annotator = excluded.annotator, "
-            "until = excluded.until")
-    return stmt
+    rows = ", ".join(f"(:app, :item{i}, :annotator, :until)" for i in range(n))
+    return sa.text(f"INSERT INTO lb_reservations (app, item_id, annotator, until) VALUES {rows} "
+                   "ON CONFLICT (app, item_id) DO UPDATE SET annotator = excluded.annotator, "
+                   "until = excluded.until")
 
 
 _RENEW_SQL = sa.text("UPDATE lb_reservations SET until = :until WHERE app = :app AND "
@@ -310,18 +305,12 @@ _UPDATE_ANNOTATION_SQL = sa.text(
 _DONE_SQL = sa.text("UPDATE lb_queue SET state = 1 WHERE qid = :qid AND item_id = :item_id")
 _UNRESERVE_SQL = sa.text("DELETE FROM lb_reservations WHERE app = :app AND item_id = :item_id")
 _COUNTS_SQL = sa.text("SELECT key, n FROM lb_counts WHERE app = :app AND owner = :owner")
-_COUNTS_MANY: dict[int, sa.TextClause] = {}
-
-
+@functools.cache
 def count_sql(n: int) -> sa.TextClause:
     """`_COUNT_SQL` for `n` counters in one statement (one round trip, not an executemany);
     parameters `app`, `owner` and `key0`, `n0`, `key1`, `n1`... (distinct keys)."""
-    stmt = _COUNTS_MANY.get(n)
-    if stmt is None:
-        rows = ", ".join(f"(:app, :owner, :key{i}, :n{i})" for i in range(n))
-        stmt = _COUNTS_MANY[n] = sa.text(
-            f"INSERT INTO lb_counts (app, owner, key, n) VALUES {rows} {_COUNT_UPSERT}")
-    return stmt
+    rows = ", ".join(f"(:app, :owner, :key{i}, :n{i})" for i in range(n))
+    return sa.text(f"INSERT INTO lb_counts (app, owner, key, n) VALUES {rows} {_COUNT_UPSERT}")
 
 
 def count_params(app: int, owner: str, deltas: dict[str, int]) -> dict:

@@ -9,6 +9,7 @@ caller's transaction, touch `ll_datasets.updated` (once per dataset and transact
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -48,19 +49,13 @@ def _db_values(frame: pd.DataFrame, schema: Sequence[dict], sqlite: bool) -> lis
 _TOUCH_SQL = sa.text("UPDATE ll_datasets SET updated = :now WHERE name = :name "
                      "RETURNING table_name, storage").bindparams(
     sa.bindparam("now", type_=datasets_table.c.updated.type))
-_TOUCH_MANY: dict[int, sa.TextClause] = {}
-
-
+@functools.cache
 def _touch_many_sql(n: int) -> sa.TextClause:
     """Mark `n` datasets changed (parameters `now`, `name0`...): fixed binds, for `run`."""
-    stmt = _TOUCH_MANY.get(n)
-    if stmt is None:
-        names = ", ".join(f":name{i}" for i in range(n))
-        stmt = _TOUCH_MANY[n] = sa.text(
-            f"UPDATE ll_datasets SET updated = :now WHERE name IN ({names}) "
-            "RETURNING name, table_name, storage").bindparams(
-            sa.bindparam("now", type_=datasets_table.c.updated.type))
-    return stmt
+    names = ", ".join(f":name{i}" for i in range(n))
+    return sa.text(f"UPDATE ll_datasets SET updated = :now WHERE name IN ({names}) "
+                   "RETURNING name, table_name, storage").bindparams(
+        sa.bindparam("now", type_=datasets_table.c.updated.type))
 
 
 class _RowOps:
@@ -223,9 +218,6 @@ class RowStorage:
 
         Values of columns the dataset lacks are refused, or left out with `ignore_extra`.
         """
-        ops = self._row_ops(conn)
-        if not ignore_extra:
-            ops.check(self.name, values)
         return self.inserter(conn, ignore_extra)(values)()
 
     def inserter(self, conn: sa.Connection, ignore_extra: bool = False
