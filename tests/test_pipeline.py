@@ -115,6 +115,64 @@ def test_grouped_writes_keep_their_own_outcome(project):
     assert rows(project) == [(1, 1), (2, 2)]
 
 
+def test_grouped_writes_that_send_nothing_and_the_connection_lent_back(project):
+    """Writes of one transaction that send no statement (one fails, one returns) leave the
+    others' outcome alone; once idle, the writer's connection goes back to the pool as it
+    was lent: a write on it that is rolled back leaves nothing."""
+    import threading
+
+    gate, started = threading.Event(), threading.Event()
+    db = project.db
+    db.IDLE = 0.05  # hand the connection back soon after the last write
+
+    def first(conn):
+        started.set()
+        gate.wait(5)
+        return "first"
+
+    def refuses(conn):
+        raise ValueError("refused before any statement")
+
+    def nothing(conn):
+        return "nothing"
+
+    def writes(conn):
+        conn.execute(INSERT, {"k": 7, "v": 70})
+        return run(conn, COUNT, {"lo": 0}).one()
+
+    out: dict = {}
+
+    def call(name, fn):
+        try:
+            out[name] = db.execute_write_fn(fn)
+        except Exception as exc:  # noqa: BLE001 - checked below
+            out[name] = exc
+
+    blocker = threading.Thread(target=call, args=("first", first))
+    blocker.start()
+    assert started.wait(5), "the first write runs"
+    threads = [threading.Thread(target=call, args=(n, f)) for n, f in
+               (("refuses", refuses), ("nothing", nothing), ("writes", writes))]
+    for t in threads:
+        t.start()
+        deadline = time.monotonic() + 5  # queued in this order
+        while len(db._jobs[0]) < threads.index(t) + 1 and time.monotonic() < deadline:
+            time.sleep(0.005)
+    assert len(db._jobs[0]) == 3, "the three writes wait for the writer"
+    gate.set()
+    for t in [blocker, *threads]:
+        t.join(10)
+    assert out["first"] == "first" and out["nothing"] == "nothing"
+    assert isinstance(out["refuses"], ValueError)
+    assert tuple(out["writes"]) == (1, 70)
+    assert db.execute_write_fn(nothing) == "nothing"  # alone: a transaction that sent nothing
+    time.sleep(0.5)  # idle: the writer's connection is back in the pool
+    with project.engine.connect() as conn:
+        conn.execute(INSERT, {"k": 8, "v": 80})
+        conn.rollback()
+    assert rows(project) == [(7, 70)]
+
+
 def test_run_converts_typed_parameters_and_results_like_sqlalchemy(project):
     """`run` skips SQLAlchemy's result machinery, not its types: a date parameter is stored
     as `conn.execute` stores it (text on SQLite), JSON given with `.columns()` comes back

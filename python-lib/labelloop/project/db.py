@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import os
+import select
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -167,6 +168,18 @@ def create_engine(url: str) -> sa.Engine:
 
     else:
         engine = sa.create_engine(url, pool_pre_ping=True)
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def _on_execute(conn, _cursor, _statement, _params, _context, _many):
+            if conn.info.get(_PRELUDE):  # the writer's transaction starts with this statement
+                raw = conn.connection.driver_connection
+                try:
+                    with raw.pipeline():
+                        _send_prelude(conn)
+                except conn.dialect.loaded_dbapi.Error as exc:
+                    raise _driver_error(conn, exc, "(the transaction's first statements)",
+                                        None) from exc
+
     return engine
 
 
@@ -191,11 +204,40 @@ _LOCK_SQL = sa.text(f"SELECT pg_advisory_xact_lock({PG_WRITE_LOCK})")
 def _take_write_lock(conn: sa.Connection) -> None:
     if conn.dialect.name == "postgresql":
         # The same one-writer-at-a-time rule on PostgreSQL: read-then-write
-        # transactions (counters, upserts, reservations) would otherwise race. Sent in one
-        # round trip with the transaction's BEGIN (psycopg sends that before the first
-        # statement).
-        with pipeline(conn):
-            run(conn, _LOCK_SQL)
+        # transactions (counters, upserts, reservations) would otherwise race.
+        run(conn, _LOCK_SQL)
+
+
+# Where the writer leaves the statements that must open its next round trip on PostgreSQL
+# (conn.info, a list of SQL strings): its transaction's BEGIN and write lock, a job's
+# SAVEPOINT, the RELEASE of the job before. Why: sent alone they were a round trip each
+# (BEGIN is one of its own even in a pipeline, as psycopg syncs after it); sent with the
+# first statements of a write, none. `pipeline` and `run` send them first, and an engine
+# event does for anything else executed through SQLAlchemy.
+_PRELUDE = "labelloop_prelude"
+
+
+def _send_prelude(conn: sa.Connection) -> None:
+    """Send the statements left in `conn.info[_PRELUDE]` (inside a pipeline block: queued)."""
+    todo = conn.info.get(_PRELUDE)
+    if todo:
+        sent = list(todo)
+        todo.clear()
+        cursor = conn.connection.driver_connection.cursor()
+        for sql in sent:
+            for listener in conn.dispatch.before_cursor_execute:
+                listener(conn, cursor, sql, None, None, False)
+            cursor.execute(sql)
+
+
+def _looks_dropped(conn: sa.Connection) -> bool:
+    """Whether an idle PostgreSQL connection has something to read: the server's goodbye
+    (a terminated backend, a restart) or a closed socket. Costs no round trip."""
+    raw = conn.connection.driver_connection
+    try:
+        return raw.closed or bool(select.select([raw.pgconn.socket], [], [], 0)[0])
+    except Exception:  # noqa: BLE001 - a connection that can't say is treated as dropped
+        return True
 
 
 class Rows:
@@ -324,12 +366,17 @@ def run(conn: sa.Connection, statement: sa.TextClause | sa.TextualSelect,
     c = _compiled(statement, conn.dialect)
     args = c.args(params or {})
     raw = conn.connection.driver_connection
+    pending = bool(getattr(getattr(raw, "info", None), "pipeline_status", 0))
+    if conn.info.get(_PRELUDE):  # the writer's transaction opens with this statement
+        if not pending:
+            with pipeline(conn):  # sends the prelude, then this: one round trip
+                return run(conn, statement, params)
+        _send_prelude(conn)
     cursor = raw.cursor()  # not closed: in a pipeline its results are still to come (both
     # drivers' cursors hold nothing once dropped)
     for listener in conn.dispatch.before_cursor_execute:
         listener(conn, cursor, c.sql, args, None, False)
     error = conn.dialect.loaded_dbapi.Error
-    pending = bool(getattr(getattr(raw, "info", None), "pipeline_status", 0))
 
     def load() -> tuple[list[tuple], int]:
         try:
@@ -393,6 +440,7 @@ def pipeline(conn: sa.Connection) -> Iterator[Pipeline]:
     raw = conn.connection.driver_connection
     try:
         with raw.pipeline():  # psycopg allows nested blocks: the inner one syncs at its end
+            _send_prelude(conn)
             yield Pipeline(conn, raw)
     except conn.dialect.loaded_dbapi.Error as exc:
         raise _driver_error(conn, exc, "(statements of a pipeline)", None) from exc
@@ -501,16 +549,19 @@ class Database:
                 continue
             results: list[tuple[Future, bool, Any]] = []
             tx = None
+            prelude: list[str] = []
             try:
-                conn, tx = self._begin(conn)
+                conn, tx, prelude = self._begin(conn)
                 self._local.conn = conn
                 try:
                     if len(jobs) == 1:
                         results.append((jobs[0][1], True, jobs[0][0](conn)))
                     else:
-                        results += self._in_savepoints(conn, jobs)
+                        results += self._in_savepoints(conn, jobs, prelude)
                 finally:
                     self._local.conn = None
+                    # What was never sent: a transaction that ran nothing, a trailing RELEASE.
+                    prelude.clear()
                 tx.commit()
             except BaseException as exc:  # noqa: BLE001 - handed to the callers
                 try:
@@ -532,18 +583,33 @@ class Database:
                 else:
                     future.set_exception(value)
 
-    def _begin(self, conn: sa.Connection | None) -> tuple[sa.Connection, sa.RootTransaction]:
+    def _begin(self, conn: sa.Connection | None
+               ) -> tuple[sa.Connection, sa.RootTransaction, list[str]]:
         """Begin a write transaction on the writer's connection (checked out from the pool
-        when it has none); a connection found dead at BEGIN is replaced, once."""
+        when it has none); a connection found dead at BEGIN is replaced, once. Also the
+        transaction's prelude: on PostgreSQL its BEGIN and write lock wait there to go with
+        its first statements (see `_PRELUDE`; the driver connection is in autocommit mode
+        meanwhile, so that psycopg sends no BEGIN of its own)."""
         for attempt in (0, 1):
+            kept = conn is not None
             if conn is None:
                 conn = self.engine.connect()
                 if conn.dialect.name == "sqlite":
                     conn = conn.execution_options(sqlite_begin="IMMEDIATE")
             try:
                 tx = conn.begin()
-                _take_write_lock(conn)
-                return conn, tx
+                if conn.dialect.name != "postgresql":
+                    return conn, tx, []
+                raw = conn.connection.driver_connection
+                if not raw.autocommit:
+                    raw.autocommit = True
+                prelude = conn.info.setdefault(_PRELUDE, [])
+                prelude[:] = ["BEGIN", _LOCK_SQL.text]
+                if kept and _looks_dropped(conn):
+                    # Find out now, before any write ran, rather than in the first job.
+                    with pipeline(conn):
+                        pass
+                return conn, tx, prelude
             except sa.exc.DBAPIError as exc:
                 lost = exc.connection_invalidated or conn.invalidated
                 conn = self._release(conn)
@@ -553,6 +619,17 @@ class Database:
 
     @staticmethod
     def _release(conn: sa.Connection) -> None:
+        """Hand the writer's connection back to the pool (as the pool lends them: not in
+        autocommit mode, nothing left to send)."""
+        try:
+            if conn.dialect.name == "postgresql" and not conn.invalidated:
+                conn.info.pop(_PRELUDE, None)
+                conn.connection.driver_connection.autocommit = False
+        except Exception:  # noqa: BLE001 - not fit to lend: dropped instead
+            try:
+                conn.invalidate()
+            except Exception:  # noqa: BLE001
+                pass
         try:
             conn.close()
         except Exception:  # noqa: BLE001 - a dead connection is discarded by the pool
@@ -560,27 +637,44 @@ class Database:
         return None
 
     @staticmethod
-    def _in_savepoints(conn: sa.Connection, jobs: list[tuple[Callable, Future]]
-                       ) -> list[tuple[Future, bool, Any]]:
+    def _in_savepoints(conn: sa.Connection, jobs: list[tuple[Callable, Future]],
+                       prelude: list[str]) -> list[tuple[Future, bool, Any]]:
         """Run each job in a savepoint of its own: one that fails is undone alone, and
-        reported. The RELEASE of a job's savepoint goes to the database with the next job's
-        SAVEPOINT (one round trip on PostgreSQL, see `pipeline`)."""
+        reported. On PostgreSQL a job's SAVEPOINT, and the RELEASE of the one before, go
+        to the database with the job's first statements (`prelude`): no round trip of
+        their own."""
         results: list[tuple[Future, bool, Any]] = []
-        done = None  # the savepoint of the last job that succeeded, not released yet
-        for fn, future in jobs:
-            with pipeline(conn):
-                if done is not None:
-                    done.commit()
+        if conn.dialect.name != "postgresql":
+            for fn, future in jobs:
                 savepoint = conn.begin_nested()
-            done = None
+                try:
+                    value = fn(conn)
+                except Exception as exc:  # noqa: BLE001 - this write alone is undone
+                    savepoint.rollback()
+                    results.append((future, False, exc))
+                    continue
+                savepoint.commit()
+                results.append((future, True, value))
+            return results
+        for k, (fn, future) in enumerate(jobs):
+            name = f"labelloop_write_{k}"
+            mark = f"SAVEPOINT {name}"
+            prelude.append(mark)
             try:
                 value = fn(conn)
             except Exception as exc:  # noqa: BLE001 - this write alone is undone, and reported
-                savepoint.rollback()
+                if mark in prelude:  # it sent nothing: nothing to undo
+                    prelude.remove(mark)
+                else:
+                    run(conn, sa.text(f"ROLLBACK TO SAVEPOINT {name}"))
+                    # What listens for SQLAlchemy's savepoint rollbacks hears of this one too
+                    # (e.g. the datasets' change stamps of the transaction, forgotten).
+                    conn.dispatch.rollback_savepoint(conn, name, None)
                 results.append((future, False, exc))
                 continue
-            done = savepoint
+            if mark in prelude:
+                prelude.remove(mark)
+            else:
+                prelude.append(f"RELEASE SAVEPOINT {name}")
             results.append((future, True, value))
-        if done is not None:
-            done.commit()
         return results
