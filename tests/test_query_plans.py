@@ -51,16 +51,18 @@ def _nodes(node: dict):
         yield from _nodes(child)
 
 
-def rows_per_probe(conn: sa.Connection, sql: sa.TextClause, params: dict) -> dict[str, float]:
-    """PostgreSQL: the most rows one scan of each table read (returned + filtered out) per
-    loop, from the plan as run."""
+def rows_per_probe(conn: sa.Connection, sql: sa.TextClause, params: dict,
+                   tables: tuple[str, ...] = ("lb_reservations", "lb_annotations")
+                   ) -> dict[str, float]:
+    """PostgreSQL: the most rows one scan of each of `tables` read (returned + filtered out)
+    per loop, from the plan as run."""
     (doc,) = conn.execute(sa.text("EXPLAIN (ANALYZE, FORMAT JSON) " + str(sql)), params).one()
     doc = json.loads(doc) if isinstance(doc, str) else doc
     worst: dict[str, float] = {}
     for node in _nodes(doc[0]["Plan"]):
         table = node.get("Relation Name")
         loops = node.get("Actual Loops", 0)
-        if table not in ("lb_reservations", "lb_annotations") or not loops:
+        if table not in tables or not loops:
             continue
         read = node["Actual Rows"] + node.get("Rows Removed by Filter", 0) / loops
         worst[table] = max(worst.get(table, 0.0), read)
@@ -121,3 +123,26 @@ def test_the_retired_index_is_dropped_when_the_engine_opens_an_old_database(tmp_
                  for i in sa.inspect(conn).get_indexes("lb_reservations")}
     assert names == {"ix_lb_reservations_user": ["annotator", "app"]}
     assert engine.batch("u", 3)["items"]
+
+
+def test_queue_positions_written_at_once_probe_the_item_index_by_key(tmp_path):
+    """PostgreSQL writes a slice of the queue in one statement: each position without a row
+    of its own reads its item's row by the index's key, on an item index never analyzed
+    (a hash of the whole index was planned instead: 30-45 ms per 100 positions)."""
+    project = Project.init(tmp_path / "proj")
+    if project.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL: the statement of arrays")
+    store.create_tables(project.engine)
+    with project.write_transaction() as conn:
+        conn.execute(store._INSERT_ITEMS_SQL, [
+            {"iset": 1, "item_id": str(k), "seq": k, "row": "{}"} for k in range(20_000)])
+    ids = [str(k) for k in range(500, 600)]
+    params = {"qid": 1, "iset": 1, "pos": list(range(100)), "item_id": ids,
+              "unc": [None] * 100, "pred": [None] * 100, "conf": [None] * 100,
+              "halt": [None] * 100, "ver": [None] * 100, "row": [None] * 100}
+    with project.engine.connect() as conn:
+        worst = rows_per_probe(conn, store._INSERT_QUEUE_ARRAYS_SQL, params, ("lb_items",))
+        written = conn.execute(sa.text("SELECT count(*) FROM lb_queue")).scalar_one()
+        conn.rollback()
+    assert written == 100
+    assert worst == {"lb_items": 1.0}, worst

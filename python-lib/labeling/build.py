@@ -10,14 +10,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from labelloop.project import pipeline
+
 from .queue import IndexNotReady, Ranking, RankingChanged, Slice
 from .store import (
     _INSERT_ITEMS_SQL,
-    _INSERT_QUEUE_FROM_INDEX_SQL,
-    _INSERT_QUEUE_SQL,
     _MARK_DONE_SQL,
     apps_table,
     cursors_table,
+    insert_queue_positions,
     items_table,
     itemsets_table,
     queue_table,
@@ -122,20 +123,13 @@ class QueueBuilder:
     def _insert_slice(self, conn: sa.Connection, qid: int, iset: int, part: Slice, start: int,
                       stop: int, length: int) -> None:
         """Write positions `[start, stop)` of queue `qid` (their rows in `part`)."""
-        own, indexed = [], []
-        for rec in part.records(qid):
-            args = {"qid": qid, "pos": rec[1], "item_id": rec[2], "unc": rec[3], "pred": rec[4],
-                    "conf": rec[5], "halt": rec[6], "ver": rec[7], "row": rec[8]}
-            (own if rec[8] is not None else indexed).append(args)
-        if own:
-            conn.execute(_INSERT_QUEUE_SQL, own)
-        if indexed:
-            conn.execute(_INSERT_QUEUE_FROM_INDEX_SQL, [{**a, "iset": iset} for a in indexed])
-        if not self.cfg.per_annotator:
-            conn.execute(_MARK_DONE_SQL, {"qid": qid, "lo": start, "hi": stop,
-                                          "app": self.app_id})
-        conn.execute(sa.update(queues_table).where(queues_table.c.id == qid).values(
-            filled=stop, complete=stop >= length))
+        with pipeline(conn):  # nothing read back: one round trip on PostgreSQL
+            insert_queue_positions(conn, qid, iset, part)
+            if not self.cfg.per_annotator:
+                conn.execute(_MARK_DONE_SQL, {"qid": qid, "lo": start, "hi": stop,
+                                              "app": self.app_id})
+            conn.execute(sa.update(queues_table).where(queues_table.c.id == qid).values(
+                filled=stop, complete=stop >= length))
 
     def _fill(self, app: sa.Row, stop: int, background: bool) -> bool:
         """Write the queue's next positions up to `stop`; False if nothing could be written."""
