@@ -110,11 +110,14 @@ def test_an_answer_renews_what_the_annotator_holds(project):
     e = make_engine(project, reservation_seconds=2, clock=clock)
     ids = ids_of(e.batch("alice", 5))
     before = dict(held(project, "alice", clock.time()))
-    clock.advance(1.5)
+    clock.advance(0.5)  # more than half their time left: left as they are (no row rewritten)
     e.label("alice", ids[0], "cat")
+    assert dict(held(project, "alice", clock.time())) == {i: before[i] for i in ids[1:]}
+    clock.advance(1.0)  # less than half left: renewed for the whole time again
+    e.label("alice", ids[1], "cat")
     after = dict(held(project, "alice", clock.time()))
-    assert set(after) == set(ids[1:])
-    assert all(after[i] == before[i] + 1.5 for i in ids[1:])
+    assert set(after) == set(ids[2:])
+    assert all(after[i] == before[i] + 1.5 for i in ids[2:])
 
 
 def test_released_items_go_to_the_next_annotator_at_once(project):

@@ -226,7 +226,7 @@ class Annotating:
                     run(conn, _UNRESERVE_SQL, {"app": self.app_id, "item_id": item_id})
                     # An annotator who answers is still there: what they hold stays theirs.
                     run(conn, _RENEW_SQL, {"app": self.app_id, "user": user, "now": now,
-                                           "until": now + ttl})
+                                           "until": now + ttl, "stale": now + ttl / 2})
                 counts = sent.read(_COUNTS_SQL, {"app": self.app_id, "owner": owner})
             from .interop.events import emit_annotation  # outgoing webhooks, same transaction
 

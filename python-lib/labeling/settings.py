@@ -12,7 +12,7 @@ Settings keys (webapp.json param names, as the Dataiku plugin had them, plus Lab
 | `queries_ds` | DATASET, optional | the Query Sampler's output: most uncertain items first |
 | `multi_label` | BOOLEAN, default false | a label is a list of categories |
 | `labels_per_annotator` | BOOLEAN, default false | every annotator sees every item (agreement) |
-| `reservation_seconds` | INT, default 120 | how long served items stay reserved for an annotator who does not answer (each answer renews them) |
+| `reservation_seconds` | INT, default 120 | how long served items stay reserved for an annotator who does not answer (an answer renews them once half of that is gone) |
 | `max_reserved` | INT, default 50 | the most items one annotator may hold at once (and the largest batch) |
 | `id_column` | COLUMN, optional | the pool column holding item ids (else a hash of the row) |
 | `columns` | COLUMNS, optional | the columns to show (default: all) |
