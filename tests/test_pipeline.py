@@ -65,17 +65,48 @@ def test_an_error_is_sqlalchemys_and_the_transaction_writes_nothing(project):
     assert rows(project) == [(1, 1)]
 
 
-def test_grouped_writes_keep_their_own_outcome(project):
-    """The writer thread runs waiting writes in one transaction, each in a savepoint whose
-    RELEASE is sent with the next one's SAVEPOINT: one that fails is undone alone."""
+def run_grouped(db, jobs: list, first=None) -> dict:
+    """Run `jobs` (name, fn) as the writer's next transaction, in this order: a write that
+    ends with `first(conn)` holds the writer until they all wait. Their results (or
+    exceptions) by name, the first's as "first"."""
     import threading
 
     gate, started = threading.Event(), threading.Event()
-    db = project.db
+    out: dict = {}
 
-    def first(conn):
+    def call(name, fn):
+        try:
+            out[name] = db.execute_write_fn(fn)
+        except Exception as exc:  # noqa: BLE001 - checked by the caller
+            out[name] = exc
+
+    def hold(conn):
         started.set()
         gate.wait(5)
+        return first(conn) if first else "first"
+
+    blocker = threading.Thread(target=call, args=("first", hold))
+    blocker.start()
+    assert started.wait(5), "the first write runs"
+    threads = []
+    for name, fn in jobs:  # queued behind the first, in order: they share the next transaction
+        threads.append(threading.Thread(target=call, args=(name, fn)))
+        threads[-1].start()
+        deadline = time.monotonic() + 5
+        while len(db._jobs[0]) < len(threads) and time.monotonic() < deadline:
+            time.sleep(0.005)
+    assert len(db._jobs[0]) == len(jobs), "the writes wait for the writer"
+    gate.set()
+    for t in [blocker, *threads]:
+        t.join(10)
+    return out
+
+
+def test_grouped_writes_keep_their_own_outcome(project):
+    """The writer thread runs waiting writes in one transaction, each in a savepoint whose
+    RELEASE is sent with the next one's SAVEPOINT: one that fails is undone alone."""
+
+    def first(conn):
         conn.execute(INSERT, {"k": 1, "v": 1})
         return "first"
 
@@ -87,28 +118,7 @@ def test_grouped_writes_keep_their_own_outcome(project):
         conn.execute(INSERT, {"k": 2, "v": 2})
         return conn.execute(COUNT, {"lo": 0}).one()
 
-    out: dict = {}
-
-    def call(name, fn):
-        try:
-            out[name] = db.execute_write_fn(fn)
-        except Exception as exc:  # noqa: BLE001 - checked below
-            out[name] = exc
-
-    blocker = threading.Thread(target=call, args=("first", first))
-    blocker.start()
-    assert started.wait(5), "the first write runs"
-    threads = [threading.Thread(target=call, args=(n, f))
-               for n, f in (("duplicate", duplicate), ("last", last))]
-    for t in threads:  # queued behind the first: they share the next transaction
-        t.start()
-    deadline = time.monotonic() + 5
-    while len(db._jobs[0]) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert len(db._jobs[0]) == 2, "both writes wait for the writer"
-    gate.set()
-    for t in [blocker, *threads]:
-        t.join(10)
+    out = run_grouped(project.db, [("duplicate", duplicate), ("last", last)], first)
     assert out["first"] == "first"
     assert isinstance(out["duplicate"], sa.exc.IntegrityError)
     assert tuple(out["last"]) == (2, 3)
@@ -119,16 +129,8 @@ def test_grouped_writes_that_send_nothing_and_the_connection_lent_back(project):
     """Writes of one transaction that send no statement (one fails, one returns) leave the
     others' outcome alone; once idle, the writer's connection goes back to the pool as it
     was lent: a write on it that is rolled back leaves nothing."""
-    import threading
-
-    gate, started = threading.Event(), threading.Event()
     db = project.db
     db.IDLE = 0.05  # hand the connection back soon after the last write
-
-    def first(conn):
-        started.set()
-        gate.wait(5)
-        return "first"
 
     def refuses(conn):
         raise ValueError("refused before any statement")
@@ -140,28 +142,7 @@ def test_grouped_writes_that_send_nothing_and_the_connection_lent_back(project):
         conn.execute(INSERT, {"k": 7, "v": 70})
         return run(conn, COUNT, {"lo": 0}).one()
 
-    out: dict = {}
-
-    def call(name, fn):
-        try:
-            out[name] = db.execute_write_fn(fn)
-        except Exception as exc:  # noqa: BLE001 - checked below
-            out[name] = exc
-
-    blocker = threading.Thread(target=call, args=("first", first))
-    blocker.start()
-    assert started.wait(5), "the first write runs"
-    threads = [threading.Thread(target=call, args=(n, f)) for n, f in
-               (("refuses", refuses), ("nothing", nothing), ("writes", writes))]
-    for t in threads:
-        t.start()
-        deadline = time.monotonic() + 5  # queued in this order
-        while len(db._jobs[0]) < threads.index(t) + 1 and time.monotonic() < deadline:
-            time.sleep(0.005)
-    assert len(db._jobs[0]) == 3, "the three writes wait for the writer"
-    gate.set()
-    for t in [blocker, *threads]:
-        t.join(10)
+    out = run_grouped(db, [("refuses", refuses), ("nothing", nothing), ("writes", writes)])
     assert out["first"] == "first" and out["nothing"] == "nothing"
     assert isinstance(out["refuses"], ValueError)
     assert tuple(out["writes"]) == (1, 70)
