@@ -7,7 +7,7 @@ CHROMIUM ?= /usr/bin/chromium
 
 PG_TESTS ?= tests
 
-.PHONY: demo test test-postgres install browser lint bench clean
+.PHONY: demo test test-fast test-postgres install browser lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,14 +24,21 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	fi
 
-# The whole suite on the embedded SQLite default, then every test that touches the database
-# again on a throwaway PostgreSQL cluster that .ci/with-postgres installs, starts and removes.
+# The whole suite on the embedded SQLite default and every test that touches the database on
+# a throwaway PostgreSQL cluster that .ci/with-postgres installs, starts and removes: the two
+# runs side by side (.ci/test-both), each over TEST_WORKERS pytest-xdist workers.
+TEST_WORKERS ?= 2
+export TEST_WORKERS PG_TESTS
+
 test: install browser
-	$(VENV)/bin/pytest -q
-	.ci/with-postgres $(VENV)/bin/pytest -q -p no:cacheprovider $(PG_TESTS)
+	.ci/with-postgres .ci/test-both $(VENV)/bin/pytest
+
+# The inner loop: SQLite only, the browser tests included.
+test-fast: install browser
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS)
 
 test-postgres: install browser
-	.ci/with-postgres $(VENV)/bin/pytest -q -p no:cacheprovider $(PG_TESTS)
+	.ci/with-postgres $(VENV)/bin/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) $(PG_TESTS)
 
 demo: install
 	$(VENV)/bin/labelloop demo $(DEMO_ARGS)
