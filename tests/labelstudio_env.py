@@ -1,12 +1,14 @@
 """A real Label Studio for the interop tests, and a Label Studio ML backend built on its SDK.
 
-Both live in their own virtual environments under `<repo>/.cache/` (git-ignored; or
-$LABELLOOP_TEST_CACHE), made on first use and reused after:
+Both live in their own virtual environments in the user's cache, like pip's own
+(`$LABELLOOP_TEST_CACHE`, else `$XDG_CACHE_HOME/labelloop-tests`, else
+`~/.cache/labelloop-tests`), made on first use and reused by every checkout after, so a fresh
+clone does not install Label Studio again:
 
-- `.cache/label-studio/venv`: `label-studio` from PyPI (a few minutes the first time);
-  `.cache/label-studio/data-template`: a migrated data directory, copied for each test
-  session so that a start takes seconds instead of the migrations' minutes;
-- `.cache/label-studio-ml/venv`: the `label-studio-ml` SDK.
+- `label-studio/venv`: `label-studio` from PyPI (a few minutes the first time);
+  `label-studio/data-template`: a migrated data directory, copied for each test session so
+  that a start takes seconds instead of the migrations' minutes;
+- `label-studio-ml/venv`: the `label-studio-ml` SDK.
 
 Label Studio is bound to 127.0.0.1 (`--internal-host`) and told to accept ML backends and
 webhooks on 127.0.0.1 (ML_BLOCK_LOCAL_IP, USE_DEFAULT_BANNED_SUBNETS, SSRF_PROTECTION_ENABLED).
@@ -29,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
 LS_VERSION = "1.23.2"
 LS_ML_VERSION = "1.0.9"
 # label-studio-ml 1.0.9 imports rq (its job queue) without declaring it.
@@ -40,7 +41,10 @@ START_TIMEOUT = 420.0
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("LABELLOOP_TEST_CACHE") or ROOT / ".cache")
+    if os.environ.get("LABELLOOP_TEST_CACHE"):
+        return Path(os.environ["LABELLOOP_TEST_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "labelloop-tests"
 
 
 def base_python() -> str:
