@@ -194,8 +194,8 @@ def parse_settings(config: Mapping[str, Any], data_type: str, webapp: str,
                           f"{MAX_RESERVED}, got {cap!r}")
     cfg = EngineConfig(
         webapp=webapp, data_type=data_type, unlabeled=unlabeled or "",
-        categories=_categories(config.get(kind_cls.types_param), kind_cls.types_param,
-                               kind_cls.min_types),
+        categories={} if kind_cls.types_param is None else _categories(
+            config.get(kind_cls.types_param), kind_cls.types_param, kind_cls.min_types),
         labels_ds=labels_ds or "", metadata_ds=metadata_ds or "", label_col=label_col,
         queries_ds=queries_ds, multi_label=bool(config.get("multi_label", False)),
         per_annotator=bool(config.get("labels_per_annotator", False)),

@@ -55,8 +55,9 @@ class AnnotationKind:
     name: ClassVar[str] = ""
     #: the field of the `POST labels` body that holds the answer (`label`, `spans`, `boxes`)
     field: ClassVar[str] = "label"
-    #: the webapp setting (KEY_VALUE_LIST) that lists the types an answer may use
-    types_param: ClassVar[str] = "categories"
+    #: the webapp setting (KEY_VALUE_LIST) that lists the types an answer may use (None: the
+    #: kind has no types)
+    types_param: ClassVar[str | None] = "categories"
     #: the fewest types a webapp of this kind may declare
     min_types: ClassVar[int] = 2
     #: the data types a webapp of this kind may have (empty: any)
@@ -97,6 +98,14 @@ class AnnotationKind:
                    model_version: Any) -> dict | None:
         """A `batch` item's suggestion from its queries row (None: no suggestion)."""
         return None
+
+    @staticmethod
+    def version(model_version: Any) -> Any:
+        """A queries row's model version as served: an integer when it is one (the queue keeps
+        it as text), else as it is."""
+        if isinstance(model_version, str) and model_version.isdigit():
+            return int(model_version)
+        return model_version
 
     def item_score(self, uncertainties: Sequence[float]) -> float:
         """One item score (higher = ask first) from the uncertainties of its parts."""

@@ -155,7 +155,7 @@ class SpansKind(AnnotationKind):
                             "score": float(score) if isinstance(score, int | float)
                             and not isinstance(score, bool) else None})
         out.sort(key=lambda s: (s["start"], s["end"], s["label"]))
-        return {"spans": out, "model_version": model_version}
+        return {"spans": out, "model_version": self.version(model_version)}
 
     def config(self) -> dict:
         return {"overlapping_spans": self.overlapping}
