@@ -198,6 +198,9 @@ def _page_variables(boot: dict[str, Any], resource_base: str | None = None) -> d
         "ll_bootstrap": script_json(boot),
         "ll_css": resource_url("labeling.css", resource_base),
         "ll_js": resource_url("labeling.js", resource_base),
+        "ll_spans": boot.get("kind") == "spans",
+        "ll_spans_js": resource_url("spans.js", resource_base)
+        if boot.get("kind") == "spans" else None,
         "ll_curve_js": resource_url("learning-curve.js", resource_base),
     }
 
@@ -259,7 +262,8 @@ class LabelingPageBackend(LabelingBackend):
             title=component.label if component is not None else None,
             api_base=self.ctx.api_prefix, batch_size=self.batch_size,
             user=named if fixed else None,
-            extra={"session_user": None if fixed else named, "autoplay": self.autoplay},
+            extra={"session_user": None if fixed else named, "autoplay": self.autoplay,
+                   "kind": self.cfg.kind, **self.engine.kind.config()},
         )
         make_document(doc, page, resource_base=getattr(self.ctx, "resource_url", None))
 
