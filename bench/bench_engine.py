@@ -110,7 +110,7 @@ def bulk_label(engine: LabelingEngine, n: int) -> None:
     while n > 0:
         k = min(n, 20_000)
         with project.write_transaction() as conn:
-            app = engine._app(conn)
+            app = engine.ctx.app(conn)
             rows = conn.execute(sa.text(
                 "SELECT q.pos, q.item_id, i.row FROM lb_queue q JOIN lb_items i ON "
                 "i.iset = :iset AND i.item_id = q.item_id WHERE q.qid = :qid AND q.state = 0 "
@@ -129,8 +129,8 @@ def bulk_label(engine: LabelingEngine, n: int) -> None:
             items = pd.DataFrame([json.loads(r.row) for r in rows])
             items["label"] = labels
             items["label_id"] = ids
-            for name, schema in (("labels", engine._labels_schema()),
-                                 ("metadata", engine._metadata_schema())):
+            for name, schema in (("labels", engine.answers.labels_schema()),
+                                 ("metadata", engine.answers.metadata_schema())):
                 ds = project.dataset(name, create=True)
                 if not ds.exists():  # as the engine's first answer creates it
                     ds.write(pd.DataFrame({c["name"]: pd.Series([], dtype=_DTYPES[c["type"]])

@@ -18,6 +18,10 @@
   const HOST_POLL_MS = 5000;
   const USER_KEY = "labelloop.user";
   const $ = (id) => document.getElementById(id);
+  // The `spans` annotation kind: a span editor (spans.js) in place of category answers.
+  const SPANS = boot.kind === "spans" && window.LabelloopSpans
+    ? new window.LabelloopSpans(boot.categories, boot.overlapping_spans) : null;
+  const FIELD = SPANS ? "spans" : "label";  // the answer's field in POST labels
 
   const state = {
     config: null,
@@ -320,6 +324,15 @@
       canvas.height = 160;
       box.append(canvas, audio, caption(item));
       drawWaveform(item, canvas, audio);
+    } else if (SPANS && typeof data === "object" && "text" in data) {
+      // A live item starts from the model's spans (drawn as suggestions); an earlier answer
+      // from its own.
+      const spans = state.historyIndex >= 0
+        ? (Array.isArray(item.label) ? item.label : [])
+        : ((suggestionOf(item) || {}).spans || []).map((x) => Object.assign({}, x, { suggested: true }));
+      SPANS.show(box, data.text === null || data.text === undefined ? "" : String(data.text), spans);
+      const pairs = pairsOf(data);
+      if (pairs.length) box.appendChild(kvTable(pairs));
     } else if (type === "text" && typeof data === "object" && "text" in data) {
       box.appendChild(plain(cellText(data.text), "ll-text"));
       const pairs = pairsOf(data);
@@ -416,6 +429,9 @@
   function suggestionOf(item) {
     const s = item && item.suggestion;
     if (s === null || s === undefined || s === "") return null;
+    if (typeof s === "object" && Array.isArray(s.spans)) {
+      return { spans: s.spans, label: null, version: s.model_version, session: item._session };
+    }
     if (typeof s === "object") {
       const label = s.label !== undefined ? s.label : s.prediction;
       if (label === null || label === undefined) return null;
@@ -428,12 +444,16 @@
     const el = $("ll-suggestion");
     const s = state.historyIndex < 0 ? suggestionOf(item) : null;
     if (!s) { el.hidden = true; el.replaceChildren(); return; }
-    const labels = Array.isArray(s.label) ? s.label.map(String) : [String(s.label)];
     el.replaceChildren();
     const a = document.createElement("span");
     a.textContent = "Model suggests ";
     const b = document.createElement("b");
-    b.textContent = labels.join(", ");
+    if (s.spans) {
+      b.textContent = !s.spans.length ? "no entities" : s.spans.length === 1 ? "1 span"
+        : s.spans.length + " spans";
+    } else {
+      b.textContent = (Array.isArray(s.label) ? s.label.map(String) : [String(s.label)]).join(", ");
+    }
     el.append(a, b);
     if (typeof s.confidence === "number" && isFinite(s.confidence)) {
       const c = document.createElement("span");
@@ -449,7 +469,8 @@
     if (v.textContent) el.appendChild(v);
     const k = document.createElement("span");
     k.className = "ll-muted";
-    k.textContent = " — press Enter to accept";
+    k.textContent = !s.spans ? " — press Enter to accept" : s.spans.length
+      ? " (dashed) — correct them, then Enter" : " — mark any you see, then Enter";
     el.appendChild(k);
     el.hidden = false;
   }
@@ -495,6 +516,13 @@
       const name = document.createElement("span");
       name.className = "ll-cat-name";
       name.textContent = cat.name;
+      if (SPANS) {  // the legend: each type's colour, as its spans are drawn
+        btn.style.setProperty("--c", SPANS.colour(cat.name));
+        btn.classList.add("ll-type");
+        const swatch = document.createElement("span");
+        swatch.className = "ll-swatch";
+        name.prepend(swatch);
+      }
       btn.append(keys, name);
       if (cat.description) {
         const d = document.createElement("span");
@@ -556,7 +584,7 @@
     $("ll-item-mode").textContent = "To label";
     $("ll-item-mode").className = "ll-item-mode";
     const s = suggestionOf(item);
-    markCategories([], s ? (Array.isArray(s.label) ? s.label : [s.label]) : []);
+    markCategories([], s && !s.spans ? (Array.isArray(s.label) ? s.label : [s.label]) : []);
     showSuggestion(item);
     showHalting(item);
     showOrder();
@@ -575,11 +603,13 @@
     box.dataset.itemId = String(entry.id);
     $("ll-item-id").textContent = String(entry.id);
     const what = entry.status === "SKIPPED" ? "skipped"
-      : "labeled " + (Array.isArray(entry.label) ? entry.label.join(", ") : cellText(entry.label));
-    $("ll-item-mode").textContent = "Earlier answer (" + what + ") — choose a category to change it";
+      : SPANS ? (Array.isArray(entry.label) ? entry.label.length : 0) + " spans"
+        : "labeled " + (Array.isArray(entry.label) ? entry.label.join(", ") : cellText(entry.label));
+    $("ll-item-mode").textContent = "Earlier answer (" + what + ")" + (SPANS
+      ? " — edit the spans, then Enter to change it" : " — choose a category to change it");
     $("ll-item-mode").className = "ll-item-mode ll-history";
     $("ll-comment").value = entry.comment || "";
-    const labels = entry.status === "SKIPPED" || entry.label === null || entry.label === undefined ? []
+    const labels = SPANS || entry.status === "SKIPPED" || entry.label === null || entry.label === undefined ? []
       : (Array.isArray(entry.label) ? entry.label : [entry.label]);
     state.selected = new Set(labels.map(String));
     markCategories(labels, []);
@@ -937,7 +967,7 @@
     if (!item) return;
     const comment = $("ll-comment").value.trim();
     const inHistory = state.historyIndex >= 0;
-    const body = skip ? { id: item.id, comment: comment } : { id: item.id, label: label, comment: comment };
+    const body = skip ? { id: item.id, comment: comment } : { id: item.id, [FIELD]: label, comment: comment };
     const entry = remember(item, skip ? null : label, skip ? "SKIPPED" : "LABELED", comment);
     write("POST", skip ? "/skips" : "/labels", body, (resp) => {
       if (resp && resp.label_id !== undefined) entry.label_id = resp.label_id;
@@ -953,6 +983,7 @@
 
   function choose(name) {
     if (!onScreen()) return;
+    if (SPANS) { SPANS.applyType(name); return; }
     if (boot.multi_label) {
       if (state.selected.has(name)) state.selected.delete(name);
       else state.selected.add(name);
@@ -971,6 +1002,10 @@
   }
 
   function accept() {
+    if (SPANS) {  // the spans as they stand: the model's (accepted) with the corrections
+      if (onScreen()) answer(SPANS.answer(), false);
+      return;
+    }
     if (boot.multi_label && state.selected.size) { submitMulti(); return; }
     const s = state.historyIndex < 0 ? suggestionOf(state.current) : null;
     if (!s) {
@@ -1061,7 +1096,10 @@
     const key = ev.key;
     let handled = true;
     const t0 = performance.now();
-    if (key === "ArrowLeft") back();
+    if (SPANS && onScreen() && SPANS.key(ev)) { ev.preventDefault(); ev.stopPropagation(); return; }
+    if (SPANS && key === "PageUp") back();
+    else if (SPANS && key === "PageDown") forward();
+    else if (key === "ArrowLeft") back();
     else if (key === "ArrowRight") forward();
     else if (key === "Enter") { state.keyAt = t0; accept(); }
     else if (key === "s" || key === "S" || key === " ") { state.keyAt = t0; answer(null, true); }
@@ -1085,6 +1123,12 @@
       const btn = ev.target.closest && ev.target.closest("button");
       if (btn && !btn.closest("dialog")) btn.blur();
     });
+    if (SPANS) {  // the arrows move over the text: back and next are PgUp and PgDn
+      for (const [id, key] of [["ll-back", "PgUp"], ["ll-next", "PgDn"]]) {
+        $(id).querySelector("kbd").textContent = key;
+        $(id).title = $(id).title.replace(/\((.)\)/, "(" + key + ")");
+      }
+    }
     $("ll-back").addEventListener("click", () => back());
     $("ll-next").addEventListener("click", () => forward());
     $("ll-skip").addEventListener("click", () => answer(null, true));

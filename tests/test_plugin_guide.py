@@ -168,3 +168,40 @@ def test_webapp_page_in_a_browser(project, serve):
             page.get_by_text("anonymous posted 3 words").wait_for()
         finally:
             browser.close()
+
+
+def test_annotation_kind_served_end_to_end(tmp_path, serve):
+    """The example's `keywords` kind: registered by the hook, served by the labeling engine
+    over HTTP (the kind's field, its check against the item's text, its stored value, its
+    suggestion), and listed by `labelloop plugin list`."""
+    texts = ["red apples and green pears", "a quiet blue sea"]
+    config = {"plugin_dirs": [str(WORD_TOOLS)], "webapps": {"keys": {
+        "type": "word-tools/keyword-labeling",
+        "params": {"unlabeled": "texts", "queries_ds": "queries"}}}}
+    project = Project.init(tmp_path / "kw", key="KW", config=config)
+    project.dataset("texts", create=True).write(pd.DataFrame({"text": texts}))
+    project.dataset("queries", create=True).write(pd.DataFrame(
+        {"text": texts, "uncertainty": [0.9, 0.1], "prediction": ["apples,pears", "sea"],
+         "model_version": [4, 4]}))
+    project.variables.incr("queries_session")
+    server = serve(project.dir, "--no-scheduler")
+    base = "/api/v1/webapps/keys"
+    cfg = server.get(f"{base}/config").json()
+    assert cfg["kind"] == "keywords"
+    items = server.get(f"{base}/batch?size=2").json()["items"]
+    assert [i["data"]["text"] for i in items] == texts
+    assert items[0]["suggestion"] == {"keywords": ["apples", "pears"], "model_version": 4}
+    bad = server.post(f"{base}/labels", {"id": items[0]["id"], "keywords": ["apples", "sea"]})
+    assert bad.status == 400 and "keyword 1 ('sea') is not a word of the text" in \
+        bad.json()["error"]
+    shape = server.post(f"{base}/labels", {"id": items[0]["id"], "label": "apples"})
+    assert shape.status == 400  # the route schema: the answer's field is `keywords`
+    assert not project.dataset("keyword_labels", create=True).exists()
+    ok = server.post(f"{base}/labels", {"id": items[0]["id"], "keywords": ["Pears", "apples"]})
+    assert ok.status == 200, ok.body
+    labels = project.dataset("keyword_labels").read()
+    assert labels["label"].tolist() == ['["apples", "pears"]']
+    back = server.get(f"{base}/annotations").json()["annotations"]
+    assert back[0]["keywords"] == ["apples", "pears"]
+    res = CliRunner().invoke(cli, ["--plugin-dir", str(WORD_TOOLS), "plugin", "list"])
+    assert "keywords" in res.stdout and "annotation-kind" in res.stdout

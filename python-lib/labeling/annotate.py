@@ -1,6 +1,10 @@
 """Answers: checking what annotators send, and recording labels, skips and comments, with the
-labels and metadata datasets and the stats counters in the same transaction (a mixin of the
-engine).
+labels and metadata datasets and the stats counters in the same transaction: `Answers`, a
+collaborator of `labeling.engine.LabelingEngine`.
+
+What an answer is belongs to the webapp's annotation kind (`labeling.kinds`): it checks the
+answer and gives the value stored. A label never waits for a queue: the item's row comes from
+the queue served, the item index or an older queue, whichever has it.
 """
 
 from __future__ import annotations
@@ -11,10 +15,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from labelloop.errors import ConflictError, LabelloopError, NotFoundError
+from labelloop.errors import ConfigError, ConflictError, LabelloopError, NotFoundError
 from labelloop.project import pipeline, run
 from labelloop.web import check_user_name
 
+from .kinds import Item
 from .queue import IndexNotReady
 from .store import (
     _ANY_QUEUE_ROW_SQL,
@@ -41,74 +46,80 @@ MAX_BATCH = 500
 MAX_COMMENT = 10_000
 
 
-class Annotating:
-    """The engine's part that checks input and records answers (a mixin of
-    `labeling.engine.LabelingEngine`)."""
+def check_user(user: Any) -> str:
+    """The annotator's name (`anonymous` when none) by the host's rule."""
+    if user in (None, ""):
+        return "anonymous"
+    if not isinstance(user, str):
+        raise LabelloopError(f"annotator name must be a string, got "
+                             f"{type(user).__name__}")
+    return check_user_name(user)  # the host's rule: the names its server accepts
 
-    # ------------------------------------------------------------------ checking input
-    def _user(self, user: Any) -> str:
-        if user in (None, ""):
-            return "anonymous"
-        if not isinstance(user, str):
-            raise LabelloopError(f"annotator name must be a string, got "
-                                 f"{type(user).__name__}")
-        return check_user_name(user)  # the host's rule: the names its server accepts
 
-    def _owner(self, user: str) -> str:
-        return user if self.cfg.per_annotator else ""
+class Answers:
+    """Checks and records a webapp's answers, keeps its labels and metadata datasets and its
+    stats counters (`ctx`: the engine's shared context; `setaside`: its
+    `labeling.setaside.SetAside`)."""
 
-    def check_label(self, label: Any) -> str:
-        """The label as stored (a category, or a JSON list of categories when multi-label)."""
-        cats = self.cfg.categories
-        if self.cfg.multi_label:
-            if isinstance(label, str):
-                label = [label]
-            if not isinstance(label, list) or not all(isinstance(x, str) for x in label):
-                raise LabelloopError(f"label must be a list of categories, got {label!r}")
-            bad = [x for x in label if x not in cats]
-            if bad:
-                raise LabelloopError(f"unknown categor{'y' if len(bad) == 1 else 'ies'} "
-                                     f"{', '.join(map(repr, bad))}: use "
-                                     f"{', '.join(map(repr, cats))}")
-            chosen = set(label)
-            return json.dumps([c for c in cats if c in chosen])
-        if isinstance(label, list):
-            raise LabelloopError(f"this webapp takes one category per item, got a list "
-                                 f"{label!r}: send one of {', '.join(map(repr, cats))}")
-        if not isinstance(label, str) or label not in cats:
-            raise LabelloopError(f"label {label!r} is not a category: use one of "
-                                 f"{', '.join(map(repr, cats))}")
-        return label
+    def __init__(self, ctx: Any, setaside: Any):
+        self.ctx = ctx
+        self.setaside = setaside
+        self._tables: dict[str, _RowDataset] = {}
+        self._check_output_schemas()
 
-    def _label_value(self, stored: str | None) -> Any:
-        if stored is None:
-            return None
-        return json.loads(stored) if self.cfg.multi_label else stored
+    # ------------------------------------------------------------------ the datasets
+    def labels_schema(self) -> list[dict]:
+        """The labels dataset's columns: the item's, the label and the label id."""
+        cfg = self.ctx.cfg
+        return self.ctx.dtype.item_schema() + [{"name": cfg.label_col, "type": "string"},
+                                               {"name": cfg.label_id_col, "type": "bigint"}]
+
+    def metadata_schema(self) -> list[dict]:
+        """The metadata dataset's columns (DESIGN's)."""
+        cfg = self.ctx.cfg
+        return [{"name": "date", "type": "date"}, {"name": "data_id", "type": "string"},
+                {"name": "comment", "type": "string"}, {"name": "session", "type": "bigint"},
+                {"name": "status", "type": "string"}, {"name": "annotator", "type": "string"},
+                {"name": cfg.label_col, "type": "string"},
+                {"name": cfg.label_id_col, "type": "bigint"}]
+
+    def _check_output_schemas(self) -> None:
+        cfg = self.ctx.cfg
+        for name in (cfg.labels_ds, cfg.metadata_ds):
+            ds = self.ctx.project.dataset(name, create=True)
+            if not ds.exists():
+                continue
+            missing = [c for c in (cfg.label_col, cfg.label_id_col) if c not in ds.columns]
+            if missing:
+                raise ConfigError(
+                    f"dataset {name!r} has no column {', '.join(map(repr, missing))} (it has "
+                    f"{', '.join(ds.columns)}): choose an empty dataset or the label column "
+                    "name it was written with")
 
     def _label_keys(self, status: str, stored: str | None) -> list[str]:
         if status == SKIPPED:
             return ["skipped"]
-        keys = ["labeled"]
-        if stored is not None:
-            values = json.loads(stored) if self.cfg.multi_label else [stored]
-            keys += [f"label:{v}" for v in values]
-        return keys
+        return ["labeled", *(f"label:{v}" for v in self.ctx.kind.count_keys(stored))]
 
-    # ------------------------------------------------------------------ datasets
     def _dataset_table(self, conn: sa.Connection, name: str, schema: list[dict]
                        ) -> _RowDataset:
         table = self._tables.get(name)
         if table is None:
-            table = _RowDataset(self.project.dataset(name, create=True), schema,
-                                self.cfg.label_id_col)
+            table = _RowDataset(self.ctx.project.dataset(name, create=True), schema,
+                                self.ctx.cfg.label_id_col)
             self._tables[name] = table
         return table
 
     # ------------------------------------------------------------------ actions
-    def label(self, user: Any, item_id: Any, label: Any, comment: Any = None) -> dict:
-        """Record (or change) the caller's label of an item: `{"label_id", "stats"}`."""
-        stored = self.check_label(label)
-        return self._annotate(user, item_id, LABELED, stored, comment)
+    def label(self, user: Any, item_id: Any, answer: Any, comment: Any = None) -> dict:
+        """Record (or change) the caller's answer for an item: `{"label_id", "stats"}`.
+
+        The kind checks the answer: before the write, or (a kind that needs the item) in the
+        answer's transaction, which its refusal undoes."""
+        kind = self.ctx.kind
+        if kind.needs_item:
+            return self._annotate(user, item_id, LABELED, None, comment, answer=answer)
+        return self._annotate(user, item_id, LABELED, kind.check(answer, None), comment)
 
     def skip(self, user: Any, item_id: Any, comment: Any = None) -> dict:
         """Record that the caller skipped an item: `{"label_id", "stats"}`."""
@@ -118,10 +129,11 @@ class Annotating:
                   row: tuple | None) -> str | None:
         """An item's row: from the queue being served (`row`, as read with the app), the
         item index, or an older queue."""
+        ctx = self.ctx
         if (row is None or row[0] is None) and app.iset is not None:
             row = conn.execute(_ITEM_SQL, {"iset": app.iset, "item_id": item_id}).first()
         if row is None and not app.iset_complete:
-            row = conn.execute(_ANY_QUEUE_ROW_SQL, {"app": self.app_id,
+            row = conn.execute(_ANY_QUEUE_ROW_SQL, {"app": ctx.app_id,
                                                     "item_id": item_id}).first()
             if row is None:
                 raise IndexNotReady(f"item {item_id!r} is not among the items served so far "
@@ -130,25 +142,25 @@ class Annotating:
         return None if row is None else row[0]
 
     def _annotate(self, user: Any, item_id: Any, status: str, stored: str | None,
-                  comment: Any) -> dict:
-        user = self._user(user)
-        item_id = self.dtype.check_id(item_id)
+                  comment: Any, answer: Any = None) -> dict:
+        ctx = self.ctx
+        user = check_user(user)
+        item_id = ctx.dtype.check_id(item_id)
         if comment is not None and not isinstance(comment, str):
             raise LabelloopError(f"comment must be a string, got {comment!r}")
         if comment is not None and len(comment) > MAX_COMMENT:
             raise LabelloopError(f"comment is longer than {MAX_COMMENT} characters: shorten it")
         comment = comment or None
-        owner = self._owner(user)
-        self._ensure_queue()
-        now = self._now()
+        owner = ctx.owner(user)
+        now = ctx.now()
         when = dt.datetime.fromtimestamp(now, dt.UTC)
-        label_col = self.cfg.label_col
-        ttl = self.cfg.reservation_seconds
+        label_col = ctx.cfg.label_col
+        ttl = ctx.cfg.reservation_seconds
 
         def write(conn: sa.Connection) -> dict:
-            key = {"app": self.app_id, "owner": owner, "item_id": item_id}
-            lt = self._dataset_table(conn, self.cfg.labels_ds, self._labels_schema())
-            mt = self._dataset_table(conn, self.cfg.metadata_ds, self._metadata_schema())
+            key = {"app": ctx.app_id, "owner": owner, "item_id": item_id}
+            lt = self._dataset_table(conn, ctx.cfg.labels_ds, self.labels_schema())
+            mt = self._dataset_table(conn, ctx.cfg.metadata_ds, self.metadata_schema())
             # PostgreSQL: the annotation's id is taken with the first read, so that a new
             # annotation and its rows go to the database together below.
             pg = conn.dialect.name == "postgresql"
@@ -168,9 +180,12 @@ class Annotating:
                                  None if app.q_pos is None else (app.q_row,))
             old = None if app.label_id is None else app
             if row is None:
-                raise NotFoundError(f"no item {item_id!r} in {self.cfg.unlabeled!r}: use an id "
+                raise NotFoundError(f"no item {item_id!r} in {ctx.cfg.unlabeled!r}: use an id "
                                     "from a batch")
-            if old is not None and not self.cfg.per_annotator:
+            nonlocal stored
+            if status == LABELED and stored is None:  # the kind checks it against the item
+                stored = ctx.kind.check(answer, self._item(item_id, row))
+            if old is not None and not ctx.cfg.per_annotator:
                 old = self._answered_by_another(conn, old, user, lt)
             meta = {"date": when, "data_id": item_id, "comment": comment, "session": session,
                     "status": status, "annotator": user, label_col: stored}
@@ -189,7 +204,7 @@ class Annotating:
                     if pg:
                         run(conn, _INSERT_ANNOTATION_ID_SQL, {**values, "label_id": label_id})
                     labels_key = None if to_labels is None else to_labels(
-                        {**self.dtype.labels_row(json.loads(row)), label_col: stored})
+                        {**ctx.dtype.labels_row(json.loads(row)), label_col: stored})
                     meta_key = to_meta(meta)
                 labels_row = None if labels_key is None else labels_key()
                 meta_row = meta_key()
@@ -200,7 +215,7 @@ class Annotating:
                     if not lt.update(conn, labels_row, label_id, {label_col: stored}):
                         labels_row = None
                 if status == LABELED and labels_row is None:
-                    labels_row = lt.insert(conn, {**self.dtype.labels_row(json.loads(row)),
+                    labels_row = lt.insert(conn, {**ctx.dtype.labels_row(json.loads(row)),
                                                   label_col: stored}, label_id)
                 if status == SKIPPED and labels_row is not None:
                     lt.delete(conn, labels_row, label_id)
@@ -215,44 +230,66 @@ class Annotating:
             deltas = {k: n for k, n in deltas.items() if n}
             # Nothing below is read back but the counters: on PostgreSQL one round trip.
             with pipeline(conn) as sent:
-                if old is None and not self.cfg.per_annotator and app.queue_id is not None:
+                if old is None and not ctx.cfg.per_annotator and app.queue_id is not None:
                     run(conn, _DONE_SQL, {"qid": app.queue_id, "item_id": item_id})
                 run(conn, _UPDATE_ANNOTATION_SQL, {**values, "label_id": label_id,
                                                    "labels_row": labels_row,
                                                    "meta_row": meta_row})
                 if deltas:  # one statement for all counters (not an executemany)
-                    run(conn, count_sql(len(deltas)), count_params(self.app_id, owner, deltas))
-                if not self.cfg.per_annotator:
-                    run(conn, _UNRESERVE_SQL, {"app": self.app_id, "item_id": item_id})
+                    run(conn, count_sql(len(deltas)), count_params(ctx.app_id, owner, deltas))
+                if not ctx.cfg.per_annotator:
+                    run(conn, _UNRESERVE_SQL, {"app": ctx.app_id, "item_id": item_id})
                     # An annotator who answers is still there: what they hold stays theirs.
-                    run(conn, _RENEW_SQL, {"app": self.app_id, "user": user, "now": now,
+                    run(conn, _RENEW_SQL, {"app": ctx.app_id, "user": user, "now": now,
                                            "until": now + ttl, "stale": now + ttl / 2})
-                counts = sent.read(_COUNTS_SQL, {"app": self.app_id, "owner": owner})
+                counts = sent.read(_COUNTS_SQL, {"app": ctx.app_id, "owner": owner})
             from .interop.events import emit_annotation  # outgoing webhooks, same transaction
 
-            emit_annotation(self, conn, old is None, label_id, item_id, user, status, stored,
+            emit_annotation(ctx, conn, old is None, label_id, item_id, user, status, stored,
                             comment, row)
-            return {"label_id": label_id, "stats": self._stats(conn, app, owner, counts())}
+            return {"label_id": label_id, "stats": self.stats(conn, app, owner, counts())}
 
-        return self._write(write)
+        return ctx.write(write)
+
+    def _item(self, item_id: str, row: str) -> Item:
+        """The item a kind checks an answer against."""
+        dtype = self.ctx.dtype
+        values = json.loads(row)
+        path = dtype._file(item_id) if dtype.from_folder else None
+        return Item(item_id, values, dtype.render(item_id, values), path)
+
+    def stats(self, conn: sa.Connection, app: sa.Row, owner: str,
+              counts: list[tuple] | None = None) -> dict:
+        """The stats answer; `counts`: the rows of `_COUNTS_SQL` when already read."""
+        if counts is None:
+            counts = run(conn, _COUNTS_SQL, {"app": self.ctx.app_id, "owner": owner}).all()
+        counts = dict(counts)
+        total = app.n_items or 0
+        labeled, skipped = counts.get("labeled", 0), counts.get("skipped", 0)
+        aside = self.setaside.summary(conn) if self.ctx.cfg.from_folder else {}
+        return {"labeled": labeled, "skipped": skipped, "total": int(total),
+                "remaining": max(0, int(total) - labeled - skipped - aside.get("set_aside", 0)),
+                "per_label": {k: counts.get(f"label:{k}", 0) for k in self.ctx.kind.types},
+                "session": int(app.q_session or 0), **aside}
 
     def release(self, user: Any, item_ids: Any) -> dict:
         """End the caller's reservations of `item_ids` now: `{"released", "stats"}`."""
-        user = self._user(user)
+        ctx = self.ctx
+        user = check_user(user)
         if not isinstance(item_ids, list) or len(item_ids) > MAX_BATCH:
             raise LabelloopError(f"ids must be a list of at most {MAX_BATCH} item ids, got "
                                  f"{type(item_ids).__name__}")
-        ids = [self.dtype.check_id(i) for i in item_ids]
+        ids = [ctx.dtype.check_id(i) for i in item_ids]
 
         r = reservations_table
 
         def write(conn: sa.Connection) -> int:
             if not ids:
                 return 0
-            return conn.execute(sa.delete(r).where(r.c.app == self.app_id, r.c.annotator == user,
+            return conn.execute(sa.delete(r).where(r.c.app == ctx.app_id, r.c.annotator == user,
                                                    r.c.item_id.in_(ids))).rowcount
 
-        released = self._write(write) if not self.cfg.per_annotator else 0
+        released = ctx.write(write) if not ctx.cfg.per_annotator else 0
         return {"released": max(int(released or 0), 0)}
 
     def _answered_by_another(self, conn: sa.Connection, old: Any, user: str,
@@ -261,13 +298,14 @@ class Annotating:
         relabeling: then their annotation stays in the history and the caller's becomes a new
         one (the earlier label row is removed, its metadata row kept). Returns what `old`
         becomes (None: record a new annotation)."""
+        ctx = self.ctx
         an = annotations_table
         prev = conn.execute(sa.select(an.c.annotator, an.c.updated)
                             .where(an.c.label_id == old.label_id)).first()
         if prev is None or prev.annotator == user:
             return old  # the caller's own answer: they may always change it
         when = dt.datetime.fromtimestamp(prev.updated, dt.UTC).isoformat(timespec="seconds")
-        if not self.cfg.allow_relabel:
+        if not ctx.cfg.allow_relabel:
             exc = ConflictError(f"item already answered by {prev.annotator} at {when}: take "
                                 "the next item (the webapp does not allow relabeling answers "
                                 "of others)")
@@ -280,6 +318,6 @@ class Annotating:
         deltas: dict[str, int] = {}
         for k in self._label_keys(old.status, old.label):
             deltas[k] = deltas.get(k, 0) - 1
-        conn.execute(count_sql(len(deltas)), count_params(self.app_id, "", deltas))
+        conn.execute(count_sql(len(deltas)), count_params(ctx.app_id, "", deltas))
         return None
 

@@ -6,7 +6,7 @@ Routes (mounted by the host under `/api/v1/webapps/<instance>/`):
 |---|---|---|
 | `GET config` | | categories, multi_label, al_enabled, session, model_version, max_reserved, halting thresholds, warnings, preparing (`{"what", "done", "total"}` or null); cheap enough to poll every second |
 | `GET batch` | `size` (1 to the webapp's `max_reserved`, default 20) | `{"items": [{"id", "data", "suggestion", "halting", "uncertainty"}], "stats", "session", "preparing", "is_last_batch", "done"}`; the items are reserved for the caller |
-| `POST labels` | `{"id", "label", "comment"?}` | `{"label_id", "stats"}`; labeling an item again changes the label |
+| `POST labels` | `{"id", "label", "comment"?}` (the answer's field is the kind's: `label` for `choice`, `spans` for `spans`) | `{"label_id", "stats"}`; labeling an item again changes the label |
 | `POST skips` | `{"id", "comment"?}` | `{"label_id", "stats"}` |
 | `GET annotations` | `before` (label id), `limit` (1-500, default 50) | `{"annotations": [...], "next_before"}`, the caller's, newest first |
 | `GET stats` | | `{"labeled", "skipped", "total", "remaining", "per_label", "session"}` |
@@ -15,7 +15,11 @@ Routes (mounted by the host under `/api/v1/webapps/<instance>/`):
 | `GET learning-curve` | | `{"enough", "points", "given", "random", "accuracy", "given_reached", "random_reached", "summary"}` or `{"enough": false, "message"}` (labeling.report) |
 
 A webapp component's backend.py is one line: `create_backend = webapp_backend("tabular")`
-(`labeling.ui.webapp_backend`: these routes and the labeling page).
+(`labeling.ui.webapp_backend`: these routes and the labeling page), or with another annotation
+kind `webapp_backend("text", kind="spans")`.
+
+The route schemas check the shape of every body and query (the host answers 400 before a
+handler runs); the webapp's annotation kind checks what a schema cannot.
 """
 
 from __future__ import annotations
@@ -37,15 +41,6 @@ _ID = {"type": "string", "minLength": 1, "maxLength": 4096, "description": "the 
 _COMMENT = {"type": ["string", "null"], "maxLength": MAX_COMMENT}
 BATCH_SCHEMA = {"type": "object", "properties": {
     "size": {"type": "integer", "minimum": 1, "maximum": MAX_BATCH, "default": 20}}}
-LABEL_SCHEMA = {
-    "type": "object", "required": ["id", "label"], "additionalProperties": False,
-    "properties": {
-        "id": _ID,
-        "label": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
-                  "description": "a category, or a list of categories when multi-label"},
-        "comment": _COMMENT,
-    },
-}
 SKIP_SCHEMA = {"type": "object", "required": ["id"], "additionalProperties": False,
                "properties": {"id": _ID, "comment": _COMMENT}}
 ANNOTATIONS_SCHEMA = {"type": "object", "properties": {
@@ -73,15 +68,6 @@ def _int(payload: dict, key: str, default: int | None) -> int | None:
         raise LabelloopError(f"{key} must be an integer, got {value!r}") from None
 
 
-def _body(payload: Any, required: tuple[str, ...]) -> dict:
-    if not isinstance(payload, dict):
-        raise LabelloopError("the body must be a JSON object")
-    missing = [k for k in required if k not in payload]
-    if missing:
-        raise LabelloopError(f"missing field {', '.join(map(repr, missing))} in the body")
-    return payload
-
-
 # A folder item id is a path inside the folder: not absolute, no `..` part, no NUL.
 _OUTSIDE_FOLDER = r"^[\\/]|(^|[\\/])\.\.([\\/]|$)|\x00"
 
@@ -101,14 +87,13 @@ def batch_schema(engine: LabelingEngine) -> dict:
     return {**BATCH_SCHEMA, "properties": {**BATCH_SCHEMA["properties"], "size": size}}
 
 
-def label_schema(cfg: EngineConfig) -> dict:
-    """LABEL_SCHEMA with this webapp's categories (so the OpenAPI document lists them)."""
-    cats = list(cfg.categories)
-    one = {"type": "string", "enum": cats}
-    label = {"anyOf": [one, {"type": "array", "items": one}]} if cfg.multi_label else one
-    return {**LABEL_SCHEMA, "properties": {
-        **LABEL_SCHEMA["properties"], "id": _id_schema(cfg),
-        "label": {**label, "description": LABEL_SCHEMA["properties"]["label"]["description"]}}}
+def label_schema(engine: LabelingEngine) -> dict:
+    """The `POST labels` body: the item id, the answer in the field and shape of the webapp's
+    annotation kind (for `choice`, its categories: the OpenAPI document lists them)."""
+    kind = engine.kind
+    return {"type": "object", "required": ["id", kind.field], "additionalProperties": False,
+            "properties": {"id": _id_schema(engine.cfg), kind.field: kind.answer_schema(),
+                           "comment": _COMMENT}}
 
 
 def media_schema(engine: LabelingEngine) -> dict:
@@ -146,13 +131,14 @@ def build_routes(engine: LabelingEngine,
     def batch(payload: dict, user: str) -> dict:
         return engine.batch(user, _int(payload, "size", 20))
 
-    def labels(payload: Any, user: str) -> dict:
-        body = _body(payload, ("id", "label"))
-        return engine.label(user, body["id"], body["label"], body.get("comment"))
+    field = engine.kind.field
 
-    def skips(payload: Any, user: str) -> dict:
-        body = _body(payload, ("id",))
-        return engine.skip(user, body["id"], body.get("comment"))
+    # Bodies are checked by the route schemas before a handler runs.
+    def labels(payload: dict, user: str) -> dict:
+        return engine.label(user, payload["id"], payload[field], payload.get("comment"))
+
+    def skips(payload: dict, user: str) -> dict:
+        return engine.skip(user, payload["id"], payload.get("comment"))
 
     def annotations(payload: dict, user: str) -> dict:
         return engine.annotations(user, _int(payload, "before", None),
@@ -165,7 +151,7 @@ def build_routes(engine: LabelingEngine,
         return engine.dtype.media(payload["id"])
 
     def release(payload: Any, user: str) -> dict:
-        return engine.release(user, _body(payload, ("ids",))["ids"])
+        return engine.release(user, payload["ids"])
 
     def learning_curve(payload: dict, user: str) -> dict:
         from .report import for_page
@@ -180,7 +166,7 @@ def build_routes(engine: LabelingEngine,
                             "summary": "The webapp's categories, mode, session and thresholds"},
         ("GET", "batch"): {"handler": batch, "schema": batch_schema(engine),
                            "summary": "The next items for the caller, reserved for them"},
-        ("POST", "labels"): {"handler": labels, "schema": label_schema(engine.cfg),
+        ("POST", "labels"): {"handler": labels, "schema": label_schema(engine),
                              "summary": "Label an item (again to change its label)"},
         ("POST", "skips"): {"handler": skips, "schema": skip_schema(engine.cfg),
                             "summary": "Skip an item"},
@@ -201,9 +187,10 @@ def build_routes(engine: LabelingEngine,
 class LabelingBackend:
     """A labeling webapp's backend: settings -> engine -> routes (+ a page to override)."""
 
-    def __init__(self, ctx: Any, data_type: str, background: bool = True):
+    def __init__(self, ctx: Any, data_type: str, background: bool = True, kind: str = "choice"):
         self.ctx = ctx
-        self.cfg: EngineConfig = parse_settings(ctx.config, data_type, ctx.webapp, ctx.project)
+        self.cfg: EngineConfig = parse_settings(ctx.config, data_type, ctx.webapp, ctx.project,
+                                                kind=kind)
         self.engine = LabelingEngine(ctx.project, self.cfg, background=background)
         self.routes = build_routes(self.engine)
         if background:  # index the pool now so the first page doesn't wait for it
@@ -218,7 +205,8 @@ class LabelingBackend:
 
     def describe(self) -> dict:
         """Merged into the webapps list of the JSON API."""
-        return {"data_type": self.cfg.data_type, "categories": list(self.cfg.categories)}
+        return {"data_type": self.cfg.data_type, "categories": list(self.cfg.categories),
+                "kind": self.cfg.kind}
 
     def make_document(self, doc: Any) -> None:
         """A placeholder page (the labeling UI replaces it)."""

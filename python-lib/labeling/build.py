@@ -1,11 +1,14 @@
 """Building a session's queue: its head switched in at once, the rest written ahead of the
-annotators, and the pool's item index, in small transactions (a mixin of the engine).
+annotators, and the pool's item index, in small transactions: `QueueBuilder`, a collaborator
+of `labeling.engine.LabelingEngine` (its worker thread is `labeling.sessions`').
 
 The order itself (scores, the halting values, slices of it) comes from `labeling.queue`.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,9 +36,27 @@ INDEX_CHUNK = 2_000  # pool items indexed per transaction
 DROP_CHUNK = 5_000
 
 
+Heartbeat = Callable[[sa.Connection], None]  # the builder lease's renewal, inside a write
+
+
+def key_session(key: str) -> int:
+    """The queries session a session key names (0: no queries)."""
+    return int(key.rsplit(":", 1)[-1]) if not key.endswith("|-") else 0
+
+
 class QueueBuilder:
-    """The engine's part that writes queues and the item index (a mixin of
-    `labeling.engine.LabelingEngine`)."""
+    """Writes a webapp's queues and its item index (`ctx`: the engine's shared context).
+
+    `fill_target` (queue id, position to write up to) is set by the batches that run low and
+    followed by the background worker.
+    """
+
+    def __init__(self, ctx: Any):
+        self.ctx = ctx
+        self.fill_target: tuple[int, int] = (0, 0)
+        self._rankings: dict[str, Ranking] = {}
+        self._ranking_lock = threading.Lock()
+        self._index_iter: tuple[int, Any] | None = None
 
     # ------------------------------------------------------------------ switching
     def _ranking(self, key: str) -> Ranking:
@@ -50,9 +71,9 @@ class QueueBuilder:
             return self._new_ranking(key)
 
     def _new_ranking(self, key: str) -> Ranking:
-        queries = self._queries() if not key.endswith("|-") else None
+        queries = self.ctx.queries() if not key.endswith("|-") else None
         pool_key = key.split("|", 1)[0]
-        ranking = Ranking(self.dtype, queries, self.cfg.seed,
+        ranking = Ranking(self.ctx.dtype, queries, self.ctx.cfg.seed,
                           lambda: self._index_ids(pool_key))
         ranking.prepare()
         if queries is not None and ranking._generation is not None and \
@@ -63,20 +84,20 @@ class QueueBuilder:
         return ranking
 
     def _served_key(self) -> str | None:
-        return self._read_app().session_key
+        return self.ctx.read_app().session_key
 
     def _set_prep(self, what: str | None, done: int = 0, total: int = 0) -> None:
         t = apps_table
         prep = None if what is None else {"what": what, "done": int(done), "total": int(total)}
-        self._write(lambda conn: conn.execute(
-            sa.update(t).where(t.c.id == self.app_id).values(prep=prep)), background=True)
+        self.ctx.write(lambda conn: conn.execute(
+            sa.update(t).where(t.c.id == self.ctx.app_id).values(prep=prep)), background=True)
 
-    def _switch(self, key: str, token: str) -> None:
+    def switch(self, key: str, heartbeat: Heartbeat) -> None:
         """Prepare the head of the order of `key` and switch it in, in one transaction."""
-        app = self._read_app()
+        app = self.ctx.read_app()
         if app.queue_id is not None and app.session_key == key:
             return
-        session = self._key_session(key)
+        session = key_session(key)
         if app.queue_id is not None:
             self._set_prep(f"the order of session {session}", 0, HEAD)
         pool_key = key.split("|", 1)[0]
@@ -85,8 +106,8 @@ class QueueBuilder:
             ranking = self._ranking(key)
         except RankingChanged:
             return  # the queries changed again meanwhile: the next check prepares the newest
-        if not self.background or ranking.needs_index:
-            self._build_index(iset, token)
+        if not self.ctx.background or ranking.needs_index:
+            self._build_index(iset, heartbeat)
         ready = self._iset_complete(iset)
         stop = HEAD if ready or not ranking.n_scored else min(HEAD, ranking.n_scored)
         try:
@@ -100,23 +121,23 @@ class QueueBuilder:
         n_items = self._iset_size(iset) if ready else ranking.n_pool
 
         def swap(conn: sa.Connection) -> int | None:
-            now_app = self._app(conn)
+            now_app = self.ctx.app(conn)
             if now_app.queue_id is not None and now_app.session_key == key:
                 return None  # another process switched to it meanwhile
             qid = int(conn.execute(sa.insert(queues_table).values(
-                app=self.app_id, iset=iset, session_key=key, session=session, created=self._now(),
+                app=self.ctx.app_id, iset=iset, session_key=key, session=session, created=self.ctx.now(),
                 n=ranking.length, info=info, filled=0, complete=False)).inserted_primary_key[0])
             self._insert_slice(conn, qid, iset, head, 0, stop, ranking.length)
             # Until the pool is indexed (in the background), the page says so.
             prep = None if ready else {"what": "indexing the pool", "done": 0,
                                        "total": int(n_items)}
-            conn.execute(sa.update(apps_table).where(apps_table.c.id == self.app_id).values(
+            conn.execute(sa.update(apps_table).where(apps_table.c.id == self.ctx.app_id).values(
                 queue_id=qid, iset=iset, n_items=n_items, session_key=key, build_error=None,
                 prep=prep))
             return now_app.queue_id
 
-        old = self._write(swap)
-        self._fill_target = (0, 0)
+        old = self.ctx.write(swap)
+        self.fill_target = (0, 0)
         if old is not None and ready:
             self._drop_queue(old)
 
@@ -125,13 +146,13 @@ class QueueBuilder:
         """Write positions `[start, stop)` of queue `qid` (their rows in `part`)."""
         with pipeline(conn):  # nothing read back: one round trip on PostgreSQL
             insert_queue_positions(conn, qid, iset, part)
-            if not self.cfg.per_annotator:
+            if not self.ctx.cfg.per_annotator:
                 conn.execute(_MARK_DONE_SQL, {"qid": qid, "lo": start, "hi": stop,
-                                              "app": self.app_id})
+                                              "app": self.ctx.app_id})
             conn.execute(sa.update(queues_table).where(queues_table.c.id == qid).values(
                 filled=stop, complete=stop >= length))
 
-    def _fill(self, app: sa.Row, stop: int, background: bool) -> bool:
+    def fill(self, app: sa.Row, stop: int, background: bool) -> bool:
         """Write the queue's next positions up to `stop`; False if nothing could be written."""
         start = int(app.filled or 0)
         try:
@@ -157,14 +178,14 @@ class QueueBuilder:
             self._insert_slice(conn, qid, app.iset, part, start, stop, ranking.length)
             return True
 
-        self._write(fill, background=background)
+        self.ctx.write(fill, background=background)
         return True
 
-    def _fill_step(self, app: sa.Row, background: bool) -> bool:
-        qid, target = self._fill_target
+    def fill_step(self, app: sa.Row, background: bool) -> bool:
+        qid, target = self.fill_target
         if app.complete or qid != app.queue_id or target <= (app.filled or 0):
             return False
-        return self._fill(app, min(target, (app.filled or 0) + FILL_STEP), background)
+        return self.fill(app, min(target, (app.filled or 0) + FILL_STEP), background)
 
     def _drop_queue(self, queue_id: int) -> None:
         # Deleted in slices so annotators never wait long for the writer.
@@ -185,7 +206,7 @@ class QueueBuilder:
                 conn.execute(sa.delete(q).where(*cond))
                 return True
 
-            if not self._write(drop, background=True):
+            if not self.ctx.write(drop, background=True):
                 return
 
     # ------------------------------------------------------------------ the item index
@@ -193,52 +214,52 @@ class QueueBuilder:
         t = itemsets_table
 
         def ensure(conn: sa.Connection) -> int:
-            row = conn.execute(sa.select(t.c.id).where(t.c.app == self.app_id,
+            row = conn.execute(sa.select(t.c.id).where(t.c.app == self.ctx.app_id,
                                                        t.c.pool_key == pool_key)
                                .order_by(t.c.id.desc()).limit(1)).first()
             if row is not None:
                 return int(row.id)
             return int(conn.execute(sa.insert(t).values(
-                app=self.app_id, pool_key=pool_key, n=0, done=0, complete=False)
+                app=self.ctx.app_id, pool_key=pool_key, n=0, done=0, complete=False)
             ).inserted_primary_key[0])
 
-        return self._write(ensure)
+        return self.ctx.write(ensure)
 
     def _iset_complete(self, iset: int) -> bool:
         t = itemsets_table
-        with self.engine.connect() as conn:
+        with self.ctx.engine.connect() as conn:
             return bool(conn.execute(sa.select(t.c.complete).where(t.c.id == iset)).scalar())
 
     def _iset_size(self, iset: int) -> int:
         t = itemsets_table
-        with self.engine.connect() as conn:
+        with self.ctx.engine.connect() as conn:
             return int(conn.execute(sa.select(t.c.n).where(t.c.id == iset)).scalar() or 0)
 
     def _index_ids(self, pool_key: str) -> list[str] | None:
         """The pool's ids in pool order once its index is complete (else None)."""
         t, it = itemsets_table, items_table
-        with self.engine.connect() as conn:
+        with self.ctx.engine.connect() as conn:
             iset = conn.execute(sa.select(t.c.id).where(
-                t.c.app == self.app_id, t.c.pool_key == pool_key, t.c.complete.is_(True))
+                t.c.app == self.ctx.app_id, t.c.pool_key == pool_key, t.c.complete.is_(True))
                 .order_by(t.c.id.desc()).limit(1)).scalar()
             if iset is None:
                 return None
             return list(conn.execute(sa.select(it.c.item_id).where(it.c.iset == iset)
                                      .order_by(it.c.seq)).scalars())
 
-    def _build_index(self, iset: int, token: str) -> None:
-        while self._index_chunk(iset, token):
+    def _build_index(self, iset: int, heartbeat: Heartbeat) -> None:
+        while self._index_chunk(iset, heartbeat):
             pass
 
-    def _index_step(self, app: sa.Row, token: str) -> bool:
+    def index_step(self, app: sa.Row, heartbeat: Heartbeat) -> bool:
         if app.iset is None or app.iset_complete:
             return False
-        return self._index_chunk(app.iset, token)
+        return self._index_chunk(app.iset, heartbeat)
 
-    def _index_chunk(self, iset: int, token: str) -> bool:
+    def _index_chunk(self, iset: int, heartbeat: Heartbeat) -> bool:
         """Index the pool's next items (`INDEX_CHUNK` per transaction); False once complete."""
         t = itemsets_table
-        with self.engine.connect() as conn:
+        with self.ctx.engine.connect() as conn:
             row = conn.execute(sa.select(t.c.done, t.c.complete, t.c.pool_key).where(
                 t.c.id == iset)).first()
         if row is None or row.complete:
@@ -260,7 +281,7 @@ class QueueBuilder:
                                  .where(items_table.c.iset == iset)).scalar_one()
                 conn.execute(sa.update(t).where(t.c.id == iset).values(n=int(n), complete=True))
                 conn.execute(sa.update(apps_table).where(
-                    apps_table.c.id == self.app_id, apps_table.c.iset == iset).values(
+                    apps_table.c.id == self.ctx.app_id, apps_table.c.iset == iset).values(
                     n_items=int(n), prep=None))
                 return False
             ids, rows, n_read = piece
@@ -269,12 +290,12 @@ class QueueBuilder:
                     {"iset": iset, "item_id": i, "seq": done + k, "row": r}
                     for k, (i, r) in enumerate(zip(ids, rows, strict=True))])
             conn.execute(sa.update(t).where(t.c.id == iset).values(done=done + n_read))
-            self._renew_lease(conn, token)  # the builder's heartbeat
-            conn.execute(sa.update(apps_table).where(apps_table.c.id == self.app_id).values(
+            heartbeat(conn)  # the builder's lease, renewed
+            conn.execute(sa.update(apps_table).where(apps_table.c.id == self.ctx.app_id).values(
                 prep={"what": "indexing the pool", "done": done + n_read, "total": total}))
             return True
 
-        more = self._write(write, background=True)
+        more = self.ctx.write(write, background=True)
         if piece is not None:
             state[0] = done + piece[2]
         if not more:
@@ -283,7 +304,7 @@ class QueueBuilder:
         return more
 
     def _pool_total(self) -> int:
-        app = self._read_app()
+        app = self.ctx.read_app()
         return int(app.n_items or 0)
 
     def _pool_pieces(self, skip: int) -> Any:
@@ -292,13 +313,13 @@ class QueueBuilder:
         Why pieces this small even when reading: turning rows into JSON holds the GIL for the
         whole call, and annotators' requests in other threads wait for it meanwhile.
         """
-        if self.dtype.from_folder:
-            pieces = self.dtype.iter_items()
+        if self.ctx.dtype.from_folder:
+            pieces = self.ctx.dtype.iter_items()
         else:
-            schema = self.dtype.item_schema()
-            chunks = self.dtype._pool().iter_chunks(chunksize=INDEX_CHUNK,
+            schema = self.ctx.dtype.item_schema()
+            chunks = self.ctx.dtype._pool().iter_chunks(chunksize=INDEX_CHUNK,
                                                     columns=[c["name"] for c in schema])
-            pieces = (self.dtype._ids_and_lines(chunk, schema) for chunk in chunks)
+            pieces = (self.ctx.dtype._ids_and_lines(chunk, schema) for chunk in chunks)
         seen = 0
         for ids, rows in pieces:
             if seen + len(ids) <= skip:
@@ -313,13 +334,13 @@ class QueueBuilder:
 
     def _after_index(self, iset: int) -> None:
         """The index is complete: older queues and item sets are no longer needed."""
-        app = self._read_app()
-        with self.engine.connect() as conn:
+        app = self.ctx.read_app()
+        with self.ctx.engine.connect() as conn:
             queues = conn.execute(sa.select(queues_table.c.id).where(
-                queues_table.c.app == self.app_id, queues_table.c.id != app.queue_id)
+                queues_table.c.app == self.ctx.app_id, queues_table.c.id != app.queue_id)
             ).scalars().all()
             isets = conn.execute(sa.select(itemsets_table.c.id).where(
-                itemsets_table.c.app == self.app_id, itemsets_table.c.id != iset)
+                itemsets_table.c.app == self.ctx.app_id, itemsets_table.c.id != iset)
             ).scalars().all()
         for qid in queues:
             self._drop_queue(qid)
@@ -337,11 +358,11 @@ class QueueBuilder:
                         conn.execute(sa.delete(itemsets_table).where(itemsets_table.c.id == old))
                     return last is not None
 
-                if not self._write(drop, background=True):
+                if not self.ctx.write(drop, background=True):
                     break
-        if self.engine.dialect.name == "sqlite":
+        if self.ctx.engine.dialect.name == "sqlite":
             # A build writes a large WAL; fold it into the database now, in this background
             # thread, so the next annotator's commit doesn't pay for it. PASSIVE blocks nobody.
-            with self.engine.connect() as conn:
+            with self.ctx.engine.connect() as conn:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 

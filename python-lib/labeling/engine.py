@@ -15,30 +15,31 @@ Halting (`labeling.stopping`): the session's low/high thresholds are quantiles o
 uncertainties; an item's halting value is 0 at or under the low one (the model learns little
 from it), 1 at or over the high one, linear in between.
 
-The engine is one class put together from its parts: `labeling.store` (tables, SQL, the row
-writer), `labeling.sessions` (sessions, the background builder and its lease),
-`labeling.build` (writing queues and the item index), `labeling.annotate` (checking input,
-recording answers); this module serves batches and reads. The names of those modules stay
-importable from here.
+The engine is a facade over explicit collaborators sharing one `EngineContext` (project,
+config, annotation kind, data type, clock, the app's row, the writer): `labeling.setaside`
+(`SetAside`), `labeling.build` (`QueueBuilder`: queues and the item index),
+`labeling.sessions` (`Sessions`: following sessions, the background worker and its lease),
+`labeling.annotate` (`Answers`: checking and recording answers, the stats). What an answer is
+belongs to the webapp's annotation kind (`labeling.kinds`). This module serves batches and
+reads. The tables and SQL are `labeling.store`'s; their names stay importable from here.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
-from labelloop.errors import ConfigError, LabelloopError
+from labelloop.errors import LabelloopError
 from labelloop.project import SystemClock, pipeline, run
 
-from . import setaside
-from .annotate import MAX_BATCH, MAX_COMMENT, Annotating
+from .annotate import MAX_BATCH, MAX_COMMENT, Answers, check_user
 from .build import AHEAD, DROP_CHUNK, FILL, HEAD, INDEX_CHUNK, QueueBuilder
 from .datatypes import BadItemId, DataType, data_type
+from .kinds import AnnotationKind, kind_class
 from .queue import IndexNotReady, Ranking, RankingChanged, Slice
 from .sessions import (
     LEASE_SECONDS,
@@ -47,6 +48,7 @@ from .sessions import (
     Sessions,
     session_variable,
 )
+from .setaside import SetAside
 from .settings import EngineConfig
 from .store import (
     _ANY_QUEUE_ROW_SQL,
@@ -90,46 +92,26 @@ from .store import (
 )
 
 
-class LabelingEngine(Annotating, QueueBuilder, Sessions):
-    """The labeling engine of one webapp instance over a project's database."""
+class EngineContext:
+    """What the parts of one webapp's engine share: the project, the webapp's config, its
+    annotation kind and data type, the clock, the app's row and the one writer."""
 
-    def __init__(self, project: Any, cfg: EngineConfig, check_interval: float = 1.0,
-                 background: bool = True, wait_seconds: float = 300.0, clock: Any = None):
+    def __init__(self, project: Any, cfg: EngineConfig, kind: AnnotationKind, clock: Any,
+                 background: bool, check_interval: float, wait_seconds: float):
         self.project = project
+        self.cfg = cfg
+        self.kind = kind
         # Reservations, leases and answers are timed by `clock` (`labelloop.project`'s
         # SystemClock by default; tests pass a ManualClock and advance it).
         self.clock = clock if clock is not None else SystemClock()
-        self.cfg = cfg
-        self.dtype: DataType = data_type(cfg, project)
-        self.check_interval = check_interval
         self.background = background
+        self.check_interval = check_interval
         self.wait_seconds = wait_seconds
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._checked_at = 0.0
-        self._failed: dict[str, float] = {}
-        self._leases: dict[str, Any] = {}  # worker run token -> its builder Lease
-        self._tables: dict[str, _RowDataset] = {}
-        self._rankings: dict[str, Ranking] = {}
-        self._fill_target: tuple[int, int] = (0, 0)  # (queue id, position to write up to)
-        self._index_iter: tuple[int, Any] | None = None
-        self._has_queue = False
-        self._ranking_lock = threading.Lock()
-        self._wake = threading.Event()
+        self.dtype: DataType = data_type(cfg, project)
         self.engine = project.engine
         create_tables(self.engine)
         self.app_id = self._register()
-        self._check_output_schemas()
 
-    def _now(self) -> float:
-        """Epoch seconds on the engine's clock."""
-        return self.clock.time()
-
-    def _write(self, fn: Any, background: bool = False) -> Any:
-        """Run `fn(conn)` in the project's single writer (see `labelloop.project.Database`)."""
-        return self.project.db.execute_write_fn(fn, background=background)
-
-    # ------------------------------------------------------------------ setup
     def _register(self) -> int:
         t = apps_table
         with self.project.write_transaction() as conn:
@@ -139,74 +121,135 @@ class LabelingEngine(Annotating, QueueBuilder, Sessions):
             return int(conn.execute(sa.insert(t).values(name=self.cfg.webapp))
                        .inserted_primary_key[0])
 
-    def _labels_schema(self) -> list[dict]:
-        return self.dtype.item_schema() + [{"name": self.cfg.label_col, "type": "string"},
-                                           {"name": self.cfg.label_id_col, "type": "bigint"}]
+    def now(self) -> float:
+        """Epoch seconds on the engine's clock."""
+        return self.clock.time()
 
-    def _metadata_schema(self) -> list[dict]:
-        return [{"name": "date", "type": "date"}, {"name": "data_id", "type": "string"},
-                {"name": "comment", "type": "string"}, {"name": "session", "type": "bigint"},
-                {"name": "status", "type": "string"}, {"name": "annotator", "type": "string"},
-                {"name": self.cfg.label_col, "type": "string"},
-                {"name": self.cfg.label_id_col, "type": "bigint"}]
+    def write(self, fn: Any, background: bool = False) -> Any:
+        """Run `fn(conn)` in the project's single writer (see `labelloop.project.Database`)."""
+        return self.project.db.execute_write_fn(fn, background=background)
 
-    def _check_output_schemas(self) -> None:
-        for name in (self.cfg.labels_ds, self.cfg.metadata_ds):
-            ds = self.project.dataset(name, create=True)
-            if not ds.exists():
-                continue
-            missing = [c for c in (self.cfg.label_col, self.cfg.label_id_col)
-                       if c not in ds.columns]
-            if missing:
-                raise ConfigError(
-                    f"dataset {name!r} has no column {', '.join(map(repr, missing))} (it has "
-                    f"{', '.join(ds.columns)}): choose an empty dataset or the label column "
-                    "name it was written with")
+    def app(self, conn: sa.Connection) -> sa.Row:
+        """The webapp's row joined with its queue and item set (`_APP_SQL`)."""
+        return run(conn, _APP_SQL, {"id": self.app_id}).first()
 
-    def _ensure_queue(self) -> None:
-        """Follow a new session; prepare the first queue now (a second at most)."""
-        self.refresh()
-        if not self._has_queue:
-            if self._read_app().queue_id is None:
-                self.refresh(wait=True)
-            self._has_queue = True  # a queue, once there, is only ever switched for another
+    def read_app(self) -> sa.Row:
+        with self.engine.connect() as conn:
+            return self.app(conn)
+
+    def queries(self) -> Any | None:
+        """The queries dataset, when configured and written."""
+        if not self.cfg.queries_ds:
+            return None
+        ds = self.project.dataset(self.cfg.queries_ds, create=True)
+        return ds if ds.exists() else None
+
+    def owner(self, user: str) -> str:
+        """Whose annotation an answer is: the annotator's, or everyone's (shared labels)."""
+        return user if self.cfg.per_annotator else ""
+
+
+class LabelingEngine:
+    """The labeling engine of one webapp instance over a project's database: the facade the
+    routes call, over its collaborators (`ctx` the shared context, `setaside`, `builder` the
+    queues and index, `sessions` the sessions and background worker, `answers`)."""
+
+    def __init__(self, project: Any, cfg: EngineConfig, check_interval: float = 1.0,
+                 background: bool = True, wait_seconds: float = 300.0, clock: Any = None,
+                 kind: AnnotationKind | None = None):
+        if kind is None:
+            kind = kind_class(cfg.kind, project)(cfg)
+        self.ctx = EngineContext(project, cfg, kind, clock, background, check_interval,
+                                 wait_seconds)
+        self.setaside = SetAside(self.ctx)
+        self.builder = QueueBuilder(self.ctx)
+        self.sessions = Sessions(self.ctx, self.builder)
+        self.answers = Answers(self.ctx, self.setaside)
+
+    # The context's parts, as callers (routes, interop, tests) have always named them.
+    project = property(lambda self: self.ctx.project)
+    cfg = property(lambda self: self.ctx.cfg)
+    kind = property(lambda self: self.ctx.kind)
+    dtype = property(lambda self: self.ctx.dtype)
+    engine = property(lambda self: self.ctx.engine)
+    app_id = property(lambda self: self.ctx.app_id)
+    clock = property(lambda self: self.ctx.clock)
+
+    @property
+    def background(self) -> bool:
+        """Whether a worker thread builds queues (else batches build them, in their thread)."""
+        return self.ctx.background
+
+    @background.setter
+    def background(self, value: bool) -> None:
+        self.ctx.background = value
 
     @property
     def max_reserved(self) -> int:
         """How many items one annotator may hold at once (and the largest batch)."""
         return int(getattr(self.cfg, "max_reserved", None) or 50)
 
+    def refresh(self, wait: bool = False) -> None:
+        """Follow a new session; the first queue is prepared now, later ones aside."""
+        self.sessions.refresh(wait=wait)
+
+    def wait_idle(self, timeout: float = 600.0) -> None:
+        """Wait for the background worker of this engine to end (tests, benchmarks)."""
+        self.sessions.wait_idle(timeout)
+
+    def session(self) -> int:
+        """The session of the queue being served (0 before the first Query Sampler run)."""
+        return self.sessions.session()
+
+    # ------------------------------------------------------------------ answering
+    def label(self, user: Any, item_id: Any, answer: Any, comment: Any = None) -> dict:
+        """Record (or change) the caller's answer for an item: `{"label_id", "stats"}`.
+
+        An answer never waits for a queue switch (batches and the background worker follow
+        sessions); only a webapp that never had a queue prepares its first one."""
+        self.sessions.first_queue()
+        return self.answers.label(user, item_id, answer, comment)
+
+    def skip(self, user: Any, item_id: Any, comment: Any = None) -> dict:
+        """Record that the caller skipped an item: `{"label_id", "stats"}`."""
+        self.sessions.first_queue()
+        return self.answers.skip(user, item_id, comment)
+
+    def release(self, user: Any, item_ids: Any) -> dict:
+        """End the caller's reservations of `item_ids` now: `{"released"}`."""
+        return self.answers.release(user, item_ids)
+
     # ------------------------------------------------------------------ reading
     def batch(self, user: Any, size: int = 20) -> dict:
         """The next items for the caller, reserved for them: DESIGN's batch answer."""
-        user = self._user(user)
+        user = check_user(user)
         if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_BATCH:
             raise LabelloopError(f"size must be an integer from 1 to {MAX_BATCH}, got {size!r}")
         cap = self.max_reserved
         if size > cap:
             raise LabelloopError(f"size {size} is above this webapp's cap: an annotator holds "
                                  f"at most {cap} items at once; ask for {cap} or fewer")
-        self._ensure_queue()
-        owner = self._owner(user)
+        self.sessions.ensure_queue()
+        owner = self.ctx.owner(user)
         for _attempt in range(3):
-            out, app, top = self._write(lambda conn: self._take_batch(conn, user, owner, size))
+            out, app, top = self.ctx.write(lambda conn: self._take_batch(conn, user, owner, size))
             short = len(out["rows"]) <= size and not app.complete
             if not short:
                 break
             # Fewer items written than asked for: write the next positions now (rare: a
             # background worker keeps writing ahead of the furthest item served).
-            if not self._fill(app, (app.filled or 0) + max(FILL, size + 1), background=False):
+            if not self.builder.fill(app, (app.filled or 0) + max(FILL, size + 1), background=False):
                 break
         if app.queue_id is not None and not app.complete and \
                 (app.filled or 0) - top < AHEAD:
             # Running low: top up a whole chunk beyond. Why not after every batch: the worker
             # then woke per batch to write a few positions (a lease, a step, a release), and
             # with 32 annotators took CPU from the label writes all the time.
-            target = max(top + AHEAD + FILL, self._fill_target[1] if self._fill_target[0] ==
+            target = max(top + AHEAD + FILL, self.builder.fill_target[1] if self.builder.fill_target[0] ==
                          app.queue_id else 0)
-            self._fill_target = (app.queue_id, target)
+            self.builder.fill_target = (app.queue_id, target)
             if self.background:
-                self._start_worker(app.session_key)
+                self.sessions.start_worker(app.session_key)
         rows = out["rows"]
         items = [self._item(r) for r in rows[:size] if r.pos in out["served"]]
         return {"items": items, "stats": out["stats"], "session": int(app.q_session or 0),
@@ -215,15 +258,15 @@ class LabelingEngine(Annotating, QueueBuilder, Sessions):
 
     def _take_batch(self, conn: sa.Connection, user: str, owner: str, size: int) -> tuple:
         """Select and reserve the caller's next items (in the writer: never served twice)."""
-        now = self._now()
-        app = self._app(conn)
+        now = self.ctx.now()
+        app = self.ctx.app(conn)
         capped = False
         counts = None  # the caller's counters when read with the candidates
         if self.cfg.per_annotator:
             cur = conn.execute(sa.select(cursors_table.c.pos).where(
                 cursors_table.c.qid == app.queue_id, cursors_table.c.owner == user)).first()
             cursor = cur[0] if cur else 0
-            rows = setaside.screened(self, conn, app.queue_id, size, lambda n: conn.execute(
+            rows = self.setaside.screened(conn, app.queue_id, size, lambda n: conn.execute(
                 _OWN_BATCH_SQL, {"qid": app.queue_id, "cursor": cursor, "app": self.app_id,
                                  "user": user, "limit": n}).all())
             if rows and rows[0].pos > cursor:  # all before it are answered: skip them next time
@@ -251,7 +294,7 @@ class LabelingEngine(Annotating, QueueBuilder, Sessions):
                     return first.all()
                 return run(conn, _SHARED_BATCH_SQL, {**args, "limit": n}).all()
 
-            rows = setaside.screened(self, conn, app.queue_id, size, candidates)
+            rows = self.setaside.screened(conn, app.queue_id, size, candidates)
             held = held.scalar_one()
             room = max(0, self.max_reserved - int(held))
             served = set()
@@ -272,29 +315,24 @@ class LabelingEngine(Annotating, QueueBuilder, Sessions):
             pending = bool(rows) or not app.complete
             if not rows and app.complete:
                 pending = conn.execute(_PENDING_SQL, {"qid": app.queue_id}).first() is not None
-        stats = self._stats(conn, app, owner, None if counts is None else counts.all())
+        stats = self.answers.stats(conn, app, owner, None if counts is None else counts.all())
         top = max((r.pos for r in rows), default=int(app.filled or 0))
         return {"rows": rows, "served": served, "stats": stats, "pending": pending,
                 "capped": capped}, app, top
 
     def _item(self, r: sa.Row) -> dict:
-        cats = self.cfg.categories
-        suggestion = None
-        if r.prediction is not None and r.prediction in cats:
-            suggestion = {"label": r.prediction, "confidence": r.confidence}
-            if r.model_version is not None:
-                suggestion["model_version"] = r.model_version
         return {"id": r.item_id, "data": self.dtype.render(r.item_id, json.loads(r.row)),
-                "suggestion": suggestion, "halting": r.halting, "uncertainty": r.uncertainty}
+                "suggestion": self.kind.suggestion(r.prediction, r.confidence, r.model_version),
+                "halting": r.halting, "uncertainty": r.uncertainty}
 
     def annotations(self, user: Any, before: int | None = None, limit: int = 50) -> dict:
         """The caller's annotations, newest first (`before` a label id), with item data."""
-        user = self._user(user)
+        user = check_user(user)
         if not isinstance(limit, int) or not 1 <= limit <= MAX_BATCH:
             raise LabelloopError(f"limit must be an integer from 1 to {MAX_BATCH}")
         an, it = annotations_table, items_table
         with self.engine.connect() as conn:
-            app = self._app(conn)
+            app = self.ctx.app(conn)
             q = (sa.select(an.c.label_id, an.c.item_id, an.c.status, an.c.label, an.c.comment,
                            an.c.session, an.c.created, an.c.updated, it.c.row)
                  .select_from(an.outerjoin(it, sa.and_(it.c.iset == app.iset,
@@ -314,9 +352,11 @@ class LabelingEngine(Annotating, QueueBuilder, Sessions):
         out = []
         for r in rows:
             row = r.row if r.row is not None else found.get(r.item_id)
+            value = self.kind.value(r.label)
             out.append({
                 "label_id": r.label_id, "id": r.item_id, "status": r.status,
-                "label": self._label_value(r.label), "comment": r.comment, "session": r.session,
+                "label": value, **({self.kind.field: value} if self.kind.field != "label" else {}),
+                "comment": r.comment, "session": r.session,
                 "date": dt.datetime.fromtimestamp(r.updated, dt.UTC).isoformat(),
                 "data": None if row is None else self.dtype.render(r.item_id, json.loads(row)),
             })
@@ -324,31 +364,17 @@ class LabelingEngine(Annotating, QueueBuilder, Sessions):
 
     def stats(self, user: Any = None) -> dict:
         """`{"labeled", "skipped", "total", "remaining", "per_label", "session"}`."""
-        user = self._user(user)
-        self._ensure_queue()
+        user = check_user(user)
+        self.sessions.ensure_queue()
         with self.engine.connect() as conn:
-            return self._stats(conn, self._app(conn), self._owner(user))
-
-    def _stats(self, conn: sa.Connection, app: sa.Row, owner: str,
-               counts: list[tuple] | None = None) -> dict:
-        """The stats answer; `counts`: the rows of `_COUNTS_SQL` when already read."""
-        if counts is None:
-            counts = run(conn, _COUNTS_SQL, {"app": self.app_id, "owner": owner}).all()
-        counts = dict(counts)
-        total = app.n_items or 0
-        labeled, skipped = counts.get("labeled", 0), counts.get("skipped", 0)
-        aside = setaside.summary(self, conn) if self.cfg.from_folder else {}
-        return {"labeled": labeled, "skipped": skipped, "total": int(total),
-                "remaining": max(0, int(total) - labeled - skipped - aside.get("set_aside", 0)),
-                "per_label": {k: counts.get(f"label:{k}", 0) for k in self.cfg.categories},
-                "session": int(app.q_session or 0), **aside}
+            return self.answers.stats(conn, self.ctx.app(conn), self.ctx.owner(user))
 
     def _preparing(self, app: sa.Row) -> dict | None:
         return dict(app.prep) if app.prep else None
 
     def queue_info(self) -> dict:
         """The current queue's build info (scored items, halting thresholds, warnings)."""
-        app = self._read_app()
+        app = self.ctx.read_app()
         if app.queue_id is None:
             return {"ready": False, "build_error": app.build_error,
                     "preparing": self._preparing(app)}
@@ -359,15 +385,15 @@ class LabelingEngine(Annotating, QueueBuilder, Sessions):
 
     def config(self) -> dict:
         """What the page needs to know: DESIGN's config answer (cheap: poll it every second)."""
-        self._ensure_queue()
+        self.sessions.ensure_queue()
         info = self.queue_info()
         warnings = [w for w in (info.get("warning"), info.get("build_error")) if w]
         if self.cfg.from_folder:
             with self.engine.connect() as conn:
-                warnings += setaside.summary(self, conn)["warnings"]
+                warnings += self.setaside.summary(conn)["warnings"]
         return {
-            "webapp": self.cfg.webapp, "data_type": self.cfg.data_type,
-            "categories": [{"name": k, "description": v} for k, v in self.cfg.categories.items()],
+            "webapp": self.cfg.webapp, "data_type": self.cfg.data_type, "kind": self.kind.name,
+            "categories": [{"name": k, "description": v} for k, v in self.kind.types.items()],
             "multi_label": self.cfg.multi_label, "per_annotator": self.cfg.per_annotator,
             "label_column": self.cfg.label_col,
             "reservation_seconds": self.cfg.reservation_seconds,
@@ -375,11 +401,11 @@ class LabelingEngine(Annotating, QueueBuilder, Sessions):
             "al_enabled": bool(info.get("scored")), "session": info.get("session", 0),
             "queue_session": info.get("session", 0), "model_version": info.get("model_version"),
             "halting": {"low": info.get("low"), "high": info.get("high")},
-            "warnings": warnings, "preparing": info.get("preparing"),
+            "warnings": warnings, "preparing": info.get("preparing"), **self.kind.config(),
         }
 
 
 
-__all__: Sequence[str] = ("LabelingEngine", "QueueNotReady", "BadItemId", "create_tables",
+__all__: Sequence[str] = ("LabelingEngine", "EngineContext", "QueueNotReady", "BadItemId", "create_tables",
                           "session_variable", "metadata")
 

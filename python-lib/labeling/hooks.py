@@ -1,13 +1,17 @@
-"""The labeling plugin's hooks: its own hookspec for query strategies, and its CLI commands."""
+"""The labeling plugin's hooks: its own hookspecs (query strategies, annotation kinds), its
+CLI commands, API routes, formats and migrations."""
 
 from __future__ import annotations
 
 from labelloop.hookspecs import hookimpl
 
+from .kinds import AnnotationKindSpecs, register_builtin_kinds
 from .strategies import QueryStrategySpecs, register_batch_strategies
 
-# Added to the host's plugin manager when this module is registered (plugin.json "hooks").
-hookspecs = QueryStrategySpecs
+
+class hookspecs(QueryStrategySpecs, AnnotationKindSpecs):  # noqa: N801 - the host's name
+    """Added to the host's plugin manager when this module is registered (plugin.json
+    "hooks"): `register_query_strategies`, `register_annotation_kinds`."""
 
 
 @hookimpl
@@ -25,6 +29,12 @@ def register_commands(cli):
 def register_query_strategies(register):
     """The built-in diversity-aware batch strategy, `diverse_margin`."""
     register_batch_strategies(register)
+
+
+@hookimpl
+def register_annotation_kinds(register):
+    """The built-in annotation kinds, `choice` and `spans` (labeling.kinds)."""
+    register_builtin_kinds(register)
 
 
 @hookimpl

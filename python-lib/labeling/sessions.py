@@ -23,9 +23,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from labelloop.errors import LabelloopError
-from labelloop.project import Lease, new_owner, run
+from labelloop.project import Lease, new_owner
 
-from .store import _APP_SQL, apps_table, builder_leases_table, log
+from .store import apps_table, builder_leases_table, log
 
 
 def session_variable(queries_dataset: str) -> str:
@@ -48,91 +48,99 @@ class QueueNotReady(LabelloopError):
 
 
 class Sessions:
-    """The engine's part that follows sessions and runs the background builder (a mixin of
-    `labeling.engine.LabelingEngine`)."""
+    """Follows a webapp's sessions and runs its background builder: a collaborator of
+    `labeling.engine.LabelingEngine` (`ctx`: the engine's shared context; `builder`: the
+    `labeling.build.QueueBuilder` that writes the queues)."""
+
+    def __init__(self, ctx: Any, builder: Any):
+        self.ctx = ctx
+        self.builder = builder
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._checked_at = 0.0
+        self._failed: dict[str, float] = {}
+        self._leases: dict[str, Any] = {}  # worker run token -> its builder Lease
+        self._has_queue = False
+        self._wake = threading.Event()
 
     # ------------------------------------------------------------------ sessions
     def session(self, conn: sa.Connection | None = None) -> int:
         """The session of the queue being served (0 before the first Query Sampler run)."""
         if conn is None:
-            with self.engine.connect() as c:
+            with self.ctx.engine.connect() as c:
                 return self.session(c)
-        return int(self._app(conn).q_session or 0)
+        return int(self.ctx.app(conn).q_session or 0)
 
     def _session_variable(self, conn: sa.Connection) -> int:
-        if not self.cfg.queries_ds:
+        if not self.ctx.cfg.queries_ds:
             return 0
-        name = session_variable(self.cfg.queries_ds)
-        value = self.project.variables.get(name, 0, conn=conn)
+        name = session_variable(self.ctx.cfg.queries_ds)
+        value = self.ctx.project.variables.get(name, 0, conn=conn)
         try:
             return int(value or 0)
         except (TypeError, ValueError):
             return 0
 
-    def _queries(self) -> Any | None:
-        if not self.cfg.queries_ds:
-            return None
-        ds = self.project.dataset(self.cfg.queries_ds, create=True)
-        return ds if ds.exists() else None
-
     def session_key(self) -> str:
         """What the queue must be built from now: pool + queries generation + session."""
-        q = self._queries()
+        q = self.ctx.queries()
         if q is not None:
-            with self.engine.connect() as conn:
+            with self.ctx.engine.connect() as conn:
                 qpart = f"{q.name}:{q.generation()}:{self._session_variable(conn)}"
         else:
             qpart = "-"
-        return f"{self.dtype.pool_key()}|{qpart}"
+        return f"{self.ctx.dtype.pool_key()}|{qpart}"
 
-    @staticmethod
-    def _key_session(key: str) -> int:
-        return int(key.rsplit(":", 1)[-1]) if not key.endswith("|-") else 0
+    def ensure_queue(self) -> None:
+        """Follow a new session; prepare the first queue now (a second at most)."""
+        self.refresh()
+        self.first_queue()
 
-    def _app(self, conn: sa.Connection) -> sa.Row:
-        return run(conn, _APP_SQL, {"id": self.app_id}).first()
-
-    def _read_app(self) -> sa.Row:
-        with self.engine.connect() as conn:
-            return self._app(conn)
+    def first_queue(self) -> None:
+        """Prepare the webapp's first queue if it has none yet (what an answer may need, once
+        per engine: never a switch to a new session, which the worker or a batch does)."""
+        if not self._has_queue:
+            if self.ctx.read_app().queue_id is None:
+                self.refresh(wait=True)
+            self._has_queue = True  # a queue, once there, is only ever switched for another
 
     def refresh(self, wait: bool = False) -> None:
         """Follow a new session; the first queue is prepared now, later ones aside."""
-        now = self._now()
-        if not wait and now - self._checked_at < self.check_interval:
+        now = self.ctx.now()
+        if not wait and now - self._checked_at < self.ctx.check_interval:
             return
         self._checked_at = now
         key = self.session_key()
-        app = self._read_app()
+        app = self.ctx.read_app()
         if app.queue_id is not None and app.session_key == key:
             if self._has_work(app):
-                self._start_worker(key)
+                self.start_worker(key)
             return
-        if app.queue_id is not None and self.background and not wait:
-            self._start_worker(key)
+        if app.queue_id is not None and self.ctx.background and not wait:
+            self.start_worker(key)
             return
         self._switch_now(key)
-        if self.background:
-            self._start_worker(key)
+        if self.ctx.background:
+            self.start_worker(key)
 
     def _has_work(self, app: sa.Row) -> bool:
-        if not self.background:
+        if not self.ctx.background:
             return False
         if not app.iset_complete:
             return True
-        target = self._fill_target
+        target = self.builder.fill_target
         return not app.complete and target[0] == app.queue_id and target[1] > (app.filled or 0)
 
-    def _start_worker(self, key: str) -> None:
+    def start_worker(self, key: str) -> None:
         with self._lock:
             failed = self._failed.get(key)
-            if failed is not None and self._now() - failed < RETRY_SECONDS:
+            if failed is not None and self.ctx.now() - failed < RETRY_SECONDS:
                 return  # the same inputs failed a moment ago: don't rebuild in a loop
             self._wake.set()  # a running worker looks again before it ends
             if self._thread is not None and self._thread.is_alive():
                 return
             self._thread = threading.Thread(target=self._work, args=(key,),
-                                            name=f"labeling-queue-{self.cfg.webapp}", daemon=True)
+                                            name=f"labeling-queue-{self.ctx.cfg.webapp}", daemon=True)
             self._thread.start()
 
     def _work(self, key: str) -> None:
@@ -142,8 +150,8 @@ class Sessions:
         try:
             while True:
                 self._wake.clear()
-                if not leased or self._now() - renewed > LEASE_SECONDS / 5:
-                    leased, renewed = self._take_lease(token), self._now()
+                if not leased or self.ctx.now() - renewed > LEASE_SECONDS / 5:
+                    leased, renewed = self._take_lease(token), self.ctx.now()
                 if self._work_step(token, leased):
                     continue
                 if leased:
@@ -154,9 +162,9 @@ class Sessions:
                         self._thread = None
                         return
         except Exception as exc:  # a failed rebuild must not stop labeling: the old queue serves
-            self._failed[key] = self._now()
-            log.exception("preparing the queue of %s failed", self.cfg.webapp)
-            self._set_error(str(exc) if isinstance(exc, LabelloopError) else
+            self._failed[key] = self.ctx.now()
+            log.exception("preparing the queue of %s failed", self.ctx.cfg.webapp)
+            self.set_error(str(exc) if isinstance(exc, LabelloopError) else
                             f"preparing the queue failed ({type(exc).__name__}); see the log")
         finally:
             if leased:
@@ -168,41 +176,41 @@ class Sessions:
     def _work_step(self, token: str, leased: bool) -> bool:
         """One step of the worker's work; False when there is nothing (it may do) left."""
         key = self.session_key()
-        app = self._read_app()
+        app = self.ctx.read_app()
         if app.queue_id is None or app.session_key != key:
             if not leased:
                 return False  # another process prepares it; served from the old order
-            self._switch(key, token)
+            self.builder.switch(key, self._heartbeat(token))
             return True
-        if self._fill_step(app, background=True):
+        if self.builder.fill_step(app, background=True):
             return True
-        return leased and self._index_step(app, token)
+        return leased and self.builder.index_step(app, self._heartbeat(token))
 
     def _switch_now(self, key: str) -> None:
         """Prepare and switch in the queue of `key` in this thread (the first queue)."""
         token = uuid.uuid4().hex
-        deadline = time.time() + self.wait_seconds  # a real wait, for another builder
+        deadline = time.time() + self.ctx.wait_seconds  # a real wait, for another builder
         while True:
             if self._take_lease(token):
                 try:
-                    self._switch(key, token)
+                    self.builder.switch(key, self._heartbeat(token))
                 except LabelloopError as exc:
-                    self._set_error(str(exc))
+                    self.set_error(str(exc))
                     raise
                 finally:
                     self._drop_lease(token)
                 return
-            app = self._read_app()
-            if app.queue_id is not None and (app.session_key == key or self.background):
+            app = self.ctx.read_app()
+            if app.queue_id is not None and (app.session_key == key or self.ctx.background):
                 return  # someone else switched, or prepares the new order: serve the current
             if time.time() > deadline:
-                raise QueueNotReady(f"the queue of {self.cfg.webapp!r} is still being built; "
+                raise QueueNotReady(f"the queue of {self.ctx.cfg.webapp!r} is still being built; "
                                     "retry in a few seconds")
             time.sleep(0.02)
 
-    def _set_error(self, message: str) -> None:
+    def set_error(self, message: str) -> None:
         t = apps_table
-        self._write(lambda conn: conn.execute(sa.update(t).where(t.c.id == self.app_id).values(
+        self.ctx.write(lambda conn: conn.execute(sa.update(t).where(t.c.id == self.ctx.app_id).values(
             build_error=message, prep=None)))
 
     def wait_idle(self, timeout: float = 600.0) -> None:
@@ -216,26 +224,26 @@ class Sessions:
         """The builder lease of one worker run (`token`): its own owner id, this process'."""
         leases = self._leases
         if token not in leases:
-            leases[token] = Lease(self.engine, builder_leases_table, {"app": self.app_id},
-                                  owner=new_owner(), ttl=LEASE_SECONDS, clock=self.clock)
+            leases[token] = Lease(self.ctx.engine, builder_leases_table, {"app": self.ctx.app_id},
+                                  owner=new_owner(), ttl=LEASE_SECONDS, clock=self.ctx.clock)
         return leases[token]
 
     def _take_lease(self, token: str) -> bool:
         """Take or renew the builder lease; a lease whose owner is gone is taken over at once."""
         lease = self._lease(token)
-        if not self._write(lambda conn: lease.try_acquire(conn=conn)):
+        if not self.ctx.write(lambda conn: lease.try_acquire(conn=conn)):
             return False
         if lease.taken_over is not None:
             row, why = lease.taken_over
-            log.info("took over the queue lease of %s from %s (%s)", self.cfg.webapp,
+            log.info("took over the queue lease of %s from %s (%s)", self.ctx.cfg.webapp,
                      row["owner"], why)
         return True
 
-    def _renew_lease(self, conn: sa.Connection, token: str) -> None:
-        """The heartbeat, inside a write of the builder (the index chunks)."""
-        self._lease(token).refresh(conn)
+    def _heartbeat(self, token: str) -> Any:
+        """The renewal of a worker run's lease, for the builder's writes (the index chunks)."""
+        return self._lease(token).refresh
 
     def _drop_lease(self, token: str) -> None:
         lease = self._leases.pop(token, None)
         if lease is not None:
-            self._write(lease.release)
+            self.ctx.write(lease.release)

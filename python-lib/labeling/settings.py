@@ -5,7 +5,9 @@ Settings keys (webapp.json param names, as the Dataiku plugin had them, plus Lab
 | key | type | meaning |
 |---|---|---|
 | `unlabeled` | DATASET (tabular, text) / FOLDER (image, sound) | the pool of items to label |
-| `categories` | KEY_VALUE_LIST | category name -> optional description |
+| `categories` | KEY_VALUE_LIST | category name -> optional description (kind `choice`) |
+| `entity_types` | KEY_VALUE_LIST | entity type -> optional description (kind `spans`) |
+| `overlapping_spans` | BOOLEAN, default false | kind `spans`: spans may overlap |
 | `labels_ds` | DATASET | written: unlabeled columns (or `path`) + label + label id |
 | `metadata_ds` | DATASET | written: date, data_id, comment, session, status, annotator, label, label id |
 | `label_col_name` | STRING, default `label` | name of the label column |
@@ -29,6 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labelloop.errors import ConfigError, LabelloopError
+
+from .kinds import kind_class
 
 DATA_TYPES = ("tabular", "text", "image", "sound")
 FOLDER_TYPES = ("image", "sound")
@@ -72,6 +76,7 @@ class EngineConfig:
     max_reserved: int = DEFAULT_MAX_RESERVED
     extra: dict[str, Any] = field(default_factory=dict)
     allow_relabel: bool = False
+    kind: str = "choice"  # the annotation kind (labeling.kinds); its settings are in `extra`
 
     @property
     def from_folder(self) -> bool:
@@ -83,10 +88,15 @@ class EngineConfig:
         return f"{self.label_col}_id"
 
 
-def _categories(raw: Any) -> dict[str, str | None]:
+def _categories(raw: Any, param: str = "categories", minimum: int = 2
+                ) -> dict[str, str | None]:
+    what = "categories" if param == "categories" else param.replace("_", " ")
     if raw is None or raw == "" or raw == [] or raw == {}:
-        raise ConfigError("no categories: add at least two categories (name -> optional "
-                          "description) in the webapp settings")
+        if param == "categories":
+            raise ConfigError("no categories: add at least two categories (name -> optional "
+                              "description) in the webapp settings")
+        raise ConfigError(f"no {what}: add at least {'one' if minimum == 1 else minimum} "
+                          f"(name -> optional description) in the webapp setting {param!r}")
     pairs: list[tuple[Any, Any]]
     if isinstance(raw, Mapping):
         pairs = list(raw.items())
@@ -98,20 +108,22 @@ def _categories(raw: Any) -> dict[str, str | None]:
             elif isinstance(x, str):
                 pairs.append((x, None))
             else:
-                raise ConfigError(f"categories: cannot read {x!r}; give a list of "
+                raise ConfigError(f"{param}: cannot read {x!r}; give a list of "
                                   "{\"from\": name, \"to\": description} or an object")
     else:
-        raise ConfigError(f"categories must be an object {{name: description}}, got {raw!r}")
+        raise ConfigError(f"{param} must be an object {{name: description}}, got {raw!r}")
     out: dict[str, str | None] = {}
     for name, desc in pairs:
         if not isinstance(name, str) or not name.strip():
-            raise ConfigError(f"categories: a category name is empty ({name!r}); give each "
+            raise ConfigError(f"{param}: a name is empty ({name!r}); give each one a name"
+                              if param != "categories" else
+                              f"categories: a category name is empty ({name!r}); give each "
                               "category a name")
         name = name.strip()
         if name in out:
-            raise ConfigError(f"categories: {name!r} is listed twice; keep one")
+            raise ConfigError(f"{param}: {name!r} is listed twice; keep one")
         out[name] = None if desc in (None, "") else str(desc)
-    if len(out) < 2:
+    if len(out) < minimum:
         raise ConfigError(f"only one category ({next(iter(out))!r}): add at least two")
     return out
 
@@ -128,12 +140,19 @@ def _name(config: Mapping, key: str, what: str, required: bool = True) -> str | 
 
 
 def parse_settings(config: Mapping[str, Any], data_type: str, webapp: str,
-                   project: Any = None) -> EngineConfig:
-    """Validate a labeling webapp's settings; with a project, check them against its data."""
+                   project: Any = None, kind: str = "choice") -> EngineConfig:
+    """Validate a labeling webapp's settings; with a project, check them against its data.
+
+    `kind` names the webapp's annotation kind (`labeling.kinds`), among those the project's
+    plugins register: its types come from its setting, its own settings go to `extra`."""
     if data_type not in DATA_TYPES:
         raise ConfigError(f"unknown data type {data_type!r}: use one of {', '.join(DATA_TYPES)}")
-    kind = "managed folder" if data_type in FOLDER_TYPES else "dataset"
-    unlabeled = _name(config, "unlabeled", f"{kind} of items to label")
+    kind_cls = kind_class(kind, project)
+    if kind_cls.data_types and data_type not in kind_cls.data_types:
+        raise ConfigError(f"annotation kind {kind!r} is for {', '.join(kind_cls.data_types)} "
+                          f"items, not {data_type}")
+    pool = "managed folder" if data_type in FOLDER_TYPES else "dataset"
+    unlabeled = _name(config, "unlabeled", f"{pool} of items to label")
     labels_ds = _name(config, "labels_ds", "dataset the labels are written to")
     metadata_ds = _name(config, "metadata_ds", "dataset the labeling metadata is written to")
     queries_ds = _name(config, "queries_ds", "queries dataset", required=False)
@@ -175,7 +194,8 @@ def parse_settings(config: Mapping[str, Any], data_type: str, webapp: str,
                           f"{MAX_RESERVED}, got {cap!r}")
     cfg = EngineConfig(
         webapp=webapp, data_type=data_type, unlabeled=unlabeled or "",
-        categories=_categories(config.get("categories")),
+        categories={} if kind_cls.types_param is None else _categories(
+            config.get(kind_cls.types_param), kind_cls.types_param, kind_cls.min_types),
         labels_ds=labels_ds or "", metadata_ds=metadata_ds or "", label_col=label_col,
         queries_ds=queries_ds, multi_label=bool(config.get("multi_label", False)),
         per_annotator=bool(config.get("labels_per_annotator", False)),
@@ -183,6 +203,7 @@ def parse_settings(config: Mapping[str, Any], data_type: str, webapp: str,
         columns=columns, text_column=config.get("text_column") or None, seed=seed,
         max_reserved=cap,
         allow_relabel=bool(config.get("allow_relabel", False)),
+        kind=kind, extra=kind_cls.settings(config),
     )
     if data_type in FOLDER_TYPES and (cfg.id_column or cfg.columns or cfg.text_column):
         raise ConfigError(f"{data_type} items are files: id_column, columns and text_column "

@@ -198,6 +198,9 @@ def _page_variables(boot: dict[str, Any], resource_base: str | None = None) -> d
         "ll_bootstrap": script_json(boot),
         "ll_css": resource_url("labeling.css", resource_base),
         "ll_js": resource_url("labeling.js", resource_base),
+        "ll_spans": boot.get("kind") == "spans",
+        "ll_spans_js": resource_url("spans.js", resource_base)
+        if boot.get("kind") == "spans" else None,
         "ll_curve_js": resource_url("learning-curve.js", resource_base),
     }
 
@@ -210,8 +213,8 @@ def _page_variables(boot: dict[str, Any], resource_base: str | None = None) -> d
 class LabelingPageBackend(LabelingBackend):
     """A labeling webapp: the engine's JSON routes, a metrics route and the labeling page."""
 
-    def __init__(self, ctx: Any, data_type: str, background: bool = True):
-        super().__init__(ctx, data_type, background=background)
+    def __init__(self, ctx: Any, data_type: str, background: bool = True, kind: str = "choice"):
+        super().__init__(ctx, data_type, background=background, kind=kind)
         self.metrics_ds = ctx.config.get("metrics_ds") or DEFAULT_METRICS_DATASET
         self.batch_size = int(ctx.config.get("batch_size") or 20)
         self.autoplay = bool(ctx.config.get("autoplay"))
@@ -259,16 +262,18 @@ class LabelingPageBackend(LabelingBackend):
             title=component.label if component is not None else None,
             api_base=self.ctx.api_prefix, batch_size=self.batch_size,
             user=named if fixed else None,
-            extra={"session_user": None if fixed else named, "autoplay": self.autoplay},
+            extra={"session_user": None if fixed else named, "autoplay": self.autoplay,
+                   "kind": self.cfg.kind, **self.engine.kind.config()},
         )
         make_document(doc, page, resource_base=getattr(self.ctx, "resource_url", None))
 
 
-def webapp_backend(data_type: str) -> Callable[[Any], Any]:
-    """A `create_backend(ctx)` for a labeling webapp component of `data_type`."""
+def webapp_backend(data_type: str, kind: str = "choice") -> Callable[[Any], Any]:
+    """A `create_backend(ctx)` for a labeling webapp component of `data_type` whose answers
+    are of annotation kind `kind` (`labeling.kinds`; a plugin may register its own)."""
 
     def create_backend(ctx: Any) -> Any:
-        return LabelingPageBackend(ctx, data_type)
+        return LabelingPageBackend(ctx, data_type, kind=kind)
 
-    create_backend.__doc__ = f"The backend of a {data_type} labeling webapp."
+    create_backend.__doc__ = f"The backend of a {data_type} labeling webapp ({kind} answers)."
     return create_backend

@@ -15,6 +15,15 @@ def register_query_strategies(register):
 
 
 @hookimpl
+def register_annotation_kinds(register):
+    """An annotation kind for the labeling plugin's engine (webapps/keyword-labeling)."""
+    from wordkinds import KeywordsKind
+
+    register("keywords", KeywordsKind, label="Keywords",
+             description="words of the text that sum it up")
+
+
+@hookimpl
 def register_commands(cli):
     """`labelloop word-count TEXT`."""
     import click
