@@ -80,9 +80,11 @@ def read_conll(path: Path, options: dict) -> dict[str, pd.DataFrame]:
     def close() -> None:
         if words:
             text = " ".join(words)
-            starts = np.cumsum([0] + [len(w) + 1 for w in words[:-1]])
-            ends = starts + np.asarray([len(w) for w in words])
-            tokens = Tokens(list(words), starts, ends)
+            starts = [0]
+            for w in words[:-1]:
+                starts.append(starts[-1] + len(w) + 1)
+            tokens = Tokens(list(words), starts, [b + len(w) for b, w in
+                                                   zip(starts, words, strict=True)])
             texts.append(text)
             spans.append(tags_to_spans(tokens, tags))
         words.clear()

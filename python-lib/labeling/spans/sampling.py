@@ -124,12 +124,14 @@ def score_texts(tagger: SpanTagger, texts: list[str], strategy: str,
     logs = np.log(np.maximum(best, np.finfo(np.float64).tiny))
     confidence = np.exp(_per_text(logs, analysis.lengths, "mean", 0.0))
     predictions = np.empty(len(texts), dtype=object)
-    starts = np.cumsum(analysis.lengths) - analysis.lengths
-    for i, (tokens, _, path) in enumerate(analysis.per_text()):
-        start = int(starts[i])
-        spans = tags_to_spans(tokens, [tagger.tags[t] for t in path],
-                              best[start:start + len(path)])
+    tags, paths, token_scores = tagger.tags, analysis.best.tolist(), best.tolist()
+    start = 0
+    for i, tokens in enumerate(analysis.tokens):
+        end = start + len(tokens)
+        spans = tags_to_spans(tokens, [tags[t] for t in paths[start:end]],
+                              token_scores[start:end])
         predictions[i] = json.dumps(spans, separators=(",", ":"))
+        start = end
     return {"uncertainty": scores, "prediction": predictions, "confidence": confidence}
 
 

@@ -247,9 +247,11 @@ class SpanTagger:
 
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.linear_model import LogisticRegression
+        from threadpoolctl import threadpool_limits
 
         model = LogisticRegression(C=self.C, max_iter=500, random_state=self.random_state)
-        with warnings.catch_warnings():
+        # One BLAS thread: on a busy machine a thread pool made this small fit 30x slower.
+        with warnings.catch_warnings(), threadpool_limits(1):
             warnings.simplefilter("ignore", ConvergenceWarning)
             model.fit(id_matrix(ids, n_feat), y)
         coef = model.coef_
@@ -290,39 +292,40 @@ class SpanTagger:
 
     def _decode(self, emissions: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
                 marg: np.ndarray, best: np.ndarray) -> None:
-        """Forward-backward and Viterbi for a group of texts, padded to the longest."""
+        """Forward-backward (scaled, in probabilities) and Viterbi (in logs) for a group of
+        texts padded to the longest; a padded step leaves a text's values as they were."""
         b, width, n_tags = lengths.size, int(lengths.max()), emissions.shape[1]
         pos = np.arange(width)
         valid = pos[None, :] < lengths[:, None]
         where = np.where(valid, starts[:, None] + pos[None, :], 0)
         e = emissions[where]  # (b, width, tags)
+        # Per-token and per-step scale factors cancel out of the marginals.
+        psi = np.exp(e - e.max(axis=2, keepdims=True))
         trans = self.transitions
+        m = np.exp(trans - trans.max())
         alpha = np.empty((b, width, n_tags))
-        delta = np.empty((b, width, n_tags))
-        back = np.zeros((b, width, n_tags), dtype=np.int64)
-        alpha[:, 0], delta[:, 0] = e[:, 0], e[:, 0]
+        beta = np.ones((b, width, n_tags))
+        a = psi[:, 0]
+        alpha[:, 0] = a / a.sum(axis=1, keepdims=True)
         for t in range(1, width):
-            m = valid[:, t][:, None]
-            step = alpha[:, t - 1][:, :, None] + trans[None]
-            top = step.max(axis=1)
-            nxt = top + np.log(np.exp(step - top[:, None, :]).sum(axis=1)) + e[:, t]
-            alpha[:, t] = np.where(m, nxt, alpha[:, t - 1])
-            vstep = delta[:, t - 1][:, :, None] + trans[None]
-            back[:, t] = vstep.argmax(axis=1)
-            delta[:, t] = np.where(m, vstep.max(axis=1) + e[:, t], delta[:, t - 1])
-        beta = np.zeros((b, width, n_tags))
+            a = (alpha[:, t - 1] @ m) * psi[:, t]
+            a /= a.sum(axis=1, keepdims=True)
+            alpha[:, t] = np.where(valid[:, t][:, None], a, alpha[:, t - 1])
         for t in range(width - 2, -1, -1):
-            m = valid[:, t + 1][:, None]
-            step = trans[None] + (e[:, t + 1] + beta[:, t + 1])[:, None, :]
-            top = step.max(axis=2)
-            nxt = top + np.log(np.exp(step - top[:, :, None]).sum(axis=2))
-            beta[:, t] = np.where(m, nxt, 0.0)
-        last = alpha[:, -1]
-        top = last.max(axis=1)
-        log_z = top + np.log(np.exp(last - top[:, None]).sum(axis=1))
-        p = np.exp(alpha + beta - log_z[:, None, None])
+            v = (psi[:, t + 1] * beta[:, t + 1]) @ m.T
+            v /= v.sum(axis=1, keepdims=True)
+            beta[:, t] = np.where(valid[:, t + 1][:, None], v, 1.0)
+        p = alpha * beta
+        p /= p.sum(axis=2, keepdims=True)
         marg[where[valid]] = p[valid]
-        cur = delta[:, -1].argmax(axis=1)
+        delta = e[:, 0].copy()
+        back = np.zeros((b, width, n_tags), dtype=np.int64)
+        for t in range(1, width):
+            step = delta[:, :, None] + trans[None]
+            back[:, t] = step.argmax(axis=1)
+            top = np.take_along_axis(step, back[:, t][:, None, :], axis=1)[:, 0]
+            delta = np.where(valid[:, t][:, None], top + e[:, t], delta)
+        cur = delta.argmax(axis=1)
         path = np.zeros((b, width), dtype=np.int64)
         rows = np.arange(b)
         for t in range(width - 1, -1, -1):

@@ -7,12 +7,11 @@ exclusive. The labels dataset stores an answer's spans as JSON text of the list 
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from labelloop.errors import LabelloopError
 
@@ -27,8 +26,8 @@ class Tokens:
     """A text's tokens: their strings and character offsets (end exclusive)."""
 
     words: list[str]
-    starts: np.ndarray
-    ends: np.ndarray
+    starts: list[int]
+    ends: list[int]
 
     def __len__(self) -> int:
         return len(self.words)
@@ -36,12 +35,9 @@ class Tokens:
 
 def tokenize(text: str) -> Tokens:
     """Split ``text`` into word / symbol tokens, keeping their character offsets."""
-    words, starts, ends = [], [], []
-    for m in TOKEN_PATTERN.finditer(text or ""):
-        words.append(m.group())
-        starts.append(m.start())
-        ends.append(m.end())
-    return Tokens(words, np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64))
+    matches = list(TOKEN_PATTERN.finditer(text or ""))
+    return Tokens([m.group() for m in matches], [m.start() for m in matches],
+                  [m.end() for m in matches])
 
 
 def sort_spans(spans: list[dict]) -> list[dict]:
@@ -99,8 +95,8 @@ def spans_to_tags(tokens: Tokens, spans: list[dict]) -> tuple[list[str], int]:
     tags = [OUTSIDE] * len(tokens)
     dropped = 0
     for s in sort_spans(spans):
-        first = int(np.searchsorted(tokens.ends, s["start"], side="right"))
-        last = int(np.searchsorted(tokens.starts, s["end"], side="left"))
+        first = bisect.bisect_right(tokens.ends, s["start"])
+        last = bisect.bisect_left(tokens.starts, s["end"])
         if first >= last or any(t != OUTSIDE for t in tags[first:last]):
             dropped += 1
             continue
@@ -114,26 +110,22 @@ def tags_to_spans(tokens: Tokens, tags: list[str], scores: Any = None) -> list[d
     """Spans of BIO ``tags`` (an I- that does not continue its type starts a span, as in
     seqeval's default mode); with ``scores`` (one per token) each span gets their mean."""
     spans: list[dict] = []
-    open_: tuple[int, int, str] | None = None  # first token, last token, type
+    values = None if scores is None else [float(v) for v in scores]
+    first, label = -1, ""  # the open span: its first token and type
 
-    def close() -> None:
-        if open_ is not None:
-            first, last, label = open_
-            span = {"start": int(tokens.starts[first]), "end": int(tokens.ends[last]),
-                    "label": label}
-            if scores is not None:
-                span["score"] = round(float(np.mean(scores[first:last + 1])), 4)
-            spans.append(span)
+    def close(last: int) -> None:
+        span = {"start": tokens.starts[first], "end": tokens.ends[last], "label": label}
+        if values is not None:
+            span["score"] = round(sum(values[first:last + 1]) / (last + 1 - first), 4)
+        spans.append(span)
 
     for i, tag in enumerate(tags):
-        prefix, _, label = tag.partition("-")
-        if tag == OUTSIDE or not label:
-            close()
-            open_ = None
-        elif prefix == "I" and open_ is not None and open_[2] == label:
-            open_ = (open_[0], i, label)
-        else:
-            close()
-            open_ = (i, i, label)
-    close()
+        prefix, _, kind = tag.partition("-")
+        if first >= 0 and (tag == OUTSIDE or not kind or prefix != "I" or kind != label):
+            close(i - 1)
+            first = -1
+        if first < 0 and tag != OUTSIDE and kind:
+            first, label = i, kind
+    if first >= 0:
+        close(len(tags) - 1)
     return spans
