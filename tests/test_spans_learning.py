@@ -251,16 +251,20 @@ def test_query_sampler_ranks_texts_and_writes_span_predictions(make_project):
     assert set(queries["model_version"]) == {"1"}
     assert queries["confidence"].between(0, 1).all()
     truth = dict(zip(data.truth["id"], data.truth["label"], strict=True))
-    hits = 0
+    right = []
     for text, pred, item in zip(queries["text"], queries["prediction"], queries["data_id"],
                                 strict=True):
         spans = json.loads(pred)
         for s in spans:
             assert set(s) == {"start", "end", "label", "score"} and 0 < s["score"] <= 1
             assert 0 <= s["start"] < s["end"] <= len(text) and s["label"] in ENTITY_TYPES
-        hits += [{k: s[k] for k in ("start", "end", "label")} for s in spans] == \
-            json.loads(truth[item])
-    assert hits > len(queries) / 2  # the tagger learned something from 40 sentences
+        right.append([{k: s[k] for k in ("start", "end", "label")} for s in spans] ==
+                     json.loads(truth[item]))
+    right = np.asarray(right)
+    assert right.mean() > 0.3  # the tagger learned something from 40 sentences
+    # and knows where it is unsure: its confident half is right more often
+    half = len(right) // 2
+    assert right[half:].mean() > right[:half].mean() + 0.2
     # the same ranking whatever the chunk size (streamed, small chunks)
     project.config["recipes"]["sample"]["params"].update(chunk_size=100, strategy="entropy")
     project.save_config()
