@@ -12,7 +12,7 @@ import pandas as pd
 import pycrfsuite
 import pytest
 
-from labeling import demo
+from labeling import demo, stopping
 from labeling.spans.demo_data import ENTITY_TYPES, generate
 from labeling.spans.sampling import score_texts, span_strategies
 from labeling.spans.tagger import SpanTagger, Vocabulary, feature_ids
@@ -328,6 +328,15 @@ def test_every_n_loop_trains_samples_and_records_span_f1(make_project):
     assert metrics["f1"].tolist() == pytest.approx([v["metrics"]["f1"] for v in versions])
     assert pd.isna(metrics["contradictions"].iloc[0])
     assert 0.0 <= metrics["contradictions"].iloc[1] <= 1.0
+
+
+def test_stall_watches_span_f1_where_there_is_no_auc():
+    flat = {"auc": [None] * 3, "f1": [0.951, 0.955, 0.953], "contradictions": [0.03, 0.031, 0.03]}
+    assert stopping.stall(flat) == pytest.approx({"auc": 0.004, "contradictions": 0.001})
+    assert "entity F1" in stopping.warnings_from_history(flat)[0]
+    assert stopping.stall({**flat, "f1": [0.80, 0.90, 0.95]}) is None
+    # a classifier's AUC is what counts when there is one
+    assert stopping.stall({**flat, "auc": [0.5, 0.7, 0.9]}) is None
 
 
 def test_spans_demo_project_holds_pool_truth_and_loop(tmp_path):

@@ -34,6 +34,7 @@ STALL_WINDOW = 3
 STALL_TOLERANCE = 0.01
 STALL_WARNING = (
     "Labeling more is unlikely to help: over the last {window} retrains the model's AUC "
+    "(entity F1 for a span tagger) "
     "moved by {auc:.3f} and its contradictions by {contradictions:.3f} (both under "
     "{tolerance:g}). Review the labels, add features or stop here."
 )
