@@ -270,11 +270,11 @@ def project_config(data: DemoData, n: int = DEFAULT_N) -> dict:
 
 def spans_config(data: DemoData, n: int = DEFAULT_N) -> dict:
     """project.json of the spans demo: mark entities; every n labels a span tagger retrains
-    and the pool is re-ranked by the least confident token."""
+    and the pool is re-ranked by the smallest token margin (bench/bench_span_learning.py)."""
     config = project_config(data, n)
     config["description"] = (f"Labelloop spans demo: mark people, organisations, places and "
                              f"dates; every {n} labels the span tagger retrains and the "
-                             "queue is re-ranked by its least confident token.")
+                             "queue is re-ranked by its smallest token margin.")
     config["models"] = {"tagger": {}}
     config["recipes"] = {
         "train": {"type": f"{PLUGIN}/train-span-tagger", "inputs": {"labels": "labels"},
@@ -285,7 +285,7 @@ def spans_config(data: DemoData, n: int = DEFAULT_N) -> dict:
                    "inputs": {"saved_model": "tagger", "unlabeled_samples": "unlabeled",
                               "labels": "labels"},
                    "outputs": {"queries": "queries"},
-                   "params": {"strategy": "confidence", "label_col": "label",
+                   "params": {"strategy": "margin", "label_col": "label",
                               "id_column": data.id_column}},
     }
     params = config["webapps"][data.webapp]["params"]
