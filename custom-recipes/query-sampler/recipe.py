@@ -12,7 +12,11 @@ from labelloop.project import Folder, trusted_types
 def param_choices(param_name, registry):
     """The strategy choices: built-ins plus strategies registered by plugins."""
     if param_name == "strategy":
-        return collect_strategies(registry.pm).choices()
+        from labeling.spans.sampling import span_strategies
+
+        choices = collect_strategies(registry.pm).choices()
+        known = {c["value"] for c in choices}
+        return choices + [c for c in span_strategies().choices() if c["value"] not in known]
     return None
 
 
@@ -40,7 +44,16 @@ def run(ctx):
                    seed=cfg["seed"], progress=ctx.progress, batch_size=cfg["batch_size"],
                    model_version=str(meta["version"]))
     registry = collect_strategies(ctx.registry.pm)
-    if engine == "dask":
+    if meta.get("kind") == "spans":  # a span tagger: per-token uncertainties, spans predicted
+        from labeling.spans.sampling import sample_span_queries
+
+        if engine == "dask":
+            raise LabelloopError("span models are scored by the local engine: set engine to "
+                                 "'local'")
+        del options["batch_size"]
+        result = sample_span_queries(pipeline, pool, cfg["strategy"],
+                                     meta.get("text_column") or "text", **options)
+    elif engine == "dask":
         from labeling.distributed import dask_client, sample_queries_dask
 
         # The model travels as its skops bytes, loaded on the workers with the same check.

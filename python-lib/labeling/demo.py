@@ -30,6 +30,7 @@ from labelloop.errors import ConfigError, LabelloopError
 
 DATA_TYPES = ("image", "tabular", "text", "sound")
 SIMILARITY = "similarity"  # the similarity labeler's demo (digits, no classifier loop)
+SPANS = "spans"  # entity spans in generated sentences, with a span tagger in the loop
 DEFAULT_N = 20
 SCENARIO = "active-learning"
 GROUND_TRUTH = "ground_truth.csv"
@@ -193,8 +194,20 @@ def sounds_data(n: int = 150, seed: int = 0, rate: int = 8000) -> DemoData:
     return DemoData("sound", "label-tones", categories, truth, files=files)
 
 
+def spans_data(n: int = 400, seed: int = 0) -> DemoData:
+    """Generated sentences with people, organisations, places and dates to mark."""
+    from .spans.demo_data import ENTITY_TYPES, generate
+    from .spans.tokens import dumps_spans
+
+    texts, spans = generate(n, seed)
+    rows = pd.DataFrame({"data_id": [f"sentence-{i:04d}" for i in range(n)], "text": texts})
+    truth = pd.DataFrame({"id": rows["data_id"], "label": [dumps_spans(s) for s in spans]})
+    return DemoData("text", "label-entities", dict(ENTITY_TYPES), truth, rows=rows,
+                    id_column="data_id", text_column="text")
+
+
 GENERATORS = {"image": digits_data, "tabular": iris_data, "text": texts_data,
-              "sound": sounds_data, SIMILARITY: digits_data}
+              "sound": sounds_data, SIMILARITY: digits_data, SPANS: spans_data}
 
 
 # --------------------------------------------------------------------------- the project
@@ -255,6 +268,34 @@ def project_config(data: DemoData, n: int = DEFAULT_N) -> dict:
     }
 
 
+def spans_config(data: DemoData, n: int = DEFAULT_N) -> dict:
+    """project.json of the spans demo: mark entities; every n labels a span tagger retrains
+    and the pool is re-ranked by the smallest token margin (bench/bench_span_learning.py)."""
+    config = project_config(data, n)
+    config["description"] = (f"Labelloop spans demo: mark people, organisations, places and "
+                             f"dates; every {n} labels the span tagger retrains and the "
+                             "queue is re-ranked by its smallest token margin.")
+    config["models"] = {"tagger": {}}
+    config["recipes"] = {
+        "train": {"type": f"{PLUGIN}/train-span-tagger", "inputs": {"labels": "labels"},
+                  "outputs": {"model": "tagger"},
+                  "params": {"label_col": "label", "text_column": data.text_column,
+                             "algorithm": "crf"}},
+        "sample": {"type": f"{PLUGIN}/query-sampler",
+                   "inputs": {"saved_model": "tagger", "unlabeled_samples": "unlabeled",
+                              "labels": "labels"},
+                   "outputs": {"queries": "queries"},
+                   "params": {"strategy": "margin", "label_col": "label",
+                              "id_column": data.id_column}},
+    }
+    params = config["webapps"][data.webapp]["params"]
+    params["entity_types"] = params.pop("categories")
+    params["overlapping_spans"] = False
+    config["webapps"] = {data.webapp: {"type": f"{PLUGIN}/text-spans-labeling",
+                                       "params": params}}
+    return config
+
+
 def similarity_config(data: DemoData) -> dict:
     """project.json of the similarity demo: digits to compare, pairs and an embedding."""
     return {
@@ -307,14 +348,16 @@ def create_demo(directory: str | Path, data_type: str = "image", n: int = DEFAUL
     from labelloop.project import Project
 
     if data_type not in GENERATORS:
-        raise ConfigError(f"unknown demo data {data_type!r}: use one of {', '.join(DATA_TYPES)}")
+        raise ConfigError(f"unknown demo data {data_type!r}: use one of "
+                          f"{', '.join(GENERATORS)}")
     if n < 1:
         raise ConfigError(f"--n must be at least 1 (labels between two retrains), got {n}")
     directory = Path(directory)
     data = GENERATORS[data_type]()
-    config = similarity_config(data) if data_type == SIMILARITY else project_config(data, n)
+    config = similarity_config(data) if data_type == SIMILARITY else \
+        spans_config(data, n) if data_type == SPANS else project_config(data, n)
     key = {"image": "DIGITS", "tabular": "IRIS", "text": "TEXTS", "sound": "TONES",
-           "similarity": "SIMILAR"}[data_type]
+           "similarity": "SIMILAR", SPANS: "ENTITIES"}[data_type]
     # Files first: a project.json only appears once its data is complete, so an interrupted
     # run leaves a directory that the next run simply fills again.
     directory.mkdir(parents=True, exist_ok=True)
@@ -345,6 +388,8 @@ def demo_data_type(project: Any) -> str | None:
     """The data type of a demo project's webapp (None if it has none)."""
     for app in project.config.get("webapps", {}).values():
         kind = app["type"].rsplit("/", 1)[-1]
+        if kind == "text-spans-labeling":
+            return SPANS
         if kind.endswith("-labeling"):
             return kind[: -len("-labeling")]
     return None
@@ -430,10 +475,12 @@ def open_when_ready(url: str, health: str, timeout: float = 60.0) -> threading.T
 @click.option("--dir", "directory", default="demo-project", show_default=True,
               type=click.Path(file_okay=False), help="Where the demo project lives (reused "
               "when it exists).")
-@click.option("--data", "data_type", type=click.Choice((*DATA_TYPES, SIMILARITY)), default=None,
+@click.option("--data", "data_type", type=click.Choice((*DATA_TYPES, SIMILARITY, SPANS)),
+              default=None,
               help="What to label: image (digits, the default), tabular (iris), text "
-                   "(generated sentences), sound (generated tones) or similarity (which "
-                   "digits are related: tunes an embedding).")
+                   "(generated sentences), sound (generated tones), similarity (which "
+                   "digits are related: tunes an embedding) or spans (entities in generated "
+                   "sentences, with a span tagger in the loop).")
 @click.option("--n", "n", type=click.IntRange(min=1), default=None,
               help=f"Retrain every n labels  [default: {DEFAULT_N}]")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")

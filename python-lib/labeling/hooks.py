@@ -47,10 +47,13 @@ def register_api_routes(register):
 
 @hookimpl
 def register_dataset_formats(register):
-    """Label Studio JSON and COCO for `dataset import|export` (labeling.interop.formats)."""
+    """Label Studio JSON and COCO (labeling.interop.formats), CoNLL 2003 and spaCy-style
+    JSON Lines (labeling.spans.formats) for `dataset import|export`."""
     from .interop.formats import register_formats
+    from .spans.formats import register_span_formats
 
     register_formats(register)
+    register_span_formats(register)
 
 
 @hookimpl

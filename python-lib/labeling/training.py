@@ -50,6 +50,8 @@ TRUSTED_TYPES: list[str] = [
     "labeling.features.Clip",
     "labeling.features.ImageFeatures",
     "labeling.features.SoundFeatures",
+    # The span tagger: plain arrays and strings (labeling.spans.tagger).
+    "labeling.spans.tagger.SpanTagger",
     # SimpleImputer keeps the dtype it was fitted on; skops does not trust it by default.
     "numpy.dtype",
 ]

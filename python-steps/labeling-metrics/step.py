@@ -44,7 +44,8 @@ def _first(names: list[str]) -> str | None:
 def resolve_settings(project: Project, config: dict) -> dict:
     """The step's settings with empty params filled in from the flow."""
     model = config.get("saved_model") or None
-    trainers = _recipes_of(project, "/train-classifier")
+    trainers = [*_recipes_of(project, "/train-classifier"),
+                *_recipes_of(project, "/train-span-tagger")]
     if model is None:
         outputs = [n for r in trainers for n in _names(r.get("outputs", {}).get("model"))]
         models = project.model_names()
@@ -108,8 +109,15 @@ def labels_of(project: Project, meta: dict, labels: str | None, label_col: str) 
 
 def predict(project: Project, model_name: str, version: int, rows: pd.DataFrame,
             folder_root: str | None) -> np.ndarray:
-    """Predicted classes of one saved model version on raw rows."""
-    pipeline = project.model(model_name).load(version, trusted=TRUSTED_TYPES)
+    """Predicted classes of one saved model version on raw rows (a span model: each row's
+    predicted spans as JSON text, so a changed span counts as a contradiction)."""
+    saved = project.model(model_name)
+    pipeline = saved.load(version, trusted=TRUSTED_TYPES)
+    meta = saved.metadata(version)
+    if meta.get("kind") == "spans":
+        from labeling.spans.sampling import predict_spans
+
+        return predict_spans(pipeline, rows, meta.get("text_column") or "text")
     set_folder_root(pipeline, folder_root)
     return np.asarray(pipeline.predict(check_scoring_input(pipeline, rows)), dtype=object)
 
@@ -172,6 +180,12 @@ def run(ctx: Any) -> None:
         "accuracy": pd.Series([_number(metrics.get("accuracy", new.get("accuracy")))],
                               dtype="float64"),
     }
+    if new.get("kind") == "spans":
+        # A span model has no AUC: its cross-validated entity F1 is the quality it tracks.
+        metrics_ds = Dataset(project, settings["metrics"])
+        if not metrics_ds.exists() or "f1" in metrics_ds.columns:
+            row["f1"] = pd.Series([_number(metrics.get("f1"))], dtype="float64")
+            details.update(f1=_number(metrics.get("f1")))
     Dataset(project, settings["metrics"]).append(pd.DataFrame(row))
     details.update(model_version=new["version"], previous_version=previous, labels=labels,
                    sampled=sampled, contradictions=share, auc=row["auc"].iloc[0]

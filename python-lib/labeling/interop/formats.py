@@ -38,6 +38,8 @@ import pandas as pd
 from labelloop.errors import LabelloopError
 from labelloop.formats import atomic_file
 
+from ..spans.formats import has_span_results, is_span_column, span_results, spans_of_results
+from ..spans.tokens import dumps_spans, parse_spans
 from .labelstudio import (
     annotation_labels,
     annotator_name,
@@ -84,6 +86,10 @@ def read_label_studio(path: Path, options: dict) -> dict[str, pd.DataFrame]:
                              f"{score_is!r}")
     rows, preds, labels, meta = [], [], [], []
     seen: set[str] = set()
+    # A file with `labels` (span) results holds spans: an empty result is then "no entities".
+    spans_file = any(has_span_results(a) for t in tasks if isinstance(t, dict)
+                     for key in ("annotations", "predictions") for a in t.get(key) or [])
+    data_key = options.get("data_key") or "text"
     for k, task in enumerate(tasks):
         where = f"task {k + 1}" + (f" (id {task.get('id')})" if isinstance(task, dict)
                                    and task.get("id") is not None else "")
@@ -103,10 +109,13 @@ def read_label_studio(path: Path, options: dict) -> dict[str, pd.DataFrame]:
             if not isinstance(p, dict) or not isinstance(p.get("result", []), list):
                 raise _bad(path, where, "a prediction must be an object with a 'result' list")
             chosen = annotation_labels(p)
+            if spans_file:
+                chosen = [json.dumps(spans_of_results(p, _text_of(task, data_key), where),
+                                     separators=(",", ":"))]
             score = p.get("score")
             item_score = next((r.get("score") for r in p.get("result") or []
                                if isinstance(r, dict) and isinstance(r.get("score"), int | float)),
-                              None)
+                              None) if not spans_file else None  # spans: each has its own
             if score is not None and not isinstance(score, int | float):
                 raise _bad(path, where, f"prediction score {score!r} is not a number")
             unc = None
@@ -124,6 +133,8 @@ def read_label_studio(path: Path, options: dict) -> dict[str, pd.DataFrame]:
                 raise _bad(path, where, "an annotation must be an object with a 'result' list")
             chosen = annotation_labels(a)
             cancelled = bool(a.get("was_cancelled"))
+            if spans_file and not cancelled:
+                chosen = [dumps_spans(spans_of_results(a, _text_of(task, data_key), where))]
             if not chosen and not cancelled:
                 raise _bad(path, where, f"annotation {a.get('id')} has no choices result "
                                         "(Labelloop imports classification labels)")
@@ -149,6 +160,12 @@ def read_label_studio(path: Path, options: dict) -> dict[str, pd.DataFrame]:
         out["labels"] = pd.DataFrame.from_records(labels) if labels else None
         out["metadata"] = pd.DataFrame.from_records(meta)
     return out
+
+
+def _text_of(task: dict, data_key: str) -> str | None:
+    """The task's text span offsets point into (None when it has none to check against)."""
+    text = task["data"].get(data_key)
+    return text if isinstance(text, str) else None
 
 
 def _date(value: Any) -> dt.datetime:
@@ -179,6 +196,7 @@ def labels_to_tasks(labels: pd.DataFrame, label_col: str, metadata: pd.DataFrame
             if r.get(lid) is not None:
                 who[int(r[lid])] = r
     data_cols = [c for c in labels.columns if c not in (label_col, lid, TASK_ID)]
+    spans_column = is_span_column(labels[label_col])
     tasks = []
     for k, r in enumerate(labels.to_dict("records")):
         data = {c: json_safe(r[c]) for c in data_cols}
@@ -188,16 +206,21 @@ def labels_to_tasks(labels: pd.DataFrame, label_col: str, metadata: pd.DataFrame
         elif "path" in data:
             data[data_key] = data["path"]
         value = r[label_col]
-        chosen = json.loads(value) if isinstance(value, str) and value.startswith("[") \
-            else [value]
-        chosen = [str(c) for c in chosen if c is not None]
+        if spans_column:
+            text = str(data.get(data_key) or "")
+            result = [{**item, "origin": "manual"} for item in span_results(
+                parse_spans(value, text, f"row {k + 1}"), text, from_name, to_name)]
+        else:
+            chosen = json.loads(value) if isinstance(value, str) and value.startswith("[") \
+                else [value]
+            chosen = [str(c) for c in chosen if c is not None]
+            result = [{"from_name": from_name, "to_name": to_name, "type": "choices",
+                       "value": {"choices": chosen}, "origin": "manual"}]
         label_id = json_safe(r.get(lid))
         task_id = r.get(TASK_ID)
         m = who.get(int(label_id)) if label_id is not None else None
-        annotation: dict[str, Any] = {
-            "result": [{"from_name": from_name, "to_name": to_name, "type": "choices",
-                        "value": {"choices": chosen}, "origin": "manual"}],
-            "was_cancelled": False, "ground_truth": False}
+        annotation: dict[str, Any] = {"result": result, "was_cancelled": False,
+                                      "ground_truth": False}
         if label_id is not None:
             annotation["id"] = int(label_id)
         if m is not None:
