@@ -7,23 +7,24 @@ also serves the Bokeh sessions never waits for the database or for a slow handle
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import json
 import logging
+import re
+import sys
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import tornado.web
 from tornado.ioloop import IOLoop
 
-from ..errors import LabelloopError, NotFoundError
+from ..errors import LabelloopError, NotFoundError, disk_full, json_pointer
 from ..project import Project
 from ..scenarios import Scheduler, get_run, list_scenarios, scenario_config, scenario_runs
 from .auth import AuthenticationError, Identity
+from .guard import ForbiddenRequestError, RequestGuard
 from .openapi import build_openapi
 from .webapps import API_PREFIX, BODY_METHODS, FileResponse, MethodNotAllowedError, WebappHost
 
@@ -41,17 +42,12 @@ class PayloadTooLargeError(LabelloopError):
     status = 413
 
 
-class ForbiddenRequestError(LabelloopError):
-    """A request refused for where it comes from or how it is sent (request forgery)."""
-
-    status = 403
-
-
 def check_payload_bounds(value: Any, where: str = "payload") -> None:
-    """Refuse integers beyond 64 bits and nesting deeper than MAX_DEPTH (iteratively)."""
-    stack: list[tuple[Any, int]] = [(value, 0)]
+    """Refuse integers beyond 64 bits, nesting deeper than MAX_DEPTH and text that is not
+    Unicode (a lone UTF-16 surrogate, which JSON's `\\ud800` can spell): iteratively."""
+    stack: list[tuple[Any, int, tuple]] = [(value, 0, ())]
     while stack:
-        item, depth = stack.pop()
+        item, depth, path = stack.pop()
         if isinstance(item, bool):
             continue
         if isinstance(item, int):
@@ -59,74 +55,30 @@ def check_payload_bounds(value: Any, where: str = "payload") -> None:
                 text = str(item) if abs(item) < 10 ** 30 else f"{str(item)[:30]}..."
                 raise LabelloopError(f"{where}: integer {text} is out of range: "
                                      f"use integers from {INT64_MIN} to {INT64_MAX}")
+        elif isinstance(item, str):
+            _check_text(item, where, path)
         elif isinstance(item, dict | list):
             if depth >= MAX_DEPTH:
                 raise LabelloopError(f"{where} is nested more than {MAX_DEPTH} levels deep: "
                                      "flatten it")
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    _check_text(key, where, path)
+                    stack.append((child, depth + 1, (*path, key)))
+            else:
+                stack.extend((child, depth + 1, (*path, i)) for i, child in enumerate(item))
 
 
-def _host_name(host: str) -> str:
-    """The name part of a `Host` header value or of `host[:port]` (lower case, no brackets)."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        return host[1:].split("]", 1)[0]
-    if host.count(":") == 1:
-        return host.split(":", 1)[0]
-    return host
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
-
-
-@dataclass
-class RequestGuard:
-    """Which `Host` and `Origin` a request may carry (DNS rebinding, cross-site forgery).
-
-    A Host that is an IP address can't come from a rebound name, so it is always accepted;
-    names must be this server's (localhost, the bound name, the machine's names) or one of
-    `--allow-websocket-origin`. A write's `Origin`, when the browser sends one, must be the
-    request's own host (same origin) or an allowed one.
-    """
-
-    names: set[str] = field(default_factory=lambda: {"localhost"})
-    extra: set[str] = field(default_factory=set)  # allowed host[:port] from the command line
-
-    @classmethod
-    def for_server(cls, bound: str, port: int, extra_origins: list[str] | tuple[str, ...] = (),
-                   machine_names: tuple[str, ...] = ()) -> RequestGuard:
-        names = {"localhost", "localhost.localdomain", _host_name(bound),
-                 *(_host_name(n) for n in machine_names if n)}
-        extra = {o.strip().lower() for o in extra_origins if o.strip()}
-        names |= {_host_name(o) for o in extra}
-        return cls(names, extra)
-
-    def check_host(self, host: str | None) -> None:
-        name = _host_name(host or "")
-        if not name or not (_is_ip(name) or name in self.names):
-            raise ForbiddenRequestError(
-                f"request refused: Host {host!r} is not a name of this server (a page served "
-                "under another name may be a DNS-rebinding attack); use the server's address, "
-                "or start it with --allow-websocket-origin HOST behind a proxy")
-
-    def check_origin(self, origin: str | None, host: str | None) -> None:
-        if origin is None:
-            return  # not a browser (browsers send Origin with every cross-origin write)
-        parts = urlsplit(origin.strip())
-        netloc = parts.netloc.lower()
-        if parts.scheme in ("http", "https") and netloc and \
-                (netloc == (host or "").strip().lower() or netloc in self.extra):
-            return
-        raise ForbiddenRequestError(
-            f"request refused: Origin {origin!r} is not this server ({host!r}): pages of other "
-            "sites may not change data here (allow a proxy's origin with "
-            "--allow-websocket-origin HOST[:PORT])")
+def _check_text(text: str, where: str, path: tuple) -> None:
+    found = _SURROGATE.search(text)
+    if found:
+        raise LabelloopError(
+            f"{where} at {json_pointer(path) or '/'}: the text holds a lone UTF-16 surrogate "
+            f"(\\u{ord(found.group()):04x}), which is not a character: send text as UTF-8, and "
+            "a character beyond U+FFFF as its two surrogates together (or as itself)")
 
 
 @dataclass
@@ -280,6 +232,12 @@ class ApiHandler(tornado.web.RequestHandler):
         except LabelloopError as exc:
             self.send_error_json(exc.status, str(exc), extra=getattr(exc, "details", None))
         except Exception as exc:
+            full = disk_full(exc)
+            if full is not None:  # the writer rolled back and goes on with its next write
+                log.error("request %s: %s %s: %s", self.request_id, self.request.method,
+                          self.request.uri, str(exc).splitlines()[0])
+                self.send_error_json(full.status, str(full))
+                return
             log.error("request %s: %s %s: unexpected error", self.request_id,
                       self.request.method, self.request.uri, exc_info=True)
             self.send_error_json(500, f"internal error ({type(exc).__name__}, request "
@@ -295,12 +253,11 @@ class ApiHandler(tornado.web.RequestHandler):
         return work(*args)
 
     def check_request_origin(self) -> None:
-        """Host always, Origin on writes: refuse what a page of another site could send."""
-        guard = self.api.guard
-        host = self.request.headers.get("Host")
-        guard.check_host(host)
+        """Origin on writes: refuse what a page of another site could send (a foreign Host
+        was refused before any handler: see guard.py)."""
         if self.request.method in WRITE_METHODS:
-            guard.check_origin(self.request.headers.get("Origin"), host)
+            self.api.guard.check_origin(self.request.headers.get("Origin"),
+                                        self.request.headers.get("Host"))
 
     def check_json_write(self) -> None:
         """A write with a body must say it is JSON (a cross-site form can't)."""
@@ -334,6 +291,10 @@ class ApiHandler(tornado.web.RequestHandler):
             value = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise LabelloopError(f"malformed JSON body: {exc}") from exc
+        except ValueError:  # Python's limit on the digits of an integer (4300)
+            raise LabelloopError(f"JSON body: an integer has more than "
+                                 f"{sys.get_int_max_str_digits()} digits: use integers from "
+                                 f"{INT64_MIN} to {INT64_MAX}") from None
         except RecursionError:
             raise LabelloopError(f"JSON body nested more than {MAX_DEPTH} levels deep: "
                                  "flatten it") from None
