@@ -9,8 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import re
-import sys
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,65 +18,25 @@ from typing import Any
 import tornado.web
 from tornado.ioloop import IOLoop
 
-from ..errors import LabelloopError, NotFoundError, disk_full, json_pointer
+from ..errors import LabelloopError, NotFoundError, disk_full
 from ..project import Project
 from ..scenarios import Scheduler, get_run, list_scenarios, scenario_config, scenario_runs
 from .auth import AuthenticationError, Identity
 from .guard import ForbiddenRequestError, RequestGuard
 from .openapi import build_openapi
+from .payload import INT64_MAX, check_payload_bounds, parse_json_body
 from .webapps import API_PREFIX, BODY_METHODS, FileResponse, MethodNotAllowedError, WebappHost
 
 log = logging.getLogger("labelloop.api")
 
 HARD_BODY_CAP = 64 * 1024 * 1024  # beyond this, the answer (413) comes before the body
 DISCARD_CAP = 1024 * 1024 * 1024  # bodies declared larger: the connection is dropped
-INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1  # what the database can store
-MAX_DEPTH = 32  # nesting of arrays / objects in a payload
 WRITE_METHODS = (*BODY_METHODS, "DELETE")
 REQUEST_ID_HEADER = "X-Request-Id"
 
 
 class PayloadTooLargeError(LabelloopError):
     status = 413
-
-
-def check_payload_bounds(value: Any, where: str = "payload") -> None:
-    """Refuse integers beyond 64 bits, nesting deeper than MAX_DEPTH and text that is not
-    Unicode (a lone UTF-16 surrogate, which JSON's `\\ud800` can spell): iteratively."""
-    stack: list[tuple[Any, int, tuple]] = [(value, 0, ())]
-    while stack:
-        item, depth, path = stack.pop()
-        if isinstance(item, bool):
-            continue
-        if isinstance(item, int):
-            if not INT64_MIN <= item <= INT64_MAX:
-                text = str(item) if abs(item) < 10 ** 30 else f"{str(item)[:30]}..."
-                raise LabelloopError(f"{where}: integer {text} is out of range: "
-                                     f"use integers from {INT64_MIN} to {INT64_MAX}")
-        elif isinstance(item, str):
-            _check_text(item, where, path)
-        elif isinstance(item, dict | list):
-            if depth >= MAX_DEPTH:
-                raise LabelloopError(f"{where} is nested more than {MAX_DEPTH} levels deep: "
-                                     "flatten it")
-            if isinstance(item, dict):
-                for key, child in item.items():
-                    _check_text(key, where, path)
-                    stack.append((child, depth + 1, (*path, key)))
-            else:
-                stack.extend((child, depth + 1, (*path, i)) for i, child in enumerate(item))
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _check_text(text: str, where: str, path: tuple) -> None:
-    found = _SURROGATE.search(text)
-    if found:
-        raise LabelloopError(
-            f"{where} at {json_pointer(path) or '/'}: the text holds a lone UTF-16 surrogate "
-            f"(\\u{ord(found.group()):04x}), which is not a character: send text as UTF-8, and "
-            "a character beyond U+FFFF as its two surrogates together (or as itself)")
 
 
 @dataclass
@@ -283,24 +241,8 @@ class ApiHandler(tornado.web.RequestHandler):
         return ctype.split(";")[0].strip().lower() == "application/json"
 
     def json_body(self, bounds: bool = True) -> Any:
-        """The parsed JSON body; `{}` when empty (`bounds`: check integers and nesting)."""
-        raw = b"".join(self._chunks)
-        if not raw.strip():
-            return {}
-        try:
-            value = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise LabelloopError(f"malformed JSON body: {exc}") from exc
-        except ValueError:  # Python's limit on the digits of an integer (4300)
-            raise LabelloopError(f"JSON body: an integer has more than "
-                                 f"{sys.get_int_max_str_digits()} digits: use integers from "
-                                 f"{INT64_MIN} to {INT64_MAX}") from None
-        except RecursionError:
-            raise LabelloopError(f"JSON body nested more than {MAX_DEPTH} levels deep: "
-                                 "flatten it") from None
-        if bounds:
-            check_payload_bounds(value, "JSON body")
-        return value
+        """The parsed JSON body; `{}` when empty (`bounds`: check integers, nesting, text)."""
+        return parse_json_body(b"".join(self._chunks), bounds)
 
     def query_args(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
