@@ -50,6 +50,15 @@ ANNOTATIONS_SCHEMA = {"type": "object", "properties": {
 EMPTY_SCHEMA = {"type": "object"}
 MEDIA_SCHEMA = {"type": "object", "required": ["id"], "properties": {
     "id": _ID, "v": {"type": "string", "description": "the file's version (cache key)"}}}
+# OpenAPI links from `batch` to the routes that take one of its items: clients, and the
+# fuzzing test, follow them with a real item id.
+_FIRST_ID = "$response.body#/items/0/id"
+ITEM_LINKS = {
+    "label": {"route": ("POST", "labels"), "requestBody": {"id": _FIRST_ID}},
+    "skip": {"route": ("POST", "skips"), "requestBody": {"id": _FIRST_ID}},
+    "media": {"route": ("GET", "media"), "parameters": {"id": _FIRST_ID}},
+    "release": {"route": ("POST", "release"), "requestBody": {"ids": [_FIRST_ID]}},
+}
 RELEASE_SCHEMA = {"type": "object", "required": ["ids"], "additionalProperties": False,
                   "properties": {"ids": {"type": "array", "items": _ID, "maxItems": MAX_BATCH,
                                          "description": "items the caller still holds"}}}
@@ -164,7 +173,7 @@ def build_routes(engine: LabelingEngine,
             "summary": "The labels replayed in their order vs random orders (cross-validated)"},
         ("GET", "config"): {"handler": config, "schema": EMPTY_SCHEMA,
                             "summary": "The webapp's categories, mode, session and thresholds"},
-        ("GET", "batch"): {"handler": batch, "schema": batch_schema(engine),
+        ("GET", "batch"): {"handler": batch, "schema": batch_schema(engine), "links": ITEM_LINKS,
                            "summary": "The next items for the caller, reserved for them"},
         ("POST", "labels"): {"handler": labels, "schema": label_schema(engine),
                              "summary": "Label an item (again to change its label)"},
@@ -179,7 +188,7 @@ def build_routes(engine: LabelingEngine,
     }
     if engine.dtype.from_folder:
         routes[("GET", "media")] = {
-            "handler": media, "schema": media_schema(engine),
+            "handler": media, "schema": media_schema(engine), "produces": engine.dtype.media_types,
             "summary": "The item's image or sound file (ETag, Cache-Control; 304 when unchanged)"}
     return routes
 

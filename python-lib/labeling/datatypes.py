@@ -268,6 +268,11 @@ class _FolderType(DataType):
     from_folder = True
     extensions: tuple[str, ...] = ()
 
+    @property
+    def media_types(self) -> list[str]:
+        """The content types `media` answers with (those of the extensions)."""
+        return sorted({MEDIA_TYPES[e] for e in self.extensions})
+
     def _folder(self) -> Any:
         return self.project.folder(self.cfg.unlabeled)
 

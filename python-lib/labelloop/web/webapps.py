@@ -6,8 +6,12 @@ A webapp component's `backend.py` defines `create_backend(ctx)`, returning an ob
   browser session; `labelloop.web.session_user(doc)` gives the session's user;
 - `routes`: `{(METHOD, subpath): handler}` where `handler(payload, user)` returns JSON-able
   data, or `{(METHOD, subpath): {"handler": f, "schema": {...}, "summary": "...",
-  "description": "...", "response": {...}}}`; the host validates the payload against
-  `schema` first. GET/DELETE payloads are the query arguments (a str per argument, a list
+  "description": "...", "response": {...}, "links": {...}}}`; the host validates the
+  payload against `schema` first. `links` are OpenAPI links from the route's answer to other
+  routes of the webapp, `{name: {"route": (METHOD, subpath), "parameters": {...},
+  "requestBody": ...}}` with runtime expressions such as `"$response.body#/items/0/id"`:
+  clients (and the fuzzing test) follow them with real values. A route that answers files
+  lists their content types in `"produces": [...]` (the OpenAPI document says so). GET/DELETE payloads are the query arguments (a str per argument, a list
   when repeated; converted to integer / number / boolean where the schema says so);
   POST/PUT/PATCH payloads are the JSON body (`{}` when empty);
 - optionally `describe()`: a dict merged into the webapp's entry of `GET /api/v1/webapps`.
@@ -120,6 +124,8 @@ class Route:
     description: str | None = None
     response: dict | None = None
     validator: Draft202012Validator | None = field(default=None, repr=False)
+    links: dict | None = None
+    produces: list[str] | None = None  # content types of its FileResponse answers
 
     def payload_from_query(self, args: dict[str, list[str]]) -> dict:
         """Query arguments as a payload, converted to the types the schema asks for."""
@@ -191,7 +197,8 @@ def normalise_routes(webapp: str, routes: Any) -> dict[tuple[str, str], Route]:
             validator = Draft202012Validator(schema)
         out[(method, subpath)] = Route(method, subpath, spec["handler"], schema,
                                        spec.get("summary"), spec.get("description"),
-                                       spec.get("response"), validator)
+                                       spec.get("response"), validator, spec.get("links"),
+                                       spec.get("produces"))
     return out
 
 
