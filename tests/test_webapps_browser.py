@@ -149,6 +149,37 @@ def open_page(page, url: str) -> float:
     return time.perf_counter() - t0
 
 
+# Every image decoded (naturalWidth > 0) and every player with a source whose metadata loaded.
+_MEDIA_STATE = """scope => {
+    const root = document.querySelector(scope);
+    if (!root) return null;
+    const images = [...root.querySelectorAll('img')];
+    const players = [...root.querySelectorAll('audio, video')];
+    const broken = images.filter(i => !(i.complete && i.naturalWidth > 0))
+        .map(i => 'image ' + (i.getAttribute('src') || '(no src)'))
+        .concat(players.filter(a => !(a.getAttribute('src') && a.currentSrc && !a.error
+                                      && a.readyState >= 1))
+                .map(a => 'player ' + (a.getAttribute('src') || '(no src)')));
+    return {images: images.length, players: players.length, broken: broken};
+}"""
+
+
+def media_loaded(page, scope: str = "body", minimum: int = 1, timeout: float = 30_000) -> dict:
+    """Wait until every image under `scope` has loaded and every player has a source it can
+    play; fails naming what did not load. Returns {"images", "players"} (at least `minimum`
+    in all): the check of every page that shows media."""
+    try:
+        page.wait_for_function(
+            f"([scope, minimum]) => {{ const s = ({_MEDIA_STATE})(scope);"
+            " return s && s.images + s.players >= minimum && s.broken.length === 0; }",
+            arg=[scope, minimum], timeout=timeout)
+    except Exception:
+        state = page.evaluate(f"({_MEDIA_STATE})", scope)
+        raise AssertionError(f"media under {scope!r} did not all load: {state}") from None
+    state = page.evaluate(f"({_MEDIA_STATE})", scope)
+    return {"images": state["images"], "players": state["players"]}
+
+
 def read(project_dir: Path, name: str) -> pd.DataFrame:
     return Project.open(project_dir).dataset(name).read()
 
@@ -293,6 +324,8 @@ def walk_check_and_time(page, tmp_path: Path, kind: str, first: float, directory
     keyboard timings, a screenshot, and no error in the page."""
     walk = label_walk(page)
     check_datasets(directory, walk["expected"], id_of_label_row)
+    if kind in ("image", "sound"):  # the item on screen after the walk, too
+        media_loaded(page)
     latency = keyboard_latency(page)
     page.screenshot(path=str(tmp_path / f"{kind}.png"), full_page=True)
     report(kind, first, latency, reopen(page))
@@ -305,7 +338,7 @@ def test_image_labeling(tmp_path, serve, page_for):
     server = serve(directory, "--no-scheduler")
     page = page_for()
     first = open_page(page, server.url + "/webapps/app")
-    page.wait_for_function("document.querySelector('#ll-item img.ll-image')?.naturalWidth > 0")
+    assert media_loaded(page) == {"images": 1, "players": 0}
     box = page.eval_on_selector("#ll-item img.ll-image", "el => el.getBoundingClientRect().width")
     assert box > 48 * 4  # a small image is scaled up to fit the pane
     walk_check_and_time(page, tmp_path, "image", first, directory,
@@ -319,6 +352,7 @@ def test_sound_labeling(tmp_path, serve, page_for):
     page = page_for()
     first = open_page(page, server.url + "/webapps/app")
     assert page.is_visible("#ll-item audio[controls]")
+    assert media_loaded(page) == {"images": 0, "players": 1}
     # The waveform is drawn from the decoded clip: its middle column has dark samples.
     page.wait_for_function("""() => {
         const c = document.getElementById('ll-wave');

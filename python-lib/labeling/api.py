@@ -111,15 +111,26 @@ def label_schema(cfg: EngineConfig) -> dict:
         "label": {**label, "description": LABEL_SCHEMA["properties"]["label"]["description"]}}}
 
 
-def media_schema(engine: LabelingEngine) -> dict:
-    """MEDIA_SCHEMA with the folder rule and the file extensions of this webapp's items."""
-    exts = getattr(engine.dtype, "extensions", ())
+def media_schema(dtype: Any) -> dict:
+    """MEDIA_SCHEMA with the folder rule and the file extensions of a folder data type."""
+    exts = getattr(dtype, "extensions", ())
     ends = "|".join("".join(f"[{c.upper()}{c}]" if c.isalpha() else c for c in e[1:])
                     for e in exts)
-    item = dict(_id_schema(engine.cfg))
+    item = dict(_id_schema(dtype.cfg))
     if ends:
         item["pattern"] = rf"\.({ends})$"
     return {**MEDIA_SCHEMA, "properties": {**MEDIA_SCHEMA["properties"], "id": item}}
+
+
+def media_route(dtype: Any) -> dict:
+    """`GET media` of a webapp whose items are files of a folder (labeling or similarity):
+    the pool's file of `id` with its content type, ETag and Cache-Control."""
+
+    def media(payload: dict, user: str) -> Any:
+        return dtype.media(payload["id"])
+
+    return {"handler": media, "schema": media_schema(dtype),
+            "summary": "The item's image or sound file (ETag, Cache-Control; 304 when unchanged)"}
 
 
 def release_schema(cfg: EngineConfig) -> dict:
@@ -161,9 +172,6 @@ def build_routes(engine: LabelingEngine,
     def stats(payload: dict, user: str) -> dict:
         return engine.stats(user)
 
-    def media(payload: dict, user: str) -> Any:
-        return engine.dtype.media(payload["id"])
-
     def release(payload: Any, user: str) -> dict:
         return engine.release(user, _body(payload, ("ids",))["ids"])
 
@@ -192,9 +200,7 @@ def build_routes(engine: LabelingEngine,
                               "summary": "End the caller's reservations of these items now"},
     }
     if engine.dtype.from_folder:
-        routes[("GET", "media")] = {
-            "handler": media, "schema": media_schema(engine),
-            "summary": "The item's image or sound file (ETag, Cache-Control; 304 when unchanged)"}
+        routes[("GET", "media")] = media_route(engine.dtype)
     return routes
 
 
