@@ -58,6 +58,38 @@ def test_media_route_etag_304_content_type_and_escapes(tmp_path, serve):
     assert server.get("/api/v1/webapps/app/media", headers=USER).status == 400
 
 
+def test_similarity_media_serves_the_pool_only(tmp_path, serve, poll):
+    directory = tmp_path / "project"
+    project = make_labeling_project(directory, "image", n=4)
+    folder = project.folder("files")
+    folder.write_bytes("img/.hidden.png", _png(7))  # not in the pool: never served
+    project.config["webapps"]["similar"] = {
+        "type": "ml-assisted-labeling/similarity-labeling",
+        "params": {"unlabeled": "files", "examples_per_view": 1, "top_k": 2}}
+    project.save_config()
+    server = serve(directory, "--no-scheduler")
+    question = poll(lambda: (server.get("/api/v1/webapps/similar/questions", headers=USER)
+                             .json()["questions"] or [None])[0], timeout=30,
+                    what="a question once the pool is indexed")
+    shown = [question["query"]] + question["candidates"]
+    assert len(shown) == 3
+    for item in shown:
+        resp = server.get("/api/v1/webapps/similar/" + item["data"]["media"], headers=USER)
+        assert resp.status == 200, resp.text
+        assert resp.body == folder.read_bytes(item["id"])
+        assert resp.headers["Content-Type"] == "image/png"
+        assert "max-age" in resp.headers["Cache-Control"]
+        again = server.get("/api/v1/webapps/similar/" + item["data"]["media"],
+                           headers={**USER, "If-None-Match": resp.headers["ETag"]})
+        assert again.status == 304
+    for app in ("similar", "app"):  # the same route in both webapps
+        hidden = server.get(f"/api/v1/webapps/{app}/media?id=img/.hidden.png", headers=USER)
+        assert hidden.status == 404 and "not in the pool" in hidden.json()["error"]
+        assert server.get(f"/api/v1/webapps/{app}/media?id=../x.png", headers=USER).status == 400
+    assert "img/.hidden.png" not in {i["id"] for i in server.get(
+        "/api/v1/webapps/app/batch?size=10", headers=USER).json()["items"]}
+
+
 def test_sound_media_content_type(tmp_path, serve):
     directory = tmp_path / "project"
     make_labeling_project(directory, "sound", n=2)
