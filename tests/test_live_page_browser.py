@@ -266,7 +266,10 @@ def test_metrics_chart_and_halting_follow_the_history(tmp_path, serve, page_for)
     page = page_for()
     open_page(page, server.url + "/webapps/app")
     assert item_id(page) == "r0"
-    assert "efficient:" in page.inner_text("#ll-halting-text")
+    halting = page.inner_text("#ll-halting-text")
+    assert "efficient:" in halting
+    # The number says what it is: the most uncertain item of the session is at 1.
+    assert "Uncertainty 1.00 on a scale from 0" in halting, halting
     assert page.is_visible("#ll-metrics-empty")
     # A first retrain whose metrics row has neither AUC nor contradictions (too few labels):
     # the chart still draws its axes and says why it has no points.

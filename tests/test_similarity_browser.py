@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from test_webapps_browser import _wav, media_loaded
 
 from labeling import demo
