@@ -180,6 +180,15 @@ def media_loaded(page, scope: str = "body", minimum: int = 1, timeout: float = 3
     return {"images": state["images"], "players": state["players"]}
 
 
+def off_screen_keys(page) -> list[str]:
+    """The category buttons not wholly inside the window (the page itself never scrolls)."""
+    return page.evaluate("""() => [...document.querySelectorAll('#ll-categories button')]
+        .filter(b => { const r = b.getBoundingClientRect();
+                       return r.height === 0 || r.top < 0 || r.left < 0
+                           || r.bottom > innerHeight || r.right > innerWidth; })
+        .map(b => b.dataset.category)""")
+
+
 def read(project_dir: Path, name: str) -> pd.DataFrame:
     return Project.open(project_dir).dataset(name).read()
 
@@ -337,10 +346,23 @@ def test_image_labeling(tmp_path, serve, page_for):
     make_labeling_project(directory, "image")
     server = serve(directory, "--no-scheduler")
     page = page_for()
+    page.set_viewport_size({"width": 1280, "height": 720})  # a common laptop window
     first = open_page(page, server.url + "/webapps/app")
     assert media_loaded(page) == {"images": 1, "players": 0}
     box = page.eval_on_selector("#ll-item img.ll-image", "el => el.getBoundingClientRect().width")
     assert box > 48 * 4  # a small image is scaled up to fit the pane
+    # The keys are beside the item without scrolling; the side panel scrolls on its own.
+    assert off_screen_keys(page) == []
+    assert page.evaluate("document.scrollingElement.scrollHeight <= innerHeight")
+    assert page.eval_on_selector(".ll-panel", "el => el.scrollHeight > el.clientHeight "
+                                              "&& getComputedStyle(el).overflowY === 'auto'")
+    page.screenshot(path=str(tmp_path / "image-1280x720.png"))
+    page.set_viewport_size({"width": 800, "height": 600})
+    assert off_screen_keys(page) == []
+    assert page.eval_on_selector("#ll-item img.ll-image",
+                                 "el => el.getBoundingClientRect().bottom <= innerHeight")
+    page.screenshot(path=str(tmp_path / "image-800x600.png"))
+    page.set_viewport_size({"width": 1280, "height": 720})
     walk_check_and_time(page, tmp_path, "image", first, directory,
                         lambda row: row["path"])
 
@@ -518,6 +540,9 @@ def test_new_queries_session_reorders_the_queue(tmp_path, serve, page_for, poll)
     page.keyboard.press("1")
     current = wait_item_change(page, answered[0])
     wait_idle(page)
+    where = "() => ['#ll-item', '#ll-categories', '#ll-skip'].map(s => {" \
+            " const r = document.querySelector(s).getBoundingClientRect(); return [r.x, r.y]; })"
+    before = page.evaluate(where)
     # The Query Sampler's part: new queries (r11 most uncertain ... r00 least), then the session.
     project.dataset("queries", create=True).write(rows.assign(
         uncertainty=np.linspace(0.0, 1.0, 12), prediction="dog", confidence=0.5))
@@ -529,6 +554,12 @@ def test_new_queries_session_reorders_the_queue(tmp_path, serve, page_for, poll)
     page.keyboard.press("1")
     current = wait_item_change(page, current)  # already on screen before the answer's reply
     page.wait_for_function("document.getElementById('ll-banner').textContent.includes('retrained')")
+    # The banner comes and goes over the item pane: nothing under it moves.
+    assert page.is_visible("#ll-banner")
+    shown = page.evaluate(where)
+    page.screenshot(path=str(tmp_path / "retrained-banner.png"))
+    page.wait_for_selector("#ll-banner", state="hidden")
+    assert shown == before and page.evaluate(where) == before, (before, shown)
     wait_idle(page)
     answered.append(current)
     page.keyboard.press("1")
