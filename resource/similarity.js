@@ -286,7 +286,7 @@
     $("sl-negative").textContent = s.negatives;
     $("sl-ignored").textContent = s.ignored;
     $("sl-saved").textContent = s.saved;
-    $("sl-model-version").textContent = s.model_version ? "tuned v" + s.model_version : "base (not tuned yet)";
+    $("sl-model-version").textContent = s.model_version ? "tuned v" + s.model_version : "base (untuned)";
     const total = s.positives + s.negatives + s.ignored || 1;
     $("sl-ratio-pos").style.width = (100 * s.positives / total) + "%";
     $("sl-ratio-neg").style.width = (100 * s.negatives / total) + "%";
@@ -298,6 +298,17 @@
     if (s.index_error) banner("The pool could not be indexed: " + s.index_error, true);
     $("sl-app").dataset.state = s.training ? "training" : "ready";
     $("sl-app").dataset.modelVersion = s.model_version;
+  }
+
+  async function pollHost() {
+    // GET /api/v1/webapps: the host reports there a project.json it could not apply.
+    try {
+      const list = await fetch(API.replace(/\/[^/]*$/, ""), { headers: headers(false), cache: "no-store" }).then((r) => r.json());
+      const mine = Array.isArray(list) ? list.find((w) => w.id === boot.webapp) : null;
+      const box = $("sl-config-error");
+      box.textContent = (mine && mine.config_error) || "";
+      box.hidden = !box.textContent;
+    } catch (e) { /* the server is restarting: the next poll tells */ }
   }
 
   async function refreshStats() {
@@ -367,6 +378,8 @@
       else await askName();
     }
     showUser();
+    pollHost();
+    setInterval(() => { if (!document.hidden) pollHost(); }, 5000);
     await loadView();
     pollSoon(1000);
   }

@@ -55,6 +55,7 @@ def test_page_follows_the_retrained_model_on_digits(tmp_path, serve, page_for, p
     server = serve(project.dir, "--period", "1")
     page = page_for()
     open_page(page, server.url + "/webapps/label-digits")
+    assert wb.media_loaded(page) == {"images": 1, "players": 0}
     assert "Random order" in page.inner_text("#ll-session")
     assert "retrained" not in page.eval_on_selector("#ll-banner", "el => el.textContent")
     # Labels by keyboard, each the true digit: past 25, the every-25 trigger retrains.
@@ -247,6 +248,7 @@ def test_sound_page_keeps_the_keyboard(tmp_path, serve, page_for):
     page = page_for()
     open_page(page, server.url + "/webapps/app")
     page.wait_for_function("document.getElementById('ll-audio').duration > 0.4")
+    assert wb.media_loaded(page) == {"images": 0, "players": 1}
     assert "p" in page.inner_text("#ll-play")
     # p plays the clip.
     page.evaluate("window.__played = 0; document.getElementById('ll-audio')"

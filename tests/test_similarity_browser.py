@@ -131,6 +131,17 @@ def test_answer_five_questions_by_keyboard_then_save(tmp_path, serve, browser):
     page.goto(f"{server.url}/webapps/similar-sounds")
     page.wait_for_function("document.querySelectorAll('.sl-card').length === 1", timeout=60_000)
     assert media_loaded(page, "#sl-questions") == {"images": 0, "players": 4}
+    # A wrong-typed setting while serving: not applied, the page says why, questions go on.
+    cfg = json.loads((project_dir / "project.json").read_text())
+    cfg["webapps"]["similar-sounds"]["params"]["top_k"] = "many"
+    (project_dir / "project.json").write_text(json.dumps(cfg))
+    page.wait_for_selector("#sl-config-error", state="visible", timeout=15_000)
+    assert "top_k" in page.inner_text("#sl-config-error")
+    card = active_card(page)
+    page.keyboard.press("x")
+    page.wait_for_function("document.getElementById('sl-ignored').textContent === '1'")
+    wait_question_changed(page, card["question_id"])  # the next question, its players
+    assert media_loaded(page, "#sl-questions") == {"images": 0, "players": 4}
     page.screenshot(path=str(shot.with_name("similarity-sounds.png")), full_page=True)
     assert errors == []
     ctx.close()
