@@ -119,6 +119,23 @@ def test_live_configuration_break_fix_and_new_webapp(tmp_path, serve, poll):
                  what="the configuration error in /api/v1/webapps")
     assert "project.json" in entry["config_error"]
     assert server.get("/api/v1/webapps/app/batch", headers=USER).status == 200
+    # A param of the wrong type is as bad: nothing of the file is applied (not even the new
+    # category next to it), and answers go on with the last good configuration.
+    cfg = json.loads(good)
+    cfg["webapps"]["app"]["params"]["label_col_name"] = 42
+    cfg["webapps"]["app"]["params"]["categories"]["fish"] = None
+    (directory / "project.json").write_text(json.dumps(cfg))
+    entry = poll(lambda: next((w for w in server.get("/api/v1/webapps").json()
+                               if "label_col_name" in (w.get("config_error") or "")), None),
+                 timeout=10, what="the param type error in /api/v1/webapps")
+    assert "must be a string, got 42" in entry["config_error"]
+    item = server.get("/api/v1/webapps/app/batch?size=1", headers=USER).json()["items"][0]
+    resp = server.post("/api/v1/webapps/app/labels", {"id": item["id"], "label": "cat"},
+                       headers=USER)
+    assert resp.status == 200, resp.text
+    assert "fish" not in [c["name"] for c in server.get(
+        "/api/v1/webapps/app/config", headers=USER).json()["categories"]]
+    assert Project.open(directory).dataset("labels").read()["label"].tolist() == ["cat"]
     # Fixed, with a new category: the webapp follows without a restart.
     (directory / "project.json").write_text(good)
     _edit(directory, lambda c: c["webapps"]["app"]["params"]["categories"].update(

@@ -328,8 +328,8 @@ class WebappHost:
     def _check_webapp_params(self, new: dict, old: dict) -> None:
         """Validate the params of the webapps a new project.json changes (ConfigError).
 
-        Webapps of a component this registry doesn't know (a plugin directory added with
-        them) are checked when they start, as any webapp is."""
+        With new plugin directories, or a component this registry doesn't know, a webapp's
+        params are checked when it starts (its error then shows in its entry and page)."""
         if new.get("plugin_dirs") != old.get("plugin_dirs"):
             return
         registry = self.project.registry
