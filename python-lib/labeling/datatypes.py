@@ -324,6 +324,10 @@ class _FolderType(DataType):
         if not item_id.lower().endswith(self.extensions):
             raise BadItemId(f"{item_id!r} is not a {self.name} item of folder "
                             f"{self.cfg.unlabeled!r} (extensions: {', '.join(self.extensions)})")
+        if PurePosixPath(item_id.replace("\\", "/")).name.startswith("."):
+            # Folder.list() leaves dot-files out of the pool: they are not items.
+            raise NotFoundError(f"{item_id!r} is not an item of folder {self.cfg.unlabeled!r} "
+                                "(files whose name starts with '.' are not in the pool)")
         folder = self._folder()
         try:
             path = folder.resolve(item_id)
