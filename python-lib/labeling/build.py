@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from labelloop.project import pipeline
 
+from .publish import SessionKey
 from .queue import IndexNotReady, Ranking, RankingChanged, Slice
 from .store import (
     _INSERT_ITEMS_SQL,
@@ -38,7 +39,7 @@ class QueueBuilder:
     `labeling.engine.LabelingEngine`)."""
 
     # ------------------------------------------------------------------ switching
-    def _ranking(self, key: str) -> Ranking:
+    def _ranking(self, key: SessionKey) -> Ranking:
         """The order of `key` (cached; any process can rebuild it from the datasets)."""
         ranking = self._rankings.get(key)
         if ranking is not None:
@@ -49,21 +50,22 @@ class QueueBuilder:
                 return ranking
             return self._new_ranking(key)
 
-    def _new_ranking(self, key: str) -> Ranking:
-        queries = self._queries() if not key.endswith("|-") else None
-        pool_key = key.split("|", 1)[0]
+    def _new_ranking(self, key: SessionKey) -> Ranking:
+        queries = self._queries() if key.dataset is not None else None
         ranking = Ranking(self.dtype, queries, self.cfg.seed,
-                          lambda: self._index_ids(pool_key))
+                          lambda: self._index_ids(key.pool))
         ranking.prepare()
         if queries is not None and ranking._generation is not None and \
-                str(ranking._generation) != key.rsplit("|", 1)[1].rsplit(":", 2)[1]:
+                int(ranking._generation) != key.generation:
             raise RankingChanged("the queries were replaced meanwhile")
-        self._rankings = {k: v for k, v in self._rankings.items() if k == self._served_key()}
+        served = self._served_key()
+        self._rankings = {k: v for k, v in self._rankings.items() if k == served}
         self._rankings[key] = ranking
         return ranking
 
-    def _served_key(self) -> str | None:
-        return self._read_app().session_key
+    def _served_key(self) -> SessionKey | None:
+        text = self._read_app().session_key
+        return None if text is None else SessionKey.parse(text)
 
     def _set_prep(self, what: str | None, done: int = 0, total: int = 0) -> None:
         t = apps_table
@@ -71,16 +73,15 @@ class QueueBuilder:
         self._write(lambda conn: conn.execute(
             sa.update(t).where(t.c.id == self.app_id).values(prep=prep)), background=True)
 
-    def _switch(self, key: str, token: str) -> None:
+    def _switch(self, key: SessionKey, token: str) -> None:
         """Prepare the head of the order of `key` and switch it in, in one transaction."""
         app = self._read_app()
-        if app.queue_id is not None and app.session_key == key:
+        if app.queue_id is not None and app.session_key == key.text:
             return
-        session = self._key_session(key)
+        session = key.session
         if app.queue_id is not None:
             self._set_prep(f"the order of session {session}", 0, HEAD)
-        pool_key = key.split("|", 1)[0]
-        iset = self._ensure_iset(pool_key)
+        iset = self._ensure_iset(key.pool)
         try:
             ranking = self._ranking(key)
         except RankingChanged:
@@ -101,17 +102,17 @@ class QueueBuilder:
 
         def swap(conn: sa.Connection) -> int | None:
             now_app = self._app(conn)
-            if now_app.queue_id is not None and now_app.session_key == key:
+            if now_app.queue_id is not None and now_app.session_key == key.text:
                 return None  # another process switched to it meanwhile
             qid = int(conn.execute(sa.insert(queues_table).values(
-                app=self.app_id, iset=iset, session_key=key, session=session, created=self._now(),
+                app=self.app_id, iset=iset, session_key=key.text, session=session, created=self._now(),
                 n=ranking.length, info=info, filled=0, complete=False)).inserted_primary_key[0])
             self._insert_slice(conn, qid, iset, head, 0, stop, ranking.length)
             # Until the pool is indexed (in the background), the page says so.
             prep = None if ready else {"what": "indexing the pool", "done": 0,
                                        "total": int(n_items)}
             conn.execute(sa.update(apps_table).where(apps_table.c.id == self.app_id).values(
-                queue_id=qid, iset=iset, n_items=n_items, session_key=key, build_error=None,
+                queue_id=qid, iset=iset, n_items=n_items, session_key=key.text, build_error=None,
                 prep=prep))
             return now_app.queue_id
 
@@ -135,7 +136,7 @@ class QueueBuilder:
         """Write the queue's next positions up to `stop`; False if nothing could be written."""
         start = int(app.filled or 0)
         try:
-            ranking = self._ranking(app.session_key)
+            ranking = self._ranking(SessionKey.parse(app.session_key))
         except RankingChanged:
             return False
         if not app.iset_complete and ranking.n_scored:

@@ -39,6 +39,7 @@ from . import setaside
 from .annotate import MAX_BATCH, MAX_COMMENT, Annotating
 from .build import AHEAD, DROP_CHUNK, FILL, HEAD, INDEX_CHUNK, QueueBuilder
 from .datatypes import BadItemId, DataType, data_type
+from .publish import SessionKey
 from .queue import IndexNotReady, Ranking, RankingChanged, Slice
 from .sessions import (
     LEASE_SECONDS,
@@ -206,7 +207,7 @@ class LabelingEngine(Annotating, QueueBuilder, Sessions):
                          app.queue_id else 0)
             self._fill_target = (app.queue_id, target)
             if self.background:
-                self._start_worker(app.session_key)
+                self._start_worker(SessionKey.parse(app.session_key))
         rows = out["rows"]
         items = [self._item(r) for r in rows[:size] if r.pos in out["served"]]
         return {"items": items, "stats": out["stats"], "session": int(app.q_session or 0),

@@ -1,10 +1,10 @@
 """The engine's sessions and its background queue builder, one at a time across processes.
 
-Sessions: the Query Sampler writes the queries dataset, then increments the project
-variable `"<queries dataset name>_session"` (see `session_variable`). The engine compares
-`(pool, queries dataset generation, session variable)` with the key its queue was built for
-(at most every `check_interval` seconds). A new session's queue is prepared aside and
-switched in with its head in one transaction: `config`, `batch` and `stats` answer for the
+Sessions: a ranking is published (`labeling.publish`): the queries dataset written and the
+project variable `"<queries dataset name>_session"` incremented together. The engine compares
+the `SessionKey` (pool, queries dataset generation, session variable) with the key its queue
+was built for (at most every `check_interval` seconds). A new session's queue is prepared
+aside and switched in with its head in one transaction: `config`, `batch` and `stats` answer for the
 session of the queue they read, so they always agree.
 
 A background worker thread per engine prepares the next queue aside, writes positions ahead
@@ -25,17 +25,8 @@ import sqlalchemy as sa
 from labelloop.errors import LabelloopError
 from labelloop.project import Lease, new_owner, run
 
+from .publish import SessionKey, session_variable
 from .store import _APP_SQL, apps_table, builder_leases_table, log
-
-
-def session_variable(queries_dataset: str) -> str:
-    """The project variable counting Query Sampler runs for a queries dataset.
-
-    The same name as `labeling.sampling.session_variable` gives (DESIGN's contract), without
-    importing scikit-learn: a server's first batch should not wait for it.
-    """
-    return f"{queries_dataset}_session"
-
 
 LEASE_SECONDS = 15.0  # a builder's heartbeat: renewed at each step, taken over once stale
 RETRY_SECONDS = 60.0  # a rebuild that failed is retried after this
@@ -75,19 +66,15 @@ class Sessions:
         ds = self.project.dataset(self.cfg.queries_ds, create=True)
         return ds if ds.exists() else None
 
-    def session_key(self) -> str:
+    def session_key(self) -> SessionKey:
         """What the queue must be built from now: pool + queries generation + session."""
         q = self._queries()
-        if q is not None:
-            with self.engine.connect() as conn:
-                qpart = f"{q.name}:{q.generation()}:{self._session_variable(conn)}"
-        else:
-            qpart = "-"
-        return f"{self.dtype.pool_key()}|{qpart}"
-
-    @staticmethod
-    def _key_session(key: str) -> int:
-        return int(key.rsplit(":", 1)[-1]) if not key.endswith("|-") else 0
+        if q is None:
+            return SessionKey(self.dtype.pool_key())
+        generation = q.generation()
+        with self.engine.connect() as conn:
+            session = self._session_variable(conn)
+        return SessionKey(self.dtype.pool_key(), q.name, generation, session)
 
     def _app(self, conn: sa.Connection) -> sa.Row:
         return run(conn, _APP_SQL, {"id": self.app_id}).first()
@@ -104,7 +91,7 @@ class Sessions:
         self._checked_at = now
         key = self.session_key()
         app = self._read_app()
-        if app.queue_id is not None and app.session_key == key:
+        if app.queue_id is not None and app.session_key == key.text:
             if self._has_work(app):
                 self._start_worker(key)
             return
@@ -123,7 +110,7 @@ class Sessions:
         target = self._fill_target
         return not app.complete and target[0] == app.queue_id and target[1] > (app.filled or 0)
 
-    def _start_worker(self, key: str) -> None:
+    def _start_worker(self, key: SessionKey) -> None:
         with self._lock:
             failed = self._failed.get(key)
             if failed is not None and self._now() - failed < RETRY_SECONDS:
@@ -135,7 +122,7 @@ class Sessions:
                                             name=f"labeling-queue-{self.cfg.webapp}", daemon=True)
             self._thread.start()
 
-    def _work(self, key: str) -> None:
+    def _work(self, key: SessionKey) -> None:
         """The background worker: switch to a new session, write ahead, index the pool."""
         token = uuid.uuid4().hex
         leased, renewed = False, 0.0
@@ -169,7 +156,7 @@ class Sessions:
         """One step of the worker's work; False when there is nothing (it may do) left."""
         key = self.session_key()
         app = self._read_app()
-        if app.queue_id is None or app.session_key != key:
+        if app.queue_id is None or app.session_key != key.text:
             if not leased:
                 return False  # another process prepares it; served from the old order
             self._switch(key, token)
@@ -178,7 +165,7 @@ class Sessions:
             return True
         return leased and self._index_step(app, token)
 
-    def _switch_now(self, key: str) -> None:
+    def _switch_now(self, key: SessionKey) -> None:
         """Prepare and switch in the queue of `key` in this thread (the first queue)."""
         token = uuid.uuid4().hex
         deadline = time.time() + self.wait_seconds  # a real wait, for another builder
@@ -193,7 +180,7 @@ class Sessions:
                     self._drop_lease(token)
                 return
             app = self._read_app()
-            if app.queue_id is not None and (app.session_key == key or self.background):
+            if app.queue_id is not None and (app.session_key == key.text or self.background):
                 return  # someone else switched, or prepares the new order: serve the current
             if time.time() > deadline:
                 raise QueueNotReady(f"the queue of {self.cfg.webapp!r} is still being built; "
