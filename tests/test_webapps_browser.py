@@ -526,7 +526,7 @@ def test_token_user_is_the_annotator(tmp_path, serve, page_for):
 
 
 def test_new_queries_session_reorders_the_queue(tmp_path, serve, page_for, poll):
-    from labeling.sampling import session_variable
+    from labeling.publish import session_variable
 
     directory = tmp_path / "project"
     names = [f"r{i:02d}" for i in range(12)]

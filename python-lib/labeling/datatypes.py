@@ -82,14 +82,6 @@ def content_ids(lines: Sequence[str]) -> list[str]:
     return [hashlib.sha1(line.encode("utf-8")).hexdigest()[:ID_HEX] for line in lines]
 
 
-def _float_or_none(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if f != f else f
-
-
 def prediction_text(v: Any) -> str | None:
     """A prediction value as the category name it stands for."""
     return canonical_id(v)
