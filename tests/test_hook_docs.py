@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from labeling.kinds import collect_kinds
 from labeling.strategies import collect_strategies
 from labelloop import hookspecs
 from labelloop.formats import formats
@@ -77,6 +78,10 @@ class Recorder:
     def register_query_strategies(self, register):
         self.callbacks["register_query_strategies"] = register
 
+    @hookimpl
+    def register_annotation_kinds(self, register):
+        self.callbacks["register_annotation_kinds"] = register
+
 
 @pytest.fixture(scope="module")
 def registry():
@@ -93,6 +98,7 @@ def registry():
     formats(registry)
     plugin_histories(registry)
     collect_strategies(registry.pm)
+    collect_kinds(registry.pm)
     registry.recorded = recorder.callbacks
     return registry
 

@@ -107,11 +107,11 @@ def test_the_engine_follows_a_published_session(project):
                           "metadata_ds": "metadata", "queries_ds": "queries", "id_column": "num"},
                          "tabular", "w", project)
     engine = LabelingEngine(project, cfg, check_interval=0, background=False)
-    before = engine.session_key()
+    before = engine.sessions.session_key()
     assert before.dataset is None and engine.session() == 0
     queries = project.dataset("queries", create=True)
     publish_ranking(project, queries, ranking([5, 0, 3, 1, 2, 4], np.linspace(1, 0, 6)))
-    key = engine.session_key()
+    key = engine.sessions.session_key()
     assert key == SessionKey(before.pool, "queries", queries.generation(), 1)
     engine.refresh(wait=True)
     assert engine.session() == 1
