@@ -77,7 +77,6 @@ from .store import (
     apps_table,
     builder_leases_table,
     counts_table,
-    create_tables,
     cursors_table,
     items_table,
     itemsets_table,
@@ -117,7 +116,6 @@ class LabelingEngine(Annotating, QueueBuilder, Sessions):
         self._ranking_lock = threading.Lock()
         self._wake = threading.Event()
         self.engine = project.engine
-        create_tables(self.engine)
         self.app_id = self._register()
         self._check_output_schemas()
 
@@ -380,6 +378,6 @@ class LabelingEngine(Annotating, QueueBuilder, Sessions):
 
 
 
-__all__: Sequence[str] = ("LabelingEngine", "QueueNotReady", "BadItemId", "create_tables",
+__all__: Sequence[str] = ("LabelingEngine", "QueueNotReady", "BadItemId",
                           "session_variable", "metadata")
 

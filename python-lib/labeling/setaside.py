@@ -45,10 +45,6 @@ _STATE_SQL = sa.text("UPDATE lb_queue SET state = :state WHERE qid = :qid AND it
 _UNRESERVE_SQL = sa.text("DELETE FROM lb_reservations WHERE app = :app AND item_id = :item_id")
 
 
-def create_tables(conn: sa.Connection) -> None:
-    metadata.create_all(conn)
-
-
 def problem(engine: Any, item_id: str) -> str | None:
     """Why a folder item cannot be shown, or None when it can."""
     try:

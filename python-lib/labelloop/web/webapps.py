@@ -362,6 +362,7 @@ class WebappHost:
 
     def _create(self, webapp: str, cfg: dict) -> Webapp:
         registry = self.project.registry
+        self.project.upgrade_schema()  # a plugin directory added while serving: its tables
         comp = registry.component(cfg["type"], "webapp")
         from ..flow import effective_params
 
