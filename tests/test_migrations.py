@@ -153,6 +153,19 @@ def test_a_project_made_before_migrations_upgrades_and_keeps_working(old_project
     assert len(labels) == 5 and new_id in set(labels["data_id"])
 
 
+def test_a_server_brings_an_old_project_to_every_head_when_it_starts(old_project, run_cli,
+                                                                   serve):
+    env = {"LABELLOOP_DATABASE_URL": ""}
+    server = serve(old_project, env=env)
+    assert "ml-assisted-labeling upgraded from - to lb0004" in server.log()
+    stats = server.get("/api/v1/webapps/label-iris/stats",
+                       headers={"X-Labelloop-User": "alice"}).json()
+    assert (stats["labeled"], stats["skipped"]) == (4, 1)
+    server.stop()
+    after = run_cli(old_project, "db", "current", env=env).stdout
+    assert "needs" not in after and after.count("up to date") == 2, after
+
+
 REVISION = '''
 import sqlalchemy as sa
 from alembic import op

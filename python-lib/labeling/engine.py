@@ -130,12 +130,15 @@ class LabelingEngine(Annotating, QueueBuilder, Sessions):
     # ------------------------------------------------------------------ setup
     def _register(self) -> int:
         t = apps_table
-        with self.project.write_transaction() as conn:
+
+        def register(conn: sa.Connection) -> int:
             row = conn.execute(sa.select(t.c.id).where(t.c.name == self.cfg.webapp)).first()
             if row is not None:
                 return int(row[0])
             return int(conn.execute(sa.insert(t).values(name=self.cfg.webapp))
                        .inserted_primary_key[0])
+
+        return self._write(register)
 
     def _labels_schema(self) -> list[dict]:
         return self.dtype.item_schema() + [{"name": self.cfg.label_col, "type": "string"},

@@ -14,7 +14,7 @@ Public API (used by the host and by plugins):
 - `emit(project, conn, event, payload)`: record the event for every receiver that wants it,
   as rows of the outbox table, *inside the caller's transaction* (so a rolled-back label
   sends nothing, and a committed one is never lost). No receiver, no row, no cost.
-- `emit_now(project, event, payload)`: the same in a transaction of its own.
+- `emit_now(project, event, payload)`: the same in a transaction of its own (the writer's).
 - `Sender(project).start()`: the server's background thread delivering due rows.
 
 Every write goes through the project's writer (`project.db.execute_write_fn`): a server
