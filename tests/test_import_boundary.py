@@ -88,3 +88,31 @@ def test_the_public_modules_are_the_documented_ones():
     section = guide.split("## The public host API", 1)[1].split("\n## ", 1)[0]
     documented = set(re.findall(r"^\| `(labelloop[\w.]*)`", section, re.M))
     assert documented == PUBLIC_MODULES
+
+
+def test_the_project_is_given_its_webhooks_and_webhooks_import_no_project(tmp_path):
+    """No Project <-> webhooks cycle: `labelloop.webhooks` imports nothing of
+    `labelloop.project` (not even for type checking); the project is given its webhooks."""
+    source = REPO / "python-lib" / "labelloop" / "webhooks.py"
+    imported = set()
+    for node in ast.walk(ast.parse(source.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            imported.add("." * node.level + (node.module or ""))
+        elif isinstance(node, ast.Import):
+            imported.update(a.name for a in node.names)
+    assert not [m for m in imported if m.lstrip(".").split(".")[0] == "project"
+                or m.startswith("labelloop.project")], imported
+
+    from labelloop.project import Project
+    from labelloop.webhooks import ProjectWebhooks
+
+    made = []
+
+    def recording(project):
+        made.append(project)
+        return ProjectWebhooks(project)
+
+    Project.init(tmp_path / "p")
+    project = Project(tmp_path / "p", webhooks=recording)
+    assert isinstance(project.webhooks, ProjectWebhooks) and made == [project]
+    assert isinstance(Project(tmp_path / "p").webhooks, ProjectWebhooks)  # the default

@@ -297,7 +297,6 @@ def test_queue_positions_written_at_once_keep_their_values(project):
     from labeling import store
     from labeling.queue import Slice
 
-    store.create_tables(project.engine)
     ids = ['a"b', "c,d", "{e}", "f\\g", "x'y", "missing"]
     with project.write_transaction() as conn:
         conn.execute(store._INSERT_ITEMS_SQL, [

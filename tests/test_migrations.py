@@ -6,6 +6,7 @@ migrations existed) with four labels and one skip by `alice`, through its JSON A
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -44,19 +45,40 @@ def test_a_new_project_is_created_at_the_host_head(make_project):
         assert _schema_drift(conn, host_db.metadata, webhooks.metadata) == []
 
 
-def test_the_plugin_history_builds_the_plugin_tables(make_project):
+def test_a_new_project_is_created_at_every_head(make_project, run_cli):
     from labeling import engine, setaside
     from labeling.similarity import store
 
     project = make_project()
     plugin = [h for h in histories(project.registry) if h.name != HOST]
     assert [h.name for h in plugin] == ["ml-assisted-labeling"]
-    with write_transaction(project.engine) as conn:
-        assert upgrade(conn, plugin[0]) == (None, "lb0003")
-        assert current(conn, plugin[0]) == "lb0003"
+    with project.engine.connect() as conn:
+        assert current(conn, plugin[0]) == plugin[0].head() == "lb0004"
+        # The plugin's history builds exactly what its code defines.
         assert _schema_drift(conn, engine.metadata, setaside.metadata, store.metadata) == []
     with write_transaction(project.engine) as conn:  # upgrading again does nothing
-        assert upgrade(conn, plugin[0]) == ("lb0003", "lb0003")
+        assert upgrade(conn, plugin[0]) == ("lb0004", "lb0004")
+    out = run_cli(project.dir, "db", "current").stdout
+    assert "needs" not in out and out.count("up to date") == 2, out
+
+
+def test_columns_and_indexes_an_early_database_lacks_are_added_by_a_revision(make_project):
+    """What the engine used to add itself when it opened an early database (lb0004)."""
+    project = make_project()
+    plugin = next(h for h in histories(project.registry) if h.name != HOST)
+    with write_transaction(project.engine) as conn:
+        conn.execute(sa.text("DROP INDEX ux_lb_queue_item"))
+        conn.execute(sa.text("ALTER TABLE lb_queue DROP COLUMN model_version"))
+        conn.execute(sa.text("ALTER TABLE lb_apps DROP COLUMN prep"))
+        conn.execute(sa.text(f"UPDATE {plugin.version_table} SET version_num = 'lb0003'"))
+    assert Project.open(project.dir, database_url=project.database_url).upgrade_schema() == [
+        ("ml-assisted-labeling", "lb0003", "lb0004")]
+    with project.engine.connect() as conn:
+        inspector = sa.inspect(conn)
+        assert "prep" in {c["name"] for c in inspector.get_columns("lb_apps")}
+        assert "model_version" in {c["name"] for c in inspector.get_columns("lb_queue")}
+        indexes = {i["name"]: i["column_names"] for i in inspector.get_indexes("lb_queue")}
+        assert indexes.get("ux_lb_queue_item") == ["qid", "item_id"], indexes
 
 
 def test_a_database_without_version_table_is_stamped_and_keeps_its_rows(make_project):
@@ -95,7 +117,7 @@ def test_a_project_made_before_migrations_upgrades_and_keeps_working(old_project
     before = run_cli(old_project, "db", "current", env=env).stdout
     assert "ml-assisted-labeling" in before and "needs `labelloop db upgrade`" in before
     out = run_cli(old_project, "db", "upgrade", env=env).stdout
-    assert "ml-assisted-labeling: - -> lb0003" in out
+    assert "ml-assisted-labeling: - -> lb0004" in out
     after = run_cli(old_project, "db", "current", env=env).stdout
     assert "needs" not in after and after.count("up to date") == 2
     # lb0002: the builder lease left lb_apps for a lease table of its own, rows kept
@@ -129,6 +151,19 @@ def test_a_project_made_before_migrations_upgrades_and_keeps_working(old_project
     server.stop()
     labels = Project.open(old_project).dataset("labels").read()
     assert len(labels) == 5 and new_id in set(labels["data_id"])
+
+
+def test_a_server_brings_an_old_project_to_every_head_when_it_starts(old_project, run_cli,
+                                                                   serve):
+    env = {"LABELLOOP_DATABASE_URL": ""}
+    server = serve(old_project, env=env)
+    assert "ml-assisted-labeling upgraded from - to lb0004" in server.log()
+    stats = server.get("/api/v1/webapps/label-iris/stats",
+                       headers={"X-Labelloop-User": "alice"}).json()
+    assert (stats["labeled"], stats["skipped"]) == (4, 1)
+    server.stop()
+    after = run_cli(old_project, "db", "current", env=env).stdout
+    assert "needs" not in after and after.count("up to date") == 2, after
 
 
 REVISION = '''
@@ -177,13 +212,39 @@ def test_a_third_party_plugin_ships_its_own_history(make_project, tmp_path):
         assert conn.execute(sa.text("SELECT text FROM nt_notes")).scalar() == "kept"
 
 
-def test_the_host_migrates_without_importing_the_labeling_plugin(tmp_path):
+def test_the_host_migrates_without_importing_the_labeling_plugin(make_project):
+    """Opening a project brings the host's history to its head without loading any plugin."""
     import subprocess
     import sys
 
+    project = make_project()
+    with write_transaction(project.engine) as conn:
+        conn.execute(sa.text("DROP TABLE alembic_version"))
     code = ("import sys; from labelloop.project import Project; "
-            f"p = Project.init({str(tmp_path / 'p')!r}); p.engine; "
+            f"p = Project.open({str(project.dir)!r}, database_url={project.database_url!r}); "
+            "p.engine; "
             "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'labeling'); "
             "assert not bad, bad")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+    with project.engine.connect() as conn:
+        assert current(conn, host_history()) == host_history().head()
+
+
+SCHEMA_CHANGES = re.compile(r"create_all|drop_all|ALTER\s+TABLE|CREATE\s+(UNIQUE\s+)?INDEX",
+                            re.IGNORECASE)
+
+
+def test_no_table_is_made_or_changed_outside_the_migrations():
+    """Alembic alone makes and changes tables: no `create_all`, `ALTER TABLE` or `CREATE
+    INDEX` in the code outside the migration histories (host and plugins)."""
+    lib = Path(__file__).resolve().parents[1] / "python-lib"
+    found = []
+    for path in sorted(lib.rglob("*.py")):
+        rel = path.relative_to(lib)
+        if "migrations" in rel.parts:
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if SCHEMA_CHANGES.search(line):
+                found.append(f"{rel}:{n}: {line.strip()}")
+    assert found == [], "\n".join(found)

@@ -109,7 +109,7 @@ def test_each_probe_reads_one_row_without_statistics(busy, name):
         conn.rollback()  # EXPLAIN ANALYZE of a DELETE or an UPDATE runs it
 
 
-def test_the_retired_index_is_dropped_when_the_engine_opens_an_old_database(tmp_path):
+def test_the_retired_index_is_dropped_when_an_old_database_is_upgraded(tmp_path):
     project = Project.init(tmp_path / "proj")
     project.dataset("pool", create=True).write(pd.DataFrame({"num": np.arange(10)}))
     make_engine(project)
@@ -117,7 +117,11 @@ def test_the_retired_index_is_dropped_when_the_engine_opens_an_old_database(tmp_
         conn.execute(sa.text("DROP INDEX ix_lb_reservations_user"))
         conn.execute(sa.text("CREATE INDEX ix_lb_reservations_annotator "
                              "ON lb_reservations (app, annotator)"))
-    engine = make_engine(project)
+        conn.execute(sa.text("UPDATE alembic_version_ml_assisted_labeling "
+                             "SET version_num = 'lb0002'"))
+    reopened = Project.open(project.dir, database_url=project.database_url)
+    assert ("ml-assisted-labeling", "lb0002", "lb0004") in reopened.upgrade_schema()
+    engine = make_engine(reopened)
     with project.engine.connect() as conn:
         names = {i["name"]: i["column_names"]
                  for i in sa.inspect(conn).get_indexes("lb_reservations")}
@@ -132,7 +136,6 @@ def test_queue_positions_written_at_once_probe_the_item_index_by_key(tmp_path):
     project = Project.init(tmp_path / "proj")
     if project.engine.dialect.name != "postgresql":
         pytest.skip("PostgreSQL: the statement of arrays")
-    store.create_tables(project.engine)
     with project.write_transaction() as conn:
         conn.execute(store._INSERT_ITEMS_SQL, [
             {"iset": 1, "item_id": str(k), "seq": k, "row": "{}"} for k in range(20_000)])

@@ -80,7 +80,6 @@ from .store import (
     apps_table,
     builder_leases_table,
     counts_table,
-    create_tables,
     cursors_table,
     items_table,
     itemsets_table,
@@ -110,17 +109,19 @@ class EngineContext:
         self.wait_seconds = wait_seconds
         self.dtype: DataType = data_type(cfg, project)
         self.engine = project.engine
-        create_tables(self.engine)
         self.app_id = self._register()
 
     def _register(self) -> int:
         t = apps_table
-        with self.project.write_transaction() as conn:
+
+        def register(conn: sa.Connection) -> int:
             row = conn.execute(sa.select(t.c.id).where(t.c.name == self.cfg.webapp)).first()
             if row is not None:
                 return int(row[0])
             return int(conn.execute(sa.insert(t).values(name=self.cfg.webapp))
                        .inserted_primary_key[0])
+
+        return self.write(register)
 
     def now(self) -> float:
         """Epoch seconds on the engine's clock."""
@@ -407,6 +408,6 @@ class LabelingEngine:
 
 
 
-__all__: Sequence[str] = ("LabelingEngine", "EngineContext", "QueueNotReady", "BadItemId", "create_tables",
+__all__: Sequence[str] = ("LabelingEngine", "EngineContext", "QueueNotReady", "BadItemId",
                           "session_variable", "metadata")
 

@@ -45,10 +45,6 @@ _STATE_SQL = sa.text("UPDATE lb_queue SET state = :state WHERE qid = :qid AND it
 _UNRESERVE_SQL = sa.text("DELETE FROM lb_reservations WHERE app = :app AND item_id = :item_id")
 
 
-def create_tables(conn: sa.Connection) -> None:
-    metadata.create_all(conn)
-
-
 class SetAside:
     """Sets aside the folder items of a webapp that cannot be shown: a collaborator of
     `labeling.engine.LabelingEngine` (`ctx`: the engine's shared context)."""

@@ -1,7 +1,7 @@
 """The labeling engine's tables, its SQL statements and the row writer of its output datasets.
 
 State lives in the project's database (no in-memory state a second server process would
-need), in the engine's own tables (created at engine start):
+need), in the engine's own tables:
 
 - `lb_apps`: one row per webapp instance: its current item index and queue, the session key
   the queue was built for, what is being prepared (`prep`, for the page).
@@ -23,8 +23,12 @@ need), in the engine's own tables (created at engine start):
 - `lb_counts`: the stats counters, updated in the label's transaction.
 - `lb_cursors`: per-annotator mode, the position before which an annotator has answered all.
 
+The tables are made and changed by the plugin's Alembic history alone (`labeling.migrations`,
+brought to head by the host: see README, "Schema migrations"); these definitions must match
+its head (`tests/test_migrations.py`).
+
 Written by `labeling.build` (queues, the item index), `labeling.annotate` (answers) and
-`labeling.engine` (batches, reservations); the schema's history is in `labeling.migrations`.
+`labeling.engine` (batches, reservations).
 """
 
 from __future__ import annotations
@@ -38,9 +42,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from labelloop.errors import ConflictError, NotFoundError
-from labelloop.project import run, write_transaction
-
-from . import setaside
+from labelloop.project import run
 
 log = logging.getLogger("labeling.engine")
 
@@ -123,7 +125,7 @@ reservations_table = sa.Table(
     sa.Column("item_id", sa.Text, primary_key=True),
     sa.Column("annotator", sa.String(MAX_USER), nullable=False),
     sa.Column("until", sa.Float, nullable=False),
-    # Annotator first (see RETIRED_INDEXES): the primary key is the only index led by `app`.
+    # Annotator first (migration lb0003): the primary key is the only index led by `app`.
     sa.Index("ix_lb_reservations_user", "annotator", "app"),
 )
 annotations_table = sa.Table(
@@ -158,42 +160,6 @@ cursors_table = sa.Table(
     sa.Column("owner", sa.String(MAX_USER), primary_key=True),
     sa.Column("pos", sa.Integer, nullable=False),
 )
-
-# Indexes that led with `app` and were replaced by the annotator-first ones above (migration
-# lb0003). Why: before PostgreSQL's first ANALYZE of a table, a lookup by its unique key
-# (app, item_id) and one through (app, annotator) cost the same to the planner, which then
-# may take the latter and filter every row of the webapp: a batch read all reservations once
-# per queue row (30-120 ms with 32 annotators), a label all annotations of the webapp.
-RETIRED_INDEXES = {"lb_reservations": "ix_lb_reservations_annotator",
-                   "lb_annotations": "ix_lb_annotations_annotator"}
-
-
-def create_tables(engine: sa.Engine) -> None:
-    """Create the engine's tables if missing (under the write lock: servers, the CLI and
-    scenario runs may open a fresh database at the same moment); add columns and indexes
-    that a database made by an earlier version lacks."""
-    with write_transaction(engine) as conn:
-        have = set(sa.inspect(conn).get_table_names())
-        metadata.create_all(conn)
-        setaside.create_tables(conn)
-        for table in metadata.sorted_tables:
-            if table.name not in have:
-                continue
-            cols = {c["name"] for c in sa.inspect(conn).get_columns(table.name)}
-            for col in table.columns:
-                if col.name not in cols:
-                    kind = col.type.compile(dialect=conn.dialect)
-                    quote = conn.dialect.identifier_preparer.quote
-                    conn.exec_driver_sql(f"ALTER TABLE {quote(table.name)} ADD COLUMN "
-                                         f"{quote(col.name)} {kind}")
-            for index in table.indexes:
-                index.create(conn, checkfirst=True)
-            retired = RETIRED_INDEXES.get(table.name)
-            if retired and any(i["name"] == retired
-                               for i in sa.inspect(conn).get_indexes(table.name)):
-                conn.exec_driver_sql(f"DROP INDEX {retired}")
-
-
 
 # ON CONFLICT ... DO UPDATE: SQLite >= 3.24 and PostgreSQL share this syntax.
 @functools.cache

@@ -14,8 +14,12 @@ Public API (used by the host and by plugins):
 - `emit(project, conn, event, payload)`: record the event for every receiver that wants it,
   as rows of the outbox table, *inside the caller's transaction* (so a rolled-back label
   sends nothing, and a committed one is never lost). No receiver, no row, no cost.
-- `emit_now(project, event, payload)`: the same in a transaction of its own.
+- `emit_now(project, event, payload)`: the same in a transaction of its own (the writer's).
 - `Sender(project).start()`: the server's background thread delivering due rows.
+
+Every write goes through the project's writer (`project.db.execute_write_fn`): a server
+process writes from one thread only. The tables (`ll_webhook_outbox`, `ll_webhook_deliveries`)
+are the host's, made by its migration history.
 
 Delivery: a POST of `{"action": EVENT, ...payload}` as JSON, with `X-Labelloop-Event`,
 `X-Labelloop-Delivery` (the outbox row id: receivers can drop duplicates with it) and, when
@@ -48,7 +52,11 @@ from .errors import LabelloopError, NotFoundError
 if TYPE_CHECKING:
     import httpx  # imported where a request is sent: most commands send none
 
-    from .project import Project
+# What this module needs of a project: `config`, `config_path`, `key`, `reload()`,
+# `save_config()`, `engine` and `db` (its writer). Not `labelloop.project.Project` itself:
+# the project is given its webhooks (`Project(..., webhooks=ProjectWebhooks)`), so this module
+# never imports the project's.
+Project = Any
 
 log = logging.getLogger("labelloop.webhooks")
 
@@ -93,20 +101,6 @@ deliveries_table = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("seconds", sa.Float),
 )
-
-_created: set[str] = set()
-_created_lock = threading.Lock()
-
-
-def ensure_tables(conn: sa.Connection) -> None:
-    """Create the outbox tables if missing (once per database and process)."""
-    key = str(conn.engine.url)
-    if key in _created:
-        return
-    with _created_lock:
-        metadata.create_all(conn)
-        _created.add(key)
-
 
 # ------------------------------------------------------------------ configuration
 def check_url(url: Any) -> str:
@@ -192,7 +186,6 @@ def emit(project: Project, conn: sa.Connection, event: str, payload: dict) -> in
     targets = [h for h in hooks(project) if wants(h, event)]
     if not targets:
         return 0
-    ensure_tables(conn)
     body = body_of(project, event, payload)
     now = time.time()
     conn.execute(sa.insert(outbox_table), [
@@ -206,8 +199,7 @@ def emit_now(project: Project, event: str, payload: dict) -> int:
     try:
         if not any(wants(h, event) for h in hooks(project)):
             return 0
-        with project.write_transaction() as conn:
-            return emit(project, conn, event, payload)
+        return project.db.execute_write_fn(lambda conn: emit(project, conn, event, payload))
     except Exception:
         log.exception("webhook event %s not recorded", event)
         return 0
@@ -280,10 +272,9 @@ class Sender:
         self.pool.shutdown(wait=False, cancel_futures=True)
         t = outbox_table
         try:
-            with self.project.write_transaction() as conn:
-                conn.execute(sa.update(t).where(t.c.claimed_by.like(f"{self.owner}:%"),
-                                                t.c.status == PENDING)
-                             .values(claimed_by=None, claimed_until=None))
+            self.project.db.execute_write_fn(lambda conn: conn.execute(
+                sa.update(t).where(t.c.claimed_by.like(f"{self.owner}:%"), t.c.status == PENDING)
+                .values(claimed_by=None, claimed_until=None)))
         except Exception:  # the lease expires by itself anyway
             log.warning("webhook sender: claims not released", exc_info=True)
 
@@ -307,12 +298,11 @@ class Sender:
         free = sa.or_(t.c.claimed_until.is_(None), t.c.claimed_until < now)
         due = sa.and_(t.c.status == PENDING, t.c.next_at <= now, free)
         token = f"{self.owner}:{uuid.uuid4().hex[:8]}"
-        with self.project.engine.connect() as conn:  # cheap read first: no write lock when idle
-            ensure_tables(conn)
-            conn.commit()
+        with self.project.engine.connect() as conn:  # cheap read first: no write when idle
             if conn.execute(sa.select(t.c.id).where(due).limit(1)).first() is None:
                 return []
-        with self.project.write_transaction() as conn:
+
+        def take(conn: sa.Connection) -> list[sa.Row]:
             ids = conn.execute(sa.select(t.c.id).where(due).order_by(t.c.id)
                                .limit(limit)).scalars().all()
             if not ids:
@@ -320,6 +310,8 @@ class Sender:
             conn.execute(sa.update(t).where(t.c.id.in_(ids), due).values(
                 claimed_by=token, claimed_until=now + self.timeout + 5))
             return conn.execute(sa.select(t).where(t.c.claimed_by == token)).all()
+
+        return self.project.db.execute_write_fn(take, background=True)
 
     def run_once(self) -> int:
         """Claim due rows and deliver them in the worker pool; how many were claimed."""
@@ -346,10 +338,10 @@ class Sender:
         hook = next((h for h in hooks(self.project) if h.get("url") == row.url), None)
         t = outbox_table
         if hook is None:  # the receiver was removed meanwhile
-            with self.project.write_transaction() as conn:
-                conn.execute(sa.update(t).where(t.c.id == row.id).values(
+            self.project.db.execute_write_fn(lambda conn: conn.execute(
+                sa.update(t).where(t.c.id == row.id).values(
                     status=DROPPED, claimed_by=None, claimed_until=None,
-                    last_error="receiver removed from project.json"))
+                    last_error="receiver removed from project.json")), background=True)
             return False
         body = row.payload.encode("utf-8")
         headers = {"X-Labelloop-Event": row.event, "X-Labelloop-Delivery": str(row.id)}
@@ -366,12 +358,15 @@ class Sender:
             values = {"status": FAILED, "last_error": error}
         else:
             values = {"next_at": now + backoff(attempts), "last_error": error}
-        with self.project.write_transaction() as conn:
+
+        def record(conn: sa.Connection) -> None:
             conn.execute(sa.update(t).where(t.c.id == row.id).values(
                 attempts=attempts, claimed_by=None, claimed_until=None, **values))
             conn.execute(sa.insert(deliveries_table).values(
                 outbox_id=row.id, url=row.url, event=row.event, attempt=attempts, at=now,
                 status_code=code, ok=error is None, error=error, seconds=round(seconds, 4)))
+
+        self.project.db.execute_write_fn(record, background=True)
         if error is not None:
             log.info("webhook %s to %s: attempt %d failed: %s", row.event, row.url, attempts,
                      error)
@@ -396,8 +391,6 @@ def delivery_log(project: Project, limit: int = 50) -> list[dict]:
     """The latest delivery attempts, newest first."""
     t = deliveries_table
     with project.engine.connect() as conn:
-        ensure_tables(conn)
-        conn.commit()
         rows = conn.execute(sa.select(t).order_by(t.c.id.desc()).limit(limit)).mappings().all()
     return [{**r, "at": dt.datetime.fromtimestamp(r["at"], dt.UTC).isoformat(timespec="seconds")}
             for r in rows]
@@ -410,8 +403,6 @@ def outbox(project: Project, status: str | None = None, limit: int = 100) -> lis
     if status:
         q = q.where(t.c.status == status)
     with project.engine.connect() as conn:
-        ensure_tables(conn)
-        conn.commit()
         return [dict(r) for r in conn.execute(q).mappings().all()]
 
 
@@ -419,22 +410,20 @@ def send_test(project: Project, url: str) -> dict:
     """Send a PING to one receiver now, through the outbox (so it is logged); the outcome."""
     if not any(h.get("url") == url for h in hooks(project)):
         raise NotFoundError(f"no webhook {url!r}: add it first (`labelloop webhook add URL`)")
-    with project.write_transaction() as conn:
-        ensure_tables(conn)
-        now = time.time()
-        body = body_of(project, "PING", {"message": "test from labelloop webhook test"})
-        row_id = conn.execute(sa.insert(outbox_table).values(
+    now = time.time()
+    body = body_of(project, "PING", {"message": "test from labelloop webhook test"})
+    row_id = project.db.execute_write_fn(lambda conn: conn.execute(
+        sa.insert(outbox_table).values(
             url=url, event="PING", payload=body, created=now, status=PENDING, attempts=0,
             next_at=now + 3600, claimed_by="test", claimed_until=now + 3600)
-        ).inserted_primary_key[0]
+    ).inserted_primary_key[0])
     sender = Sender(project)
     with project.engine.connect() as conn:
         row = conn.execute(sa.select(outbox_table).where(outbox_table.c.id == row_id)).first()
     ok = sender.deliver(row)
     if not ok:  # a test is not retried
-        with project.write_transaction() as conn:
-            conn.execute(sa.update(outbox_table).where(outbox_table.c.id == row_id)
-                         .values(status=FAILED))
+        project.db.execute_write_fn(lambda conn: conn.execute(
+            sa.update(outbox_table).where(outbox_table.c.id == row_id).values(status=FAILED)))
     sender.pool.shutdown(wait=False)
     return delivery_log(project, 1)[0] | {"delivered": ok}
 

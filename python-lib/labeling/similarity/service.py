@@ -36,7 +36,7 @@ from ..training import TRUSTED_TYPES, set_folder_root
 from .embedding import base_pipeline, tuned_pipeline
 from .index import PoolIndex
 from .settings import SimilarityConfig
-from .store import create_tables, questions_table, saves_table, versions_table
+from .store import questions_table, saves_table, versions_table
 from .tuning import Answer, fit_projection
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,6 @@ class SimilarityService:
         self.project = project
         self.cfg = cfg
         self.engine = project.engine
-        create_tables(self.engine)
         self.dtype = data_type(cfg.engine_config(), project)
         self._check_pairs_schema()
         self._embedding_model = self._load_embedding_model()
@@ -87,6 +86,10 @@ class SimilarityService:
         if background:
             self.index.start(f"similarity-index-{cfg.webapp}")
             self.request_training()  # answers left untrained by a stopped server
+
+    def _write(self, fn: Any, background: bool = False) -> Any:
+        """Run `fn(conn)` in the project's writer thread (one writer per server process)."""
+        return self.project.db.execute_write_fn(fn, background=background)
 
     # ------------------------------------------------------------------ setup
     def _check_pairs_schema(self) -> None:
@@ -268,8 +271,7 @@ class SimilarityService:
                 "candidates": [{"id": self.index.ids[c], "data": self._render(c),
                                 "score": round(s, 6)} for c, s in cands]})
         if rows:
-            with self.project.write_transaction() as conn:
-                conn.execute(sa.insert(questions_table), rows)
+            self._write(lambda conn: conn.execute(sa.insert(questions_table), rows))
         return questions
 
     def _render(self, i: int) -> dict:
@@ -317,7 +319,8 @@ class SimilarityService:
         now = time.time()
         status = IGNORED if ignored else ANSWERED
         date = dt.datetime.now(dt.UTC)
-        with self.project.write_transaction() as conn:
+
+        def record(conn: sa.Connection) -> list[dict]:
             done = conn.execute(sa.update(t).where(t.c.id == qid, t.c.answered.is_(None)).values(
                 answered=now, status=status, positives=pos, negatives=neg, n_pos=len(pos),
                 n_neg=len(neg), annotator=user))
@@ -333,6 +336,9 @@ class SimilarityService:
                 ds = self.project.dataset(self.cfg.pairs_ds, create=True)
                 frame = pd.DataFrame(rows, columns=[c["name"] for c in pairs_schema()])
                 ds.append(frame, conn=conn)
+            return rows
+
+        rows = self._write(record)
         if rows:
             self.request_training()
         return {"pairs": len(rows), "stats": self.stats()}
@@ -417,7 +423,9 @@ class SimilarityService:
         fit = fit_projection(X, answers, self.cfg.epochs)
         seconds = time.monotonic() - started
         t = versions_table
-        with self.project.write_transaction() as conn:
+        matrix = np.ascontiguousarray(fit.matrix, dtype=np.float64).tobytes()
+
+        def record(conn: sa.Connection) -> int | None:
             now_latest = self._latest(conn)
             if now_latest is not None and now_latest["n_questions"] >= len(answered):
                 return None  # another process trained on as much already
@@ -425,8 +433,12 @@ class SimilarityService:
             conn.execute(sa.insert(t).values(
                 app=self.cfg.webapp, version=version, created=time.time(),
                 n_questions=len(answered), n_pairs=fit.pairs, dim=fit.matrix.shape[0],
-                matrix=np.ascontiguousarray(fit.matrix, dtype=np.float64).tobytes(),
-                threshold=fit.threshold, seconds=seconds))
+                matrix=matrix, threshold=fit.threshold, seconds=seconds))
+            return version
+
+        version = self._write(record, background=True)
+        if version is None:
+            return None
         self._version_cache = None
         self.train_seconds.append(seconds)
         log.info("%s: tuned version %d on %d questions (%d pairs) in %.2f s", self.cfg.webapp,
@@ -452,11 +464,14 @@ class SimilarityService:
                 "pool": self.cfg.unlabeled, "tuned_version": version, "rows": int(n_pairs),
                 "dim": out_dim,
                 "base": self.cfg.embedding_model or "built-in"}
-        saved = model.save(pipeline, meta)
-        with self.project.write_transaction() as conn:
+
+        def record(conn: sa.Connection) -> None:
             conn.execute(sa.insert(saves_table).values(
                 app=self.cfg.webapp, model=self.cfg.model_name, model_version=saved,
                 tuned_version=version, annotator=user, created=time.time()))
+
+        saved = model.save(pipeline, meta, db=self.project.db)
+        self._write(record)
         return {"model": self.cfg.model_name, "version": saved, "tuned_version": version}
 
     def neighbors(self, item_id: Any, k: int = 10) -> dict:

@@ -11,6 +11,7 @@ Everything a second server process needs lives here, never only in memory:
   whether a newer one is due (the page's spinner) and load the newest.
 - `sim_saves`: each "Save model": the saved model version it wrote.
 
+The tables are made and changed by the plugin's Alembic history (`labeling.migrations`) alone.
 The base embedding itself is not stored: every process fits it the same way on the same first
 items of the pool (deterministic), and the pool's vectors are recomputed per process.
 """
@@ -18,8 +19,6 @@ items of the pool (deterministic), and the pool's vectors are recomputed per pro
 from __future__ import annotations
 
 import sqlalchemy as sa
-
-from labelloop.project import write_transaction
 
 metadata = sa.MetaData()
 
@@ -63,9 +62,3 @@ saves_table = sa.Table(
     sa.Column("annotator", sa.String(200), nullable=False),
     sa.Column("created", sa.Float, nullable=False),
 )
-
-
-def create_tables(engine: sa.Engine) -> None:
-    """Create the tables if missing (under the write lock, like the labeling engine's)."""
-    with write_transaction(engine) as conn:
-        metadata.create_all(conn)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from ..errors import ConflictError, LabelloopError, NotFoundError
+from ..webhooks import ProjectWebhooks
 from .datasets import Dataset
 from .db import (
     Database,
@@ -30,6 +31,8 @@ from .runs import end_run, list_runs, start_run
 from .variables import Variables
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..plugins import PluginRegistry
 
 __all__ = ["Project", "Database", "Dataset", "Folder", "SavedModel", "Variables", "UnsafePathError",
@@ -60,7 +63,10 @@ class Project:
     """A Labelloop project directory (project.json + database + folders + model files)."""
 
     def __init__(self, directory: str | os.PathLike, database_url: str | None = None,
-                 plugin_dirs: list[str | os.PathLike] | tuple = (), load_entry_points: bool = True):
+                 plugin_dirs: list[str | os.PathLike] | tuple = (), load_entry_points: bool = True,
+                 webhooks: Callable[[Project], Any] = ProjectWebhooks):
+        """`webhooks(project)` makes `project.webhooks` (outgoing webhooks: `wanted`, `emit`,
+        `emit_now`); by default `labelloop.webhooks.ProjectWebhooks`."""
         self.dir = Path(directory).resolve()
         self.config_path = self.dir / PROJECT_FILE
         if not self.config_path.is_file():
@@ -74,6 +80,8 @@ class Project:
                              or sqlite_url(self.dir / DB_FILE))
         self._plugin_dirs = [Path(p) for p in plugin_dirs]
         self._load_entry_points = load_entry_points
+        self._make_webhooks = webhooks
+        self._at_head: set[str] = set()  # migration histories found at their head
 
     def __repr__(self) -> str:
         return f"Project({self.key!r}, {str(self.dir)!r})"
@@ -82,7 +90,8 @@ class Project:
     @classmethod
     def init(cls, directory: str | os.PathLike, key: str | None = None,
              database_url: str | None = None, config: dict | None = None, **kwargs: Any) -> Project:
-        """Create a project directory with project.json and its database."""
+        """Create a project directory with project.json and its database, every migration
+        history (the host's, each plugin's) at its head."""
         directory = Path(directory)
         target = directory / PROJECT_FILE
         if target.exists():
@@ -103,7 +112,7 @@ class Project:
         target.write_text(json.dumps(cfg, indent=2) + "\n")
         try:
             project = cls(directory, database_url=database_url, **kwargs)
-            project.engine  # noqa: B018 - creates the database and its tables now
+            project.upgrade_schema()  # creates the database and every table now
         except BaseException:
             # Why: a half-made project (project.json but no database) would make the next
             # `init` refuse with "already a project"; leave the directory as it was.
@@ -147,6 +156,7 @@ class Project:
         try:
             engine = create_engine(self.database_url)
             create_host_tables(engine)
+            self._at_head.add("labelloop")  # labelloop.migrations.HOST
         except (sa.exc.SQLAlchemyError, ImportError) as exc:
             # One line: SQLAlchemy appends a "Background on this error" line to its messages.
             reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
@@ -155,6 +165,23 @@ class Project:
             raise LabelloopError(f"cannot open the database {url}: {reason} (check --database-url "
                                  "or LABELLOOP_DATABASE_URL)") from exc
         return engine
+
+    def upgrade_schema(self) -> list[tuple[str, str | None, str]]:
+        """Bring every migration history (the host's, then each loaded plugin's) to its head,
+        each in a write transaction of its own; `(history, before, after)` of those that
+        moved. A history found at its head is not looked at again by this object."""
+        from ..migrations import histories, upgrade
+
+        moved = []
+        for history in histories(self.registry):
+            if history.name in self._at_head:
+                continue
+            with write_transaction(self.engine) as conn:
+                before, after = upgrade(conn, history)
+            self._at_head.add(history.name)
+            if before != after:
+                moved.append((history.name, before, after))
+        return moved
 
     def write_transaction(self):
         """A write transaction on the project's database (the write lock taken up front)."""
@@ -171,11 +198,10 @@ class Project:
         return Variables(self.engine, self.config.get("variables"))
 
     @cached_property
-    def webhooks(self):
-        """Outgoing webhooks: `project.webhooks.emit(conn, event, payload)` (labelloop.webhooks)."""
-        from ..webhooks import ProjectWebhooks
-
-        return ProjectWebhooks(self)
+    def webhooks(self) -> Any:
+        """Outgoing webhooks: `project.webhooks.emit(conn, event, payload)` (made by the
+        `webhooks` factory the project was given)."""
+        return self._make_webhooks(self)
 
     # ---- plugins ----
     @cached_property

@@ -471,6 +471,16 @@ def create_host_tables(engine: sa.Engine) -> None:
         upgrade(conn, host_history())
 
 
+def writing(target: sa.Engine | Database, fn: Callable[[sa.Connection], T]) -> T:
+    """`fn(conn)` in a write transaction: through the writer thread when `target` is the
+    project's `Database` (what code running in a server process passes), else in a write
+    transaction of its own on the engine `target` (the CLI, recipes: other processes)."""
+    if isinstance(target, Database):
+        return target.execute_write_fn(fn)
+    with write_transaction(target) as conn:
+        return fn(conn)
+
+
 class Database:
     """The project's database as plugins write to it: one writer thread per process.
 

@@ -215,12 +215,12 @@ class Lease:
         res = conn.execute(sa.update(self.table).where(self._where(mine=True)).values(**values))
         return res.rowcount == 1
 
-    def transfer(self, new_owner_id: str) -> bool:
+    def transfer(self, new_owner_id: str, conn: sa.Connection | None = None) -> bool:
         """Hand the lease to `new_owner_id` (e.g. the process that does the work); False if
         this owner no longer holds it."""
         if new_owner_id == self.owner:
             return True
-        if self.update({"owner": new_owner_id, "expires": self.clock.time() + self.ttl}):
+        if self.update({"owner": new_owner_id, "expires": self.clock.time() + self.ttl}, conn):
             self.owner = new_owner_id
             return True
         return False

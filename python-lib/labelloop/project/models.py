@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,27 +70,41 @@ class SavedModel:
         raise NotFoundError(f"saved model {self.name!r} has no version {version} "
                             f"(versions: {[v['version'] for v in versions]})")
 
-    def save(self, estimator: Any, meta: dict | None = None) -> int:
-        """Write `estimator` as a new version (skops format); returns the version number."""
+    def save(self, estimator: Any, meta: dict | None = None, db: Any = None) -> int:
+        """Write `estimator` as a new version (skops format); returns the version number.
+
+        The file is written first; the version is then recorded in a write transaction of
+        its own, or through `db` (the project's `Database`: a server process's writer
+        thread) when given.
+        """
         import skops.io as sio
 
         self.directory.mkdir(parents=True, exist_ok=True)
         t = model_versions_table
-        with write_transaction(self.project.engine) as conn:
+        staged = self.directory / f".v-{uuid.uuid4().hex}.part"
+        sio.dump(estimator, staged)
+        meta = _jsonable(meta or {})
+
+        def record(conn: sa.Connection) -> int:
             last = conn.execute(sa.select(sa.func.max(t.c.version))
                                 .where(t.c.model == self.name)).scalar()
             version = (last or 0) + 1
             rel = f"models/{self.name}/v{version}.skops"
-            target = self.project.dir / rel
-            tmp = target.with_suffix(".part")
-            sio.dump(estimator, tmp)
-            tmp.replace(target)
+            staged.replace(self.project.dir / rel)
             conn.execute(sa.insert(t).values(
                 model=self.name, version=version, created=dt.datetime.now(dt.UTC),
-                file=rel, meta=_jsonable(meta or {})))
+                file=rel, meta=meta))
             self.project.webhooks.emit(conn, "MODEL_TRAINED", {"model": {
-                "name": self.name, "version": version, "meta": _jsonable(meta or {})}})
-        return version
+                "name": self.name, "version": version, "meta": meta}})
+            return version
+
+        try:
+            if db is not None:
+                return db.execute_write_fn(record)
+            with write_transaction(self.project.engine) as conn:
+                return record(conn)
+        finally:
+            staged.unlink(missing_ok=True)
 
     def load(self, version: int | None = None, trusted: list[str] | None = None) -> Any:
         """Load a version (default: the newest), refusing types that are not trusted."""

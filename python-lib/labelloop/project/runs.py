@@ -1,7 +1,9 @@
 """Run records (`ll_runs` rows): every recipe, step and scenario run, its status and error.
 
 The one owner of run records: starting, ending, progress, reading and closing runs.
-`labelloop.scenarios.runs` only adapts these to a `Project` for the scenario code.
+`labelloop.scenarios.runs` only adapts these to a `Project` for the scenario code. A writing
+function takes the engine (a write transaction of its own: the CLI, recipes) or the project's
+`Database` (through its writer thread: code running in a server process).
 """
 
 from __future__ import annotations
@@ -12,26 +14,33 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..errors import NotFoundError
-from .db import runs_table, utc_iso, write_transaction
+from .db import Database, runs_table, utc_iso, writing
+
+Writer = sa.Engine | Database
 
 
-def start_run(engine: sa.Engine, kind: str, name: str, details: dict | None = None) -> int:
+def start_run(engine: Writer, kind: str, name: str, details: dict | None = None) -> int:
     """Record the start of a run; returns its id."""
-    with write_transaction(engine) as conn:
+    def insert(conn: sa.Connection) -> int:
         res = conn.execute(sa.insert(runs_table).values(
             kind=kind, name=name, started=dt.datetime.now(dt.UTC), status="RUNNING",
             details=details or {}))
         return int(res.inserted_primary_key[0])
 
+    return writing(engine, insert)
 
-def end_run(engine: sa.Engine, run_id: int, status: str, error: str | None = None,
+
+def end_run(engine: Writer, run_id: int, status: str, error: str | None = None,
             details: dict | None = None) -> None:
     """Record the end of a run (status SUCCESS or FAILED)."""
     values: dict[str, Any] = {"ended": dt.datetime.now(dt.UTC), "status": status, "error": error}
-    with write_transaction(engine) as conn:
+
+    def update(conn: sa.Connection) -> None:
         if details:
             values["details"] = _merged_details(conn, run_id, details)
         conn.execute(sa.update(runs_table).where(runs_table.c.id == run_id).values(**values))
+
+    writing(engine, update)
 
 
 def list_runs(engine: sa.Engine, kind: str | None = None, name: str | None = None,
@@ -48,11 +57,11 @@ def list_runs(engine: sa.Engine, kind: str | None = None, name: str | None = Non
     return [_record(r) for r in rows]
 
 
-def update_run_details(engine: sa.Engine, run_id: int, details: dict) -> None:
+def update_run_details(engine: Writer, run_id: int, details: dict) -> None:
     """Merge `details` into a run record while it runs (so others see its progress)."""
-    with write_transaction(engine) as conn:
-        conn.execute(sa.update(runs_table).where(runs_table.c.id == run_id)
-                     .values(details=_merged_details(conn, run_id, details)))
+    writing(engine, lambda conn: conn.execute(
+        sa.update(runs_table).where(runs_table.c.id == run_id)
+        .values(details=_merged_details(conn, run_id, details))))
 
 
 def get_run(engine: sa.Engine, run_id: int) -> dict:
@@ -64,16 +73,17 @@ def get_run(engine: sa.Engine, run_id: int) -> dict:
     return _record(row)
 
 
-def close_interrupted_runs(engine: sa.Engine, run_id: int, message: str = "interrupted") -> int:
+def close_interrupted_runs(engine: Writer, run_id: int, message: str = "interrupted") -> int:
     """End a scenario run left RUNNING, and the recipe runs it started, as FAILED; how many."""
-    run = get_run(engine, run_id)
+    reader = engine.engine if isinstance(engine, Database) else engine
+    run = get_run(reader, run_id)
     closed = 0
     if run["status"] == "RUNNING":
         end_run(engine, run_id, "FAILED", message)
         closed += 1
     origin = f"scenario {run['name']} (run {run_id})"
     t = runs_table
-    with engine.connect() as conn:
+    with reader.connect() as conn:
         rows = conn.execute(sa.select(t.c.id, t.c.details).where(
             (t.c.kind == "recipe") & (t.c.status == "RUNNING") & (t.c.id > run_id))).all()
     for row in rows:

@@ -35,7 +35,8 @@ class ScenarioLock:
 
     A `Lease` on the scenario's row of ll_scenario_locks; `purpose` says whether its owner is
     checking triggers or running, `run_id` which run holds it (closed as FAILED if its process
-    dies). `clock` (a `labelloop.project.leases` clock) is for tests.
+    dies). `clock` (a `labelloop.project.leases` clock) is for tests. Written through the
+    project's writer thread (`project.db`), as the scheduler runs inside the server.
     """
 
     def __init__(self, project: Project, scenario: str, owner: str | None = None,
@@ -70,7 +71,8 @@ class ScenarioLock:
         clock = self.lease.clock
         deadline = clock.time() + wait
         while True:
-            if self.lease.try_acquire({"purpose": purpose}, fresh={"run_id": None}):
+            if self.project.db.execute_write_fn(lambda conn: self.lease.try_acquire(
+                    {"purpose": purpose}, fresh={"run_id": None}, conn=conn)):
                 if self.lease.taken_over is not None:
                     row, why = self.lease.taken_over
                     log.warning("scenario %s: took over the lock of %s (%s)", self.scenario,
@@ -87,20 +89,22 @@ class ScenarioLock:
 
     def attach_run(self, run_id: int) -> None:
         """Record which run holds the lock (closed as FAILED if its process dies)."""
-        self.lease.update({"run_id": run_id, "purpose": "running"})
+        self.project.db.execute_write_fn(
+            lambda conn: self.lease.update({"run_id": run_id, "purpose": "running"}, conn))
 
     def adopt(self) -> None:
         """Make this process the lock's owner (a run process taking over its scheduler's lock),
         so that the lock follows the process that does the work, not the one that started it."""
-        self.lease.transfer(owner_for_pid(self.owner, os.getpid()))
+        new = owner_for_pid(self.owner, os.getpid())
+        self.project.db.execute_write_fn(lambda conn: self.lease.transfer(new, conn))
 
     def refresh(self) -> bool:
         """Push the expiry forward; False if the lock was lost."""
-        return self.lease.refresh()
+        return self.project.db.execute_write_fn(self.lease.refresh)
 
     def release(self) -> None:
         """Free the lock if this owner holds it."""
-        self.lease.release()
+        self.project.db.execute_write_fn(self.lease.release)
 
     @contextmanager
     def keep_alive(self) -> Iterator[None]:

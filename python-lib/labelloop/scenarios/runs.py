@@ -1,4 +1,7 @@
-"""Scenario run records (stored by labelloop.project.runs): reading, progress, closing."""
+"""Scenario run records (stored by labelloop.project.runs): reading, progress, closing.
+
+Written through the project's writer (`project.db`): the scheduler does this bookkeeping
+inside the server process."""
 
 from __future__ import annotations
 
@@ -9,12 +12,12 @@ from .config import scenario_config
 
 def close_interrupted_runs(project: Project, run_id: int, message: str = "interrupted") -> int:
     """End a scenario run left RUNNING, and the recipe runs it started, as FAILED; how many."""
-    return _runs.close_interrupted_runs(project.engine, run_id, message)
+    return _runs.close_interrupted_runs(project.db, run_id, message)
 
 
 def update_run_details(project: Project, run_id: int, details: dict) -> None:
     """Merge `details` into a run record while it runs (so others see its progress)."""
-    _runs.update_run_details(project.engine, run_id, details)
+    _runs.update_run_details(project.db, run_id, details)
 
 
 def get_run(project: Project, run_id: int) -> dict:

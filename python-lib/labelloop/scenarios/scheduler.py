@@ -49,7 +49,8 @@ class Scheduler:
     Why subprocesses: a run trains models for minutes; in its own process it never holds the
     web server's GIL or event loop, and a crash in a step can't take the server down.
     `tick()` and `launch()` are synchronous (database work): call them from a thread when
-    an event loop must stay responsive.
+    an event loop must stay responsive. Its bookkeeping (locks, run records, trigger states)
+    is written through the project's writer thread (`project.db`).
     """
 
     def __init__(self, project: Project, period: float = 5.0,
@@ -104,7 +105,7 @@ class Scheduler:
 
     def _spawn(self, name: str, lock: ScenarioLock, trigger: dict) -> int:
         """Create the run record and start its process; the process takes over the lock."""
-        run_id = start_run(self.project.engine, "scenario", name,
+        run_id = start_run(self.project.db, "scenario", name,
                            {"trigger": trigger, "steps": [], "owner": lock.owner,
                             "step_count": len(scenario_config(self.project, name).get("steps", []))})
         lock.attach_run(run_id)
@@ -115,7 +116,7 @@ class Scheduler:
             proc = subprocess.Popen(self.command(name, run_id, lock.owner, trigger), env=env,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
         except OSError as exc:
-            end_run(self.project.engine, run_id, "FAILED", f"cannot start the run process: {exc}")
+            end_run(self.project.db, run_id, "FAILED", f"cannot start the run process: {exc}")
             lock.release()
             raise LabelloopError(f"scenario {name!r}: cannot start the run process: {exc}") from exc
         with self._lock:

@@ -13,7 +13,7 @@ from ..errors import LabelloopError
 from ..params import validate_config
 from ..plugins import Component, PluginRegistry
 from ..project import Project
-from ..project.db import trigger_states_table, write_transaction
+from ..project.db import trigger_states_table
 from ..project.leases import SYSTEM_CLOCK
 from .config import scenario_config, trigger_key
 
@@ -50,7 +50,8 @@ def _save_trigger_state(project: Project, scenario: str, key: str, values: dict,
                         fired: bool = False, failed: bool = False) -> None:
     t = trigger_states_table
     where = (t.c.scenario == scenario) & (t.c.trigger == key)
-    with write_transaction(project.engine) as conn:
+
+    def save(conn: sa.Connection) -> None:
         row = conn.execute(sa.select(t.c.fire_count, t.c.error_count).where(where)).first()
         counts = {"fire_count": (row[0] if row else 0) + fired,
                   "error_count": (row[1] if row else 0) + failed}
@@ -59,6 +60,8 @@ def _save_trigger_state(project: Project, scenario: str, key: str, values: dict,
                                              **{"state": {}, **values, **counts}))
         else:
             conn.execute(sa.update(t).where(where).values(**values, **counts))
+
+    project.db.execute_write_fn(save)
 
 
 def trigger_states(project: Project, scenario: str) -> dict[str, dict]:

@@ -239,6 +239,10 @@ class LabelloopServer:
         self.warming: list = []  # the webapps' backends being created (see `start`)
         self.project = project
         self.options = options
+        # Every migration history at its head before anything is served (a plugin's tables
+        # included: see README, "Schema migrations").
+        for name, before, after in project.upgrade_schema():
+            log.info("database: %s upgraded from %s to %s", name, before or "-", after)
         # The authentication mode is decided here, once (see auth.py).
         self.identity = Identity(project.engine)
         check_bind(options.host, options.insecure, self.identity)

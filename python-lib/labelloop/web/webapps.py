@@ -394,6 +394,7 @@ class WebappHost:
             return app
 
     def _create(self, webapp: str, cfg: dict) -> Webapp:
+        self.project.upgrade_schema()  # a plugin directory added while serving: its tables
         comp, config = webapp_config(webapp, cfg, self.project.registry)
         resource_dir = self.resource_dir(comp.plugin)
         ctx = WebappContext(self.project, webapp, comp, config,
