@@ -70,7 +70,10 @@ def commit_ranking(project, frame: pd.DataFrame) -> int:
     """Commit a new ranking as the Query Sampler does. With a host that has
     `Dataset.prepare` (issue 10), the chunk files are written and synced before the write
     lock; the previous revision writes them inside its transaction."""
-    from labeling.sampling import session_variable, write_in_pieces
+    try:
+        from labeling.publish import session_variable
+    except ImportError:  # a revision before the one ranking publisher
+        from labeling.sampling import session_variable
 
     queries = project.dataset("queries", create=True)
     if hasattr(queries, "prepare"):
@@ -81,6 +84,8 @@ def commit_ranking(project, frame: pd.DataFrame) -> int:
                 session = project.variables.incr(session_variable("queries"), conn=conn)
             LOCK_HELD.append(time.perf_counter() - t)
             return session
+    from labeling.sampling import write_in_pieces  # a revision before Dataset.prepare
+
     with project.write_transaction() as conn:
         t = time.perf_counter()
         write_in_pieces(queries, frame, conn)

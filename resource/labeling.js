@@ -130,14 +130,22 @@
 
   // ---------------------------------------------------------------- banners
 
+  // The banner overlays the top of the item pane (nothing under it moves when it comes or
+  // goes); a click dismisses it. `what` names a banner that something else may clear.
   let bannerTimer = null;
-  function banner(text, kind, sticky) {
+  function banner(text, kind, sticky, what) {
     const el = $("ll-banner");
     el.textContent = text;
     el.className = "ll-banner ll-banner-" + (kind || "info");
+    el.dataset.what = what || "";
     el.hidden = false;
     clearTimeout(bannerTimer);
     if (!sticky) bannerTimer = setTimeout(() => { el.hidden = true; }, 4000);
+  }
+
+  function clearBanner(what) {
+    const el = $("ll-banner");
+    if (!el.hidden && el.dataset.what === what) { el.hidden = true; clearTimeout(bannerTimer); }
   }
 
   // ---------------------------------------------------------------- queue
@@ -494,7 +502,9 @@
       : v >= 0.999 ? "efficient: among the items the model of " + session + " is least sure of"
         : v > 0 ? "less efficient: the model of " + session + " is fairly sure about items like this"
           : "not efficient: the model of " + session + " is sure about items like this";
-    $("ll-halting-text").textContent = text + (stalled ? "" : " (" + v.toFixed(2) + ")");
+    // The number, said for what it is: the item's uncertainty on this session's scale.
+    $("ll-halting-text").textContent = text + (stalled ? "" : ". Uncertainty " + v.toFixed(2) +
+      " on a scale from 0 (as sure as of the session's surest items) to 1 (as unsure as of its least sure).");
   }
 
   function categoryButtons() {
@@ -890,6 +900,8 @@
         const seq = ++state.writeSeq;
         const resp = await call(job.method, job.path, job.body, true);
         state.unsent = state.unsent.filter((j) => j !== job);
+        // Saved: once no answer is left unsaved, the "Not saved" banner has nothing to say.
+        if (!state.unsent.some((j) => j.status === "failed")) clearBanner("not-saved");
         if (resp && resp.stats && seq > state.statsSeq) { state.statsSeq = seq; applyStats(resp.stats); }
         if (job.onOk) job.onOk(resp);
         return;
@@ -899,7 +911,7 @@
           job.status = "failed";
           job.error = e.message;
           state.errors.push(e.message);
-          banner("Not saved (item " + job.body.id + "): " + e.message, "error", true);
+          banner("Not saved (item " + job.body.id + "): " + e.message, "error", true, "not-saved");
           return;
         }
         await new Promise((r) => setTimeout(r, 300 * (attempt + 1)));
@@ -1139,6 +1151,7 @@
     $("ll-submit").addEventListener("click", () => submitMulti());
     if ($("ll-play")) $("ll-play").addEventListener("click", () => play());
     $("ll-user-change").addEventListener("click", () => askName());
+    $("ll-banner").addEventListener("click", () => { $("ll-banner").hidden = true; });
     if (!user() && boot.session_user) localStorage.setItem(USER_KEY, boot.session_user);
     if (!user()) await askName();
     showUser();

@@ -79,19 +79,27 @@
     return e;
   }
 
+  function mediaUrl(data) {
+    // The webapp's media route, relative to its API base (the URL carries the file's version).
+    return typeof data.media === "string" && /^media\?/.test(data.media) ? API + "/" + data.media : "";
+  }
+
   function renderItem(data) {
     const kind = (data && data.type) || "tabular";
     const box = el("div", "sl-item sl-item-" + kind);
     if (kind === "image") {
       const img = el("img");
-      img.src = data.src || "";
+      img.src = mediaUrl(data);
       img.alt = data.path || "image";
       box.appendChild(img);
     } else if (kind === "sound") {
       const audio = el("audio");
       audio.controls = true;
-      audio.preload = "none";
-      audio.src = data.src || "";
+      audio.preload = "metadata";
+      audio.src = mediaUrl(data);
+      // The player never keeps the keyboard: the number keys and Space stay the page's.
+      audio.tabIndex = -1;
+      audio.addEventListener("focus", () => audio.blur());
       box.appendChild(audio);
       box.appendChild(el("div", "sl-muted", data.path || ""));
     } else if (kind === "text") {
@@ -121,9 +129,9 @@
       const query = el("div", "sl-query");
       query.appendChild(el("div", "sl-query-label", "Which of these are related to this one?"));
       query.appendChild(renderItem(q.query.data));
-      query.appendChild(el("div", "sl-muted", q.query.id));
+      if (!q.query.data || q.query.data.type !== "sound") query.appendChild(el("div", "sl-muted", q.query.id));
       root.appendChild(query);
-      const grid = el("div", "sl-cands");
+      const grid = el("div", "sl-cands sl-cands-" + ((q.query.data && q.query.data.type) || "tabular"));
       q.candidates.forEach((c, i) => {
         const cell = el("div", "sl-cand");
         cell.dataset.id = c.id;
@@ -229,7 +237,8 @@
     note.textContent = "saving…";
     try {
       const out = await call("POST", "/model", {});
-      note.textContent = "saved " + out.model + " v" + out.version;
+      note.textContent = "saved as " + out.model + " v" + out.version +
+        (out.tuned_version ? " (the embedding tuned v" + out.tuned_version + ")" : " (the base embedding)");
       refreshStats();
     } catch (err) {
       note.textContent = "";
@@ -277,7 +286,7 @@
     $("sl-negative").textContent = s.negatives;
     $("sl-ignored").textContent = s.ignored;
     $("sl-saved").textContent = s.saved;
-    $("sl-model-version").textContent = s.model_version ? "v" + s.model_version : "base";
+    $("sl-model-version").textContent = s.model_version ? "tuned v" + s.model_version : "base (untuned)";
     const total = s.positives + s.negatives + s.ignored || 1;
     $("sl-ratio-pos").style.width = (100 * s.positives / total) + "%";
     $("sl-ratio-neg").style.width = (100 * s.negatives / total) + "%";
@@ -289,6 +298,17 @@
     if (s.index_error) banner("The pool could not be indexed: " + s.index_error, true);
     $("sl-app").dataset.state = s.training ? "training" : "ready";
     $("sl-app").dataset.modelVersion = s.model_version;
+  }
+
+  async function pollHost() {
+    // GET /api/v1/webapps: the host reports there a project.json it could not apply.
+    try {
+      const list = await fetch(API.replace(/\/[^/]*$/, ""), { headers: headers(false), cache: "no-store" }).then((r) => r.json());
+      const mine = Array.isArray(list) ? list.find((w) => w.id === boot.webapp) : null;
+      const box = $("sl-config-error");
+      box.textContent = (mine && mine.config_error) || "";
+      box.hidden = !box.textContent;
+    } catch (e) { /* the server is restarting: the next poll tells */ }
   }
 
   async function refreshStats() {
@@ -358,6 +378,8 @@
       else await askName();
     }
     showUser();
+    pollHost();
+    setInterval(() => { if (!document.hidden) pollHost(); }, 5000);
     await loadView();
     pollSoon(1000);
   }

@@ -123,17 +123,21 @@ def test_a_terminal_gets_a_bar_with_the_rate(project_dir, big_csv):
 def test_recipe_progress_lines_have_rate_and_eta(caplog, monkeypatch):
     import logging
 
-    from labelloop.flow import Progress
+    from labelloop.progress import tracker
 
-    progress = Progress(logging.getLogger("test.recipe"), show_bar=False)
+    progress = tracker(logging.getLogger("test.recipe"), bar=False)
     with caplog.at_level(logging.INFO, logger="test.recipe"):
         assert list(progress(range(10), "scoring")) == list(range(10))
-    last = caplog.records[-1].getMessage()
-    assert last.startswith("scoring: 10/10 (") and "/s" in last and "ETA 0s" in last
+    last = caplog.records[-2].getMessage()
+    assert last.startswith("scoring: 10 items of 10 items (100%), ") and "items/s" in last \
+        and "ETA 0s" in last
+    assert caplog.records[-1].getMessage().startswith("scoring: 10 items done in ")
     # Unknown length (chunks of a stream): a line every LABELLOOP_PROGRESS_INTERVAL seconds.
     monkeypatch.setenv("LABELLOOP_PROGRESS_INTERVAL", "0")
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="test.recipe"):
         assert list(progress(iter(range(3)), "chunks")) == [0, 1, 2]
-    assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
-        "chunks: 1/?", "chunks: 2/?", "chunks: 3/?"]
+    messages = [r.getMessage() for r in caplog.records]
+    assert [m.split(", ")[0] for m in messages[:3]] == [
+        "chunks: 1 items", "chunks: 2 items", "chunks: 3 items"]
+    assert len(messages) == 4 and messages[3].startswith("chunks: 3 items done in ")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -147,6 +148,22 @@ def test_demo_command_refuses_bad_options(tmp_path):
     bad_data = run_cli("demo", "--dir", "d", "--data", "video", "--no-serve", cwd=tmp_path)
     assert bad_data.returncode != 0 and "video" in bad_data.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_demo_command_on_a_busy_port_fails_in_one_line_before_any_url(tmp_path):
+    """The URL printed would point at whatever owns the port: the port is checked first."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        proc = run_cli("demo", "--dir", "d", "--data", "tabular", "--no-browser", "--port",
+                       str(port), cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "http://" not in proc.stdout and "labeling page" not in proc.stdout
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and f"127.0.0.1:{port}" in errors[0] and "--port" in errors[0]
+    assert not (tmp_path / "d").exists()  # nothing made for a server that can't start
 
 
 def test_webapp_url_and_labeling_count(tmp_path):

@@ -15,7 +15,8 @@ from click.testing import CliRunner
 
 from labelloop.cli import cli
 from labelloop.errors import ConfigError, LabelloopError, NotFoundError
-from labelloop.flow import Progress, build, prepare, recipe_for_output, run_recipe
+from labelloop.flow import build, prepare, recipe_for_output, run_recipe
+from labelloop.progress import tracker
 from labelloop.project import Project
 
 REPO = Path(__file__).resolve().parents[1]
@@ -139,11 +140,12 @@ def test_a_failing_recipe_is_recorded_as_failed(tmp_path):
 
 
 def test_progress_is_logged_off_a_terminal(caplog):
-    progress = Progress(logging.getLogger("test.progress"), show_bar=False)
+    progress = tracker(logging.getLogger("test.progress"), bar=False)
     with caplog.at_level(logging.INFO, logger="test.progress"):
         assert list(progress(range(20), "counting")) == list(range(20))
-    assert progress.events[-1] == ("counting", 20, 20)
-    assert "counting: 20/20" in caplog.text
+    lines = [r.getMessage() for r in caplog.records if r.name == "test.progress"]
+    assert len(lines) == 11  # a line at each tenth, then the summary
+    assert lines[-2].startswith("counting: 20 items of 20 items (100%)")
 
 
 def test_prepare_resolves_roles_and_config(tmp_path):

@@ -3,8 +3,10 @@
 `schemathesis run --checks all` generates valid and invalid requests for every operation of
 `/api/v1/openapi.json` (a fixed seed and a bounded number of examples keep it deterministic and
 short) and checks every answer: no 5xx, answers matching the documented schemas, valid requests
-accepted, invalid ones rejected. Run once without tokens (the tabular demo) and once with a
-token (the image demo: folder items).
+accepted, invalid ones rejected. Its stateful phase follows the OpenAPI links from `batch` to
+`labels`, `skips`, `release` and `media`, so those routes get real item ids (not only 404s);
+the 2xx answers there are counted and must be some. Run once without tokens (the tabular
+demo) and once with a token (the image demo: folder items).
 
 Run as a script (`python tests/test_fuzz.py`) to print the figures (requests per status).
 """
@@ -18,6 +20,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -26,7 +29,8 @@ from labeling import demo
 pytestmark = pytest.mark.slow
 
 SEED = 20251125
-MAX_EXAMPLES = 60
+MAX_EXAMPLES = 30
+ITEM_ROUTES = ("labels", "skips", "release", "media")
 SCHEMATHESIS = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or \
     shutil.which("schemathesis")
 
@@ -37,7 +41,7 @@ def fuzz(url: str, report_dir: Path, headers: dict | None = None,
     har = report_dir / "run.har"
     cmd = [SCHEMATHESIS, "run", f"{url}/api/v1/openapi.json", "--checks", "all",
            "--max-examples", str(max_examples), "--seed", str(seed), "--workers", "1",
-           "--phases", "examples,coverage,fuzzing", "--no-shrink", "--request-timeout", "30",
+           "--phases", "examples,coverage,fuzzing,stateful", "--no-shrink", "--request-timeout", "30",
            "--suppress-health-check", "all", "--report", "har", "--report-har-path", str(har),
            "--output-truncate", "true", "--continue-on-failure"]
     for name, value in (headers or {}).items():
@@ -47,11 +51,17 @@ def fuzz(url: str, report_dir: Path, headers: dict | None = None,
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env,
                           cwd=report_dir)
     statuses: collections.Counter = collections.Counter()
+    item_ok: collections.Counter = collections.Counter()  # 2xx answers of the item routes
     if har.exists():
         for entry in json.loads(har.read_text())["log"]["entries"]:
-            statuses[entry["response"]["status"]] += 1
+            status = entry["response"]["status"]
+            statuses[status] += 1
+            route = urlsplit(entry["request"]["url"]).path.rsplit("/", 1)[-1]
+            if route in ITEM_ROUTES and 200 <= status < 300:
+                item_ok[route] += 1
     return {"returncode": proc.returncode, "output": proc.stdout + proc.stderr,
-            "statuses": dict(sorted(statuses.items())), "requests": sum(statuses.values())}
+            "statuses": dict(sorted(statuses.items())), "requests": sum(statuses.values()),
+            "item_2xx": dict(sorted(item_ok.items()))}
 
 
 @pytest.fixture(scope="module")
@@ -64,25 +74,31 @@ def image_demo(tmp_path_factory):
     return demo.create_demo(tmp_path_factory.mktemp("fuzz") / "digits", "image", n=5)
 
 
-def _check(result: dict) -> None:
-    print(f"\nschemathesis: {result['requests']} requests, statuses {result['statuses']}")
+def _check(result: dict, item_routes: tuple[str, ...]) -> None:
+    print(f"\nschemathesis: {result['requests']} requests, statuses {result['statuses']}, "
+          f"2xx of the item routes {result['item_2xx']}")
     five = {s: n for s, n in result["statuses"].items() if s >= 500}
     assert not five, f"server errors {five}\n{result['output'][-6000:]}"
     assert result["returncode"] == 0, result["output"][-8000:]
     assert result["requests"] > 100
+    # The routes that take an item were reached with real ids, not only answered 404.
+    missed = [r for r in item_routes if not result["item_2xx"].get(r)]
+    assert not missed, f"no 2xx answer of {missed}: {result['item_2xx']}"
 
 
 @pytest.mark.skipif(SCHEMATHESIS is None, reason="schemathesis is not installed")
 def test_fuzzing_without_tokens_finds_nothing(demo_project, serve, tmp_path):
     server = serve(demo_project.dir, "--no-scheduler")
-    _check(fuzz(server.url, tmp_path, headers={"X-Labelloop-User": "fuzzer"}))
+    _check(fuzz(server.url, tmp_path, headers={"X-Labelloop-User": "fuzzer"}),
+           ("labels", "skips", "release"))
 
 
 @pytest.mark.skipif(SCHEMATHESIS is None, reason="schemathesis is not installed")
 def test_fuzzing_with_a_token_finds_nothing(image_demo, serve, run_cli, tmp_path):
     token = run_cli(image_demo.dir, "token", "add", "fuzzer").stdout.strip()
     server = serve(image_demo.dir, "--no-scheduler")
-    _check(fuzz(server.url, tmp_path, headers={"Authorization": f"Bearer {token}"}))
+    _check(fuzz(server.url, tmp_path, headers={"Authorization": f"Bearer {token}"}),
+           ITEM_ROUTES)
 
 
 if __name__ == "__main__":  # figures for the report: python tests/test_fuzz.py
@@ -107,7 +123,7 @@ if __name__ == "__main__":  # figures for the report: python tests/test_fuzz.py
                 out.mkdir()
                 result = fuzz(server.url, out, headers)
                 print(f"{label}: exit {result['returncode']}, {result['requests']} requests, "
-                      f"statuses {result['statuses']}")
+                      f"statuses {result['statuses']}, item routes 2xx {result['item_2xx']}")
                 print(result["output"])
                 server.stop()
         finally:

@@ -22,6 +22,7 @@ PUBLIC_MODULES = {
     "labelloop.formats",
     "labelloop.flow",
     "labelloop.descriptors",
+    "labelloop.plugins",
 }
 
 # Imports of host internals that are allowed for now (none: keep it that way).

@@ -55,6 +55,7 @@ def test_page_follows_the_retrained_model_on_digits(tmp_path, serve, page_for, p
     server = serve(project.dir, "--period", "1")
     page = page_for()
     open_page(page, server.url + "/webapps/label-digits")
+    assert wb.media_loaded(page) == {"images": 1, "players": 0}
     assert "Random order" in page.inner_text("#ll-session")
     assert "retrained" not in page.eval_on_selector("#ll-banner", "el => el.textContent")
     # Labels by keyboard, each the true digit: past 25, the every-25 trigger retrains.
@@ -164,27 +165,63 @@ def test_live_configuration_in_the_page(tmp_path, serve, page_for, poll):
     page.keyboard.press("1")
     wait_item_change(page, first)
     wait_idle(page)
-    # Broken settings of the webapp (valid JSON): its page says why it can't start.
+    # A wrong-typed setting: the file is not applied at all. The page and the API say why,
+    # and the last good configuration keeps serving (the next answer is saved).
     cfg = json.loads(good)
+    cfg["webapps"]["app"]["params"]["label_col_name"] = 42
+    _write_config(directory, json.dumps(cfg))
+    page.wait_for_function("(document.querySelector('#ll-warnings .ll-config-error') || {})"
+                           ".textContent?.includes('label_col_name')", timeout=15_000)
+    shown = page.inner_text("#ll-warnings .ll-config-error")
+    assert "must be a string, got 42" in shown and "last good configuration" in shown, shown
+    listed = server.get("/api/v1/webapps").json()
+    assert "label_col_name" in listed[0]["config_error"]
+    page.screenshot(path=str(tmp_path / "config-param-error.png"), full_page=True)
+    second = item_id(page)
+    page.keyboard.press("2")
+    wait_item_change(page, second)
+    wait_idle(page)
+    assert read(directory, "labels")["label"].tolist() == ["cat", "dog"]
+    # Settings that validate but can't serve (valid JSON, right types): applied; an answer
+    # given meanwhile is not saved, and once the file is fixed Retry saves it and the
+    # "Not saved" banner goes.
+    cfg["webapps"]["app"]["params"]["label_col_name"] = "label"
     cfg["webapps"]["app"]["params"]["categories"] = {"only": None}
     _write_config(directory, json.dumps(cfg))
     page.wait_for_selector("#ll-warnings .ll-config-error", state="detached", timeout=15_000)
     poll(lambda: server.get("/api/v1/webapps/app/config",
                             headers={"X-Labelloop-User": ANNOTATOR}).status == 503,
          timeout=10, what="the broken settings applied")
+    third = item_id(page)
+    page.keyboard.press("3")
+    page.wait_for_selector("#ll-unsent .ll-retry", timeout=20_000)
+    assert page.is_visible("#ll-banner") and "Not saved" in page.inner_text("#ll-banner")
+    _write_config(directory, good)
+    poll(lambda: server.get("/api/v1/webapps/app/config",
+                            headers={"X-Labelloop-User": ANNOTATOR}).status == 200,
+         timeout=10, what="the fixed settings applied")
+    page.click("#ll-unsent .ll-retry")
+    wait_idle(page)
+    page.wait_for_selector("#ll-banner", state="hidden")
+    assert page.is_hidden("#ll-unsent")
+    assert read(directory, "metadata")["data_id"].tolist() == [first, second, third]
+    # Broken again: a page opened now says why the webapp can't start; fixed, it labels.
+    _write_config(directory, json.dumps(cfg))
+    poll(lambda: server.get("/api/v1/webapps/app/config",
+                            headers={"X-Labelloop-User": ANNOTATOR}).status == 503,
+         timeout=10, what="the broken settings applied")
     page.reload()
     page.get_by_text("only one category").wait_for()
-    # Fixed: the same page works on reload, without a restart.
     _write_config(directory, good)
     poll(lambda: server.get("/api/v1/webapps/app/config",
                             headers={"X-Labelloop-User": ANNOTATOR}).status == 200,
          timeout=10, what="the fixed settings applied")
     open_page(page, server.url + "/webapps/app")
-    second = item_id(page)
+    fourth = item_id(page)
     page.keyboard.press("2")
-    wait_item_change(page, second)
+    wait_item_change(page, fourth)
     wait_idle(page)
-    assert read(directory, "metadata")["data_id"].tolist() == [first, second]
+    assert read(directory, "metadata")["data_id"].tolist() == [first, second, third, fourth]
     # A webapp added while serving: its page is served and labels.
     project_cfg = json.loads(good)
     project_cfg["webapps"]["added"] = {
@@ -211,6 +248,7 @@ def test_sound_page_keeps_the_keyboard(tmp_path, serve, page_for):
     page = page_for()
     open_page(page, server.url + "/webapps/app")
     page.wait_for_function("document.getElementById('ll-audio').duration > 0.4")
+    assert wb.media_loaded(page) == {"images": 0, "players": 1}
     assert "p" in page.inner_text("#ll-play")
     # p plays the clip.
     page.evaluate("window.__played = 0; document.getElementById('ll-audio')"
@@ -266,7 +304,10 @@ def test_metrics_chart_and_halting_follow_the_history(tmp_path, serve, page_for)
     page = page_for()
     open_page(page, server.url + "/webapps/app")
     assert item_id(page) == "r0"
-    assert "efficient:" in page.inner_text("#ll-halting-text")
+    halting = page.inner_text("#ll-halting-text")
+    assert "efficient:" in halting
+    # The number says what it is: the most uncertain item of the session is at 1.
+    assert "Uncertainty 1.00 on a scale from 0" in halting, halting
     assert page.is_visible("#ll-metrics-empty")
     # A first retrain whose metrics row has neither AUC nor contradictions (too few labels):
     # the chart still draws its axes and says why it has no points.

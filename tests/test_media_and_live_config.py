@@ -58,6 +58,38 @@ def test_media_route_etag_304_content_type_and_escapes(tmp_path, serve):
     assert server.get("/api/v1/webapps/app/media", headers=USER).status == 400
 
 
+def test_similarity_media_serves_the_pool_only(tmp_path, serve, poll):
+    directory = tmp_path / "project"
+    project = make_labeling_project(directory, "image", n=4)
+    folder = project.folder("files")
+    folder.write_bytes("img/.hidden.png", _png(7))  # not in the pool: never served
+    project.config["webapps"]["similar"] = {
+        "type": "ml-assisted-labeling/similarity-labeling",
+        "params": {"unlabeled": "files", "examples_per_view": 1, "top_k": 2}}
+    project.save_config()
+    server = serve(directory, "--no-scheduler")
+    question = poll(lambda: (server.get("/api/v1/webapps/similar/questions", headers=USER)
+                             .json()["questions"] or [None])[0], timeout=30,
+                    what="a question once the pool is indexed")
+    shown = [question["query"]] + question["candidates"]
+    assert len(shown) == 3
+    for item in shown:
+        resp = server.get("/api/v1/webapps/similar/" + item["data"]["media"], headers=USER)
+        assert resp.status == 200, resp.text
+        assert resp.body == folder.read_bytes(item["id"])
+        assert resp.headers["Content-Type"] == "image/png"
+        assert "max-age" in resp.headers["Cache-Control"]
+        again = server.get("/api/v1/webapps/similar/" + item["data"]["media"],
+                           headers={**USER, "If-None-Match": resp.headers["ETag"]})
+        assert again.status == 304
+    for app in ("similar", "app"):  # the same route in both webapps
+        hidden = server.get(f"/api/v1/webapps/{app}/media?id=img/.hidden.png", headers=USER)
+        assert hidden.status == 404 and "not in the pool" in hidden.json()["error"]
+        assert server.get(f"/api/v1/webapps/{app}/media?id=../x.png", headers=USER).status == 400
+    assert "img/.hidden.png" not in {i["id"] for i in server.get(
+        "/api/v1/webapps/app/batch?size=10", headers=USER).json()["items"]}
+
+
 def test_sound_media_content_type(tmp_path, serve):
     directory = tmp_path / "project"
     make_labeling_project(directory, "sound", n=2)
@@ -87,6 +119,23 @@ def test_live_configuration_break_fix_and_new_webapp(tmp_path, serve, poll):
                  what="the configuration error in /api/v1/webapps")
     assert "project.json" in entry["config_error"]
     assert server.get("/api/v1/webapps/app/batch", headers=USER).status == 200
+    # A param of the wrong type is as bad: nothing of the file is applied (not even the new
+    # category next to it), and answers go on with the last good configuration.
+    cfg = json.loads(good)
+    cfg["webapps"]["app"]["params"]["label_col_name"] = 42
+    cfg["webapps"]["app"]["params"]["categories"]["fish"] = None
+    (directory / "project.json").write_text(json.dumps(cfg))
+    entry = poll(lambda: next((w for w in server.get("/api/v1/webapps").json()
+                               if "label_col_name" in (w.get("config_error") or "")), None),
+                 timeout=10, what="the param type error in /api/v1/webapps")
+    assert "must be a string, got 42" in entry["config_error"]
+    item = server.get("/api/v1/webapps/app/batch?size=1", headers=USER).json()["items"][0]
+    resp = server.post("/api/v1/webapps/app/labels", {"id": item["id"], "label": "cat"},
+                       headers=USER)
+    assert resp.status == 200, resp.text
+    assert "fish" not in [c["name"] for c in server.get(
+        "/api/v1/webapps/app/config", headers=USER).json()["categories"]]
+    assert Project.open(directory).dataset("labels").read()["label"].tolist() == ["cat"]
     # Fixed, with a new category: the webapp follows without a restart.
     (directory / "project.json").write_text(good)
     _edit(directory, lambda c: c["webapps"]["app"]["params"]["categories"].update(

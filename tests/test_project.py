@@ -206,7 +206,7 @@ def test_dataset_write_read_append_count_chunks(project, storage):
     joined = pd.concat(chunks, ignore_index=True)
     assert joined["id"].tolist() == list(range(10))
     assert joined["_row"].tolist() == list(range(1, 11))
-    ds.append_rows([{"id": 10, "name": "last"}])  # missing columns become missing values
+    ds.append(pd.DataFrame({"id": [10], "name": ["last"]}))  # missing columns: missing values
     last = ds.read(offset=10)
     assert last["name"].tolist() == ["last"] and pd.isna(last["x"].iloc[0])
     assert project.dataset_names() == ["items"]

@@ -17,7 +17,7 @@ from PIL import Image
 from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
-from labeling.sampling import session_variable
+from labeling.publish import session_variable
 from labeling.training import TRUSTED_TYPES
 from labelloop.errors import ConfigError, LabelloopError
 from labelloop.flow import effective_params, prepare, run_recipe

@@ -6,6 +6,7 @@ SQLite, real files) and failed before the fix.
 
 from __future__ import annotations
 
+import errno
 import http.client
 import io
 import json
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import wait_for
 from PIL import Image
 from sqlalchemy import event as sa_event
 from test_webapps_browser import browser, page_for  # noqa: F401 - the browser fixtures
@@ -558,3 +560,174 @@ def test_page_shows_who_answered_first_and_set_aside_items(tmp_path, serve,
     assert "already answered by alice" in page.inner_text("#ll-banner")
     labels = Project.open(directory).dataset("labels").read()
     assert labels["label"].tolist() == ["cat"]
+
+
+# ------------------------------------------------------------------ issue 25, item 10
+def _post_raw(srv, path: str, body: str | bytes, user: str = "ann"):
+    data = body.encode() if isinstance(body, str) else body
+    return srv.request("POST", path, data=data,
+                       headers={"Content-Type": "application/json", **as_user(user)})
+
+
+def test_25_an_integer_of_over_4300_digits_is_a_400_in_any_json_body(site):
+    """Python refuses to parse such an integer (ValueError): a 400 like other bad JSON."""
+    project, srv = site
+    huge = "7" * 5000
+    runs = len(project.runs("scenario", "ok", limit=100))
+    for path, body in (("/api/v1/webapps/app/labels", f'{{"id": "1", "label": {huge}}}'),
+                       ("/api/v1/webapps/notes/notes", f'{{"text": "x", "n": [{huge}]}}'),
+                       ("/api/v1/ml-backends/app/predict", f'{{"tasks": {huge}}}'),
+                       ("/api/v1/scenarios/ok/run", f'{{"why": {huge}}}')):
+        resp = _post_raw(srv, path, body, "digits")
+        assert resp.status == 400, (path, resp.status, resp.text)
+        assert "an integer has more than 4300 digits" in resp.json()["error"], path
+    assert len(project.runs("scenario", "ok", limit=100)) == runs  # the run never started
+    assert srv.get("/api/v1/webapps/notes/notes/count", headers=as_user("digits")).json() == {
+        "count": 0}
+
+
+def test_25_a_lone_surrogate_is_refused_at_validation_and_nothing_is_written(site):
+    """`"\\ud800"` is valid JSON but not text: refused with where it is, before any write."""
+    project, srv = site
+    user = "surrogates"
+    item = srv.get("/api/v1/webapps/app/batch?size=1", headers=as_user(user)).json()[
+        "items"][0]["id"]
+    for route, body, where in (
+            ("labels", '{"id": "\\ud800", "label": "cat"}', "/id"),
+            ("labels", f'{{"id": "{item}", "label": "cat", "comment": "a\\udfffb"}}', "/comment"),
+            ("skips", '{"id": "\\udbff"}', "/id"),
+            ("skips", f'{{"id": "{item}", "comment": "\\ud800"}}', "/comment"),
+            ("release", f'{{"ids": ["{item}", "\\ud800"]}}', "/ids/1"),
+            ("labels", f'{{"id": "{item}", "label": "cat", "\\ud800": 1}}', "/")):
+        resp = _post_raw(srv, f"/api/v1/webapps/app/{route}", body, user)
+        assert resp.status == 400, (route, body, resp.text)
+        error = resp.json()["error"]
+        assert f"JSON body at {where}: " in error and "surrogate" in error, error
+    assert srv.get("/api/v1/webapps/app/annotations",
+                   headers=as_user(user)).json()["annotations"] == []
+    # A character beyond U+FFFF spelt as its surrogate pair is text like any other.
+    resp = _post_raw(srv, "/api/v1/webapps/app/labels",
+                     f'{{"id": "{item}", "label": "cat", "comment": "ok \\ud83d\\ude00"}}', user)
+    assert resp.status == 200, resp.text
+    (answer,) = srv.get("/api/v1/webapps/app/annotations",
+                        headers=as_user(user)).json()["annotations"]
+    assert (answer["id"], answer["comment"]) == (item, "ok \U0001F600")
+
+
+def _websocket_handshake(port: int, path: str, host: str, token: str) -> int:
+    """The status of a Bokeh websocket handshake sent as a browser on `http://host` would."""
+    import base64
+
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\n"
+                      "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                      f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                      f"Sec-WebSocket-Protocol: bokeh, {token}\r\n\r\n").encode())
+        status_line = sock.makefile("rb").readline().decode()
+    return int(status_line.split()[1])
+
+
+def test_25_pages_login_static_files_and_the_websocket_refuse_a_foreign_host(site):
+    """DNS rebinding: a page of evil.example resolved to 127.0.0.1 sends Host (and Origin)
+    evil.example. Every route refuses it, the Bokeh websocket included: Tornado accepts a
+    websocket whose Origin equals its Host without asking Bokeh's origin check."""
+    import re
+
+    project, srv = site
+    page = srv.get("/webapps/notes")
+    assert page.status == 200
+    token = re.search(r'"token":\s*"([^"]+)"', page.text).group(1)
+    own, evil = f"127.0.0.1:{srv.port}", f"evil.example:{srv.port}"
+    paths = ("/webapps/notes", "/webapps/notes/autoload.js?bokeh-autoload-element=x", "/login",
+             "/logout", "/static/js/bokeh.min.js", "/", "/api/v1/health")
+    for path in paths:
+        assert srv.get(path, headers={"Host": own}).status in (200, 302), path
+        resp = srv.get(path, headers={"Host": evil, "Origin": f"http://{evil}"})
+        assert resp.status == 403, (path, resp.status)
+        assert "Host 'evil.example" in resp.text and "DNS-rebinding" in resp.text, path
+    assert srv.request("POST", "/login", data=b"token=x", headers={"Host": evil}).status == 403
+    assert srv.get("/api/v1/health", headers={"Host": evil}).json()["error"].startswith(
+        "request refused: Host")
+    assert _websocket_handshake(srv.port, "/webapps/notes/ws", own, token) == 101
+    assert _websocket_handshake(srv.port, "/webapps/notes/ws", evil, token) == 403
+
+
+def _fill_disk(path: Path) -> None:
+    """Write `path` until the file system has no byte left."""
+    with open(path, "wb", buffering=0) as f:
+        for size in (1 << 20, 1 << 16, 1 << 12, 1):
+            try:
+                while True:
+                    f.write(b"\0" * size)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+
+
+@pytest.mark.sqlite_only  # the database file is on the small disk (PostgreSQL's is not)
+def test_25_a_full_disk_is_a_507_nothing_written_and_the_server_recovers(
+        tmp_path, project_factory, serve):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)],
+                           capture_output=True, text=True)
+    if mount.returncode != 0:
+        pytest.skip(f"a small disk needs a tmpfs mount: {mount.stderr.strip()}")
+    server = None
+    try:
+        project = project_factory(disk / "project", {"webapps": {"app": {
+            "type": "ml-assisted-labeling/tabular-labeling",
+            "params": labeling_config(labels_ds="labels", metadata_ds="metadata")}}})
+        project.dataset("pool", create=True).write(pd.DataFrame({"k": np.arange(20)}))
+        server = serve(project.dir, "--no-scheduler")
+        items = [i["id"] for i in server.get("/api/v1/webapps/app/batch?size=3",
+                                             headers=as_user("ann")).json()["items"]]
+        # What the WAL file holds now would be reused by the next writes (SQLite restarts
+        # it once checkpointed); emptied, every write must grow it, as on a disk long full.
+        with project.engine.connect() as conn:
+            wait_for(lambda: conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()[0]
+                     == 0, what="the WAL emptied")
+        assert (disk / "project" / "labelloop.db-wal").stat().st_size == 0
+        _fill_disk(disk / "filler")
+        for route, body in (("labels", {"id": items[0], "label": "cat"}),
+                            ("skips", {"id": items[1]})):
+            resp = server.post(f"/api/v1/webapps/app/{route}", body, headers=as_user("ann"))
+            assert resp.status == 507, resp.text
+            assert resp.json()["error"].startswith("the disk is full: nothing was written")
+        (disk / "filler").unlink()
+        # The same server goes on: the answers refused are given again, and kept.
+        for route, body in (("labels", {"id": items[0], "label": "cat"}),
+                            ("skips", {"id": items[1]})):
+            resp = server.post(f"/api/v1/webapps/app/{route}", body, headers=as_user("ann"))
+            assert resp.status == 200, resp.text
+        history = server.get("/api/v1/webapps/app/annotations", headers=as_user("ann")).json()
+        assert sorted((a["id"], a["status"]) for a in history["annotations"]) == sorted(
+            [(items[0], "LABELED"), (items[1], "SKIPPED")])
+        assert "Traceback" not in server.log()
+    finally:
+        if server is not None:
+            server.stop()
+        subprocess.run(["umount", "-l", str(disk)], check=True)  # lazily: the test's own
+        # connections to the database there close when their engine is collected
+
+
+def test_25_disk_full_is_told_apart_from_other_database_errors():
+    """What PostgreSQL says when its disk is full (SQLSTATE 53100), as SQLAlchemy raises it,
+    beside SQLite's error (tested for real above) and a file write's ENOSPC."""
+    import sqlite3
+
+    import psycopg
+    import sqlalchemy as sa
+
+    from labelloop.errors import DiskFullError, disk_full
+
+    pg = sa.exc.OperationalError("INSERT ...", {}, psycopg.errors.DiskFull(
+        "could not extend file: No space left on device"))
+    sqlite = sa.exc.OperationalError("COMMIT", {}, sqlite3.OperationalError(
+        "database or disk is full"))
+    for exc in (pg, sqlite, OSError(errno.ENOSPC, "No space left on device")):
+        assert isinstance(disk_full(exc), DiskFullError) and disk_full(exc).status == 507
+    for exc in (sa.exc.OperationalError("SELECT", {}, sqlite3.OperationalError(
+            "database is locked")), OSError(errno.EACCES, "Permission denied"), ValueError()):
+        assert disk_full(exc) is None

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
+from test_webapps_browser import _wav, media_loaded
 
 from labeling import demo
 from labelloop.project import Project
@@ -56,7 +57,16 @@ def wait_question_changed(page, old: str) -> None:
 
 def test_answer_five_questions_by_keyboard_then_save(tmp_path, serve, browser):
     project_dir = tmp_path / "similar"
-    demo.create_demo(project_dir, demo.SIMILARITY)
+    project = demo.create_demo(project_dir, demo.SIMILARITY)
+    # A second similarity webapp over sounds: its page has a player per item.
+    project.declare("folders", "sounds")
+    for i in range(12):
+        project.folder("sounds").write_bytes(f"tone_{i:02d}.wav", _wav(i % 4))
+    project.config["webapps"]["similar-sounds"] = {
+        "type": "ml-assisted-labeling/similarity-labeling",
+        "params": {"unlabeled": "sounds", "pairs_ds": "sound_pairs",
+                   "model_name": "sound_embedding", "examples_per_view": 1, "top_k": 3}}
+    project.save_config()
     server = serve(project_dir)
     ctx = browser.new_context(viewport={"width": 1280, "height": 900})
     ctx.add_init_script("localStorage.setItem('labelloop.user', 'alice')")
@@ -67,8 +77,14 @@ def test_answer_five_questions_by_keyboard_then_save(tmp_path, serve, browser):
     page.wait_for_function("document.querySelectorAll('.sl-card').length === 2", timeout=60_000)
     assert page.inner_text("#sl-per-view") == "2" and page.inner_text("#sl-topk") == "8"
     assert page.inner_text("#sl-content-type") == "image"
-    # Every candidate is an image with its number key.
+    # Every candidate is an image with its number key, and every image has loaded.
     assert page.eval_on_selector_all(".sl-card .sl-cand img", "els => els.length") == 16
+    assert media_loaded(page, "#sl-questions") == {"images": 18, "players": 0}
+    # The images come from the webapp's media route, with the labeling webapps' headers.
+    src = page.get_attribute(".sl-card .sl-cand img", "src")
+    media = server.get(src)
+    assert media.status == 200 and media.headers["Content-Type"] == "image/png"
+    assert media.headers["ETag"] and "max-age" in media.headers["Cache-Control"]
 
     expected: dict[str, tuple[list[str], list[str]] | None] = {}
 
@@ -98,14 +114,35 @@ def test_answer_five_questions_by_keyboard_then_save(tmp_path, serve, browser):
     page.wait_for_function("document.getElementById('sl-done').textContent === '5'")
     assert page.inner_text("#sl-ignored") == "1"
     # The model tunes in the background; the page shows the new version when it exists.
-    page.wait_for_function("document.getElementById('sl-model-version').textContent !== 'base'",
+    page.wait_for_function("Number(document.getElementById('sl-app').dataset.modelVersion) > 0",
                            timeout=30_000)
+    tuned = page.inner_text("#sl-model-version")
+    assert tuned.startswith("tuned v"), tuned
     page.keyboard.press("m")
     page.wait_for_function(
-        "document.getElementById('sl-saved-note').textContent.startsWith('saved embedding v1')")
+        "document.getElementById('sl-saved-note').textContent.startsWith('saved as embedding v1')")
+    # What each version is: the saved model's version, and the tuned embedding it holds.
+    assert "(the embedding tuned v" in page.inner_text("#sl-saved-note")
     page.wait_for_function("document.getElementById('sl-saved').textContent === '1'")
     shot = Path(os.environ.get("SIMILARITY_SCREENSHOT") or tmp_path / "similarity.png")
     page.screenshot(path=str(shot), full_page=True)
+    assert errors == []
+    # The sound pool's page: every candidate has a player with a source it can play.
+    page.goto(f"{server.url}/webapps/similar-sounds")
+    page.wait_for_function("document.querySelectorAll('.sl-card').length === 1", timeout=60_000)
+    assert media_loaded(page, "#sl-questions") == {"images": 0, "players": 4}
+    # A wrong-typed setting while serving: not applied, the page says why, questions go on.
+    cfg = json.loads((project_dir / "project.json").read_text())
+    cfg["webapps"]["similar-sounds"]["params"]["top_k"] = "many"
+    (project_dir / "project.json").write_text(json.dumps(cfg))
+    page.wait_for_selector("#sl-config-error", state="visible", timeout=15_000)
+    assert "top_k" in page.inner_text("#sl-config-error")
+    card = active_card(page)
+    page.keyboard.press("x")
+    page.wait_for_function("document.getElementById('sl-ignored').textContent === '1'")
+    wait_question_changed(page, card["question_id"])  # the next question, its players
+    assert media_loaded(page, "#sl-questions") == {"images": 0, "players": 4}
+    page.screenshot(path=str(shot.with_name("similarity-sounds.png")), full_page=True)
     assert errors == []
     ctx.close()
 

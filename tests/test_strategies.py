@@ -15,7 +15,6 @@ from labeling.strategies import (
     StreamingRanker,
     collect_strategies,
     default_registry,
-    rank,
     top_k,
 )
 from labelloop.errors import LabelloopError
@@ -93,29 +92,37 @@ def test_one_class_model_refused_with_its_name():
         strategies.margin(np.ones(3))
 
 
-def test_rank_most_uncertain_first_ties_by_index():
+def reference_order(scores, ids=None) -> list[int]:
+    """Most uncertain first (NaN last), ties by id (or index): Python's sort as the oracle."""
+    scores = [-math.inf if math.isnan(x) else x for x in np.asarray(scores, dtype=float)]
+    keys = range(len(scores)) if ids is None else ids
+    return sorted(range(len(scores)), key=lambda i: (-scores[i], keys[i], i))
+
+
+def test_whole_order_most_uncertain_first_ties_by_index():
     scores = [0.1, 0.7, 0.7, 0.3, 0.7]
-    assert rank(scores).tolist() == [1, 2, 4, 3, 0]
+    assert top_k(scores, len(scores)).tolist() == [1, 2, 4, 3, 0]
 
 
-def test_rank_ties_by_item_id():
+def test_whole_order_ties_by_item_id():
     scores = [0.1, 0.7, 0.7, 0.3, 0.7]
     ids = ["e", "c", "b", "d", "a"]
-    assert rank(scores, ids=ids).tolist() == [4, 2, 1, 3, 0]
+    assert top_k(scores, len(scores), ids=ids).tolist() == [4, 2, 1, 3, 0]
 
 
 def test_nan_scores_go_last():
-    assert rank([np.nan, 0.2, 0.5]).tolist() == [2, 1, 0]
+    assert top_k([np.nan, 0.2, 0.5], 3).tolist() == [2, 1, 0]
     assert top_k([np.nan, 0.2, 0.5], 1).tolist() == [2]
 
 
-def test_top_k_matches_rank_prefix_including_boundary_ties():
+def test_top_k_is_the_order_cut_at_k_including_boundary_ties():
     rng = np.random.default_rng(0)
     scores = rng.integers(0, 5, size=2000).astype(float)  # many ties
     ids = rng.permutation(2000)
+    whole, by_id = reference_order(scores), reference_order(scores, ids.tolist())
     for k in (0, 1, 17, 400, 1999, 2000, 5000):
-        assert top_k(scores, k).tolist() == rank(scores)[:k].tolist()
-        assert top_k(scores, k, ids=ids).tolist() == rank(scores, ids=ids)[:k].tolist()
+        assert top_k(scores, k).tolist() == whole[:k]
+        assert top_k(scores, k, ids=ids).tolist() == by_id[:k]
     with pytest.raises(LabelloopError, match="k must be"):
         top_k(scores, -1)
 
@@ -133,7 +140,7 @@ def test_streaming_ranker_equals_full_ranking():
         best.add(scores[s], positions, prediction=pred[s])
     ranked = full.result()
     assert full.seen == 50_000
-    assert ranked.positions.tolist() == rank(scores).tolist()
+    assert ranked.positions.tolist() == reference_order(scores)
     assert np.array_equal(ranked.scores, scores[ranked.positions])
     assert np.array_equal(ranked.columns["prediction"], pred[ranked.positions])
     top = best.result()

@@ -149,6 +149,46 @@ def open_page(page, url: str) -> float:
     return time.perf_counter() - t0
 
 
+# Every image decoded (naturalWidth > 0) and every player with a source whose metadata loaded.
+_MEDIA_STATE = """scope => {
+    const root = document.querySelector(scope);
+    if (!root) return null;
+    const images = [...root.querySelectorAll('img')];
+    const players = [...root.querySelectorAll('audio, video')];
+    const broken = images.filter(i => !(i.complete && i.naturalWidth > 0))
+        .map(i => 'image ' + (i.getAttribute('src') || '(no src)'))
+        .concat(players.filter(a => !(a.getAttribute('src') && a.currentSrc && !a.error
+                                      && a.readyState >= 1))
+                .map(a => 'player ' + (a.getAttribute('src') || '(no src)')));
+    return {images: images.length, players: players.length, broken: broken};
+}"""
+
+
+def media_loaded(page, scope: str = "body", minimum: int = 1, timeout: float = 30_000) -> dict:
+    """Wait until every image under `scope` has loaded and every player has a source it can
+    play; fails naming what did not load. Returns {"images", "players"} (at least `minimum`
+    in all): the check of every page that shows media."""
+    try:
+        page.wait_for_function(
+            f"([scope, minimum]) => {{ const s = ({_MEDIA_STATE})(scope);"
+            " return s && s.images + s.players >= minimum && s.broken.length === 0; }",
+            arg=[scope, minimum], timeout=timeout)
+    except Exception:
+        state = page.evaluate(f"({_MEDIA_STATE})", scope)
+        raise AssertionError(f"media under {scope!r} did not all load: {state}") from None
+    state = page.evaluate(f"({_MEDIA_STATE})", scope)
+    return {"images": state["images"], "players": state["players"]}
+
+
+def off_screen_keys(page) -> list[str]:
+    """The category buttons not wholly inside the window (the page itself never scrolls)."""
+    return page.evaluate("""() => [...document.querySelectorAll('#ll-categories button')]
+        .filter(b => { const r = b.getBoundingClientRect();
+                       return r.height === 0 || r.top < 0 || r.left < 0
+                           || r.bottom > innerHeight || r.right > innerWidth; })
+        .map(b => b.dataset.category)""")
+
+
 def read(project_dir: Path, name: str) -> pd.DataFrame:
     return Project.open(project_dir).dataset(name).read()
 
@@ -293,6 +333,8 @@ def walk_check_and_time(page, tmp_path: Path, kind: str, first: float, directory
     keyboard timings, a screenshot, and no error in the page."""
     walk = label_walk(page)
     check_datasets(directory, walk["expected"], id_of_label_row)
+    if kind in ("image", "sound"):  # the item on screen after the walk, too
+        media_loaded(page)
     latency = keyboard_latency(page)
     page.screenshot(path=str(tmp_path / f"{kind}.png"), full_page=True)
     report(kind, first, latency, reopen(page))
@@ -304,10 +346,23 @@ def test_image_labeling(tmp_path, serve, page_for):
     make_labeling_project(directory, "image")
     server = serve(directory, "--no-scheduler")
     page = page_for()
+    page.set_viewport_size({"width": 1280, "height": 720})  # a common laptop window
     first = open_page(page, server.url + "/webapps/app")
-    page.wait_for_function("document.querySelector('#ll-item img.ll-image')?.naturalWidth > 0")
+    assert media_loaded(page) == {"images": 1, "players": 0}
     box = page.eval_on_selector("#ll-item img.ll-image", "el => el.getBoundingClientRect().width")
     assert box > 48 * 4  # a small image is scaled up to fit the pane
+    # The keys are beside the item without scrolling; the side panel scrolls on its own.
+    assert off_screen_keys(page) == []
+    assert page.evaluate("document.scrollingElement.scrollHeight <= innerHeight")
+    assert page.eval_on_selector(".ll-panel", "el => el.scrollHeight > el.clientHeight "
+                                              "&& getComputedStyle(el).overflowY === 'auto'")
+    page.screenshot(path=str(tmp_path / "image-1280x720.png"))
+    page.set_viewport_size({"width": 800, "height": 600})
+    assert off_screen_keys(page) == []
+    assert page.eval_on_selector("#ll-item img.ll-image",
+                                 "el => el.getBoundingClientRect().bottom <= innerHeight")
+    page.screenshot(path=str(tmp_path / "image-800x600.png"))
+    page.set_viewport_size({"width": 1280, "height": 720})
     walk_check_and_time(page, tmp_path, "image", first, directory,
                         lambda row: row["path"])
 
@@ -319,6 +374,7 @@ def test_sound_labeling(tmp_path, serve, page_for):
     page = page_for()
     first = open_page(page, server.url + "/webapps/app")
     assert page.is_visible("#ll-item audio[controls]")
+    assert media_loaded(page) == {"images": 0, "players": 1}
     # The waveform is drawn from the decoded clip: its middle column has dark samples.
     page.wait_for_function("""() => {
         const c = document.getElementById('ll-wave');
@@ -470,7 +526,7 @@ def test_token_user_is_the_annotator(tmp_path, serve, page_for):
 
 
 def test_new_queries_session_reorders_the_queue(tmp_path, serve, page_for, poll):
-    from labeling.sampling import session_variable
+    from labeling.publish import session_variable
 
     directory = tmp_path / "project"
     names = [f"r{i:02d}" for i in range(12)]
@@ -484,6 +540,9 @@ def test_new_queries_session_reorders_the_queue(tmp_path, serve, page_for, poll)
     page.keyboard.press("1")
     current = wait_item_change(page, answered[0])
     wait_idle(page)
+    where = "() => ['#ll-item', '#ll-categories', '#ll-skip'].map(s => {" \
+            " const r = document.querySelector(s).getBoundingClientRect(); return [r.x, r.y]; })"
+    before = page.evaluate(where)
     # The Query Sampler's part: new queries (r11 most uncertain ... r00 least), then the session.
     project.dataset("queries", create=True).write(rows.assign(
         uncertainty=np.linspace(0.0, 1.0, 12), prediction="dog", confidence=0.5))
@@ -495,6 +554,12 @@ def test_new_queries_session_reorders_the_queue(tmp_path, serve, page_for, poll)
     page.keyboard.press("1")
     current = wait_item_change(page, current)  # already on screen before the answer's reply
     page.wait_for_function("document.getElementById('ll-banner').textContent.includes('retrained')")
+    # The banner comes and goes over the item pane: nothing under it moves.
+    assert page.is_visible("#ll-banner")
+    shown = page.evaluate(where)
+    page.screenshot(path=str(tmp_path / "retrained-banner.png"))
+    page.wait_for_selector("#ll-banner", state="hidden")
+    assert shown == before and page.evaluate(where) == before, (before, shown)
     wait_idle(page)
     answered.append(current)
     page.keyboard.press("1")

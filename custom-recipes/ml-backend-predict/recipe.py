@@ -17,7 +17,9 @@ import pandas as pd
 
 from labeling.interop.labelstudio import config_for, task_data
 from labeling.interop.ml_client import MlBackendError, MlClient, prediction_fields
-from labeling.sampling import Pool, session_variable, write_in_pieces
+from labeling.publish import publish_ranking
+from labeling.sampling import Pool
+from labeling.strategies import top_k
 from labelloop.project import Folder
 
 
@@ -95,16 +97,11 @@ def run(ctx):
     out["prediction"] = pd.Series(prediction, dtype=object)
     out["confidence"] = confidence
     out["model_version"] = pd.Series(version, dtype=object)
-    order = np.lexsort((np.arange(n), -np.nan_to_num(uncertainty, nan=-np.inf)))
+    # Most uncertain first (an item without a score last), at most max_queries of them.
+    order = top_k(uncertainty, int(cfg["max_queries"]) or n)
     out = out.iloc[order].reset_index(drop=True)
-    if cfg["max_queries"]:
-        out = out.head(int(cfg["max_queries"]))
-    with ctx.project.write_transaction() as conn:
-        write_in_pieces(queries, out, conn)
-        session = ctx.project.variables.incr(session_variable(queries.name), conn=conn)
-        ctx.project.webhooks.emit(conn, "QUERIES_UPDATED", {"queries": {
-            "dataset": queries.name, "session": session, "rows": len(out),
-            "model_version": version[0] if version else setup_version}})
+    session = publish_ranking(ctx.project, queries, out,
+                              version[0] if version else setup_version)
     ctx.details.update(url=cfg["url"], model_version=setup_version, session=session,
                        pool_rows=before, excluded=before - n, queries=len(out))
     ctx.log.info("ML backend %s scored %d items (session %d)", cfg["url"], n, session)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from labeling.sampling import WRITE_ROWS, Pool, sample_queries, session_variable
+from labeling.publish import publish_ranking
+from labeling.sampling import Pool, sample_queries
 from labeling.strategies import collect_strategies
 from labeling.training import TRUSTED_TYPES, set_folder_root
 from labelloop.errors import LabelloopError
@@ -65,14 +66,8 @@ def run(ctx):
     else:
         result = sample_queries(pipeline, pool, cfg["strategy"], registry, **options)
     # The new ranking and its session number land together: a webapp never sees one without
-    # the other. The chunk files are written and synced before the write lock (prepare), so
-    # annotators' labels never wait for them; the transaction only swaps them in.
-    storage = "columns" if len(result.queries) > WRITE_ROWS else None
-    with queries.prepare(result.queries, storage=storage) as prepared:
-        with ctx.project.write_transaction() as conn:
-            prepared.commit(conn)
-            session = ctx.project.variables.incr(session_variable(queries.name), conn=conn)
-            ctx.project.webhooks.emit(conn, "QUERIES_UPDATED", {"queries": {"dataset": queries.name, "session": session, "rows": len(result.queries), "model_version": meta["version"]}})  # noqa: E501
+    # the other.
+    session = publish_ranking(ctx.project, queries, result.queries, meta["version"])
     ctx.details.update(model_version=meta["version"], strategy=cfg["strategy"], session=session,
                        pool_rows=result.pool_rows, excluded=result.excluded,
                        queries=len(result.queries), engine=engine)

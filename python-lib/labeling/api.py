@@ -50,6 +50,15 @@ ANNOTATIONS_SCHEMA = {"type": "object", "properties": {
 EMPTY_SCHEMA = {"type": "object"}
 MEDIA_SCHEMA = {"type": "object", "required": ["id"], "properties": {
     "id": _ID, "v": {"type": "string", "description": "the file's version (cache key)"}}}
+# OpenAPI links from `batch` to the routes that take one of its items: clients, and the
+# fuzzing test, follow them with a real item id.
+_FIRST_ID = "$response.body#/items/0/id"
+ITEM_LINKS = {
+    "label": {"route": ("POST", "labels"), "requestBody": {"id": _FIRST_ID}},
+    "skip": {"route": ("POST", "skips"), "requestBody": {"id": _FIRST_ID}},
+    "media": {"route": ("GET", "media"), "parameters": {"id": _FIRST_ID}},
+    "release": {"route": ("POST", "release"), "requestBody": {"ids": [_FIRST_ID]}},
+}
 RELEASE_SCHEMA = {"type": "object", "required": ["ids"], "additionalProperties": False,
                   "properties": {"ids": {"type": "array", "items": _ID, "maxItems": MAX_BATCH,
                                          "description": "items the caller still holds"}}}
@@ -96,15 +105,26 @@ def label_schema(engine: LabelingEngine) -> dict:
                            "comment": _COMMENT}}
 
 
-def media_schema(engine: LabelingEngine) -> dict:
-    """MEDIA_SCHEMA with the folder rule and the file extensions of this webapp's items."""
-    exts = getattr(engine.dtype, "extensions", ())
+def media_schema(dtype: Any) -> dict:
+    """MEDIA_SCHEMA with the folder rule and the file extensions of a folder data type."""
+    exts = getattr(dtype, "extensions", ())
     ends = "|".join("".join(f"[{c.upper()}{c}]" if c.isalpha() else c for c in e[1:])
                     for e in exts)
-    item = dict(_id_schema(engine.cfg))
+    item = dict(_id_schema(dtype.cfg))
     if ends:
         item["pattern"] = rf"\.({ends})$"
     return {**MEDIA_SCHEMA, "properties": {**MEDIA_SCHEMA["properties"], "id": item}}
+
+
+def media_route(dtype: Any) -> dict:
+    """`GET media` of a webapp whose items are files of a folder (labeling or similarity):
+    the pool's file of `id` with its content type, ETag and Cache-Control."""
+
+    def media(payload: dict, user: str) -> Any:
+        return dtype.media(payload["id"])
+
+    return {"handler": media, "schema": media_schema(dtype), "produces": dtype.media_types,
+            "summary": "The item's image or sound file (ETag, Cache-Control; 304 when unchanged)"}
 
 
 def release_schema(cfg: EngineConfig) -> dict:
@@ -147,9 +167,6 @@ def build_routes(engine: LabelingEngine,
     def stats(payload: dict, user: str) -> dict:
         return engine.stats(user)
 
-    def media(payload: dict, user: str) -> Any:
-        return engine.dtype.media(payload["id"])
-
     def release(payload: Any, user: str) -> dict:
         return engine.release(user, payload["ids"])
 
@@ -164,7 +181,7 @@ def build_routes(engine: LabelingEngine,
             "summary": "The labels replayed in their order vs random orders (cross-validated)"},
         ("GET", "config"): {"handler": config, "schema": EMPTY_SCHEMA,
                             "summary": "The webapp's categories, mode, session and thresholds"},
-        ("GET", "batch"): {"handler": batch, "schema": batch_schema(engine),
+        ("GET", "batch"): {"handler": batch, "schema": batch_schema(engine), "links": ITEM_LINKS,
                            "summary": "The next items for the caller, reserved for them"},
         ("POST", "labels"): {"handler": labels, "schema": label_schema(engine),
                              "summary": "Label an item (again to change its label)"},
@@ -178,9 +195,7 @@ def build_routes(engine: LabelingEngine,
                               "summary": "End the caller's reservations of these items now"},
     }
     if engine.dtype.from_folder:
-        routes[("GET", "media")] = {
-            "handler": media, "schema": media_schema(engine),
-            "summary": "The item's image or sound file (ETag, Cache-Control; 304 when unchanged)"}
+        routes[("GET", "media")] = media_route(engine.dtype)
     return routes
 
 

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from labelloop.project import pipeline
 
+from .publish import SessionKey
 from .queue import IndexNotReady, Ranking, RankingChanged, Slice
 from .store import (
     _INSERT_ITEMS_SQL,
@@ -39,11 +40,6 @@ DROP_CHUNK = 5_000
 Heartbeat = Callable[[sa.Connection], None]  # the builder lease's renewal, inside a write
 
 
-def key_session(key: str) -> int:
-    """The queries session a session key names (0: no queries)."""
-    return int(key.rsplit(":", 1)[-1]) if not key.endswith("|-") else 0
-
-
 class QueueBuilder:
     """Writes a webapp's queues and its item index (`ctx`: the engine's shared context).
 
@@ -54,12 +50,12 @@ class QueueBuilder:
     def __init__(self, ctx: Any):
         self.ctx = ctx
         self.fill_target: tuple[int, int] = (0, 0)
-        self._rankings: dict[str, Ranking] = {}
+        self._rankings: dict[SessionKey, Ranking] = {}
         self._ranking_lock = threading.Lock()
         self._index_iter: tuple[int, Any] | None = None
 
     # ------------------------------------------------------------------ switching
-    def _ranking(self, key: str) -> Ranking:
+    def _ranking(self, key: SessionKey) -> Ranking:
         """The order of `key` (cached; any process can rebuild it from the datasets)."""
         ranking = self._rankings.get(key)
         if ranking is not None:
@@ -70,21 +66,22 @@ class QueueBuilder:
                 return ranking
             return self._new_ranking(key)
 
-    def _new_ranking(self, key: str) -> Ranking:
-        queries = self.ctx.queries() if not key.endswith("|-") else None
-        pool_key = key.split("|", 1)[0]
+    def _new_ranking(self, key: SessionKey) -> Ranking:
+        queries = self.ctx.queries() if key.dataset is not None else None
         ranking = Ranking(self.ctx.dtype, queries, self.ctx.cfg.seed,
-                          lambda: self._index_ids(pool_key))
+                          lambda: self._index_ids(key.pool))
         ranking.prepare()
         if queries is not None and ranking._generation is not None and \
-                str(ranking._generation) != key.rsplit("|", 1)[1].rsplit(":", 2)[1]:
+                int(ranking._generation) != key.generation:
             raise RankingChanged("the queries were replaced meanwhile")
-        self._rankings = {k: v for k, v in self._rankings.items() if k == self._served_key()}
+        served = self._served_key()
+        self._rankings = {k: v for k, v in self._rankings.items() if k == served}
         self._rankings[key] = ranking
         return ranking
 
-    def _served_key(self) -> str | None:
-        return self.ctx.read_app().session_key
+    def _served_key(self) -> SessionKey | None:
+        text = self.ctx.read_app().session_key
+        return None if text is None else SessionKey.parse(text)
 
     def _set_prep(self, what: str | None, done: int = 0, total: int = 0) -> None:
         t = apps_table
@@ -92,16 +89,15 @@ class QueueBuilder:
         self.ctx.write(lambda conn: conn.execute(
             sa.update(t).where(t.c.id == self.ctx.app_id).values(prep=prep)), background=True)
 
-    def switch(self, key: str, heartbeat: Heartbeat) -> None:
+    def switch(self, key: SessionKey, heartbeat: Heartbeat) -> None:
         """Prepare the head of the order of `key` and switch it in, in one transaction."""
         app = self.ctx.read_app()
-        if app.queue_id is not None and app.session_key == key:
+        if app.queue_id is not None and app.session_key == key.text:
             return
-        session = key_session(key)
+        session = key.session
         if app.queue_id is not None:
             self._set_prep(f"the order of session {session}", 0, HEAD)
-        pool_key = key.split("|", 1)[0]
-        iset = self._ensure_iset(pool_key)
+        iset = self._ensure_iset(key.pool)
         try:
             ranking = self._ranking(key)
         except RankingChanged:
@@ -122,17 +118,18 @@ class QueueBuilder:
 
         def swap(conn: sa.Connection) -> int | None:
             now_app = self.ctx.app(conn)
-            if now_app.queue_id is not None and now_app.session_key == key:
+            if now_app.queue_id is not None and now_app.session_key == key.text:
                 return None  # another process switched to it meanwhile
             qid = int(conn.execute(sa.insert(queues_table).values(
-                app=self.ctx.app_id, iset=iset, session_key=key, session=session, created=self.ctx.now(),
+                app=self.ctx.app_id, iset=iset, session_key=key.text, session=session,
+                created=self.ctx.now(),
                 n=ranking.length, info=info, filled=0, complete=False)).inserted_primary_key[0])
             self._insert_slice(conn, qid, iset, head, 0, stop, ranking.length)
             # Until the pool is indexed (in the background), the page says so.
             prep = None if ready else {"what": "indexing the pool", "done": 0,
                                        "total": int(n_items)}
             conn.execute(sa.update(apps_table).where(apps_table.c.id == self.ctx.app_id).values(
-                queue_id=qid, iset=iset, n_items=n_items, session_key=key, build_error=None,
+                queue_id=qid, iset=iset, n_items=n_items, session_key=key.text, build_error=None,
                 prep=prep))
             return now_app.queue_id
 
@@ -156,7 +153,7 @@ class QueueBuilder:
         """Write the queue's next positions up to `stop`; False if nothing could be written."""
         start = int(app.filled or 0)
         try:
-            ranking = self._ranking(app.session_key)
+            ranking = self._ranking(SessionKey.parse(app.session_key))
         except RankingChanged:
             return False
         if not app.iset_complete and ranking.n_scored:

@@ -82,14 +82,6 @@ def content_ids(lines: Sequence[str]) -> list[str]:
     return [hashlib.sha1(line.encode("utf-8")).hexdigest()[:ID_HEX] for line in lines]
 
 
-def _float_or_none(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if f != f else f
-
-
 def prediction_text(v: Any) -> str | None:
     """A prediction value as the category name it stands for."""
     return canonical_id(v)
@@ -268,6 +260,11 @@ class _FolderType(DataType):
     from_folder = True
     extensions: tuple[str, ...] = ()
 
+    @property
+    def media_types(self) -> list[str]:
+        """The content types `media` answers with (those of the extensions)."""
+        return sorted({MEDIA_TYPES[e] for e in self.extensions})
+
     def _folder(self) -> Any:
         return self.project.folder(self.cfg.unlabeled)
 
@@ -319,6 +316,10 @@ class _FolderType(DataType):
         if not item_id.lower().endswith(self.extensions):
             raise BadItemId(f"{item_id!r} is not a {self.name} item of folder "
                             f"{self.cfg.unlabeled!r} (extensions: {', '.join(self.extensions)})")
+        if PurePosixPath(item_id.replace("\\", "/")).name.startswith("."):
+            # Folder.list() leaves dot-files out of the pool: they are not items.
+            raise NotFoundError(f"{item_id!r} is not an item of folder {self.cfg.unlabeled!r} "
+                                "(files whose name starts with '.' are not in the pool)")
         folder = self._folder()
         try:
             path = folder.resolve(item_id)

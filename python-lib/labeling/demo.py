@@ -498,14 +498,18 @@ def demo_command(ctx: click.Context, directory: str, data_type: str | None, n: i
     options: dict[str, Any] = {"plugin_dirs": plugin_dirs}
     if getattr(state, "database_url", None):
         options["database_url"] = state.database_url
+    from labelloop.web import ServeOptions, check_port, free_port, serve
+
+    if not no_serve and port:
+        check_port(host, port)  # a busy port: one error line, and no project made for nothing
     project = open_or_create_demo(directory, data_type, n, **options)
     if no_serve:
         click.echo(f"serve it with: labelloop --project {project.dir} serve")
         return
-    from labelloop.web import ServeOptions, free_port, serve
-
-    if port == 0:
-        port = free_port(host)  # the URL is printed (and opened) before the server binds
+    # The URL is printed (and opened) before the server binds: the port is checked again
+    # now, so that the URL printed never points at another server.
+    port = port or free_port(host)
+    check_port(host, port)
     url = webapp_url(project, host, port)
     click.echo(f"labeling page: {url}")
     click.echo("every labeled item counts; the model retrains in the background. Ctrl-C stops.")

@@ -40,6 +40,7 @@ from .annotate import MAX_BATCH, MAX_COMMENT, Answers, check_user
 from .build import AHEAD, DROP_CHUNK, FILL, HEAD, INDEX_CHUNK, QueueBuilder
 from .datatypes import BadItemId, DataType, data_type
 from .kinds import AnnotationKind, kind_class
+from .publish import SessionKey
 from .queue import IndexNotReady, Ranking, RankingChanged, Slice
 from .sessions import (
     LEASE_SECONDS,
@@ -249,7 +250,7 @@ class LabelingEngine:
                          app.queue_id else 0)
             self.builder.fill_target = (app.queue_id, target)
             if self.background:
-                self.sessions.start_worker(app.session_key)
+                self.sessions.start_worker(SessionKey.parse(app.session_key))
         rows = out["rows"]
         items = [self._item(r) for r in rows[:size] if r.pos in out["served"]]
         return {"items": items, "stats": out["stats"], "session": int(app.q_session or 0),

@@ -36,11 +36,6 @@ from .training import (
 Progress = Callable[..., Iterable]
 
 
-def session_variable(queries_dataset: str) -> str:
-    """The project variable counting Query Sampler runs for a queries dataset."""
-    return f"{queries_dataset}_session"
-
-
 @dataclass
 class Pool:
     """The unlabeled items: a dataset's rows or a folder's files, read in chunks."""
@@ -149,25 +144,6 @@ def row_hashes(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
             norm[c] = s.astype(object).where(s.notna(), None).map(
                 lambda v: v if v is None or isinstance(v, str) else str(v))
     return pd.util.hash_pandas_object(pd.DataFrame(norm), index=False).to_numpy()
-
-
-# Rows converted and stored at a time when the queries are written.
-WRITE_ROWS = 100_000
-
-
-def write_in_pieces(dataset: Dataset, frame: pd.DataFrame, conn: Any,
-                    rows: int = WRITE_ROWS) -> None:
-    """Replace `dataset` with `frame`, stored a piece at a time within `conn`'s transaction.
-
-    Readers still see the old rows or the new ones, never a mix; the store's conversion
-    copies are one piece big instead of a whole 1M-row frame.
-    """
-    if len(frame) <= rows:
-        dataset.write(frame, conn=conn)
-        return
-    dataset.write(frame.iloc[:rows], conn=conn, storage="columns")
-    for start in range(rows, len(frame), rows):
-        dataset.append(frame.iloc[start:start + rows], conn=conn)
 
 
 @dataclass

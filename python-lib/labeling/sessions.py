@@ -1,10 +1,10 @@
 """The engine's sessions and its background queue builder, one at a time across processes.
 
-Sessions: the Query Sampler writes the queries dataset, then increments the project
-variable `"<queries dataset name>_session"` (see `session_variable`). The engine compares
-`(pool, queries dataset generation, session variable)` with the key its queue was built for
-(at most every `check_interval` seconds). A new session's queue is prepared aside and
-switched in with its head in one transaction: `config`, `batch` and `stats` answer for the
+Sessions: a ranking is published (`labeling.publish`): the queries dataset written and the
+project variable `"<queries dataset name>_session"` incremented together. The engine compares
+the `SessionKey` (pool, queries dataset generation, session variable) with the key its queue
+was built for (at most every `check_interval` seconds). A new session's queue is prepared
+aside and switched in with its head in one transaction: `config`, `batch` and `stats` answer for the
 session of the queue they read, so they always agree.
 
 A background worker thread per engine prepares the next queue aside, writes positions ahead
@@ -25,17 +25,8 @@ import sqlalchemy as sa
 from labelloop.errors import LabelloopError
 from labelloop.project import Lease, new_owner
 
+from .publish import SessionKey, session_variable
 from .store import apps_table, builder_leases_table, log
-
-
-def session_variable(queries_dataset: str) -> str:
-    """The project variable counting Query Sampler runs for a queries dataset.
-
-    The same name as `labeling.sampling.session_variable` gives (DESIGN's contract), without
-    importing scikit-learn: a server's first batch should not wait for it.
-    """
-    return f"{queries_dataset}_session"
-
 
 LEASE_SECONDS = 15.0  # a builder's heartbeat: renewed at each step, taken over once stale
 RETRY_SECONDS = 60.0  # a rebuild that failed is retried after this
@@ -58,7 +49,7 @@ class Sessions:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._checked_at = 0.0
-        self._failed: dict[str, float] = {}
+        self._failed: dict[SessionKey, float] = {}
         self._leases: dict[str, Any] = {}  # worker run token -> its builder Lease
         self._has_queue = False
         self._wake = threading.Event()
@@ -81,15 +72,15 @@ class Sessions:
         except (TypeError, ValueError):
             return 0
 
-    def session_key(self) -> str:
+    def session_key(self) -> SessionKey:
         """What the queue must be built from now: pool + queries generation + session."""
         q = self.ctx.queries()
-        if q is not None:
-            with self.ctx.engine.connect() as conn:
-                qpart = f"{q.name}:{q.generation()}:{self._session_variable(conn)}"
-        else:
-            qpart = "-"
-        return f"{self.ctx.dtype.pool_key()}|{qpart}"
+        if q is None:
+            return SessionKey(self.ctx.dtype.pool_key())
+        generation = q.generation()
+        with self.ctx.engine.connect() as conn:
+            session = self._session_variable(conn)
+        return SessionKey(self.ctx.dtype.pool_key(), q.name, generation, session)
 
     def ensure_queue(self) -> None:
         """Follow a new session; prepare the first queue now (a second at most)."""
@@ -112,7 +103,7 @@ class Sessions:
         self._checked_at = now
         key = self.session_key()
         app = self.ctx.read_app()
-        if app.queue_id is not None and app.session_key == key:
+        if app.queue_id is not None and app.session_key == key.text:
             if self._has_work(app):
                 self.start_worker(key)
             return
@@ -131,7 +122,7 @@ class Sessions:
         target = self.builder.fill_target
         return not app.complete and target[0] == app.queue_id and target[1] > (app.filled or 0)
 
-    def start_worker(self, key: str) -> None:
+    def start_worker(self, key: SessionKey) -> None:
         with self._lock:
             failed = self._failed.get(key)
             if failed is not None and self.ctx.now() - failed < RETRY_SECONDS:
@@ -143,7 +134,7 @@ class Sessions:
                                             name=f"labeling-queue-{self.ctx.cfg.webapp}", daemon=True)
             self._thread.start()
 
-    def _work(self, key: str) -> None:
+    def _work(self, key: SessionKey) -> None:
         """The background worker: switch to a new session, write ahead, index the pool."""
         token = uuid.uuid4().hex
         leased, renewed = False, 0.0
@@ -177,7 +168,7 @@ class Sessions:
         """One step of the worker's work; False when there is nothing (it may do) left."""
         key = self.session_key()
         app = self.ctx.read_app()
-        if app.queue_id is None or app.session_key != key:
+        if app.queue_id is None or app.session_key != key.text:
             if not leased:
                 return False  # another process prepares it; served from the old order
             self.builder.switch(key, self._heartbeat(token))
@@ -186,7 +177,7 @@ class Sessions:
             return True
         return leased and self.builder.index_step(app, self._heartbeat(token))
 
-    def _switch_now(self, key: str) -> None:
+    def _switch_now(self, key: SessionKey) -> None:
         """Prepare and switch in the queue of `key` in this thread (the first queue)."""
         token = uuid.uuid4().hex
         deadline = time.time() + self.ctx.wait_seconds  # a real wait, for another builder
@@ -201,7 +192,7 @@ class Sessions:
                     self._drop_lease(token)
                 return
             app = self.ctx.read_app()
-            if app.queue_id is not None and (app.session_key == key or self.ctx.background):
+            if app.queue_id is not None and (app.session_key == key.text or self.ctx.background):
                 return  # someone else switched, or prepares the new order: serve the current
             if time.time() > deadline:
                 raise QueueNotReady(f"the queue of {self.ctx.cfg.webapp!r} is still being built; "

@@ -408,15 +408,11 @@ def _check_ids(ids: Any, n: int) -> np.ndarray | None:
     return ids
 
 
-def rank(scores: Any, ids: Any = None) -> np.ndarray:
-    """Indices of all items, most uncertain first; ties by item id (or index) ascending."""
-    scores = _clean_scores(scores)
-    ids = _check_ids(ids, scores.shape[0])
-    return _order(scores, ids, np.arange(scores.shape[0]))
-
-
 def top_k(scores: Any, k: int, ids: Any = None) -> np.ndarray:
-    """Indices of the ``k`` most uncertain items, in rank order; deterministic on ties."""
+    """Indices of the ``k`` most uncertain items, in rank order: the one order of a ranking.
+
+    Most uncertain first, NaN last, ties by item id (or index) ascending; ``k`` >= the
+    number of items orders them all."""
     scores = _clean_scores(scores)
     n = scores.shape[0]
     ids = _check_ids(ids, n)

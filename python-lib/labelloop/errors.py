@@ -4,6 +4,7 @@ formatter that turns JSON Schema errors into (JSON pointer, plain-sentence reaso
 from __future__ import annotations
 
 import difflib
+import errno
 import json
 import re
 from collections.abc import Iterable, Iterator
@@ -53,6 +54,38 @@ class ConflictError(LabelloopError):
 
 class UntrustedModelError(LabelloopError):
     """A saved model file holds types that are not trusted, or is not a skops file."""
+
+
+class DiskFullError(LabelloopError):
+    """A write found the disk (or the database) full: its transaction was rolled back."""
+
+    status = 507
+
+
+_SQLITE_FULL = 13  # sqlite3's extended error code of "database or disk is full"
+_PG_DISK_FULL = "53100"  # PostgreSQL's SQLSTATE disk_full
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(exc: BaseException) -> DiskFullError | None:
+    """A DiskFullError when `exc`, or the error it wraps (a driver's, an OSError), says that
+    the disk is full; else None."""
+    seen: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        err = todo.pop()
+        if err is None or any(err is s for s in seen) or len(seen) > 20:
+            continue
+        seen.append(err)
+        code = getattr(err, "sqlite_errorcode", None)
+        if (code is not None and code & 0xFF == _SQLITE_FULL) or \
+                getattr(err, "sqlstate", None) == _PG_DISK_FULL or \
+                (isinstance(err, OSError) and err.errno in _NO_SPACE) or \
+                "database or disk is full" in str(err):
+            return DiskFullError("the disk is full: nothing was written. Free some space where "
+                                 "the project's database lives, then try again")
+        todo += [getattr(err, "orig", None), err.__cause__, err.__context__]
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import time
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-
-import click
 
 from .errors import ConfigError, LabelloopError, NotFoundError
 from .params import validate_config
 from .plugins import Component, PluginRegistry
+from .progress import tracker
 from .project import Dataset, Folder, Project, SavedModel, end_run, start_run
 
 Handle = Dataset | Folder | SavedModel
@@ -48,54 +45,6 @@ def effective_params(component: Component, registry: PluginRegistry) -> list[dic
     return out
 
 
-def _log_interval() -> float:
-    """Seconds between two log lines of work whose length is unknown."""
-    try:
-        return max(0.0, float(os.environ.get("LABELLOOP_PROGRESS_INTERVAL", "5")))
-    except ValueError:
-        return 5.0
-
-
-class Progress:
-    """Progress of long work: a click progress bar on a terminal, log lines otherwise."""
-
-    def __init__(self, log: logging.Logger, show_bar: bool | None = None):
-        self.log = log
-        self.show_bar = sys.stderr.isatty() if show_bar is None else show_bar
-        self.events: list[tuple[str, int, int | None]] = []
-
-    def __call__(self, iterable: Iterable, label: str = "working", total: int | None = None) -> Iterator:
-        if total is None and hasattr(iterable, "__len__"):
-            total = len(iterable)  # type: ignore[arg-type]
-        t0 = time.monotonic()
-        if self.show_bar:
-            done = 0
-
-            def rate(_item: Any) -> str:
-                seconds = time.monotonic() - t0
-                return f"{done / seconds:.1f}/s" if seconds > 0 and done else ""
-
-            with click.progressbar(iterable, length=total, label=label, file=sys.stderr,
-                                   show_eta=True, item_show_func=rate) as bar:
-                for item in bar:
-                    yield item
-                    done += 1
-            return
-        done, step, last = 0, max(1, (total or 0) // 10), t0
-        interval = _log_interval()
-        for item in iterable:
-            yield item
-            done += 1
-            now = time.monotonic()
-            if (total and done % step == 0) or (not total and now - last >= interval):
-                last = now
-                self.events.append((label, done, total))
-                seconds = now - t0
-                eta = f", ETA {(total - done) * seconds / done:.0f}s" if total else ""
-                self.log.info("%s: %d/%s (%.1fs, %.1f/s%s)", label, done, total or "?",
-                              seconds, done / seconds if seconds > 0 else 0.0, eta)
-
-
 @dataclass
 class RecipeContext:
     """What a recipe's `run(ctx)` receives."""
@@ -107,7 +56,7 @@ class RecipeContext:
     inputs: dict[str, list[Handle]]
     outputs: dict[str, list[Handle]]
     log: logging.Logger
-    progress: Progress
+    progress: Callable[..., Iterator]  # progress.track logging to `log`
     run_id: int | None = None
     details: dict[str, Any] = field(default_factory=dict)  # recorded with the run
 
@@ -200,7 +149,7 @@ def prepare(project: Project, name: str) -> RecipeContext:
                              effective_params(comp, project.registry), cfg.get("params"))
     log = logging.getLogger(f"labelloop.recipe.{name}")
     return RecipeContext(project, name, comp, config, ctx_roles["in"], ctx_roles["out"], log,
-                         Progress(log))
+                         tracker(log))
 
 
 def run_recipe(project: Project, name: str, show_progress: bool | None = None,
@@ -208,7 +157,7 @@ def run_recipe(project: Project, name: str, show_progress: bool | None = None,
     """Run the recipe instance `name`; returns its run record. Raises on failure (recorded)."""
     ctx = prepare(project, name)
     if show_progress is not None:
-        ctx.progress.show_bar = show_progress
+        ctx.progress = tracker(ctx.log, bar=show_progress)
     for handles in ctx.outputs.values():  # declare new outputs so they show in the project
         for h in handles:
             section = {"Dataset": "datasets", "SavedModel": "models"}.get(type(h).__name__)

@@ -35,6 +35,6 @@ def register_dataset_formats(register):
 
 @hookspec
 def register_migrations(register):
-    """Ship the migration history of the plugin's own tables: call `register(plugin_id,
-    directory)` with an Alembic versions directory (revision files; the first one's
+    """Ship the migration history of the plugin's own tables: call `register(name,
+    directory)` with the plugin's id and an Alembic versions directory (revision files; the first one's
     `down_revision` is None). See labelloop.migrations."""

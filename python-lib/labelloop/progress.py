@@ -1,18 +1,21 @@
-"""Progress of long CLI work: a bar with rate and ETA on a terminal, periodic log lines otherwise."""
+"""Progress of long work (CLI commands, recipes, scenario steps): a bar with rate and ETA on a
+terminal, periodic log lines otherwise. `Progress` is the one implementation: `progress` is
+it for a `with` block, `track` for a loop over an iterable (a recipe's `ctx.progress`)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import click
 
-log = logging.getLogger("labelloop.progress")
+LOG = logging.getLogger("labelloop.progress")
 
 DEFAULT_INTERVAL = 5.0  # seconds between two log lines when stderr is not a terminal
 
@@ -38,15 +41,24 @@ def _rate(done: float, seconds: float, unit: str) -> str:
 
 
 class Progress:
-    """`update(n)` as work advances; what it shows depends on where stderr goes."""
+    """`update(n)` as work advances; what it shows depends on where stderr goes.
+
+    Off a terminal a line is logged (to `log`) every `interval` seconds
+    (`LABELLOOP_PROGRESS_INTERVAL`, default 5), and with `steps` also at each `1/steps` of a
+    known total.
+    """
 
     def __init__(self, label: str, total: int | None, unit: str = "rows",
-                 bar: bool | None = None, interval: float | None = None):
+                 bar: bool | None = None, interval: float | None = None,
+                 log: logging.Logger | None = None, steps: int = 0):
         self.label, self.total, self.unit = label, total, unit
         self.done = 0
         self.started = time.monotonic()
+        self.log = log or LOG
         self._last_line = self.started
         self._interval = _interval() if interval is None else interval
+        self._step = -(-total // steps) if total and steps else 0
+        self._next_step = self._step
         self._lines = 0  # log lines written: short work ends without any
         self._bar = None
         if total is not None and (bar if bar is not None else sys.stderr.isatty()):
@@ -65,10 +77,13 @@ class Progress:
             self._bar.update(n)
             return
         now = time.monotonic()
-        if now - self._last_line >= self._interval:
+        stepped = bool(self._step) and self.done >= self._next_step
+        if stepped:
+            self._next_step = (self.done // self._step + 1) * self._step
+        if stepped or now - self._last_line >= self._interval:
             self._last_line = now
             self._lines += 1
-            log.info("%s", self.line(now))
+            self.log.info("%s", self.line(now))
 
     def line(self, now: float | None = None) -> str:
         """`label: done/total (pct), rate, ETA`."""
@@ -88,8 +103,9 @@ class Progress:
             self._bar = None
         elif self._lines:
             elapsed = time.monotonic() - self.started
-            log.info("%s: %s done in %.1fs (%s)", self.label, _amount(self.done, self.unit),
-                     elapsed, _rate(self.done, elapsed, self.unit))
+            self.log.info("%s: %s done in %.1fs (%s)", self.label,
+                          _amount(self.done, self.unit), elapsed,
+                          _rate(self.done, elapsed, self.unit))
 
 
 @contextmanager
@@ -101,6 +117,28 @@ def progress(label: str, total: int | None, unit: str = "rows",
         yield p.update
     finally:
         p.close()
+
+
+def track(iterable: Iterable, label: str = "working", total: int | None = None, *,
+          log: logging.Logger | None = None, bar: bool | None = None, unit: str = "items",
+          steps: int = 10) -> Iterator:
+    """The items of `iterable`, each one advancing a `Progress` (a line at each tenth of a
+    known total off a terminal); `total` defaults to the iterable's length if it has one."""
+    if total is None and hasattr(iterable, "__len__"):
+        total = len(iterable)  # type: ignore[arg-type]
+    p = Progress(label, total, unit, bar, log=log, steps=steps)
+    try:
+        for item in iterable:
+            yield item
+            p.update(1)
+    finally:
+        p.close()
+
+
+def tracker(log: logging.Logger, bar: bool | None = None) -> Callable[..., Iterator]:
+    """`track` logging to `log`: a recipe's or a step's `ctx.progress(iterable, label,
+    total=None)`."""
+    return functools.partial(track, log=log, bar=bar)
 
 
 class CountingReader:

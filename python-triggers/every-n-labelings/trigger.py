@@ -20,7 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from labeling.sampling import session_variable
+from labeling.publish import session_variable
 from labelloop.project import Dataset, Project
 
 LABELED = "LABELED"

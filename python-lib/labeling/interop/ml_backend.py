@@ -426,21 +426,20 @@ def _text(value: Any) -> str:
     return canonical_id(value) or ""
 
 
-_backends: dict[tuple[int, str], MlBackend] = {}
-_backends_lock = threading.Lock()
+_ATTRIBUTE = "_labeling_ml_backend"  # where a webapp backend object keeps its MlBackend
 
 
 def ml_backend_of(host: Any, webapp: str) -> MlBackend:
-    """The MlBackend of a webapp served by `host` (one per webapp backend object)."""
+    """The MlBackend of a webapp served by `host`: one per webapp backend object, kept on it
+    (it goes when the host replaces the backend, e.g. on a configuration change)."""
     backend = host.webapp_backend(webapp)
     if not hasattr(backend, "engine") or not hasattr(backend, "cfg"):
         raise NotFoundError(f"webapp {webapp!r} is not a labeling webapp: it has no ML backend")
-    key = (id(backend), webapp)
-    with _backends_lock:
-        mb = _backends.get(key)
-        if mb is None or mb.backend is not backend:
-            mb = _backends[key] = MlBackend(host.project, backend)
-        return mb
+    kept = vars(backend)
+    mb = kept.get(_ATTRIBUTE)
+    if mb is None:  # setdefault is atomic: threads racing here all get the first one stored
+        mb = kept.setdefault(_ATTRIBUTE, MlBackend(host.project, backend))
+    return mb
 
 
 def register_routes(register: Any) -> None:

@@ -1,20 +1,21 @@
 """Calling any Label Studio ML backend: health, setup, predict in batches, webhook.
 
 Used by the `ml-backend-predict` recipe (an external backend scores Labelloop's pool) and the
-`ml-backend-notify` step (START_TRAINING with Labelloop's labels). Time-outs and retries on
-connection errors and 5xx answers; a backend that is down or answers something that is not
-the protocol gives one clear LabelloopError naming the URL and what was wrong.
+`ml-backend-notify` step (START_TRAINING with Labelloop's labels). Requests go through one
+`httpx.Client` per MlClient (its connections reused), with time-outs, and retries with
+exponential backoff (tenacity) on transport errors and 5xx answers; a backend that is down or
+answers something that is not the protocol gives one clear LabelloopError naming the URL and
+what was wrong.
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import httpx
+import tenacity
 
 from labelloop.errors import LabelloopError
 
@@ -23,6 +24,10 @@ from .labelstudio import annotation_labels
 
 class MlBackendError(LabelloopError):
     """The ML backend is unreachable or broke the protocol."""
+
+
+class _Unanswered(Exception):
+    """An attempt that may succeed when tried again: a transport error or a 5xx answer."""
 
 
 @dataclass
@@ -36,40 +41,64 @@ class MlClient:
     token: str | None = None
     backoff: float = 0.5
 
+    _http: httpx.Client | None = field(default=None, init=False, repr=False)
+
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self.basic_auth and self.basic_auth[0]:
-            raw = f"{self.basic_auth[0]}:{self.basic_auth[1]}".encode()
-            headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
-        elif self.token:
+        if self.token and not (self.basic_auth and self.basic_auth[0]):
             headers["Authorization"] = f"Token {self.token}"
         return headers
+
+    def _client(self) -> httpx.Client:
+        if self._http is None:
+            auth = httpx.BasicAuth(*self.basic_auth) \
+                if self.basic_auth and self.basic_auth[0] else None
+            self._http = httpx.Client(timeout=self.timeout, headers=self._headers(), auth=auth,
+                                      follow_redirects=True)
+        return self._http
+
+    def close(self) -> None:
+        """Close the connections (a client used again opens new ones)."""
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
+    def __enter__(self) -> MlClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def request(self, method: str, route: str, body: Any = None) -> Any:
         """One protocol call with retries; the parsed JSON answer."""
         url = self.url.rstrip("/") + "/" + route
         data = None if body is None else json.dumps(body, default=str).encode()
-        last = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            req = urllib.request.Request(url, data=data, method=method, headers=self._headers())
+
+        def attempt() -> bytes:
             try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
-                    raw = resp.read()
-                    break
-            except urllib.error.HTTPError as exc:
-                detail = exc.read(500).decode("utf-8", "replace").strip()
-                last = f"HTTP {exc.code} {exc.reason}{': ' + detail if detail else ''}"
-                if exc.code < 500:
-                    raise MlBackendError(f"ML backend {url} refused the request: {last}"
-                                         + (" (check the credentials)" if exc.code in (401, 403)
-                                            else "")) from None
-            except (urllib.error.URLError, OSError) as exc:
-                last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
-        else:
+                resp = self._client().request(method, url, content=data)
+            except httpx.TransportError as exc:  # refused, reset, timed out, not HTTP
+                raise _Unanswered(f"{type(exc).__name__}: {exc}") from exc
+            if resp.is_success:
+                return resp.content
+            detail = resp.text[:500].strip()
+            status = f"HTTP {resp.status_code} {resp.reason_phrase}" + \
+                (f": {detail}" if detail else "")
+            if resp.status_code >= 500:
+                raise _Unanswered(status)
+            raise MlBackendError(f"ML backend {url} refused the request: {status}"
+                                 + (" (check the credentials)"
+                                    if resp.status_code in (401, 403) else ""))
+
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.retries + 1),
+            wait=tenacity.wait_exponential(multiplier=self.backoff),
+            retry=tenacity.retry_if_exception_type(_Unanswered), reraise=True)
+        try:
+            raw = retrying(attempt)
+        except _Unanswered as exc:
             raise MlBackendError(f"ML backend {url} is not answering after {self.retries + 1} "
-                                 f"attempt(s) ({last}): check that it runs and the URL")
+                                 f"attempt(s) ({exc}): check that it runs and the URL") from None
         try:
             return json.loads(raw)
         except ValueError:

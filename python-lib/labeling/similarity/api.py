@@ -8,6 +8,7 @@
 | `GET neighbors` | `id`, `k` (1-100, default 10) | `{"id", "neighbors": [{"id", "score"}], "model_version"}` |
 | `GET stats` | | `{"questions", "positives", "negatives", "ignored", "saved", "model_version", "indexed", "total", ...}` |
 | `GET config` | | the webapp's settings as the page shows them |
+| `GET media` | `id` (image / sound pools) | the item's file, with its content type, `ETag`, `Cache-Control` (the labeling webapps' route) |
 
 Unknown question or item ids, candidates not in the question, positives that are also
 negatives → 400; a question answered twice → 409. Nothing is written on a refused request.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..api import media_route
 from .service import MAX_K, MAX_QUESTIONS, SimilarityService
 
 _IDS = {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 4096},
@@ -87,7 +89,7 @@ def build_routes(service: SimilarityService) -> dict:
     def config(payload: dict, user: str) -> dict:
         return service.config()
 
-    return {
+    routes = {
         ("GET", "questions"): {
             "handler": questions, "schema": QUESTIONS_SCHEMA, "response": QUESTIONS_RESPONSE,
             "summary": "New questions: a query and its top-K candidates under the current model"},
@@ -109,3 +111,6 @@ def build_routes(service: SimilarityService) -> dict:
             "handler": config, "schema": EMPTY,
             "summary": "The webapp's settings (view, advanced) as the page shows them"},
     }
+    if service.dtype.from_folder:
+        routes[("GET", "media")] = media_route(service.dtype)
+    return routes

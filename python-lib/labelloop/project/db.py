@@ -291,7 +291,8 @@ class _Compiled:
     """A statement as the driver takes it: its SQL, the order of its parameters (positional
     drivers) and the conversions of typed parameters (e.g. dates to text on SQLite)."""
 
-    __slots__ = ("statement", "sql", "names", "positional", "convert", "results", "columns")
+    __slots__ = ("statement", "sql", "names", "positional", "convert", "results", "columns",
+                 "row_type")
 
     def __init__(self, statement: sa.TextClause, dialect: Any):
         compiled = statement.compile(dialect=dialect)
@@ -309,6 +310,7 @@ class _Compiled:
         # The names of the columns it answers (empty: none), known from its first run: the
         # driver's description of a result costs more than the rest of reading it.
         self.columns: tuple[str, ...] | None = None
+        self.row_type: type | None = None  # its rows' namedtuple class, made with `columns`
         # Result types given with `.columns()` (e.g. JSON stored as text on SQLite).
         self.results = {}
         for column in getattr(statement, "selected_columns", ()):
@@ -329,25 +331,18 @@ class _Compiled:
                                        f"{self.sql[:80]!r}") from None
 
 
-_COMPILED: dict[tuple[int, str], _Compiled] = {}
-_ROW_TYPES: dict[tuple[str, ...], type] = {}
+_CACHE = "_labelloop_compiled"  # the attribute of a statement holding its compiled forms
 
 
 def _compiled(statement: sa.TextClause, dialect: Any) -> _Compiled:
-    key = (id(statement), dialect.name)
-    hit = _COMPILED.get(key)
-    if hit is None or hit.statement is not statement:
-        if len(_COMPILED) > 4096:  # statements built on the fly: don't grow without bound
-            _COMPILED.clear()
-        hit = _COMPILED[key] = _Compiled(statement, dialect)
+    """`statement` compiled for `dialect`, kept on the statement itself: it lives as long as
+    the statement (module constants: the process; one built on the fly: the call)."""
+    forms = statement.__dict__.get(_CACHE)
+    hit = None if forms is None else forms.get(dialect.name)
+    if hit is None or hit.statement is not statement:  # a copy of a statement: its own forms
+        hit = _Compiled(statement, dialect)
+        statement.__dict__[_CACHE] = {**(forms or {}), dialect.name: hit}
     return hit
-
-
-def _row_type(names: tuple[str, ...]) -> type:
-    cls = _ROW_TYPES.get(names)
-    if cls is None:
-        cls = _ROW_TYPES[names] = collections.namedtuple("Row", names, rename=True)
-    return cls
 
 
 def run(conn: sa.Connection, statement: sa.TextClause | sa.TextualSelect,
@@ -391,7 +386,9 @@ def run(conn: sa.Connection, statement: sa.TextClause | sa.TextualSelect,
         except error as exc:
             raise _driver_error(conn, exc, c.sql, args) from exc
         if rows:
-            cls = _row_type(names)
+            cls = c.row_type
+            if cls is None:
+                cls = c.row_type = collections.namedtuple("Row", names, rename=True)
             if c.results:
                 procs = [c.results.get(n) for n in names]
                 rows = [cls._make([v if p is None or v is None else p(v)

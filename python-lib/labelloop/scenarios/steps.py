@@ -11,6 +11,7 @@ from typing import Any
 from ..errors import LabelloopError
 from ..params import validate_config
 from ..plugins import Component, PluginRegistry
+from ..progress import tracker
 from ..project import Project, end_run
 from .config import scenario_config, step_label
 from .runs import update_run_details
@@ -50,7 +51,7 @@ def _run_step(project: Project, scenario: str, step: dict, label: str, run_id: i
     config = validate_config(f"{comp.type} (scenario {scenario!r}, {label})",
                              flow.effective_params(comp, project.registry), step.get("params"))
     slog = logging.getLogger(f"labelloop.step.{scenario}")
-    ctx = StepContext(project, scenario, label, comp, config, slog, flow.Progress(slog),
+    ctx = StepContext(project, scenario, label, comp, config, slog, tracker(slog),
                       run_id=run_id)
     comp.entry()(ctx)
     return {"details": ctx.details} if ctx.details else {}

@@ -4,7 +4,8 @@ Public API for webapp backends: `session_user(doc)` (the user of a browser sessi
 `FileResponse` (what a route handler returns to answer a file: see `labelloop.web.webapps`),
 `tokens_configured(engine)` (whether the server requires a token), `check_user_name(name)`
 (the rule for user names: 1 to 100 printable characters, stripped), `free_port(host)` (a
-port nobody listens on right now), and `serve(project, ServeOptions(...))` to run the server
+port nobody listens on right now), `check_port(host, port)` (a one-line error when a
+server could not listen there), and `serve(project, ServeOptions(...))` to run the server
 from a plugin command (imported on first use).
 Server internals: `labelloop.web.server.LabelloopServer`.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+from ..errors import LabelloopError
 from .webapps import FileResponse
 
 
@@ -23,6 +25,25 @@ def free_port(host: str = "127.0.0.1") -> int:
                        socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def cannot_listen(host: str, port: int, exc: OSError) -> LabelloopError:
+    """The one-line error of a server that cannot listen on `host:port`."""
+    return LabelloopError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (another "
+                          "server may use this port: choose another with --port, or stop "
+                          "that one)")
+
+
+def check_port(host: str, port: int) -> None:
+    """Raise `cannot_listen`'s error when a server could not listen on `host:port` now (a
+    command checks before it announces its address)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                       socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Tornado binds
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise cannot_listen(host, port, exc) from None
 
 
 def session_user(doc: Any) -> str:
@@ -57,4 +78,4 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["session_user", "FileResponse", "tokens_configured", "check_user_name", "free_port",
-           "serve", "ServeOptions"]
+           "check_port", "serve", "ServeOptions"]

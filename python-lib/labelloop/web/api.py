@@ -7,7 +7,6 @@ also serves the Bokeh sessions never waits for the database or for a slow handle
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import json
 import logging
 import uuid
@@ -15,118 +14,29 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import tornado.web
 from tornado.ioloop import IOLoop
 
-from ..errors import LabelloopError, NotFoundError
+from ..errors import LabelloopError, NotFoundError, disk_full
 from ..project import Project
 from ..scenarios import Scheduler, get_run, list_scenarios, scenario_config, scenario_runs
 from .auth import AuthenticationError, Identity
+from .guard import ForbiddenRequestError, RequestGuard
 from .openapi import build_openapi
+from .payload import INT64_MAX, check_payload_bounds, parse_json_body
 from .webapps import API_PREFIX, BODY_METHODS, FileResponse, MethodNotAllowedError, WebappHost
 
 log = logging.getLogger("labelloop.api")
 
 HARD_BODY_CAP = 64 * 1024 * 1024  # beyond this, the answer (413) comes before the body
 DISCARD_CAP = 1024 * 1024 * 1024  # bodies declared larger: the connection is dropped
-INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1  # what the database can store
-MAX_DEPTH = 32  # nesting of arrays / objects in a payload
 WRITE_METHODS = (*BODY_METHODS, "DELETE")
 REQUEST_ID_HEADER = "X-Request-Id"
 
 
 class PayloadTooLargeError(LabelloopError):
     status = 413
-
-
-class ForbiddenRequestError(LabelloopError):
-    """A request refused for where it comes from or how it is sent (request forgery)."""
-
-    status = 403
-
-
-def check_payload_bounds(value: Any, where: str = "payload") -> None:
-    """Refuse integers beyond 64 bits and nesting deeper than MAX_DEPTH (iteratively)."""
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, bool):
-            continue
-        if isinstance(item, int):
-            if not INT64_MIN <= item <= INT64_MAX:
-                text = str(item) if abs(item) < 10 ** 30 else f"{str(item)[:30]}..."
-                raise LabelloopError(f"{where}: integer {text} is out of range: "
-                                     f"use integers from {INT64_MIN} to {INT64_MAX}")
-        elif isinstance(item, dict | list):
-            if depth >= MAX_DEPTH:
-                raise LabelloopError(f"{where} is nested more than {MAX_DEPTH} levels deep: "
-                                     "flatten it")
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
-
-
-def _host_name(host: str) -> str:
-    """The name part of a `Host` header value or of `host[:port]` (lower case, no brackets)."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        return host[1:].split("]", 1)[0]
-    if host.count(":") == 1:
-        return host.split(":", 1)[0]
-    return host
-
-
-def _is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
-
-
-@dataclass
-class RequestGuard:
-    """Which `Host` and `Origin` a request may carry (DNS rebinding, cross-site forgery).
-
-    A Host that is an IP address can't come from a rebound name, so it is always accepted;
-    names must be this server's (localhost, the bound name, the machine's names) or one of
-    `--allow-websocket-origin`. A write's `Origin`, when the browser sends one, must be the
-    request's own host (same origin) or an allowed one.
-    """
-
-    names: set[str] = field(default_factory=lambda: {"localhost"})
-    extra: set[str] = field(default_factory=set)  # allowed host[:port] from the command line
-
-    @classmethod
-    def for_server(cls, bound: str, port: int, extra_origins: list[str] | tuple[str, ...] = (),
-                   machine_names: tuple[str, ...] = ()) -> RequestGuard:
-        names = {"localhost", "localhost.localdomain", _host_name(bound),
-                 *(_host_name(n) for n in machine_names if n)}
-        extra = {o.strip().lower() for o in extra_origins if o.strip()}
-        names |= {_host_name(o) for o in extra}
-        return cls(names, extra)
-
-    def check_host(self, host: str | None) -> None:
-        name = _host_name(host or "")
-        if not name or not (_is_ip(name) or name in self.names):
-            raise ForbiddenRequestError(
-                f"request refused: Host {host!r} is not a name of this server (a page served "
-                "under another name may be a DNS-rebinding attack); use the server's address, "
-                "or start it with --allow-websocket-origin HOST behind a proxy")
-
-    def check_origin(self, origin: str | None, host: str | None) -> None:
-        if origin is None:
-            return  # not a browser (browsers send Origin with every cross-origin write)
-        parts = urlsplit(origin.strip())
-        netloc = parts.netloc.lower()
-        if parts.scheme in ("http", "https") and netloc and \
-                (netloc == (host or "").strip().lower() or netloc in self.extra):
-            return
-        raise ForbiddenRequestError(
-            f"request refused: Origin {origin!r} is not this server ({host!r}): pages of other "
-            "sites may not change data here (allow a proxy's origin with "
-            "--allow-websocket-origin HOST[:PORT])")
 
 
 @dataclass
@@ -280,6 +190,12 @@ class ApiHandler(tornado.web.RequestHandler):
         except LabelloopError as exc:
             self.send_error_json(exc.status, str(exc), extra=getattr(exc, "details", None))
         except Exception as exc:
+            full = disk_full(exc)
+            if full is not None:  # the writer rolled back and goes on with its next write
+                log.error("request %s: %s %s: %s", self.request_id, self.request.method,
+                          self.request.uri, str(exc).splitlines()[0])
+                self.send_error_json(full.status, str(full))
+                return
             log.error("request %s: %s %s: unexpected error", self.request_id,
                       self.request.method, self.request.uri, exc_info=True)
             self.send_error_json(500, f"internal error ({type(exc).__name__}, request "
@@ -295,12 +211,11 @@ class ApiHandler(tornado.web.RequestHandler):
         return work(*args)
 
     def check_request_origin(self) -> None:
-        """Host always, Origin on writes: refuse what a page of another site could send."""
-        guard = self.api.guard
-        host = self.request.headers.get("Host")
-        guard.check_host(host)
+        """Origin on writes: refuse what a page of another site could send (a foreign Host
+        was refused before any handler: see guard.py)."""
         if self.request.method in WRITE_METHODS:
-            guard.check_origin(self.request.headers.get("Origin"), host)
+            self.api.guard.check_origin(self.request.headers.get("Origin"),
+                                        self.request.headers.get("Host"))
 
     def check_json_write(self) -> None:
         """A write with a body must say it is JSON (a cross-site form can't)."""
@@ -326,20 +241,8 @@ class ApiHandler(tornado.web.RequestHandler):
         return ctype.split(";")[0].strip().lower() == "application/json"
 
     def json_body(self, bounds: bool = True) -> Any:
-        """The parsed JSON body; `{}` when empty (`bounds`: check integers and nesting)."""
-        raw = b"".join(self._chunks)
-        if not raw.strip():
-            return {}
-        try:
-            value = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise LabelloopError(f"malformed JSON body: {exc}") from exc
-        except RecursionError:
-            raise LabelloopError(f"JSON body nested more than {MAX_DEPTH} levels deep: "
-                                 "flatten it") from None
-        if bounds:
-            check_payload_bounds(value, "JSON body")
-        return value
+        """The parsed JSON body; `{}` when empty (`bounds`: check integers, nesting, text)."""
+        return parse_json_body(b"".join(self._chunks), bounds)
 
     def query_args(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}

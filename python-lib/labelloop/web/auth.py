@@ -1,4 +1,5 @@
-"""Who is asking: API tokens (stored hashed) and the user of a request.
+"""Who is asking: API tokens (stored hashed), the user of a request, and the pages' sign-in
+(`/login` sets the token cookie, `/logout` clears it).
 
 Rules (the same for the JSON API and the Bokeh pages):
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import html
 import logging
 import re
 import secrets
@@ -32,8 +34,10 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
+import tornado.web
 
 from ..errors import LabelloopError, NotFoundError
 from ..project import Project
@@ -203,3 +207,71 @@ class Identity:
             if value:
                 return check_user_name(value), how
         return ANONYMOUS, "anonymous"
+
+
+# ---- the pages' sign-in: /login sets the token cookie, /logout clears it ----
+def query_arguments(arguments: dict) -> dict[str, str]:
+    """Last value of each query argument, as text."""
+    out = {}
+    for name, values in (arguments or {}).items():
+        value = values[-1] if isinstance(values, list) and values else values
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        if isinstance(value, str):
+            out[name] = value
+    return out
+
+
+LOGIN_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Labelloop: sign in</title>
+<style>body{{font-family:sans-serif;max-width:30em;margin:4em auto}}input{{width:100%;padding:.4em}}
+.err{{color:#b00}}</style></head><body><h1>Labelloop</h1><p>This server needs an access token
+(ask for one: <code>labelloop token add YOUR-NAME</code>).</p><p class="err">{error}</p>
+<form method="post" action="/login"><input type="hidden" name="next" value="{next}">
+<label>Token <input type="password" name="token" autofocus></label>
+<p><button type="submit">Sign in</button></p></form></body></html>"""
+
+
+def _safe_next(value: str | None) -> str:
+    """A local path to go back to (never another site)."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return "/"
+    parts = urlsplit(value)
+    return value if not parts.scheme and not parts.netloc else "/"
+
+
+class LoginHandler(tornado.web.RequestHandler):
+    """`/login`: checks a token, stores it in an HttpOnly cookie, goes back to the page."""
+
+    def initialize(self, identity: Identity) -> None:
+        self.identity = identity
+
+    def _login(self, token: str | None, target: str) -> None:
+        if not self.identity.required():
+            self.redirect(target)
+            return
+        if token:
+            try:
+                self.identity.resolve({"Authorization": f"Bearer {token}"}, {})
+            except AuthenticationError as exc:
+                self.set_status(401)
+                self.finish(LOGIN_PAGE.format(error=html.escape(str(exc)),
+                                              next=html.escape(target)))
+                return
+            self.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict", path="/",
+                            secure=self.request.protocol == "https", expires_days=30)
+            self.redirect(target)
+            return
+        self.finish(LOGIN_PAGE.format(error="", next=html.escape(target)))
+
+    def get(self) -> None:
+        self._login(self.get_argument("token", None), _safe_next(self.get_argument("next", None)))
+
+    def post(self) -> None:
+        self._login(self.get_body_argument("token", None),
+                    _safe_next(self.get_body_argument("next", None)))
+
+
+class LogoutHandler(tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.clear_cookie(TOKEN_COOKIE, path="/")
+        self.redirect("/login")

@@ -93,6 +93,17 @@ def _operation_id(webapp: str, method: str, subpath: str) -> str:
     return words[0] + "".join(w[:1].upper() + w[1:] for w in words[1:] if w)
 
 
+def _links(webapp: str, routes: dict, declared: dict | None) -> dict:
+    """A route's OpenAPI links (see webapps.py) to the routes the webapp has."""
+    out = {}
+    for name, link in (declared or {}).items():
+        method, subpath = link["route"][0].upper(), link["route"][1].strip("/")
+        if (method, subpath) in routes:
+            out[name] = {"operationId": _operation_id(webapp, method, subpath),
+                         **{k: v for k, v in link.items() if k != "route"}}
+    return out
+
+
 def webapp_paths(host: WebappHost) -> tuple[dict, list[str]]:
     """Paths of every webapp backend's routes, and the webapps that could not start."""
     paths: dict[str, dict] = {}
@@ -111,12 +122,21 @@ def webapp_paths(host: WebappHost) -> tuple[dict, list[str]]:
                 "responses": {"200": _json(route.response),
                               **_errors("400", "401", "403", "404", "503"),
                               "500": {"$ref": "#/components/responses/Error"}}}
+            if route.produces:  # a file (see FileResponse), or 304 when the ETag matches
+                op["responses"]["200"] = {"description": "The file", "content": {
+                    kind: {"schema": {"type": "string", "contentMediaType": kind}}
+                    for kind in route.produces}}
+                op["responses"]["304"] = {"description": "Not modified: the ETag of "
+                                                         "If-None-Match is the file's"}
             if route.description:
                 op["description"] = route.description
+            links = _links(webapp, app.routes, route.links)
+            if links:
+                op["responses"]["200"]["links"] = links
             schema = bounded(route.schema or {})
             if method in BODY_METHODS:
                 op["requestBody"] = {"required": True, "content": {JSON: {"schema": schema}}}
-                op["responses"].update(_errors("409", "413"))
+                op["responses"].update(_errors("409", "413", "507"))
             elif isinstance(schema.get("properties"), dict):
                 required = set(schema.get("required") or [])
                 op["parameters"] = [{"name": name, "in": "query", "required": name in required,

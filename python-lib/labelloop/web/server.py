@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import tornado.web
 from bokeh.application import Application
@@ -42,9 +42,19 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 from ..errors import LabelloopError
 from ..project import Project
 from ..scenarios import Scheduler
-from . import free_port
-from .api import Api, RequestGuard, api_patterns
-from .auth import ANONYMOUS, TOKEN_COOKIE, USER_HEADER, AuthenticationError, Identity
+from . import cannot_listen, free_port
+from .api import Api, api_patterns
+from .auth import (
+    ANONYMOUS,
+    TOKEN_COOKIE,
+    USER_HEADER,
+    AuthenticationError,
+    Identity,
+    LoginHandler,
+    LogoutHandler,
+    query_arguments,
+)
+from .guard import RequestGuard, guard_every_request
 from .webapps import WebappHost
 
 log = logging.getLogger("labelloop.server")
@@ -113,18 +123,6 @@ def check_bind(host: str, insecure: bool, identity: Identity) -> None:
         "pass --insecure if the network is trusted")
 
 
-def _decode_args(arguments: dict) -> dict[str, str]:
-    """Last value of each query argument, as text."""
-    out = {}
-    for name, values in (arguments or {}).items():
-        value = values[-1] if isinstance(values, list) and values else values
-        if isinstance(value, bytes):
-            value = value.decode("utf-8", "replace")
-        if isinstance(value, str):
-            out[name] = value
-    return out
-
-
 def session_user(doc: Any) -> str:
     """The user of the browser session that owns a Bokeh document ('anonymous' if unknown)."""
     ctx = getattr(doc, "session_context", None)
@@ -150,7 +148,7 @@ class WebappHandler(FunctionHandler):
         cookies = {k: v.value for k, v in request.cookies.items()}
         try:
             user, _how = self.identity.resolve(request.headers, cookies,
-                                               _decode_args(request.arguments))
+                                               query_arguments(request.arguments))
         except LabelloopError as exc:
             log.warning("webapp %s: %s; the session is anonymous", self.webapp, exc)
             user = ANONYMOUS
@@ -193,7 +191,7 @@ class PageAuth(AuthProvider):
         cookies = {k: v.value for k, v in handler.request.cookies.items()}
         try:
             user, _how = self.identity.resolve(handler.request.headers, cookies,
-                                               _decode_args(handler.request.arguments))
+                                               query_arguments(handler.request.arguments))
         except AuthenticationError:
             return None
         except LabelloopError:
@@ -203,7 +201,7 @@ class PageAuth(AuthProvider):
     def _login_url(self, handler: tornado.web.RequestHandler) -> str:
         # The token of `?token=` goes to /login, which sets the cookie and redirects back
         # to the page without the token in its address.
-        args = {k: v for k, v in _decode_args(handler.request.arguments).items()
+        args = {k: v for k, v in query_arguments(handler.request.arguments).items()
                 if k != "token"}
         target = handler.request.path + (f"?{urlencode(args)}" if args else "")
         query = {"next": target}
@@ -211,61 +209,6 @@ class PageAuth(AuthProvider):
         if token:
             query["token"] = token
         return f"/login?{urlencode(query)}"
-
-
-LOGIN_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Labelloop: sign in</title>
-<style>body{{font-family:sans-serif;max-width:30em;margin:4em auto}}input{{width:100%;padding:.4em}}
-.err{{color:#b00}}</style></head><body><h1>Labelloop</h1><p>This server needs an access token
-(ask for one: <code>labelloop token add YOUR-NAME</code>).</p><p class="err">{error}</p>
-<form method="post" action="/login"><input type="hidden" name="next" value="{next}">
-<label>Token <input type="password" name="token" autofocus></label>
-<p><button type="submit">Sign in</button></p></form></body></html>"""
-
-
-def _safe_next(value: str | None) -> str:
-    """A local path to go back to (never another site)."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
-        return "/"
-    parts = urlsplit(value)
-    return value if not parts.scheme and not parts.netloc else "/"
-
-
-class LoginHandler(tornado.web.RequestHandler):
-    """`/login`: checks a token, stores it in an HttpOnly cookie, goes back to the page."""
-
-    def initialize(self, identity: Identity) -> None:
-        self.identity = identity
-
-    def _login(self, token: str | None, target: str) -> None:
-        if not self.identity.required():
-            self.redirect(target)
-            return
-        if token:
-            try:
-                self.identity.resolve({"Authorization": f"Bearer {token}"}, {})
-            except AuthenticationError as exc:
-                self.set_status(401)
-                self.finish(LOGIN_PAGE.format(error=html.escape(str(exc)),
-                                              next=html.escape(target)))
-                return
-            self.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict", path="/",
-                            secure=self.request.protocol == "https", expires_days=30)
-            self.redirect(target)
-            return
-        self.finish(LOGIN_PAGE.format(error="", next=html.escape(target)))
-
-    def get(self) -> None:
-        self._login(self.get_argument("token", None), _safe_next(self.get_argument("next", None)))
-
-    def post(self) -> None:
-        self._login(self.get_body_argument("token", None),
-                    _safe_next(self.get_body_argument("next", None)))
-
-
-class LogoutHandler(tornado.web.RequestHandler):
-    def get(self) -> None:
-        self.clear_cookie(TOKEN_COOKIE, path="/")
-        self.redirect("/login")
 
 
 class ResourceHandler(tornado.web.RequestHandler):
@@ -334,10 +277,9 @@ class LabelloopServer:
             self.bokeh = self._bokeh_server(apps, port, extra, origins)
         except OSError as exc:
             self.executor.shutdown(wait=False)
-            raise LabelloopError(f"cannot listen on {options.host}:{port}: {exc.strerror or exc}"
-                                 " (another server may use this port: choose another with "
-                                 "--port, or stop that one)") from exc
+            raise cannot_listen(options.host, port, exc) from exc
         self.bokeh._tornado.transforms.append(SecurityHeaders)
+        guard_every_request(self.bokeh._tornado, self.api.guard)
         self.port = self.bokeh.port
 
     def _bokeh_server(self, apps: dict, port: int, extra: list, origins: set) -> Server:

@@ -6,8 +6,12 @@ A webapp component's `backend.py` defines `create_backend(ctx)`, returning an ob
   browser session; `labelloop.web.session_user(doc)` gives the session's user;
 - `routes`: `{(METHOD, subpath): handler}` where `handler(payload, user)` returns JSON-able
   data, or `{(METHOD, subpath): {"handler": f, "schema": {...}, "summary": "...",
-  "description": "...", "response": {...}}}`; the host validates the payload against
-  `schema` first. GET/DELETE payloads are the query arguments (a str per argument, a list
+  "description": "...", "response": {...}, "links": {...}}}`; the host validates the
+  payload against `schema` first. `links` are OpenAPI links from the route's answer to other
+  routes of the webapp, `{name: {"route": (METHOD, subpath), "parameters": {...},
+  "requestBody": ...}}` with runtime expressions such as `"$response.body#/items/0/id"`:
+  clients (and the fuzzing test) follow them with real values. A route that answers files
+  lists their content types in `"produces": [...]` (the OpenAPI document says so). GET/DELETE payloads are the query arguments (a str per argument, a list
   when repeated; converted to integer / number / boolean where the schema says so);
   POST/PUT/PATCH payloads are the JSON body (`{}` when empty);
 - optionally `describe()`: a dict merged into the webapp's entry of `GET /api/v1/webapps`.
@@ -120,6 +124,8 @@ class Route:
     description: str | None = None
     response: dict | None = None
     validator: Draft202012Validator | None = field(default=None, repr=False)
+    links: dict | None = None
+    produces: list[str] | None = None  # content types of its FileResponse answers
 
     def payload_from_query(self, args: dict[str, list[str]]) -> dict:
         """Query arguments as a payload, converted to the types the schema asks for."""
@@ -191,7 +197,8 @@ def normalise_routes(webapp: str, routes: Any) -> dict[tuple[str, str], Route]:
             validator = Draft202012Validator(schema)
         out[(method, subpath)] = Route(method, subpath, spec["handler"], schema,
                                        spec.get("summary"), spec.get("description"),
-                                       spec.get("response"), validator)
+                                       spec.get("response"), validator, spec.get("links"),
+                                       spec.get("produces"))
     return out
 
 
@@ -242,6 +249,16 @@ class Webapp:
         return route
 
 
+def webapp_config(webapp: str, cfg: dict, registry: PluginRegistry) -> tuple[Component, dict]:
+    """A webapp entry of project.json: its component and its params, validated and with
+    their defaults (ConfigError naming each wrong param)."""
+    from ..flow import effective_params
+
+    comp = registry.component(cfg["type"], "webapp")
+    return comp, validate_config(f"{comp.type} (webapp {webapp!r})",
+                                 effective_params(comp, registry), cfg.get("params"))
+
+
 class MethodNotAllowedError(LabelloopError):
     """The route exists but not for this method."""
 
@@ -275,8 +292,10 @@ class WebappHost:
 
         A valid new file replaces the project's configuration: webapps whose settings
         changed get a new backend at their next request, new plugin directories are loaded.
-        An invalid one leaves the last good configuration serving and sets `config_error`
-        (shown in `GET /api/v1/webapps` and on the pages) until the file is fixed.
+        A file that does not validate (its JSON, project.json's schema, or the param types
+        of a changed webapp) is not applied at all: the last good configuration keeps
+        serving and `config_error` (shown in `GET /api/v1/webapps` and on the pages) says
+        why until the file is fixed.
         """
         stamp = self._stamp()
         if stamp == self._config_stamp:
@@ -286,6 +305,7 @@ class WebappHost:
 
         try:
             new = load_descriptor("project", self.project.config_path)
+            self._check_webapp_params(new, self._applied)
         except LabelloopError as exc:
             self.config_error = (f"project.json was changed but not applied: {exc}. The last "
                                  "good configuration is still served; fix the file and it is "
@@ -311,6 +331,19 @@ class WebappHost:
             self._failures.clear()  # a fixed file (or a new dataset) is tried again now
         self.log.info("project.json changed: applied")
         return [w for w in new_apps if w not in old_apps]
+
+    def _check_webapp_params(self, new: dict, old: dict) -> None:
+        """Validate the params of the webapps a new project.json changes (ConfigError).
+
+        With new plugin directories, or a component this registry doesn't know, a webapp's
+        params are checked when it starts (its error then shows in its entry and page)."""
+        if new.get("plugin_dirs") != old.get("plugin_dirs"):
+            return
+        registry = self.project.registry
+        old_apps = old.get("webapps", {})
+        for webapp, cfg in new.get("webapps", {}).items():
+            if cfg != old_apps.get(webapp) and cfg["type"] in registry.components:
+                webapp_config(webapp, cfg, registry)
 
     def _drop(self, webapp: str) -> None:
         app = self._apps.pop(webapp, None)
@@ -361,12 +394,7 @@ class WebappHost:
             return app
 
     def _create(self, webapp: str, cfg: dict) -> Webapp:
-        registry = self.project.registry
-        comp = registry.component(cfg["type"], "webapp")
-        from ..flow import effective_params
-
-        config = validate_config(f"{comp.type} (webapp {webapp!r})",
-                                 effective_params(comp, registry), cfg.get("params"))
+        comp, config = webapp_config(webapp, cfg, self.project.registry)
         resource_dir = self.resource_dir(comp.plugin)
         ctx = WebappContext(self.project, webapp, comp, config,
                             logging.getLogger(f"labelloop.webapp.{webapp}"), resource_dir,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,10 +44,6 @@ class Dataset(RowStorage, ChunkStorage):
     @property
     def engine(self) -> sa.Engine:
         return self.project.engine
-
-    @property
-    def _sqlite(self) -> bool:
-        return self.engine.dialect.name == "sqlite"
 
     def _info(self, conn: sa.Connection | None = None) -> dict | None:
         q = sa.select(datasets_table).where(datasets_table.c.name == self.name)
@@ -289,10 +285,6 @@ class Dataset(RowStorage, ChunkStorage):
             self._insert_rows(conn, _sql_table(info["table_name"], schema), frame, schema)
         conn.execute(sa.update(datasets_table).where(datasets_table.c.name == self.name)
                      .values(updated=dt.datetime.now(dt.UTC)))
-
-    def append_rows(self, rows: Iterable[dict], conn: sa.Connection | None = None) -> None:
-        """Append rows given as dicts (column -> value)."""
-        self.append(pd.DataFrame(list(rows)), conn=conn)
 
     def drop(self) -> None:
         """Delete the dataset's rows and schema."""

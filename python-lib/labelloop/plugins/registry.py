@@ -1,17 +1,12 @@
-"""Plugins: one pluggy PluginManager fed by directory plugins, entry points and built-ins."""
+"""The plugin manager and the components its plugins provide."""
 
 from __future__ import annotations
 
-import ast
-import builtins
 import importlib
-import importlib.abc
-import importlib.machinery
 import importlib.metadata
 import importlib.util
 import os
 import sys
-import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,130 +15,19 @@ from typing import Any
 
 import pluggy
 
-from . import hookspecs
-from .descriptors import descriptor_errors, load_json, validate_descriptor
-from .errors import DescriptorError, LabelloopError, NotFoundError
-
-ENTRY_POINT_GROUP = "labelloop"
-# The host's own components, shipped as ordinary plugins.
-BUILTIN_MODULES = ("labelloop.builtin",)
-
-# kind -> (directory in a plugin, descriptor file, code file, entry point function)
-COMPONENT_DIRS: dict[str, tuple[str, str, str, str]] = {
-    "recipe": ("custom-recipes", "recipe.json", "recipe.py", "run"),
-    "webapp": ("webapps", "webapp.json", "backend.py", "create_backend"),
-    "trigger": ("python-triggers", "trigger.json", "trigger.py", "check"),
-    "step": ("python-steps", "step.json", "step.py", "run"),
-}
-ENTRY_FUNCTIONS = {kind: spec[3] for kind, spec in COMPONENT_DIRS.items()}
-
-
-def builtin_plugin_dir() -> Path | None:
-    """The directory plugin that ships with the host.
-
-    A wheel carries it as `labelloop/builtin_plugin/` (copied there by setup.py); a checkout or
-    an editable install uses the repository root itself.
-    """
-    env = os.environ.get("LABELLOOP_BUILTIN_PLUGIN")
-    if env is not None:
-        return Path(env) if env else None
-    here = Path(__file__).resolve()
-    for root in (here.parent / "builtin_plugin", here.parents[2]):
-        if (root / "plugin.json").is_file():
-            return root
-    return None
-
-
-def env_plugin_dirs() -> list[Path]:
-    """Extra plugin directories from LABELLOOP_PLUGIN_PATH (os.pathsep-separated)."""
-    value = os.environ.get("LABELLOOP_PLUGIN_PATH", "")
-    return [Path(p) for p in value.split(os.pathsep) if p.strip()]
-
-
-NAMESPACE_PACKAGE = "labelloop_plugins"
-
-
-def _package_name(plugin_id: str) -> str:
-    safe = "".join(c if c.isalnum() else "_" for c in plugin_id)
-    return f"{NAMESPACE_PACKAGE}.{safe}"
-
-
-class PluginNamespace(importlib.abc.MetaPathFinder):
-    """A directory plugin's `python-lib`, importable as `labelloop_plugins.<plugin id>`.
-
-    Why not `sys.path`: two plugins shipping a `util.py` would share one `util` module. Here
-    each plugin's modules live under its own package, and the plugin's code (components and
-    the modules of its `python-lib`) still writes `import util`: an `__import__` of its own
-    maps the top-level names of the plugin's `python-lib` to the plugin's package.
-    """
-
-    def __init__(self, plugin_id: str, lib: Path):
-        self.plugin_id = plugin_id
-        self.lib = lib
-        self.package = _package_name(plugin_id)
-        self.names = {p.stem for p in lib.glob("*.py")} | {
-            p.name for p in lib.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
-        self.builtins = dict(vars(builtins))
-        self.builtins["__import__"] = self._import
-        for finder in [f for f in sys.meta_path if isinstance(f, PluginNamespace)
-                       and f.package == self.package]:
-            finder.close()  # the same plugin id loaded again (another registry): start anew
-        root = sys.modules.get(NAMESPACE_PACKAGE)
-        if root is None:
-            root = ModuleType(NAMESPACE_PACKAGE, "Directory plugins' python-lib packages")
-            root.__path__ = []
-            sys.modules[NAMESPACE_PACKAGE] = root
-        pkg = ModuleType(self.package, f"python-lib of plugin {plugin_id}")
-        pkg.__path__ = [str(lib)]
-        pkg.__file__ = None
-        pkg.__package__ = self.package
-        sys.modules[self.package] = pkg
-        setattr(root, self.package.rpartition(".")[2], pkg)
-        if self not in sys.meta_path:
-            sys.meta_path.insert(0, self)
-
-    def close(self) -> None:
-        """Forget the plugin's modules (a registry loading the same plugin again starts anew)."""
-        for name in [n for n in sys.modules if n == self.package or
-                     n.startswith(self.package + ".")]:
-            del sys.modules[name]
-        if self in sys.meta_path:
-            sys.meta_path.remove(self)
-
-    def module_name(self, name: str) -> str:
-        """The importable name of `name` (a top-level module of the plugin's python-lib)."""
-        top = name.partition(".")[0]
-        return f"{self.package}.{name}" if top in self.names else name
-
-    def _import(self, name, globals=None, locals=None, fromlist=(), level=0):  # noqa: A002
-        if level == 0 and name.partition(".")[0] in self.names:
-            module = importlib.import_module(f"{self.package}.{name}")
-            if fromlist:
-                return module
-            return sys.modules[f"{self.package}.{name.partition('.')[0]}"]
-        return builtins.__import__(name, globals, locals, fromlist, level)
-
-    def find_spec(self, fullname, path=None, target=None):  # noqa: ANN001 - importlib protocol
-        if not fullname.startswith(self.package + "."):
-            return None
-        parent = sys.modules.get(fullname.rpartition(".")[0])
-        search = list(getattr(parent, "__path__", None) or [str(self.lib)])
-        spec = importlib.machinery.PathFinder.find_spec(fullname, search)
-        if spec is not None and isinstance(spec.loader, importlib.machinery.SourceFileLoader):
-            spec.loader = _NamespacedLoader(spec.loader.name, spec.loader.path, self.builtins)
-        return spec
-
-
-class _NamespacedLoader(importlib.machinery.SourceFileLoader):
-    """Runs a plugin module with its plugin's `__import__`."""
-
-    def __init__(self, fullname: str, path: str, builtins_: dict):
-        super().__init__(fullname, path)
-        self._builtins = builtins_
-
-    def exec_module(self, module: ModuleType) -> None:
-        module.__dict__["__builtins__"] = self._builtins
-        super().exec_module(module)
+from .. import hookspecs
+from ..descriptors import load_json, validate_descriptor
+from ..errors import DescriptorError, LabelloopError, NotFoundError
+from .discovery import (
+    BUILTIN_MODULES,
+    COMPONENT_DIRS,
+    ENTRY_FUNCTIONS,
+    ENTRY_POINT_GROUP,
+    builtin_plugin_dir,
+    component_dirs,
+    env_plugin_dirs,
+)
+from .namespace import PluginNamespace
 
 
 def call_hook_per_plugin(pm: pluggy.PluginManager, name: str, kwargs_for: Callable[[str], dict],
@@ -456,75 +340,6 @@ class PluginRegistry:
                                 f"{hint}")
         return comp
 
-    def by_kind(self, kind: str) -> list[Component]:
-        return sorted((c for c in self.components.values() if c.kind == kind), key=lambda c: c.type)
-
     @property
     def failures(self) -> list[PluginInfo]:
         return [p for p in self.plugins.values() if p.status == "failed"]
-
-
-def component_dirs(directory: Path) -> Iterable[tuple[str, Path, Path]]:
-    """`(kind, component directory, descriptor path)` of every component directory of a plugin."""
-    for kind, (sub, desc_file, _code, _fn) in COMPONENT_DIRS.items():
-        base = directory / sub
-        if base.is_dir():
-            for comp_dir in sorted(p for p in base.iterdir() if p.is_dir()):
-                yield kind, comp_dir, comp_dir / desc_file
-
-
-def validate_plugin_dir(directory: str | os.PathLike) -> list[DescriptorError]:
-    """Every problem of a plugin directory: descriptors, missing code files, missing entry points."""
-    directory = Path(directory)
-    errors: list[DescriptorError] = []
-    manifest = directory / "plugin.json"
-    if not manifest.is_file():
-        return [DescriptorError(manifest, "missing: a plugin directory needs a plugin.json")]
-    try:
-        errors += descriptor_errors("plugin", load_json(manifest), manifest)
-    except DescriptorError as exc:
-        errors.append(exc)
-    for kind, comp_dir, desc_path in component_dirs(directory):
-        _sub, desc_file, code_file, fn = COMPONENT_DIRS[kind]
-        if not desc_path.is_file():
-            errors.append(DescriptorError(desc_path, f"missing: a {kind} needs {desc_file}"))
-            continue
-        try:
-            errors += descriptor_errors(kind, load_json(desc_path), desc_path)
-        except DescriptorError as exc:
-            errors.append(exc)
-        code = comp_dir / code_file
-        if not code.is_file():
-            errors.append(DescriptorError(code, f"missing: a {kind} needs {code_file} "
-                                          f"defining {fn}()"))
-            continue
-        try:
-            tree = ast.parse(code.read_text(), filename=str(code))
-        except SyntaxError as exc:
-            errors.append(DescriptorError(code, f"syntax error: {exc.msg}", line=exc.lineno))
-            continue
-        if fn not in _top_level_names(tree):
-            errors.append(DescriptorError(code, f"defines no top-level {fn}() function"))
-    return errors
-
-
-def _top_level_names(tree: ast.Module) -> set[str]:
-    """Names a module binds at top level: defs, classes, assignments and imports.
-
-    Why not only defs: `create_backend = make_backend("image")` or
-    `from mylib import run` are valid entry points too.
-    """
-    names: set[str] = set()
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
-        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            names.update(t.id for t in targets if isinstance(t, ast.Name))
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            names.update((a.asname or a.name).split(".")[0] for a in node.names)
-    return names
-
-
-def format_exception(exc: BaseException) -> str:
-    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
