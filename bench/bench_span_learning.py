@@ -16,14 +16,19 @@ time, and the Query Sampler on 100,000 sentences. Prints figures; asserts nothin
    ranking and for the top 1,000 (and, with --full, the top 1,000 of 20,000 sentences: with
    a cap memory stays flat as the pool grows).
 
-`batch` p99 over HTTP with span suggestions needs the text-spans webapp: see
-bench/bench_engine.py once the webapp is served.
+4. `batch` over HTTP with span suggestions: the spans demo project with a pool of 20,000
+   generated sentences, 300 of them labeled (their truth, through the engine), the demo's
+   every-n scenario run once (Train span tagger, Query Sampler: every item has predicted
+   spans), then a `labelloop serve` and 8 annotators in turn, each fetching a batch of 20
+   (timed: request to parsed answer) and accepting its suggestions (`POST labels` with the
+   suggested spans, as Enter does on the page). p50 / p99 / max of `batch`.
 
     python bench/bench_span_learning.py              # margin vs random, both families
                                                      # (~3 min of CPU; ~10 min wall on a
                                                      # machine shared by 8)
     python bench/bench_span_learning.py --full       # every strategy, both families, 5 seeds
     python bench/bench_span_learning.py --skip-sampler --seeds 2
+    python bench/bench_span_learning.py --only-batch  # section 4 alone (~1 min)
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
+import http.client  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
@@ -252,6 +258,89 @@ def sampler(rows: int, full: bool) -> None:
     print()
 
 
+# --------------------------------------------------------------------------- batch over HTTP
+
+
+def batch_over_http(pool_rows: int = 20_000, batches: int = 100, labeled: int = 300) -> None:
+    import pandas as pd
+    from bench_engine import Server, pct
+
+    from labeling import demo
+    from labeling.engine import LabelingEngine
+    from labeling.settings import parse_settings
+    from labeling.spans.demo_data import generate
+    from labelloop import scenarios
+
+    directory = Path(tempfile.mkdtemp(prefix="bench-spans-batch-"))
+    server = None
+    try:
+        t0 = time.perf_counter()
+        project = demo.create_demo(directory / "project", demo.SPANS, n=20)
+        texts, spans = generate(pool_rows, seed=21)
+        ids = [f"sentence-{i:06d}" for i in range(pool_rows)]
+        project.dataset("unlabeled").write(pd.DataFrame({"data_id": ids, "text": texts}))
+        truth = dict(zip(ids, spans, strict=True))
+        (webapp, app), = project.config["webapps"].items()
+        cfg = parse_settings(app["params"], "text", webapp, project, kind="spans")
+        engine = LabelingEngine(project, cfg, check_interval=0.0, background=False)
+        done = 0
+        while done < labeled:
+            for item in engine.batch("teacher", 20)["items"]:
+                engine.label("teacher", item["id"], truth[item["id"]])
+                done += 1
+        run = scenarios.run_scenario(project, demo.SCENARIO)
+        if run["status"] != "SUCCESS":
+            raise SystemExit(f"the scenario failed: {run['error']}")
+        project.engine.dispose()
+        setup = time.perf_counter() - t0
+        server = Server(project.dir)
+        base = f"/api/v1/webapps/{webapp}"
+        conns = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+                 for _ in range(8)]
+        # Until the model's queue is ready the server serves the previous order: wait for it.
+        deadline = time.monotonic() + 300
+        while True:
+            _, config = server.request("GET", f"{base}/config", conn=conns[0])
+            if config.get("queue_session") == 1 and not config.get("preparing"):
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the model's queue was never ready: {config}")
+            time.sleep(0.2)
+        times, spans_served = [], 0
+        for b in range(batches):
+            user, conn = f"annotator{b % 8}", conns[b % 8]
+            t = time.perf_counter()
+            status, answer = server.request("GET", f"{base}/batch?size=20", conn=conn,
+                                            user=user)
+            times.append(time.perf_counter() - t)
+            if status != 200:
+                raise SystemExit(f"batch: {status} {answer}")
+            for item in answer["items"]:
+                suggestion = item["suggestion"] or {}
+                if suggestion.get("model_version") != 1:
+                    raise SystemExit(f"item {item['id']} came without the model's spans")
+                accepted = [{k: x[k] for k in ("start", "end", "label")}
+                            for x in suggestion["spans"]]
+                spans_served += len(accepted)
+                status, _ = server.request("POST", f"{base}/labels", {
+                    "id": item["id"], "spans": accepted}, conn=conn, user=user)
+                if status != 200:
+                    raise SystemExit(f"labels: {status}")
+        for conn in conns:
+            conn.close()
+        print(f"batch over HTTP with span suggestions: {pool_rows:,} sentences, {labeled} "
+              f"labeled, CRF v1 (setup {setup:.0f}s); {batches} batches of 20 by 8 "
+              f"annotators, each accepted ({spans_served:,} suggested spans served)")
+        print(f"  batch p50 {pct(times, 50):.1f} ms   p99 {pct(times, 99):.1f} ms   "
+              f"max {max(times) * 1000:.1f} ms")
+        print(f"  labels dataset: {project.dataset('labels').count():,} rows")
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--full", action="store_true",
@@ -263,6 +352,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000, help="sentences the sampler scores")
     parser.add_argument("--skip-curves", action="store_true")
     parser.add_argument("--skip-sampler", action="store_true")
+    parser.add_argument("--skip-batch", action="store_true")
+    parser.add_argument("--only-batch", action="store_true",
+                        help="only `batch` over HTTP with span suggestions (section 4)")
     parser.add_argument("--keep", help=argparse.SUPPRESS)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -271,6 +363,9 @@ def main() -> None:
         result = sampler_setup(directory, args.rows) if args.child == "setup" \
             else sampler_child(directory, args.child)
         print(json.dumps(result))
+        return
+    if args.only_batch:
+        batch_over_http()
         return
     families = args.families.split(",") if args.families else \
         (["crf", "logreg"] if args.full else ["crf"])
@@ -284,6 +379,8 @@ def main() -> None:
     train_times(["crf", "logreg"])
     if not args.skip_sampler:
         sampler(args.rows, args.full)
+    if not args.skip_batch:
+        batch_over_http()
 
 
 if __name__ == "__main__":

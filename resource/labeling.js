@@ -805,20 +805,24 @@
     } catch (e) {
       return; // this backend has no metrics route
     }
-    // Columns: {labels: [...], auc: [...], contradictions: [...]}, one entry per retrain.
+    // Columns: {labels: [...], auc: [...], f1: [...], contradictions: [...]}, one entry per
+    // retrain. A span model has no AUC: its page plots the entity F1 instead.
     const h = (resp && resp.history) || {};
     const num = (v) => (v === null || v === undefined ? NaN : Number(v));
     const labels = (h.labels || []).map(num);
     if (!labels.length) return;
+    const column = (name) => labels.map((_, i) => num((h[name] || [])[i]));
     const data = {
       labels: labels,
-      auc: labels.map((_, i) => num((h.auc || [])[i])),
-      contradictions: labels.map((_, i) => num((h.contradictions || [])[i])),
+      auc: column("auc"),
+      f1: column("f1"),
+      contradictions: column("contradictions"),
     };
+    const score = boot.kind === "spans" ? "f1" : "auc";
     // The chart is laid out from the start (a plot drawn while hidden stays blank when shown).
-    const values = [...data.auc, ...data.contradictions].filter((v) => isFinite(v));
+    const values = [...data[score], ...data.contradictions].filter((v) => isFinite(v));
     const note = $("ll-metrics-empty");
-    note.textContent = "(no AUC or contradictions yet: too few labels)";
+    note.textContent = "(no " + (score === "f1" ? "entity F1" : "AUC") + " or contradictions yet: too few labels)";
     note.hidden = values.length > 0;
     const finite = labels.filter((v) => isFinite(v));
     let lo = finite.length ? Math.min(...finite) : 0, hi = finite.length ? Math.max(...finite) : 1;

@@ -162,3 +162,22 @@ def test_an_answer_never_switches_the_queue(tmp_path):
     assert e.ctx.read_app().q_session == 1  # not switched by the answer
     assert project.dataset("metadata").read()["session"].tolist() == [1]
     assert e.batch("u", 2)["session"] == 2  # a batch follows the new session
+
+
+def test_item_scores_is_item_score_over_many_items_at_once():
+    values = np.array([0.1, np.nan, 0.7, 0.2, np.nan, 0.5, np.nan])
+    lengths = np.array([3, 0, 1, 2, 1])
+    spans = SpansKind(None)
+    expected = [spans.item_score(p.tolist())
+                for p in np.split(values, np.cumsum(lengths)[:-1])]
+    assert expected == [0.7, 0.0, 0.2, 0.5, 0.0]
+    assert spans.item_scores(values, lengths).tolist() == expected  # vectorised default
+
+    class MeanKind(AnnotationKind):
+        name = "mean"
+
+        def item_score(self, uncertainties):
+            return float(np.mean(uncertainties)) if len(uncertainties) else -1.0
+
+    assert MeanKind(None).item_scores([0.2, 0.4, 0.9, 0.1, 0.3], [2, 0, 3]).tolist() == \
+        pytest.approx([0.3, -1.0, float(np.mean([0.9, 0.1, 0.3]))])

@@ -13,6 +13,8 @@ import pycrfsuite
 import pytest
 
 from labeling import demo, stopping
+from labeling.kinds.spans import SpansKind
+from labeling.spans import sampling
 from labeling.spans.demo_data import ENTITY_TYPES, generate
 from labeling.spans.sampling import score_texts, span_strategies
 from labeling.spans.tagger import SpanTagger, Vocabulary, feature_ids
@@ -155,6 +157,21 @@ def test_sequence_uncertainties_are_normalised_for_length():
                                  for p in (first, second)]),
     ]:
         assert registry.get(name).func(analysis) == pytest.approx(expected), name
+    # the per-token strategies reduce their tokens' uncertainties with the spans kind's item
+    # score: a kind scoring by the mean token would rank by the mean
+    assert sampling.SPANS_KIND.item_score([0.2, 0.9]) == 0.9
+
+    class MeanTokenKind(SpansKind):
+        def item_score(self, uncertainties):
+            return float(np.mean(uncertainties))
+
+    saved = sampling.SPANS_KIND
+    try:
+        sampling.SPANS_KIND = MeanTokenKind(None)
+        assert registry.get("confidence").func(analysis) == pytest.approx(
+            [1 - p.max(1).mean() for p in (first, second)])
+    finally:
+        sampling.SPANS_KIND = saved
     # a text repeated 4 times scores about as itself (a sum over tokens would be 4 times)
     one = "Alice Smith met Bruno in Lima."
     for name in ("entropy", "sequence_confidence", "confidence"):

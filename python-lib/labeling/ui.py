@@ -40,6 +40,7 @@ RESERVED_KEYS = frozenset("s")
 DATA_TYPES = ("tabular", "text", "image", "sound")
 PER_LABEL_SOURCE = "ll-per-label"
 METRICS_SOURCE = "ll-metrics"
+METRIC_LABELS = {"auc": "AUC", "f1": "entity F1"}  # the model's score on the metrics chart
 TITLES = {
     "tabular": "Tabular labeling",
     "text": "Text labeling",
@@ -148,8 +149,10 @@ def _per_label_chart(categories: list[str]) -> figure:
     return fig
 
 
-def _metrics_chart() -> figure:
-    source = ColumnDataSource({"labels": [], "auc": [], "contradictions": []},
+def _metrics_chart(score: str = "auc") -> figure:
+    """Labels on x; the model's score (``auc``, or ``f1`` for a span model, which has no
+    AUC) and the contradictions on y."""
+    source = ColumnDataSource({"labels": [], "auc": [], "f1": [], "contradictions": []},
                               name=METRICS_SOURCE)
     fig = figure(
         height=170, sizing_mode="stretch_width", toolbar_location=None, tools="",
@@ -158,8 +161,9 @@ def _metrics_chart() -> figure:
         # value is missing (a first retrain without AUC) and the plot would stay blank.
         x_range=Range1d(0, 1, name="ll-metrics-xrange"),
     )
-    fig.line("labels", "auc", source=source, color="#4c78a8", line_width=2, legend_label="AUC")
-    fig.scatter("labels", "auc", source=source, color="#4c78a8", size=5)
+    fig.line("labels", score, source=source, color="#4c78a8", line_width=2,
+             legend_label=METRIC_LABELS[score])
+    fig.scatter("labels", score, source=source, color="#4c78a8", size=5)
     fig.line("labels", "contradictions", source=source, color="#e45756", line_width=2,
              legend_label="contradictions")
     fig.scatter("labels", "contradictions", source=source, color="#e45756", size=5)
@@ -181,7 +185,8 @@ def make_document(doc: Any, page: PageSettings, resource_base: str | None = None
     """Fill a Bokeh document with the labeling page for one webapp instance."""
     categories = list(page.categories)
     per_label = _per_label_chart(categories)
-    metrics = _metrics_chart()
+    # A span model is scored by its entity F1 (labeling-metrics' `f1` column), not by AUC.
+    metrics = _metrics_chart("f1" if page.extra.get("kind") == "spans" else "auc")
     doc.add_root(per_label)
     doc.add_root(metrics)
     boot = bootstrap(page)
@@ -225,7 +230,8 @@ class LabelingPageBackend(LabelingBackend):
         self.routes = build_routes(self.engine, self._extra_config)
         self.routes[("GET", "metrics")] = {
             "handler": self._metrics, "schema": {"type": "object"},
-            "summary": "The model's metrics after each retrain (labels, AUC, contradictions)",
+            "summary": "The model's metrics after each retrain (labels, AUC or entity F1, "
+                       "contradictions)",
         }
 
     def _metrics_state(self) -> tuple[Any, dict, list[str]]:

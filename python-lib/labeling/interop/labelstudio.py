@@ -33,37 +33,89 @@ class ChoicesControl:
             item["score"] = score
         return [item]
 
+    @property
+    def values(self) -> list[str]:
+        return self.choices
 
-def parse_label_config(xml: str | None) -> ChoicesControl | None:
-    """The first Choices control of a label_config (None when there is no config)."""
+
+@dataclass
+class LabelsControl:
+    """The `<Labels>` of a label_config (typed spans of a text): its names and label values."""
+
+    from_name: str
+    to_name: str
+    labels: list[str]
+    data_key: str | None  # `$text` of the object tag the labels point to
+
+    @property
+    def values(self) -> list[str]:
+        return self.labels
+
+    def result(self, spans: list[dict], text: str) -> list[dict]:
+        """Label Studio `labels` results marking `spans` of `text` (scores kept)."""
+        from ..spans.formats import span_results
+
+        return span_results(spans, text, self.from_name, self.to_name)
+
+
+# The control tag of each annotation kind Label Studio has one for.
+CONTROL_TAGS = {"choice": "Choices", "spans": "Labels"}
+_EXAMPLES = {
+    "Choices": ("Labelloop's classification webapps need a config like <View><Text "
+                "name=\"text\" value=\"$text\"/><Choices name=\"label\" toName=\"text\">"
+                "<Choice value=\"A\"/>...</Choices></View>"),
+    "Labels": ("Labelloop's text-spans webapps need a config like <View><Labels name=\"label\" "
+               "toName=\"text\"><Label value=\"PER\"/>...</Labels><Text name=\"text\" "
+               "value=\"$text\"/></View>"),
+}
+
+
+def parse_label_config(xml: str | None, kind: str | None = None
+                       ) -> ChoicesControl | LabelsControl | None:
+    """The control of a label_config that answers for annotation kind ``kind`` (`choice`: the
+    first `<Choices>`, `spans`: the first `<Labels>`; None: a `<Choices>`, else a `<Labels>`);
+    None when there is no config."""
     if not xml or not str(xml).strip():
         return None
     try:
         root = ET.fromstring(xml)
     except ET.ParseError as exc:
         raise LabelloopError(f"label_config is not valid XML: {exc}") from exc
-    choices = next((el for el in root.iter() if el.tag == "Choices"), None)
-    if choices is None:
-        raise LabelloopError("label_config has no <Choices> tag: Labelloop's classification "
-                             "webapps need a config like <View><Text name=\"text\" "
-                             "value=\"$text\"/><Choices name=\"label\" toName=\"text\">"
-                             "<Choice value=\"A\"/>...</Choices></View>")
-    from_name = choices.get("name") or "label"
-    to_name = choices.get("toName") or ""
-    values = [c.get("value") or c.get("alias") or "" for c in choices.iter("Choice")]
+    if kind is not None and kind not in CONTROL_TAGS:
+        raise LabelloopError(f"Label Studio has no control for annotation kind {kind!r} "
+                             f"(Labelloop maps {', '.join(CONTROL_TAGS)})")
+    tags = (CONTROL_TAGS[kind],) if kind else ("Choices", "Labels")
+    control = None
+    for tag in tags:
+        control = next((el for el in root.iter() if el.tag == tag), None)
+        if control is not None:
+            break
+    if control is None:
+        raise LabelloopError(f"label_config has no <{tags[0]}> tag: {_EXAMPLES[tags[0]]}")
+    from_name = control.get("name") or "label"
+    to_name = control.get("toName") or ""
     data_key = None
     for el in root.iter():
         if el.get("name") == to_name.split(",")[0] and (el.get("value") or "").startswith("$"):
             data_key = el.get("value")[1:]
             break
+    if control.tag == "Labels":
+        values = [c.get("value") or c.get("alias") or "" for c in control.iter("Label")]
+        return LabelsControl(from_name, to_name, [v for v in values if v], data_key)
+    values = [c.get("value") or c.get("alias") or "" for c in control.iter("Choice")]
     return ChoicesControl(from_name, to_name, [v for v in values if v],
-                          (choices.get("choice") or "single").lower() == "multiple", data_key)
+                          (control.get("choice") or "single").lower() == "multiple", data_key)
 
 
 def make_label_config(categories: list[str], data_type: str, data_key: str,
-                      multi_label: bool = False) -> str:
-    """A label_config Labelloop understands, for the README and for `ml-backend-predict`."""
+                      multi_label: bool = False, kind: str = "choice") -> str:
+    """A label_config Labelloop understands, for the README and for `ml-backend-predict`
+    (``kind="spans"``: `<Labels>` over a text)."""
     tag = OBJECT_TAGS.get(data_type, "Text")
+    if kind == "spans":
+        items = "".join(f'<Label value="{_xml_attr(c)}"/>' for c in categories)
+        return (f'<View><Labels name="label" toName="{data_key}">{items}</Labels>'
+                f'<Text name="{data_key}" value="${data_key}"/></View>')
     choice = ' choice="multiple"' if multi_label else ""
     items = "".join(f'<Choice value="{_xml_attr(c)}"/>' for c in categories)
     return (f'<View><{tag} name="{data_key}" value="${data_key}"/>'

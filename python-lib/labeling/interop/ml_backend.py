@@ -1,10 +1,14 @@
-"""Every classification webapp as a Label Studio ML backend, at `/api/v1/ml-backends/<webapp>/`.
+"""Every labeling webapp as a Label Studio ML backend, at `/api/v1/ml-backends/<webapp>/`.
+
+A classification webapp (kind `choice`) speaks a `<Choices>` config; a text-spans webapp
+(kind `spans`) a `<Labels>` config: its predictions are `labels` results (the tagger's spans,
+each with its score) and the annotations it records are span answers.
 
 | route | Label Studio sends | answer |
 |---|---|---|
 | `GET health` | | `{"status": "UP", "model_class": "Labelloop", "model_version"}` |
 | `POST setup` | `{"project", "schema" (label_config), ...}` | `{"model_version"}` (the saved model's newest version) |
-| `POST predict` | `{"tasks", "label_config", "project", "params"}` | `{"results": [{"model_version", "score", "result": [choices]}]}`, one per task |
+| `POST predict` | `{"tasks", "label_config", "project", "params"}` | `{"results": [{"model_version", "score", "result": [choices or labels]}]}`, one per task |
 | `POST webhook` | `{"action", "annotation", "task", "project"}` | ANNOTATION_CREATED / UPDATED record the label with Label Studio's annotator, ANNOTATION_DELETED records a skip, START_TRAINING runs the retraining scenario; other events: 200 `{"status": "ignored"}` |
 | `GET metrics` | | the webapp's stats |
 
@@ -26,6 +30,7 @@ Settings (project.json, all optional): `"settings": {"ml_backend": {"<webapp>": 
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from pathlib import PurePosixPath
@@ -36,7 +41,7 @@ import numpy as np
 
 from labelloop.errors import ConfigError, LabelloopError, NotFoundError
 
-from .labelstudio import annotation_labels, annotator_name, parse_label_config
+from .labelstudio import LabelsControl, annotation_labels, annotator_name, parse_label_config
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +72,16 @@ class MlBackend:
         self._rows: dict[str, str] = {}  # item id -> row JSON
 
     # ---------------------------------------------------------------- settings
+    @property
+    def kind(self) -> str:
+        """The webapp's annotation kind: `choice` (a `<Choices>` config) or `spans`
+        (`<Labels>`)."""
+        return self.engine.kind.name
+
+    def control(self, label_config: str | None) -> Any:
+        """The label_config's control for this webapp's kind (None without a config)."""
+        return parse_label_config(label_config, self.kind) if label_config else None
+
     @property
     def settings(self) -> dict:
         all_ = (self.project.config.get("settings") or {}).get("ml_backend") or {}
@@ -153,7 +168,7 @@ class MlBackend:
         keys = [self.cfg.id_column, self.cfg.text_column if self.cfg.data_type == "text"
                 else None]
         try:
-            control = parse_label_config(label_config) if label_config else None
+            control = self.control(label_config)
         except LabelloopError:
             control = None
         if control is not None:
@@ -221,15 +236,17 @@ class MlBackend:
         return {"model_version": self.model_version() or "untrained"}
 
     def _check_config(self, label_config: str) -> None:
-        control = parse_label_config(label_config)
+        control = self.control(label_config)
         if control is None:
             return
-        unknown = [c for c in control.choices if c not in self.cfg.categories]
+        unknown = [c for c in control.values if c not in self.cfg.categories]
         if unknown:
+            what = ("labels", "entity types") if self.kind == "spans" else ("choices",
+                                                                             "categories")
             raise LabelloopError(
-                f"the label_config's choices {', '.join(map(repr, unknown))} are not categories "
-                f"of webapp {self.cfg.webapp!r} ({', '.join(self.cfg.categories)}): use the "
-                "same category names in both")
+                f"the label_config's {what[0]} {', '.join(map(repr, unknown))} are not "
+                f"{what[1]} of webapp {self.cfg.webapp!r} ({', '.join(self.cfg.categories)}): "
+                f"use the same names in both")
 
     def predict(self, body: Any) -> dict:
         if not isinstance(body, dict) or not isinstance(body.get("tasks"), list):
@@ -237,13 +254,15 @@ class MlBackend:
                                  "Studio's ML-backend protocol)")
         tasks = body["tasks"]
         label_config = body.get("label_config")
-        control = parse_label_config(label_config) if label_config else None
+        control = self.control(label_config)
         loaded = self._pipeline()
         if loaded is None or not tasks:
             return {"results": []}  # no model yet: Label Studio stores no prediction
         version, pipeline = loaded
         keys = self.data_keys(label_config)
         key = keys[0]
+        if self.kind == "spans":
+            return {"results": self._predict_spans(tasks, keys, control, version, pipeline)}
         rows, known = [], []
         for k, task in enumerate(tasks):
             item_id = self.item_of(task, keys)
@@ -267,6 +286,55 @@ class MlBackend:
                 results[k] = {"model_version": str(version), "score": uncertainty,
                               "result": result}
         return {"results": results}
+
+    def _predict_spans(self, tasks: list, keys: list[str], control: LabelsControl | None,
+                       version: int, pipeline: Any) -> list[dict]:
+        """Per task: the tagger's spans as `labels` results (each with its score) and the
+        text's uncertainty under the Query Sampler's span strategy as the task's `score`."""
+        from labeling.spans.sampling import score_texts
+
+        if control is None:
+            key = self.cfg.text_column or keys[0]
+            control = LabelsControl("label", key, list(self.cfg.categories), key)
+        results: list[dict] = [{"model_version": str(version), "score": None, "result": []}
+                               for _ in tasks]
+        texts, known = [], []
+        for k, task in enumerate(tasks):
+            text = self._task_text(task, keys, control)
+            if text is not None:
+                texts.append(text)
+                known.append(k)
+        if not texts:
+            return results
+        scored = score_texts(pipeline, texts, self.span_strategy())
+        for k, text, uncertainty, prediction in zip(known, texts, scored["uncertainty"],
+                                                    scored["prediction"], strict=True):
+            spans = [{**s, "score": round(float(s["score"]), 6)}
+                     for s in json.loads(prediction) if s["label"] in control.labels]
+            results[k] = {"model_version": str(version),
+                          "score": round(float(np.nan_to_num(uncertainty)), 6),
+                          "result": control.result(spans, text)}
+        return results
+
+    def span_strategy(self) -> str:
+        """The span strategy of the webapp's Query Sampler (a span model's own names)."""
+        from labeling.spans.sampling import span_strategies
+
+        name = self.strategy()
+        registry = span_strategies()
+        registry.get(name)  # a classification-only strategy: a clear error, not a 500
+        return name
+
+    def _task_text(self, task: Any, keys: list[str], control: LabelsControl) -> str | None:
+        """The text Label Studio shows for a task (its offsets are the spans'): the task's
+        own text under the control's data key, else the pool item's text."""
+        data = task.get("data") if isinstance(task, dict) else None
+        if isinstance(data, dict) and isinstance(data.get(control.data_key), str):
+            return data[control.data_key]
+        item_id = self.item_of(task, keys)
+        row = self._row(item_id) if item_id is not None else None
+        text = (row or {}).get(self.cfg.text_column or "text")
+        return text if isinstance(text, str) else None
 
     def _row(self, item_id: str) -> dict | None:
         import json
@@ -319,6 +387,9 @@ class MlBackend:
                 "task": {"id": item_id}})
         elif annotation.get("was_cancelled"):
             out = self.engine.skip(user, item_id, f"{comment} (skipped)")
+        elif self.kind == "spans":
+            spans = self._answer_spans(action, annotation, item_id)
+            out = self.engine.label(user, item_id, spans, comment)
         else:
             labels = annotation_labels(annotation)
             if not labels:
@@ -327,6 +398,22 @@ class MlBackend:
             label: Any = labels if self.cfg.multi_label else labels[0]
             out = self.engine.label(user, item_id, label, comment)
         return 201, {"status": "ok", "label_id": out["label_id"], "item": item_id}
+
+    def _answer_spans(self, action: str, annotation: dict, item_id: str) -> list[dict]:
+        """The spans of a Label Studio annotation (its `labels` results) at the pool item's
+        character offsets; no result at all is an answer ("no entities")."""
+        from labeling.spans.formats import has_span_results, spans_of_results
+
+        results = annotation.get("result") or []
+        if results and not has_span_results(annotation):
+            raise LabelloopError(f"{action}: annotation {annotation.get('id')} has no labels "
+                                 "result (this webapp records spans: a <Labels> config)")
+        self._item_index(self.cfg.id_column or self.cfg.text_column or "text")
+        row = self._row(item_id) or {}
+        text = row.get(self.cfg.text_column or "text")
+        spans = spans_of_results(annotation, text if isinstance(text, str) else None,
+                                 f"{action}: annotation {annotation.get('id')}")
+        return [{k: s[k] for k in ("start", "end", "label")} for s in spans]
 
     def metrics(self) -> dict:
         return {"webapp": self.cfg.webapp, "model_version": self.model_version(),

@@ -112,6 +112,29 @@ class AnnotationKind:
         values = [float(u) for u in uncertainties if u == u]
         return max(values, default=0.0)
 
+    def item_scores(self, uncertainties: Any, lengths: Any) -> Any:
+        """`item_score` of many items at once: ``uncertainties`` holds their parts one item
+        after another, ``lengths`` how many parts each has (numpy arrays; an array out).
+
+        The Query Sampler scores a chunk of thousands of items this way. The default
+        `item_score` (the highest, NaN left out) is computed vectorised; a kind that
+        overrides `item_score` gets it called once per item."""
+        import numpy as np
+
+        values = np.asarray(uncertainties, dtype=np.float64)
+        lengths = np.asarray(lengths, dtype=np.int64)
+        if type(self).item_score is not AnnotationKind.item_score:
+            parts = np.split(values, np.cumsum(lengths)[:-1]) if len(lengths) else []
+            return np.fromiter((self.item_score(p.tolist()) for p in parts), np.float64,
+                               len(lengths))
+        out = np.zeros(len(lengths), dtype=np.float64)
+        has = lengths > 0
+        if has.any():
+            starts = (np.cumsum(lengths) - lengths)[has]
+            top = np.fmax.reduceat(np.where(np.isnan(values), -np.inf, values), starts)
+            out[has] = np.where(np.isneginf(top), 0.0, top)
+        return out
+
     def config(self) -> dict:
         """What the kind adds to the webapp's `config` answer."""
         return {}

@@ -4,7 +4,8 @@ A span strategy maps a chunk's per-token tag marginals to one score per text (hi
 ask first). Scores are normalised for length (a minimum or a mean over the tokens), so a
 long text is not asked first only for being long. The built-ins take the classification
 strategies' names with their per-token meaning, plus the length-normalised sequence
-confidence:
+confidence (the two per-token ones reduce their tokens' uncertainties with the `spans`
+kind's item score, `labeling.kinds.AnnotationKind.item_scores`):
 
 - ``confidence``: least-confident token, 1 - min over tokens of the best tag's marginal;
 - ``margin``: smallest token margin, 1 - min over tokens of (p1 - p2);
@@ -28,6 +29,7 @@ import pandas as pd
 
 from labelloop.errors import LabelloopError
 
+from ..kinds.spans import SpansKind
 from ..sampling import LabeledIndex, Pool, Progress, SampleResult, _KeepAll
 from ..strategies import StrategyRegistry, StreamingRanker
 from .tagger import Analysis, SpanTagger
@@ -35,6 +37,10 @@ from .tokens import tags_to_spans
 
 # Texts analysed at once inside a pool chunk: the token feature matrix stays small.
 ANALYSE_TEXTS = 2048
+# The per-token strategies turn token uncertainties into a text's score as the `spans` kind
+# says (its item score needs no webapp settings). The mean-based ones (`entropy`,
+# `sequence_confidence`) are length-normalised means by definition, not an item score.
+SPANS_KIND = SpansKind(None)
 
 
 def _per_text(values: np.ndarray, lengths: np.ndarray, how: str, empty: float) -> np.ndarray:
@@ -57,11 +63,17 @@ def best_marginals(analysis: Analysis) -> np.ndarray:
     return analysis.marginals[np.arange(analysis.best.shape[0]), analysis.best]
 
 
+def item_scores(token_uncertainties: np.ndarray, analysis: Analysis) -> np.ndarray:
+    """One score per text from its tokens' uncertainties: the `spans` kind's item score
+    (`labeling.kinds.AnnotationKind.item_scores`: the most uncertain token)."""
+    return SPANS_KIND.item_scores(token_uncertainties, analysis.lengths)
+
+
 def least_confident_token(analysis: Analysis, rng: np.random.Generator | None = None
                           ) -> np.ndarray:
     """1 - the smallest best-tag marginal of the text's tokens."""
     top = analysis.marginals.max(axis=1) if analysis.marginals.size else np.empty(0)
-    return 1.0 - _per_text(top, analysis.lengths, "min", 1.0)
+    return item_scores(1.0 - top, analysis)
 
 
 def smallest_token_margin(analysis: Analysis, rng: np.random.Generator | None = None
@@ -71,8 +83,7 @@ def smallest_token_margin(analysis: Analysis, rng: np.random.Generator | None = 
     if m.shape[0] == 0:
         return np.zeros(analysis.lengths.shape[0])
     top = np.partition(m, m.shape[1] - 2, axis=1)
-    gap = top[:, -1] - top[:, -2]
-    return 1.0 - _per_text(gap, analysis.lengths, "min", 1.0)
+    return item_scores(1.0 - (top[:, -1] - top[:, -2]), analysis)
 
 
 def mean_token_entropy(analysis: Analysis, rng: np.random.Generator | None = None
