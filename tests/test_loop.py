@@ -319,3 +319,30 @@ def test_metrics_step_without_a_model_version_skips(make_project):
     run = scenarios.run_scenario(project, SCENARIO)
     assert run["status"] == "SUCCESS"
     assert "no version yet" in run["details"]["steps"][0]["details"]["skipped"]
+
+
+def test_model_list_shows_the_first_versions_accuracy_and_auc(make_project, wine):
+    """The first retrain's labels hold a class seen once: `model list` still shows its
+    accuracy and AUC (pooled out-of-fold), not blanks."""
+    from click.testing import CliRunner
+
+    from labelloop.cli import cli
+
+    project = make_project()
+    annotator = Annotator(project, *wine)
+    truth = wine[1]
+    annotator.order = np.concatenate([np.flatnonzero(truth == 0)[:10],
+                                      np.flatnonzero(truth == 1)[:9],
+                                      np.flatnonzero(truth == 2)[:1]])
+    annotator.label(N)
+    run = scenarios.run_scenario(project, SCENARIO)
+    assert run["status"] == "SUCCESS", run["error"]
+    metrics = project.model("classifier").latest()["metrics"]
+    assert "single example" in metrics["cv"]
+    listed = CliRunner().invoke(cli, ["--project", str(project.dir), "model", "list"])
+    assert listed.exit_code == 0, listed.output
+    header, row = listed.output.splitlines()[:2]
+    assert header.split() == ["MODEL", "VERSION", "CREATED", "ROWS", "CLASSES", "ACCURACY", "AUC"]
+    cells = row.split()
+    assert cells[:2] == ["classifier", "1"]
+    assert cells[-2:] == [f"{metrics['accuracy']:.3f}", f"{metrics['auc']:.3f}"]
