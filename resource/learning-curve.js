@@ -38,11 +38,15 @@
     return row;
   }
 
-  // Tick values: about `count` round steps (1, 2 or 5 x 10^k) covering [lo, hi].
-  function ticks(lo, hi, count) {
+  // A round step (1, 2 or 5 x 10^k) cutting [lo, hi] in about `count` parts.
+  function niceStep(lo, hi, count) {
     const raw = (hi - lo) / Math.max(1, count);
     const mag = Math.pow(10, Math.floor(Math.log10(raw)));
-    const step = [1, 2, 5, 10].map((f) => f * mag).find((v) => v >= raw) || raw;
+    return [1, 2, 5, 10].map((f) => f * mag).find((v) => v >= raw) || raw;
+  }
+
+  // Tick values: the multiples of `step` within [lo, hi].
+  function ticks(lo, hi, step) {
     const out = [];
     for (let v = Math.ceil(lo / step - 1e-9) * step; v <= hi + 1e-9; v += step) {
       out.push(Number(v.toFixed(6)));
@@ -54,7 +58,10 @@
     // Drawn in a 300 x 190 box scaled to the panel's width; the margins hold the ticks.
     const w = 300, h = 190, left = 44, right = 10, top = 10, bottom = 36;
     const ys = data.given.concat(data.random);
-    const lo = Math.max(0, Math.floor((Math.min(...ys) - 0.02) * 20) / 20), hi = 1;
+    // The accuracy axis starts at a tick at or below the lowest point, and ends at 1.
+    const low = Math.max(0, Math.min(...ys) - 0.02), hi = 1;
+    const yStep = niceStep(low, hi, 4);
+    const lo = Math.floor(low / yStep + 1e-9) * yStep;
     const xMax = Math.max(...data.points);
     const x = (m) => left + (w - left - right) * m / xMax;
     const y = (a) => h - bottom - (h - top - bottom) * (a - lo) / (hi - lo);
@@ -64,12 +71,12 @@
     const axis = { stroke: "#888", "stroke-width": 1 };
     svg.append(el("svg:line", { x1: left, y1: h - bottom, x2: w - right, y2: h - bottom, ...axis }));
     svg.append(el("svg:line", { x1: left, y1: top, x2: left, y2: h - bottom, ...axis }));
-    for (const v of ticks(0, xMax, 5)) {
+    for (const v of ticks(0, xMax, niceStep(0, xMax, 5))) {
       svg.append(el("svg:line", { x1: x(v), y1: h - bottom, x2: x(v), y2: h - bottom + 4, ...axis }));
       svg.append(el("svg:text", { x: x(v), y: h - bottom + 14, "font-size": 9,
         "text-anchor": "middle", class: "ll-curve-xtick" }, String(v)));
     }
-    for (const v of ticks(lo, hi, 4)) {
+    for (const v of ticks(lo, hi, yStep)) {
       svg.append(el("svg:line", { x1: left - 4, y1: y(v), x2: w - right, y2: y(v),
         stroke: "#eee", "stroke-width": 1 }));
       svg.append(el("svg:text", { x: left - 6, y: y(v) + 3, "font-size": 9, "text-anchor": "end",
