@@ -56,7 +56,7 @@
 
   function chart(data) {
     // Drawn in a 300 x 190 box scaled to the panel's width; the margins hold the ticks.
-    const w = 300, h = 190, left = 44, right = 10, top = 10, bottom = 36;
+    const w = 300, h = 190, left = 44, right = 14, top = 10, bottom = 36;
     const ys = data.given.concat(data.random);
     // The accuracy axis starts at a tick at or below the lowest point, and ends at 1.
     const low = Math.max(0, Math.min(...ys) - 0.02), hi = 1;
