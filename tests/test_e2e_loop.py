@@ -108,8 +108,7 @@ class Annotator:
                 in_session = 0
                 continue
             in_session += 1
-            threshold = N + 1 if self.session == 0 else N
-            if in_session < threshold + DURING_TRAINING or len(self.labeled) >= total:
+            if in_session < N + DURING_TRAINING or len(self.labeled) >= total:
                 continue
             # Enough for a retrain: wait for the new session, asking for work meanwhile
             # (the API answers while the scenario trains in its own process).

@@ -192,3 +192,131 @@ def test_cli_import_export_label_studio(project, tmp_path, run_cli):
     bad = run_cli(project.dir, "dataset", "export", "items", str(tmp_path / "x.xyz"),
                   check=False)
     assert bad.returncode != 0 and "cannot tell the format of 'x.xyz'" in bad.stderr
+
+
+# ------------------------------------------------------------------ -o options, CSV encodings
+
+def test_unknown_options_are_refused_with_the_known_ones_and_nothing_is_written(
+        project, tmp_path, run_cli):
+    src = tmp_path / "people.csv"
+    src.write_text("name,n\nana,1\n", encoding="utf-8")
+    result = run_cli(project.dir, "dataset", "import", "people", str(src), "-o",
+                     "encodng=latin-1", check=False)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: unknown option 'encodng' for csv import: it takes encoding, sep")
+    assert not project.dataset("people", create=True).exists()
+    pd.DataFrame({"name": ["ana"]}).to_parquet(tmp_path / "x.parquet")
+    with pytest.raises(LabelloopError, match=r"parquet import takes no -o options \(got 'sep'"):
+        import_file(project, "people", tmp_path / "x.parquet", options={"sep": ";"})
+
+    import_file(project, "people", src)
+    out = tmp_path / "people.json"
+    with pytest.raises(LabelloopError, match=r"unknown option 'x', 'y' for label-studio export: "
+                                             r"it takes metadata, label_col, data_key"):
+        export_file(project, "people", out, "label-studio", {"y": "1", "x": "2"})
+    with pytest.raises(LabelloopError, match=r"unknown option 'folder' for coco import: it "
+                                             r"takes label_col$"):
+        import_file(project, "c", src, "coco", options={"folder": "f"})
+    with pytest.raises(LabelloopError, match=r"jsonl export takes no -o options"):
+        export_file(project, "people", tmp_path / "p.jsonl", options={"encoding": "latin-1"})
+    assert not out.exists() and not (tmp_path / "p.jsonl").exists()
+
+
+def test_csv_encoding_and_separator_both_ways(project, tmp_path, run_cli):
+    src = tmp_path / "latin.csv"
+    src.write_bytes("name;city\nJosé;Montréal\nAna;Lyon\n".encode("latin-1"))
+    result = run_cli(project.dir, "dataset", "import", "people", str(src), "-o", "sep=;",
+                     check=False)
+    assert result.returncode != 0
+    # The UTF-8 error says what to pass; nothing is written.
+    assert "is not utf-8 text (byte 0xe9)" in result.stderr
+    assert "-o encoding=latin-1" in result.stderr
+    assert not project.dataset("people", create=True).exists()
+
+    out = run_cli(project.dir, "dataset", "import", "people", str(src), "-o", "sep=semicolon",
+                  "-o", "encoding=latin-1")
+    assert "imported 2 rows into people" in out.stdout
+    people = project.dataset("people").read()
+    assert people.to_dict("records") == [{"name": "José", "city": "Montréal"},
+                                         {"name": "Ana", "city": "Lyon"}]
+
+    # Export: with and without progress (CLI / API), both honour the options.
+    dest = tmp_path / "out.csv"
+    run_cli(project.dir, "dataset", "export", "people", str(dest), "-o", "encoding=cp1252",
+            "-o", "sep=tab")
+    assert dest.read_bytes() == "name\tcity\nJosé\tMontréal\nAna\tLyon\n".encode("cp1252")
+    export_file(project, "people", dest, options={"sep": "|"})
+    assert dest.read_text(encoding="utf-8") == "name|city\nJosé|Montréal\nAna|Lyon\n"
+    with pytest.raises(LabelloopError, match=r"in ascii: it has no character for 'é': choose "
+                                             r"an encoding that has it"):
+        export_file(project, "people", dest, options={"encoding": "ascii"})
+    assert dest.read_text(encoding="utf-8").startswith("name|city")  # the last good file
+    assert not any(p.name.endswith(".part") for p in tmp_path.iterdir())
+    with pytest.raises(LabelloopError, match=r"unknown encoding 'klingon'"):
+        import_file(project, "again", src, options={"encoding": "klingon"})
+    with pytest.raises(LabelloopError, match=r"separator '::' must be one character"):
+        import_file(project, "again", src, options={"sep": "::"})
+
+    jsonl = tmp_path / "latin.jsonl"
+    jsonl.write_bytes('{"name": "José"}\n'.encode("latin-1"))
+    with pytest.raises(LabelloopError, match=r"not utf-8 text \(byte 0xe9 near line 1\).*"
+                                             r"-o encoding=latin-1"):
+        import_file(project, "j", jsonl)
+    import_file(project, "j", jsonl, options={"encoding": "latin-1"})
+    assert project.dataset("j").read()["name"].tolist() == ["José"]
+
+
+# ------------------------------------------------------------------ files of a labeling webapp
+
+def test_label_studio_and_coco_exports_of_image_labels_use_the_webapps_folder(tmp_path, serve):
+    from test_webapps_browser import make_labeling_project
+
+    directory = tmp_path / "images"
+    project = make_labeling_project(directory, "image", n=3)
+    server = serve(directory, "--no-scheduler")
+    user = {"X-Labelloop-User": "alice"}
+    items = server.get("/api/v1/webapps/app/batch?size=2", headers=user).json()["items"]
+    for item in items:
+        resp = server.post("/api/v1/webapps/app/labels", {"id": item["id"], "label": "cat"},
+                           headers=user)
+        assert resp.status == 200, resp.text
+    paths = [item["id"] for item in items]
+    folder = project.folder("files")
+
+    # Label Studio: data.image is the media route's URL, which serves the file.
+    out = tmp_path / "tasks.json"
+    assert export_file(project, "labels", out, "label-studio", {"base_url": server.url}) == 2
+    tasks = json.loads(out.read_text())
+    assert [t["data"]["path"] for t in tasks] == paths
+    for task in tasks:
+        url = task["data"]["image"]
+        assert url == (f"{server.url}/api/v1/webapps/app/media?id="
+                       + task["data"]["path"].replace("/", "%2F"))
+        resp = server.get(url[len(server.url):], headers=user)
+        assert resp.status == 200 and resp.headers["Content-Type"] == "image/png"
+        assert resp.body == folder.read_bytes(task["data"]["path"])
+    # The default server address is `labelloop serve`'s; a prefix instead of the route.
+    export_file(project, "labels", out, "label-studio")
+    assert json.loads(out.read_text())[0]["data"]["image"].startswith(
+        "http://127.0.0.1:5006/api/v1/webapps/app/media?id=img%2F")
+    export_file(project, "labels", out, "label-studio",
+                {"media_prefix": "/data/local-files/?d=files/"})
+    assert [t["data"]["image"] for t in json.loads(out.read_text())] == \
+        [f"/data/local-files/?d=files/{p}" for p in paths]
+    with pytest.raises(LabelloopError, match=r"no labeling webapp 'nope' in project.json"):
+        export_file(project, "labels", out, "label-studio", {"webapp": "nope"})
+    with pytest.raises(LabelloopError, match=r"base_url 'example.org' must start with http"):
+        export_file(project, "labels", out, "label-studio", {"base_url": "example.org"})
+
+    # COCO: the images' sizes come from the webapp's folder without -o folder.
+    coco = tmp_path / "coco.json"
+    assert export_file(project, "labels", coco, "coco") == 2
+    doc = json.loads(coco.read_text())
+    assert [(i["file_name"], i["width"], i["height"]) for i in doc["images"]] == \
+        [(p, 48, 32) for p in paths]
+    project.dataset("copy", create=True).write(project.dataset("labels").read())
+    with pytest.raises(LabelloopError, match=r"cannot tell which labeling webapp dataset 'copy' "
+                                             r"belongs to \(none writes it\): pass -o folder="):
+        export_file(project, "copy", coco, "coco")
+    assert export_file(project, "copy", coco, "coco", {"folder": "files"}) == 2

@@ -118,51 +118,98 @@ def fires(project: Project) -> bool:
 # --------------------------------------------------------------------------- the trigger
 
 
-def test_trigger_without_metadata_or_queries_waits_for_more_than_n_labels(make_project, wine):
+def test_trigger_before_any_queries_fires_at_the_nth_label(make_project, wine):
     project = make_project()
     assert not fires(project)  # no metadata dataset yet
     annotator = Annotator(project, *wine)
-    annotator.label(N)
-    assert not fires(project)  # exactly n: not more than n
+    annotator.label(N - 1)
+    assert not fires(project)
     annotator.label(3, status="SKIPPED")
     assert not fires(project)  # skips are not labels
     annotator.label(1)
-    assert fires(project)
-    assert not fires(project)  # never twice for one session
+    assert fires(project)  # the n-th label
+    assert not fires(project)  # never twice before a Query Sampler commit
     annotator.label(N)
     assert not fires(project)
     states = scenarios.trigger_states(project, SCENARIO)
     assert next(iter(states.values()))["fire_count"] == 1
 
 
-@pytest.mark.parametrize("session_type", ["bigint", "string"])
-def test_trigger_counts_the_labels_of_the_current_session(make_project, wine, session_type):
+def test_trigger_counts_the_labels_since_the_query_samplers_commit(make_project, wine):
     project = make_project()
-    annotator = Annotator(project, *wine, session_type=session_type)
-    annotator.label(N + 1)
+    annotator = Annotator(project, *wine)
+    annotator.label(N)
     assert fires(project)
     run = scenarios.run_scenario(project, SCENARIO)
     assert run["status"] == "SUCCESS", run["error"]
     assert project.variables.get("queries_session") == 1
-    assert project.dataset("queries").count() == len(wine[0]) - (N + 1)
+    assert project.dataset("queries").count() == len(wine[0]) - N
 
-    assert not fires(project)  # a new session without labels
+    assert not fires(project)  # a new commit without labels
     annotator.label(N - 1)
     annotator.label(5, status="SKIPPED")
     assert not fires(project)
     annotator.label(1)
     assert fires(project)
     assert not fires(project)
-    # Labels of the session just ended don't count towards the next one.
+    # Labels recorded before the new commit don't count towards the next retrain.
     scenarios.run_scenario(project, SCENARIO)
     assert project.variables.get("queries_session") == 2
     assert not fires(project)
+    annotator.label(N - 1)
+    assert not fires(project)
+
+
+def test_trigger_fires_at_n_labels_given_through_the_engine_half_from_the_previous_order(
+        make_project, wine):
+    """The labels an annotator gives to items the webapp still serves from the previous
+    order (its queue switches only once the new one is built) count like the others."""
+    from labeling.engine import LabelingEngine
+    from labeling.settings import parse_settings
+
+    project = make_project()
+    cfg = parse_settings({"unlabeled": "unlabeled", "categories": {c: None for c in "012"},
+                          "labels_ds": "labels", "metadata_ds": "metadata",
+                          "queries_ds": "queries", "max_reserved": 100},
+                         "tabular", "w", project)
+    # The webapp looks for a new session only when told to (refresh): as a server does
+    # between two of its checks, or while the new queue is being built.
+    engine = LabelingEngine(project, cfg, check_interval=3600, background=False)
+    given = []
+
+    def label(count: int) -> list[int]:
+        """Label the next `count` items served; the sessions they were recorded with."""
+        items = engine.batch("u", count)["items"]
+        assert len(items) == count
+        for item in items:
+            engine.label("u", item["id"], str(len(given) % 3))  # any labels, three classes
+            given.append(item["id"])
+        meta = project.dataset("metadata").read()
+        return meta["session"].tail(count).tolist()
+
+    assert label(N - 1) == [0] * (N - 1)
+    assert not fires(project)
+    label(1)
+    assert fires(project)  # the first retrain at exactly n labels
+    run = scenarios.run_scenario(project, SCENARIO)
+    assert run["status"] == "SUCCESS", run["error"]
+    assert project.variables.get("queries_session") == 1
+
+    # The webapp has not switched yet: these items come from the previous order.
+    assert label(N // 2) == [0] * (N // 2)
+    assert not fires(project)
+    engine.refresh(wait=True)
+    assert engine.stats("u")["session"] == 1
+    assert label(N // 2 - 1) == [1] * (N // 2 - 1)
+    assert not fires(project)  # n - 1 since the commit
+    label(1)
+    assert fires(project)  # the n-th, half of them given to items of the previous order
 
 
 def test_trigger_retries_after_a_failed_run_only_once_n_more_labels_arrive(make_project, wine):
     project = make_project()
     annotator = Annotator(project, *wine)
-    annotator.label(N + 1, label="0")  # one class only: training fails
+    annotator.label(N, label="0")  # one class only: training fails
     assert fires(project)
     run = scenarios.run_scenario(project, SCENARIO)
     assert run["status"] == "FAILED"
@@ -272,3 +319,30 @@ def test_metrics_step_without_a_model_version_skips(make_project):
     run = scenarios.run_scenario(project, SCENARIO)
     assert run["status"] == "SUCCESS"
     assert "no version yet" in run["details"]["steps"][0]["details"]["skipped"]
+
+
+def test_model_list_shows_the_first_versions_accuracy_and_auc(make_project, wine):
+    """The first retrain's labels hold a class seen once: `model list` still shows its
+    accuracy and AUC (pooled out-of-fold), not blanks."""
+    from click.testing import CliRunner
+
+    from labelloop.cli import cli
+
+    project = make_project()
+    annotator = Annotator(project, *wine)
+    truth = wine[1]
+    annotator.order = np.concatenate([np.flatnonzero(truth == 0)[:10],
+                                      np.flatnonzero(truth == 1)[:9],
+                                      np.flatnonzero(truth == 2)[:1]])
+    annotator.label(N)
+    run = scenarios.run_scenario(project, SCENARIO)
+    assert run["status"] == "SUCCESS", run["error"]
+    metrics = project.model("classifier").latest()["metrics"]
+    assert "single example" in metrics["cv"]
+    listed = CliRunner().invoke(cli, ["--project", str(project.dir), "model", "list"])
+    assert listed.exit_code == 0, listed.output
+    header, row = listed.output.splitlines()[:2]
+    assert header.split() == ["MODEL", "VERSION", "CREATED", "ROWS", "CLASSES", "ACCURACY", "AUC"]
+    cells = row.split()
+    assert cells[:2] == ["classifier", "1"]
+    assert cells[-2:] == [f"{metrics['accuracy']:.3f}", f"{metrics['auc']:.3f}"]

@@ -1,5 +1,6 @@
 """`labelloop report learning-curve` and the page's learning-curve panel, on the digits demo
-after 100 labels posted over the API as the keyboard sends them, against a direct computation."""
+after 100 labels posted over the API as the keyboard sends them, against a direct computation:
+the report and the panel show the same figures for the same labels (one computation)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import KFold
 
 from labeling import demo
-from labeling.report import PAGE, for_page, learning_curve, page_step, reached, webapp_settings
+from labeling.report import DEFAULTS, for_page, reached, webapp_settings
 from labeling.training import build_pipeline
 from labelloop.project import Project
 
@@ -79,17 +80,10 @@ def test_cli_prints_the_figures_and_writes_the_plot(labeled_demo, run_cli, tmp_p
     plot = tmp_path / "curve.html"
     args = ("report", "learning-curve", "--webapp", WEBAPP, "--orders", "1", "--folds", "3",
             "--step", "25", "--out", str(plot))
-    proc = run_cli(directory, *args, timeout=600)
-    out = proc.stdout
-    print(out)  # the figures, for the closing note (pytest -rP shows them)
-    assert f"{LABELS} labels of 10 categories in webapp '{WEBAPP}'" in out
-    assert "today's accuracy (all 100 labels):" in out
-    assert "random order would have needed about" in out or "random order only" in out
-    assert f"plot: {plot}" in out
+    as_json = json.loads(run_cli(directory, *args, "--json", timeout=600).stdout)
+    assert as_json["plot"] == str(plot)
     html = plot.read_text()
     assert "Bokeh" in html and "your order" in html and "random order" in html
-
-    as_json = json.loads(run_cli(directory, *args, "--json", timeout=600).stdout)
     assert as_json["points"] == [25, 50, 75, 100] and as_json["labels"] == LABELS
     assert as_json["folds"] == 3
     project = Project.open(directory)
@@ -101,12 +95,30 @@ def test_cli_prints_the_figures_and_writes_the_plot(labeled_demo, run_cli, tmp_p
     assert as_json["target"] == pytest.approx(direct[-1] - 0.01, abs=1e-6)
     assert as_json["given_reached"] == pytest.approx(
         reached(as_json["points"], direct, direct[-1] - 0.01))
-    assert f"{as_json['accuracy']:.3f}" in out
 
-    png = run_cli(directory, "report", "learning-curve", "--webapp", WEBAPP, "--orders", "1",
-                  "--folds", "2", "--step", "50", "--out", str(tmp_path / "curve.png"),
-                  timeout=600)
-    assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG" and "plot:" in png.stdout
+
+def test_the_report_says_what_it_computed_and_draws_a_png(labeled_demo, run_cli, report_figures,
+                                                         tmp_path):
+    directory, _ = labeled_demo
+    png = tmp_path / "curve.png"
+    out = run_cli(directory, "report", "learning-curve", "--webapp", WEBAPP, "--out", str(png),
+                  timeout=600).stdout
+    print(out)  # the figures, for the closing note (pytest -rP shows them)
+    lines = out.splitlines()
+    assert lines[0] == (f"{LABELS} labels of 10 categories in webapp '{WEBAPP}'; "
+                        f"logistic_regression, {DEFAULTS['folds']}-fold cross-validation, "
+                        f"{DEFAULTS['orders']} random orders")
+    assert lines[1] == f"today's accuracy (all 100 labels): {report_figures['accuracy']:.3f}"
+    assert "random order would have needed about" in out or "random order only" in out
+    assert lines[-1] == f"plot: {png}"
+    from PIL import Image
+
+    with Image.open(png) as img:  # matplotlib's figure: 8 x 4.8 inches at 100 dpi
+        assert img.format == "PNG" and img.size == (800, 480)
+        # Not a blank canvas: the two curves' colours are drawn.
+        colours = {c for _n, c in img.convert("RGB").getcolors(1 << 20)}
+    assert (31, 119, 180) in colours and (128, 128, 128) in colours
+    print(f"PNG to look at: {png}")
 
 
 def test_too_few_labels_is_a_clear_message(tmp_path, run_cli):
@@ -123,26 +135,28 @@ def test_too_few_labels_is_a_clear_message(tmp_path, run_cli):
 
 
 @pytest.fixture(scope="module")
-def page_figures(labeled_demo) -> dict:
-    """What the page's panel should show, computed here with the library."""
+def report_figures(labeled_demo, run_cli) -> dict:
+    """What `labelloop report learning-curve --json` says with its defaults."""
     directory, _ = labeled_demo
-    project = Project.open(directory)
-    return learning_curve(project, WEBAPP, orders=PAGE["orders"], folds=PAGE["folds"],
-                          step=page_step(LABELS)).to_json()
+    return json.loads(run_cli(directory, "report", "learning-curve", "--webapp", WEBAPP,
+                              "--json", "--out", str(directory / "curve.html"),
+                              timeout=600).stdout)
 
 
-def test_learning_curve_route_answers_the_figures(labeled_demo, page_figures):
+def test_the_page_route_and_the_report_give_the_same_figures(labeled_demo, report_figures):
     _, server = labeled_demo
     resp = server.get(f"/api/v1/webapps/{WEBAPP}/learning-curve", headers=USER, timeout=600)
     assert resp.status == 200, resp.text
     body = resp.json()
     assert body["enough"] is True
-    for key in ("points", "given", "random", "accuracy", "given_reached", "random_reached"):
-        assert body[key] == page_figures[key], key
+    assert (body["folds"], body["orders"]) == (DEFAULTS["folds"], DEFAULTS["orders"])
+    for key in ("labels", "folds", "orders", "algorithm", "points", "given", "random",
+                "random_sd", "accuracy", "target", "given_reached", "random_reached", "saved"):
+        assert body[key] == report_figures[key], key
 
 
 @pytest.mark.browser
-def test_panel_shows_the_learning_curve(labeled_demo, page_for_curve, page_figures):
+def test_panel_shows_the_learning_curve(labeled_demo, page_for_curve, report_figures, tmp_path):
     _, server = labeled_demo
     page = page_for_curve()
     page.goto(f"{server.url}/webapps/{WEBAPP}")
@@ -152,7 +166,7 @@ def test_panel_shows_the_learning_curve(labeled_demo, page_for_curve, page_figur
         "document.getElementById('ll-curve-body').dataset.state === 'ready'", timeout=600_000)
     shown = {k: page.text_content(f"#ll-curve-{k}") for k in ("labels", "accuracy", "given",
                                                               "random")}
-    expected = page_figures
+    expected = report_figures  # the panel shows what the report says
     assert shown["labels"] == str(LABELS)
     assert shown["accuracy"] == f"{expected['accuracy']:.3f}"
     assert shown["given"] == (f"{round(expected['given_reached'])} labels"
@@ -164,6 +178,31 @@ def test_panel_shows_the_learning_curve(labeled_demo, page_for_curve, page_figur
                                           "els => els.map(e => e.getAttribute('points'))")
     assert len(polylines) == 2
     assert all(len(p.split()) == len(expected["points"]) for p in polylines)
+    # Both axes have ticks, and the curves' points sit where the ticks say.
+    xticks = [int(t) for t in page.eval_on_selector_all(
+        "#ll-curve-chart .ll-curve-xtick", "els => els.map(e => e.textContent)")]
+    yticks = [float(t) for t in page.eval_on_selector_all(
+        "#ll-curve-chart .ll-curve-ytick", "els => els.map(e => e.textContent)")]
+    assert len(xticks) >= 3 and xticks[0] == 0 and xticks[-1] <= LABELS
+    assert len(yticks) >= 3 and yticks[-1] == 1.0
+    assert min(yticks) <= min(expected["given"] + expected["random"])
+    # Nothing is cut off: the caption and the legend wrap inside the panel, in full.
+    caption = page.text_content("#ll-curve-caption")
+    assert f"{expected['folds']}-fold cross-validation" in caption
+    assert f"{expected['orders']} random orders" in caption
+    inside = page.evaluate("""() => {
+        const body = document.getElementById('ll-curve-body').getBoundingClientRect();
+        return ['ll-curve-caption', 'll-curve-legend', 'll-curve-chart'].map((id) => {
+          const e = document.getElementById(id), r = e.getBoundingClientRect();
+          return [id, r.width > 0 && r.left >= body.left - 1 && r.right <= body.right + 1
+                  && e.scrollWidth <= e.clientWidth + 1];
+        });
+    }""")
+    assert all(ok for _id, ok in inside), inside
+    legend = page.text_content("#ll-curve-legend")
+    assert "your order" in legend and "random order (mean)" in legend
+    page.locator("#ll-curve").screenshot(path=str(tmp_path / "learning-curve-panel.png"))
+    print(f"screenshot to look at: {tmp_path / 'learning-curve-panel.png'}")
     assert page.errors == []
 
 

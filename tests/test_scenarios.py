@@ -249,6 +249,26 @@ def test_cli_run_and_runs(project):
     assert "unknown scenario" in invoke(project, "scenario", "run", "nope").stderr
 
 
+def test_scenario_runs_are_numbered_per_scenario_beside_their_record_ids(project):
+    """Recipe runs and other scenarios share the run records' ids: `scenario runs` numbers
+    each scenario's own runs 1, 2, 3 and shows the record id beside."""
+    for name in ("ok", "bad", "ok"):
+        invoke(project, "scenario", "run", name)
+    runs = scenario_runs(project, "ok")
+    assert [r["number"] for r in runs] == [2, 1]
+    ids = [r["id"] for r in runs]
+    assert ids[0] - ids[1] > 1  # the ids skip: the other runs took some
+    lines = invoke(project, "scenario", "runs", "ok").stdout.splitlines()
+    assert lines[0].split()[:3] == ["RUN", "RECORD", "STATUS"]
+    assert [line.split()[:3] for line in lines[1:]] == \
+        [["2", str(ids[0]), "SUCCESS"], ["1", str(ids[1]), "SUCCESS"]]
+    assert json.loads(invoke(project, "scenario", "runs", "ok", "--json").stdout)[0][
+        "number"] == 2
+    listing = {line.split()[0]: line for line in
+               invoke(project, "scenario", "list").stdout.splitlines()[1:]}
+    assert "2 SUCCESS" in listing["ok"] and "1 FAILED" in listing["bad"]
+
+
 def test_watch_runs_a_scenario_when_its_periodic_trigger_fires(make_project, run_cli):
     project = make_project(config={"scenarios": {
         "tick": {"triggers": [{"type": "labelloop/periodic", "params": {"seconds": 0.3}}],

@@ -11,6 +11,11 @@ orders meet: the same labels).
 The figures: today's accuracy (all labels, cross-validated); the labels the given order
 needed to come within `tolerance` of it, and how many random order needs for the same
 accuracy (interpolated on the mean random curve): the labels active learning saved.
+
+One computation serves the CLI (`labelloop report learning-curve`) and the page's "Is active
+learning helping?" panel (`GET learning-curve`): `learning_curve` with `DEFAULTS`, so both
+give the same figures for the same labels; the CLI's options may ask for more orders or folds,
+and every answer says what it computed (`folds`, `orders`, `points`).
 """
 
 from __future__ import annotations
@@ -38,6 +43,14 @@ from .training import (
 
 MIN_LABELS = 20  # fewer labels say nothing about a learning curve
 TOLERANCE = 0.01
+# The one default computation, for the CLI and the page alike: small enough that the page's
+# panel answers in seconds on a few hundred labels (every point is folds x (orders + 1) fits).
+DEFAULTS = {"orders": 3, "folds": 3, "points": 8, "seed": 0}
+
+
+def default_step(n: int) -> int:
+    """Labels between two points of a curve of `n` labels (about DEFAULTS["points"] points)."""
+    return max(5, int(math.ceil(n / DEFAULTS["points"] / 5)) * 5)
 
 
 @dataclass
@@ -191,9 +204,10 @@ def reached(points: list[int], curve: list[float], target: float) -> float | Non
     return None
 
 
-def learning_curve(project: Any, webapp: str, orders: int = 5, folds: int = 5,
-                   step: int | None = None, seed: int = 0,
-                   cfg: EngineConfig | None = None) -> LearningCurve:
+def learning_curve(project: Any, webapp: str, orders: int = DEFAULTS["orders"],
+                   folds: int = DEFAULTS["folds"], step: int | None = None,
+                   seed: int = DEFAULTS["seed"], cfg: EngineConfig | None = None
+                   ) -> LearningCurve:
     """Replay the webapp's labels in their order and in random orders (see the module doc)."""
     from sklearn.model_selection import KFold
 
@@ -226,7 +240,7 @@ def learning_curve(project: Any, webapp: str, orders: int = 5, folds: int = 5,
     k = max(2, min(folds, n // 5))
     splits = [(np.sort(tr), te) for tr, te in
               KFold(n_splits=k, shuffle=True, random_state=seed).split(np.arange(n))]
-    step = step or max(5, int(math.ceil(n / 10 / 5)) * 5)  # about 10 points
+    step = step or default_step(n)
     points = sorted({*range(step, n, step), n})
     given = replay(X, y, pipeline, points, np.arange(n), splits)
     rng = np.random.default_rng(seed)
@@ -247,21 +261,11 @@ def learning_curve(project: Any, webapp: str, orders: int = 5, folds: int = 5,
         random_reached=reached(points, list(random_mean), target), notes=notes)
 
 
-# The page's panel answers within seconds: fewer orders, folds and points than the CLI.
-PAGE = {"orders": 2, "folds": 3, "points": 6}
-
-
-def page_step(n: int) -> int:
-    """Labels between two points of the page's curves (about PAGE["points"] points)."""
-    return max(5, int(math.ceil(n / PAGE["points"] / 5)) * 5)
-
-
 def for_page(project: Any, cfg: EngineConfig) -> dict[str, Any]:
-    """The `GET learning-curve` answer: the curves and figures, or why there are none."""
+    """The `GET learning-curve` answer: the curves and figures (as the CLI computes them by
+    default), or why there are none."""
     try:
-        n = len(labels_in_order(project, cfg)) if project.dataset(cfg.labels_ds).exists() else 0
-        curve = learning_curve(project, cfg.webapp, orders=PAGE["orders"],
-                               folds=PAGE["folds"], step=page_step(n), cfg=cfg)
+        curve = learning_curve(project, cfg.webapp, cfg=cfg)
     except LabelloopError as exc:
         return {"enough": False, "message": str(exc)}
     return {"enough": True, **curve.to_json(), "summary": curve.summary()}
@@ -307,29 +311,32 @@ def write_plot(curve: LearningCurve, path: str | Path) -> Path:
 
 
 def _write_png(curve: LearningCurve, path: Path) -> Path:
-    """A small PNG drawn with Pillow (no browser needed)."""
-    from PIL import Image, ImageDraw
+    """Both curves as a PNG drawn with matplotlib (no browser, no display needed)."""
+    import matplotlib
 
-    w, h, pad = 720, 420, 50
-    img = Image.new("RGB", (w, h), "white")
-    draw = ImageDraw.Draw(img)
-    lo = min(min(curve.given), min(curve.random)) - 0.02
-    hi = 1.0
-    x_max = max(curve.points)
+    matplotlib.use("Agg")  # files only: never a window
+    from matplotlib.figure import Figure
 
-    def xy(m: float, a: float) -> tuple[float, float]:
-        return (pad + (w - 2 * pad) * m / x_max, h - pad - (h - 2 * pad) * (a - lo) / (hi - lo))
-
-    draw.rectangle([pad, pad, w - pad, h - pad], outline="#888")
-    for values, color in ((curve.random, "#888888"), (curve.given, "#1f77b4")):
-        draw.line([xy(m, a) for m, a in zip(curve.points, values, strict=True)], fill=color,
-                  width=3)
-    draw.text((pad, 15), f"{curve.webapp}: your order (blue) vs random order (gray)",
-              fill="black")
-    draw.text((pad, h - pad + 10), f"labels 0..{x_max}   accuracy {lo:.2f}..{hi:.2f}",
-              fill="black")
+    fig = Figure(figsize=(8, 4.8), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    lo = [r - s for r, s in zip(curve.random, curve.random_sd, strict=True)]
+    hi = [r + s for r, s in zip(curve.random, curve.random_sd, strict=True)]
+    ax.fill_between(curve.points, lo, hi, color="gray", alpha=0.2,
+                    label=f"random order ± 1 sd ({curve.orders} orders)")
+    ax.plot(curve.points, curve.random, color="gray", linewidth=2, label="random order (mean)")
+    ax.plot(curve.points, curve.given, color="#1f77b4", linewidth=2.5, marker="o",
+            markersize=4, label="your order")
+    ax.axhline(curve.target, color="#999", linestyle="--", linewidth=1,
+               label=f"target {curve.target:.3f} (today's accuracy − {TOLERANCE:g})")
+    ax.set_title(f"Learning curve of {curve.webapp}: your order vs random order")
+    ax.set_xlabel("labels")
+    ax.set_ylabel(f"accuracy ({curve.folds}-fold cross-validated)")
+    ax.set_xlim(0, max(curve.points))
+    ax.set_ylim(max(0.0, min(min(curve.given), min(lo)) - 0.05), 1.0)
+    ax.grid(True, color="#eee")
+    ax.legend(loc="lower right", fontsize="small")
     path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
+    fig.savefig(path)
     return path
 
 
@@ -349,12 +356,15 @@ def report_group() -> Any:
     @click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
                   help="Plot file, .html (Bokeh) or .png  [default: "
                        "<project>/reports/learning-curve-<webapp>.html]")
-    @click.option("--orders", default=5, show_default=True, type=click.IntRange(1, 50),
-                  help="Random orders to average.")
-    @click.option("--folds", default=5, show_default=True, type=click.IntRange(2, 20),
-                  help="Cross-validation folds.")
-    @click.option("--step", default=None, type=click.IntRange(1), help="Labels between points.")
-    @click.option("--seed", default=0, show_default=True, type=int)
+    @click.option("--orders", default=DEFAULTS["orders"], show_default=True,
+                  type=click.IntRange(1, 50), help="Random orders to average (the page's "
+                  "panel uses the default).")
+    @click.option("--folds", default=DEFAULTS["folds"], show_default=True,
+                  type=click.IntRange(2, 20), help="Cross-validation folds (the page's panel "
+                  "uses the default).")
+    @click.option("--step", default=None, type=click.IntRange(1),
+                  help=f"Labels between points  [default: about {DEFAULTS['points']} points]")
+    @click.option("--seed", default=DEFAULTS["seed"], show_default=True, type=int)
     @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
     @click.pass_obj
     def learning_curve_cmd(state: Any, webapp: str, out: str | None, orders: int, folds: int,

@@ -359,6 +359,44 @@ def select_training_rows(df: pd.DataFrame, label_col: str) -> tuple[pd.DataFrame
     return rows, notes
 
 
+def _pooled_cross_validate(pipeline: Pipeline, X: Any, y: pd.Series, classes: np.ndarray,
+                           random_state: int, rare: str) -> dict[str, Any]:
+    """Accuracy and AUC of out-of-fold probabilities pooled over 5 plain folds: for the first
+    labels, where a class with a single example rules out stratified folds (and a fold's own
+    AUC), yet the first model's quality should still be known. That example is never
+    predicted right (no training fold holds its class): the figures are conservative."""
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import KFold, cross_val_predict
+
+    folds = 5
+    with warnings.catch_warnings():
+        # a training fold without the rare class: its probability column is 0 there
+        warnings.simplefilter("ignore")
+        try:
+            proba = cross_val_predict(pipeline, X, y, method="predict_proba",
+                                      cv=KFold(n_splits=folds, shuffle=True,
+                                               random_state=random_state))
+        except Exception as exc:  # a fold failing must not stop training: report it
+            return {"cv": f"failed: {type(exc).__name__}: {exc}"}
+    order = np.unique(y)  # cross_val_predict's column order
+    truth = y.to_numpy()
+    accuracy = float(np.mean(order[np.argmax(proba, axis=1)] == truth))
+    binary = len(order) == 2
+    try:
+        auc = float(roc_auc_score(truth, proba[:, 1]) if binary else
+                    roc_auc_score(truth, proba, multi_class="ovr", labels=order))
+    except ValueError:
+        auc = None
+    return {
+        "cv": f"{folds}-fold pooled out-of-fold (class {rare} has a single example: no "
+              "stratified folds yet)",
+        "folds": folds,
+        "accuracy": accuracy,
+        "auc": auc,
+        "auc_kind": "roc_auc" if binary else "one-vs-rest macro roc_auc",
+    }
+
+
 def _cross_validate(
     pipeline: Pipeline, X: Any, y: pd.Series, classes: np.ndarray, random_state: int
 ) -> dict[str, Any]:
@@ -370,10 +408,7 @@ def _cross_validate(
         }
     if smallest < 2:
         rare = ", ".join(repr(_py(c)) for c in counts[counts < 2].index)
-        return {
-            "cv": f"skipped: class {rare} has a single example; cross-validation needs at "
-            "least 2 per class"
-        }
+        return _pooled_cross_validate(pipeline, X, y, classes, random_state, rare)
     folds = min(5, smallest)
     auc = "roc_auc" if len(classes) == 2 else "roc_auc_ovr"
     with warnings.catch_warnings():

@@ -3,16 +3,23 @@
 Built in: CSV and Parquet (labelloop.project.datasets) and JSON Lines (one JSON object per
 line; nested values are kept as JSON text). Plugins add formats with the hook
 `register_dataset_formats(register)`: `register(name, read=None, write=None, extensions=(),
-description="")` where
+description="", read_options=None, write_options=None)` where
 
 - `read(path, options) -> {dataset suffix or "": DataFrame}`: "" is the dataset named on the
   command line; other keys name extra datasets (an option may rename them, see the format's
   description). Raise LabelloopError naming the line / record on a bad file.
 - `write(project, name, path, options) -> int`: write dataset `name` (and what it needs of
   other datasets) to `path`; returns the number of records written.
+- `read_options` / `write_options`: the `-o KEY=VALUE` keys the import / export takes,
+  `{key: one line of help}`. Any other key is refused before anything is read or written,
+  with the list of the known ones; a format that declares none takes no options.
 
 An import writes every dataset it produced in one transaction, after the whole file was read:
 a bad file writes nothing. `options` are the `-o KEY=VALUE` of the command line.
+
+The built-in formats' options: CSV `encoding` (default utf-8) and `sep` (a character, or
+`tab`, `semicolon`, ...; default a comma, a tab for .tsv) both ways; JSON Lines `encoding`
+on import; Parquet none.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,28 +48,51 @@ class Format:
     description: str = ""
     plugin: str = "labelloop"
     builtin: bool = False
+    read_options: dict[str, str] = field(default_factory=dict)
+    write_options: dict[str, str] = field(default_factory=dict)
+
+    def check_options(self, options: dict, need: str) -> None:
+        """Refuse `-o` keys the import (`need` = read) or export (write) doesn't take."""
+        known = self.read_options if need == "read" else self.write_options
+        unknown = sorted(set(options) - set(known))
+        if not unknown:
+            return
+        what = f"{self.name} {'import' if need == 'read' else 'export'}"
+        names = ", ".join(repr(k) for k in unknown)
+        if not known:
+            raise LabelloopError(f"{what} takes no -o options (got {names}): remove them")
+        raise LabelloopError(f"unknown option {names} for {what}: it takes "
+                             f"{', '.join(known)}")
 
 
 # ------------------------------------------------------------------ JSON Lines
 def read_jsonl(path: Path, options: dict) -> dict[str, pd.DataFrame]:
     """One JSON object per line; blank lines are skipped; a bad line is named."""
+    from .project.datasets.files import check_encoding, not_decoded
+
     records = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise LabelloopError(f"{path.name}: line {number} is not valid JSON "
-                                     f"({exc.msg} at column {exc.colno}); nothing was "
-                                     "imported") from None
-            if not isinstance(value, dict):
-                raise LabelloopError(f"{path.name}: line {number} is a JSON "
-                                     f"{type(value).__name__}, not an object; JSON Lines "
-                                     "datasets hold one object per line; nothing was imported")
-            records.append({k: json.dumps(v) if isinstance(v, dict | list) else v
-                            for k, v in value.items()})
+    encoding = check_encoding(options.get("encoding"))
+    with open(path, encoding=encoding) as fh:
+        number = 0
+        try:
+            for number, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise LabelloopError(f"{path.name}: line {number} is not valid JSON "
+                                         f"({exc.msg} at column {exc.colno}); nothing was "
+                                         "imported") from None
+                if not isinstance(value, dict):
+                    raise LabelloopError(f"{path.name}: line {number} is a JSON "
+                                         f"{type(value).__name__}, not an object; JSON Lines "
+                                         "datasets hold one object per line; nothing was "
+                                         "imported")
+                records.append({k: json.dumps(v) if isinstance(v, dict | list) else v
+                                for k, v in value.items()})
+        except UnicodeDecodeError as exc:
+            raise not_decoded(path, encoding, exc, f"near line {number + 1}") from None
     if not records:
         raise LabelloopError(f"{path.name} holds no JSON object: nothing to import")
     return {"": pd.DataFrame.from_records(records)}
@@ -113,16 +143,24 @@ class atomic_file:  # noqa: N801 - used like open()
 
 
 # ------------------------------------------------------------------ the registry
+CSV_OPTIONS = {"encoding": "the file's text encoding, default utf-8 (e.g. latin-1, cp1252)",
+               "sep": "the separator: a character, or tab, comma, semicolon, pipe, space; "
+                      "default a comma (a tab for .tsv)"}
+
+
 def _csv_parquet(name: str) -> Format:
-    return Format(name, extensions=(".csv", ".tsv", ".txt") if name == "csv" else
-                  (".parquet", ".pq"), builtin=True)
+    if name == "csv":
+        return Format(name, extensions=(".csv", ".tsv", ".txt"), builtin=True,
+                      read_options=CSV_OPTIONS, write_options=CSV_OPTIONS)
+    return Format(name, extensions=(".parquet", ".pq"), builtin=True)
 
 
 def formats(registry: Any | None = None) -> dict[str, Format]:
     """Every format: the built-ins, then the ones plugins register."""
     out = {"csv": _csv_parquet("csv"), "parquet": _csv_parquet("parquet"),
            "jsonl": Format("jsonl", read_jsonl, write_jsonl, (".jsonl", ".ndjson"),
-                           "JSON Lines: one object per line", builtin=True)}
+                           "JSON Lines: one object per line", builtin=True,
+                           read_options={"encoding": CSV_OPTIONS["encoding"]})}
     pm = getattr(registry, "pm", None)
     if pm is None:
         return out
@@ -130,10 +168,14 @@ def formats(registry: Any | None = None) -> dict[str, Format]:
 
     def kwargs_for(plugin_name: str) -> dict:
         def register(name: str, read: Callable | None = None, write: Callable | None = None,
-                     extensions: Any = (), description: str = "") -> None:
+                     extensions: Any = (), description: str = "",
+                     read_options: dict[str, str] | None = None,
+                     write_options: dict[str, str] | None = None) -> None:
             if name in out and out[name].builtin:
                 raise LabelloopError(f"plugin {plugin_name}: format {name!r} is built in")
-            out[name] = Format(name, read, write, tuple(extensions), description, plugin_name)
+            out[name] = Format(name, read, write, tuple(extensions), description, plugin_name,
+                               read_options=dict(read_options or {}),
+                               write_options=dict(write_options or {}))
 
         return {"register": register}
 
@@ -166,16 +208,17 @@ def format_for(path: Path, fmt: str | None, registry: Any, need: str) -> Format:
 WRITE_STEP = 100_000
 
 
-def _read_csv_progress(path: Path) -> pd.DataFrame:
+def _read_csv_progress(path: Path, options: dict) -> pd.DataFrame:
     """Read a CSV file like `read_table_file`, with progress in bytes read."""
     from .progress import CountingReader, progress
+    from .project.datasets.files import read_csv
 
     try:
         with open(path, "rb") as raw, \
                 progress(f"reading {path.name}", path.stat().st_size, "bytes") as update:
-            return pd.read_csv(CountingReader(raw, update),
-                               sep="\t" if path.suffix.lower() == ".tsv" else ",")
-    except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            return read_csv(path, CountingReader(raw, update), options.get("encoding"),
+                            options.get("sep"))
+    except OSError as exc:
         raise LabelloopError(f"cannot read {path} as csv: {exc}") from exc
 
 
@@ -224,14 +267,15 @@ def import_file(project: Project, name: str, path: str | Path, fmt: str | None =
         raise NotFoundError(f"no such file: {path}")
     f = format_for(path, fmt, project.registry, "read")
     options = dict(options or {})
+    f.check_options(options, "read")
     if f.builtin and f.read is None and f.name == "csv" and show_progress:
-        frames = {"": _read_csv_progress(path)}
+        frames = {"": _read_csv_progress(path, options)}
     elif f.builtin and f.read is None and f.name == "parquet" and show_progress:
         frames = {"": _read_parquet_progress(path)}
     elif f.builtin and f.read is None:  # CSV / Parquet
         from .project.datasets import read_table_file
 
-        frames = {"": read_table_file(path, f.name)}
+        frames = {"": read_table_file(path, f.name, options.get("encoding"), options.get("sep"))}
     else:
         frames = f.read(path, options)
     targets = {(name if key == "" else options.get(key) or f"{name}_{key}"): frame
@@ -269,19 +313,22 @@ def _beside(path: Path, write: Callable[[Path], int]) -> int:
     return n
 
 
-def _export_csv_progress(dataset: Any, path: Path) -> int:
+def _export_csv_progress(dataset: Any, path: Path, options: dict) -> int:
     """Write a dataset to CSV chunk by chunk with progress; beside the target, then renamed."""
     from .progress import progress
+    from .project.datasets.files import write_csv
+
+    encoding, sep = options.get("encoding"), options.get("sep")
 
     def write(tmp: Path) -> int:
         done = 0
         with progress(f"exporting {dataset.name}", dataset.count()) as update:
             for chunk in dataset.iter_chunks(WRITE_STEP // 2):
-                chunk.to_csv(tmp, index=False, mode="a" if done else "w", header=not done)
+                write_csv(chunk, tmp, path, encoding, sep, append=bool(done))
                 done += len(chunk)
                 update(len(chunk))
         if not done:  # no rows: the header alone, as a whole-frame export writes it
-            dataset.read().to_csv(tmp, index=False)
+            write_csv(dataset.read(), tmp, path, encoding, sep)
         return done
 
     return _beside(path, write)
@@ -316,14 +363,17 @@ def export_file(project: Project, name: str, path: str | Path, fmt: str | None =
     otherwise."""
     path = Path(path)
     f = format_for(path, fmt, project.registry, "write")
+    options = dict(options or {})
+    f.check_options(options, "write")
     if f.builtin and f.write is None and show_progress and project.dataset(name).exists():
         if f.name == "csv":
-            return _export_csv_progress(project.dataset(name), path)
+            return _export_csv_progress(project.dataset(name), path, options)
         return _export_parquet_progress(project.dataset(name), path)
     if f.builtin and f.write is None:
-        return project.dataset(name).export_file(path, f.name)
+        return project.dataset(name).export_file(path, f.name, options.get("encoding"),
+                                                 options.get("sep"))
     project.dataset(name)  # unknown names: the usual clear error
-    return f.write(project, name, path, dict(options or {}))
+    return f.write(project, name, path, options)
 
 
 def parse_options(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:

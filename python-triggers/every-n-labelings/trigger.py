@@ -1,13 +1,18 @@
-"""Every n labelings: fire the active-learning scenario when enough new labels have arrived.
+"""Every n labelings: fire the active-learning scenario when n new labels have arrived.
 
-Before the Query Sampler has written any queries, the trigger fires once the metadata holds
-more than n labels. Afterwards it fires when the current queries session (the project
-variable ``<queries>_session``, incremented by each Query Sampler run) has at least n
-labels. It fires once per session: the run it starts ends with a new session. The one
-exception is a run that failed (nothing re-ranked, so no new session): the trigger tries
-again after another n labels rather than leave the loop stuck.
+It counts the labels recorded since the Query Sampler last wrote the queries dataset (its
+commit), whatever order served the items: an item shown from the previous order but
+labeled after the commit counts. Before any queries exist it counts every label. It fires
+when the count reaches n (the n-th label fires it, for the first retrain as for the others)
+and at most once per commit: the run it starts ends with a new commit, from which the count
+starts again. The one exception is a run that failed (nothing re-ranked, so no new commit):
+the trigger tries again after another n labels rather than leave the loop stuck.
 
-Each check is two or three ``COUNT`` queries; no dataset is read.
+A label is a LABELED row of the metadata dataset dated after the commit: a new answer, or a
+changed one (its row is re-dated); skips are not labels. The commit's time is the queries
+dataset's `updated()`, set inside the Query Sampler's write transaction; a label's date is
+taken when the request arrives, so an answer written while the commit held the write lock
+counts with the earlier order. Each check is two ``COUNT`` queries; no dataset is read.
 
 With ``count`` = ``questions`` it counts the questions answered in a similarity webapp's
 pairs dataset (distinct ``question_id``; an ignored question writes no pair) and fires each
@@ -16,18 +21,18 @@ time n more have been answered since it last fired.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import sqlalchemy as sa
 
-from labeling.publish import session_variable
 from labelloop.project import Dataset, Project
 
 LABELED = "LABELED"
 
 
-def count_labels(dataset: Dataset, session: Any = None) -> int:
-    """LABELED rows of a metadata dataset (of one session when ``session`` is given)."""
+def count_labels(dataset: Dataset, since: dt.datetime | None = None) -> int:
+    """LABELED rows of a metadata dataset (dated after `since` when given)."""
     if not dataset.exists():
         return 0
     schema = {c["name"]: c["type"] for c in dataset.schema}
@@ -35,13 +40,18 @@ def count_labels(dataset: Dataset, session: Any = None) -> int:
     query = sa.select(sa.func.count()).select_from(table)
     if "status" in schema:
         query = query.where(table.c.status == LABELED)
-    if session is not None:
-        if "session" not in schema:
-            return 0
-        value = str(session) if schema["session"] == "string" else int(session)
-        query = query.where(table.c.session == value)
+    if since is not None:
+        if schema.get("date") != "date":
+            raise ValueError(f"metadata dataset {dataset.name!r} has no date column of type "
+                             "date: it is not a labeling webapp's metadata")
+        query = query.where(table.c.date > since)
     with dataset.engine.connect() as conn:
         return int(conn.execute(query).scalar_one())
+
+
+def last_commit(queries: Dataset) -> dt.datetime | None:
+    """When the queries dataset was last written (the last Query Sampler commit), or None."""
+    return queries.updated()
 
 
 def _scenario_name(ctx: Any) -> str | None:
@@ -88,31 +98,23 @@ def check(ctx: Any) -> bool:
     metadata = Dataset(project, ctx.config["ds_metadata"])
     if not metadata.exists():
         return False
-    queries_name = ctx.config["ds_queries"]
-    queries = Dataset(project, queries_name)
-    session = project.variables.get(session_variable(queries_name))
-    has_queries = queries.exists() and queries.count() > 0
-
-    total = count_labels(metadata)
-    if has_queries:
-        key = f"session:{session}"
-        due = count_labels(metadata, session if session is not None else 0) >= n
-    else:
-        key = f"no-queries:{session}"
-        due = total > n
-    if not due:
+    since = last_commit(Dataset(project, ctx.config["ds_queries"]))
+    new = count_labels(metadata, since)
+    if new < n:
         return False
+    key = "no-queries" if since is None else f"queries:{since.isoformat()}"
 
     state = ctx.state
     if state.get("fired_for") == key:
-        # Same session as the last firing: only a failed run (that made no new session)
-        # earns a retry, and only after another n labels, so a broken flow isn't hammered.
+        # Fired already since this commit: only a failed run (that made no new commit) earns
+        # a retry, and only after another n labels, so a broken flow isn't hammered.
         if not (_last_run_failed(project, _scenario_name(ctx))
-                and total >= int(state.get("fired_at_labels", 0)) + n):
+                and new >= int(state.get("fired_at_labels", 0)) + n):
             return False
     state["fired_for"] = key
-    state["fired_at_labels"] = total
+    state["fired_at_labels"] = new
     log = getattr(ctx, "log", None)
     if log is not None:
-        log.info("every %d labelings: firing (%s, %d labels in all)", n, key, total)
+        log.info("every %d labelings: firing (%d labels since %s)", n, new,
+                 "the start" if since is None else f"the queries of {since.isoformat()}")
     return True

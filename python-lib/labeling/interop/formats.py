@@ -17,11 +17,18 @@ per key of the tasks' `data`. Options (`-o KEY=VALUE`):
 Export (from a labels dataset): one task per row with its annotation; `-o metadata=DATASET`
 adds annotators and dates; `-o from_name=` / `-o to_name=` / `-o data_key=` name the
 label_config's Choices, object and data key (defaults `label`, `text`/`image`, `text`/`image`).
-Ids: `task_id` and the label id round-trip.
+Ids: `task_id` and the label id round-trip. For image and sound labels (a `path` column) the
+data key holds a URL Label Studio can load: the labeling webapp's media route,
+`<base_url>/api/v1/webapps/<webapp>/media?id=<path>` (`-o base_url=`, default
+`http://127.0.0.1:5006`, `labelloop serve`'s address; `-o webapp=`, default the labeling
+webapp that writes this labels dataset), or, with `-o media_prefix=PREFIX`, `PREFIX<path>`
+(e.g. `/data/local-files/?d=images/` for Label Studio's local files storage, or
+`s3://bucket/images/`). The `path` column itself stays in the task's data.
 
 **coco** (export from an image labels dataset, import back): `images` (`id`, `file_name`,
-`width`, `height` when readable), `categories`, and one image-level `annotations` entry per
-label (`image_id`, `category_id`, no box).
+`width`, `height` read from the image files), `categories`, and one image-level
+`annotations` entry per label (`image_id`, `category_id`, no box). The files are looked up in
+`-o folder=FOLDER`, else in the folder of the labeling webapp that writes this labels dataset.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import json
 import struct
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -49,6 +57,7 @@ from .labelstudio import (
 )
 
 TASK_ID = "task_id"
+DEFAULT_BASE_URL = "http://127.0.0.1:5006"  # `labelloop serve`'s default address
 
 
 def _bad(path: Path, where: str, what: str) -> LabelloopError:
@@ -233,12 +242,53 @@ def labels_to_tasks(labels: pd.DataFrame, label_col: str, metadata: pd.DataFrame
     return tasks
 
 
+def labeling_webapp(project: Any, labels_ds: str, webapp: str | None = None,
+                    hint: str = "pass -o webapp=ID") -> tuple[str, dict]:
+    """The labeling webapp that writes dataset `labels_ds` (or the one named): id, params.
+    `hint` ends the error when there is not exactly one."""
+    from labelloop.errors import ConfigError
+
+    apps = {wid: app for wid, app in (project.config.get("webapps") or {}).items()
+            if isinstance(app, dict) and str(app.get("type", "")).endswith("-labeling")}
+    if webapp:
+        if webapp not in apps:
+            raise ConfigError(f"no labeling webapp {webapp!r} in project.json (labeling "
+                              f"webapps: {', '.join(apps) or 'none'})")
+        return webapp, dict(apps[webapp].get("params") or {})
+    writers = [wid for wid, app in apps.items()
+               if ((app.get("params") or {}).get("labels_ds") or "labels") == labels_ds]
+    if len(writers) != 1:
+        found = f"{', '.join(writers)} all write it" if writers else "none writes it"
+        raise ConfigError(f"cannot tell which labeling webapp dataset {labels_ds!r} belongs to "
+                          f"({found}): {hint}")
+    return writers[0], dict(apps[writers[0]].get("params") or {})
+
+
+def media_urls(project: Any, name: str, paths: pd.Series, options: dict) -> pd.Series:
+    """URLs Label Studio can load for the files `paths` (see the module docstring)."""
+    prefix = options.get("media_prefix")
+    if prefix is not None:
+        return prefix + paths.astype(str)
+    webapp, _params = labeling_webapp(project, name, options.get("webapp") or None)
+    base = (options.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        raise LabelloopError(f"base_url {base!r} must start with http:// or https://, e.g. "
+                             f"{DEFAULT_BASE_URL}")
+    route = f"{base}/api/v1/webapps/{quote(webapp, safe='')}/media?id="
+    return paths.astype(str).map(lambda p: route + quote(p, safe=""))
+
+
 def write_label_studio(project: Any, name: str, path: Path, options: dict) -> int:
     labels = project.dataset(name).read()
     meta_name = options.get("metadata")
     metadata = project.dataset(meta_name).read() if meta_name else None
     kind = "image" if "path" in labels.columns and "text" not in labels.columns else "text"
     data_key = options.get("data_key") or kind
+    if kind == "image" and not options.get("text_column") and data_key not in labels.columns:
+        # Files: the data key gets a URL to the file, `path` keeps the file's name.
+        labels = labels.assign(**{data_key: media_urls(project, name, labels["path"],
+                                                       options)})
+        labels = labels[[c for c in labels.columns if c != data_key] + [data_key]]
     tasks = labels_to_tasks(labels, options.get("label_col") or "label", metadata, data_key,
                             options.get("text_column"), options.get("label_config"),
                             options.get("from_name"), options.get("to_name"))
@@ -279,9 +329,16 @@ def write_coco(project: Any, name: str, path: Path, options: dict) -> int:
     if "path" not in labels.columns or label_col not in labels.columns:
         raise LabelloopError(f"COCO export needs an image labels dataset (columns 'path' and "
                              f"{label_col!r}); {name!r} has {', '.join(labels.columns)}")
-    folder = None
     if options.get("folder"):
         folder = project.folder(options["folder"]).root
+    else:
+        webapp, params = labeling_webapp(project, name, hint="pass -o folder=FOLDER, the "
+                                         "managed folder of the images")
+        pool = params.get("unlabeled")
+        if not pool or pool not in (project.config.get("folders") or {}):
+            raise LabelloopError(f"the labeling webapp {webapp!r} reads no managed folder: "
+                                 "pass -o folder=FOLDER, the managed folder of the images")
+        folder = project.folder(pool).root
     names = sorted({str(v) for v in labels[label_col].dropna()})
     cat_ids = {n: i + 1 for i, n in enumerate(names)}
     images, annotations, image_ids = [], [], {}
@@ -290,7 +347,7 @@ def write_coco(project: Any, name: str, path: Path, options: dict) -> int:
         file_name = str(r["path"])
         if file_name not in image_ids:
             image_ids[file_name] = len(image_ids) + 1
-            w, h = _image_size(Path(folder) / file_name) if folder else (None, None)
+            w, h = _image_size(Path(folder) / file_name)
             images.append({"id": image_ids[file_name], "file_name": file_name,
                            "width": w, "height": h})
         if r[label_col] is None:
@@ -344,6 +401,29 @@ def read_coco(path: Path, options: dict) -> dict[str, pd.DataFrame]:
 
 def register_formats(register: Any) -> None:
     """The plugin's dataset formats (see the module docstring)."""
+    label_col = "the label column (default label)"
     register("label-studio", read_label_studio, write_label_studio, (".json",),
-             "Label Studio tasks JSON (data, annotations, predictions)")
-    register("coco", read_coco, write_coco, (), "COCO-style JSON, image-level labels")
+             "Label Studio tasks JSON (data, annotations, predictions)",
+             read_options={"predictions": "dataset of the predictions (default NAME_predictions)",
+                           "labels": "dataset of the annotations (default NAME_labels)",
+                           "metadata": "dataset of the annotations' metadata (default "
+                                       "NAME_metadata)",
+                           "score_is": "confidence (default) or uncertainty",
+                           "label_col": label_col},
+             write_options={"metadata": "metadata dataset: annotators and dates",
+                            "label_col": label_col,
+                            "data_key": "the task data key of the item (default text / image)",
+                            "text_column": "the column holding the item's text",
+                            "label_config": "a Label Studio labeling config (XML) to name "
+                                            "from_name / to_name",
+                            "from_name": "the Choices control's name (default label)",
+                            "to_name": "the object's name (default text / image)",
+                            "media_prefix": "files: data key = PREFIX + path",
+                            "base_url": "files: the server of the media route (default "
+                                        f"{DEFAULT_BASE_URL})",
+                            "webapp": "files: the labeling webapp of the media route"})
+    register("coco", read_coco, write_coco, (), "COCO-style JSON, image-level labels",
+             read_options={"label_col": label_col},
+             write_options={"label_col": label_col,
+                            "folder": "the managed folder of the images (default the "
+                                      "labeling webapp's)"})

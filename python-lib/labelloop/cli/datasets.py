@@ -35,7 +35,9 @@ def dataset_list(state: State):
 @click.option("--format", "fmt", help="csv, parquet, jsonl, label-studio, coco... (default: "
               "from the extension).")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
-              help="Format option (repeatable), e.g. -o predictions=queries.")
+              help="Format option (repeatable), e.g. -o encoding=latin-1 -o sep=';' (csv), "
+              "-o predictions=queries (label-studio); a key the format doesn't take is "
+              "refused with the ones it does.")
 @click.pass_obj
 def dataset_import(state: State, name: str, file: str, replace: bool, fmt: str | None,
                    options: tuple[str, ...]):
@@ -54,7 +56,9 @@ def dataset_import(state: State, name: str, file: str, replace: bool, fmt: str |
 @click.option("--format", "fmt", help="csv, parquet, jsonl, label-studio, coco... (default: "
               "from the extension).")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
-              help="Format option (repeatable), e.g. -o metadata=metadata.")
+              help="Format option (repeatable), e.g. -o encoding=cp1252 (csv), "
+              "-o metadata=metadata or -o media_prefix=PREFIX (label-studio); a key the "
+              "format doesn't take is refused with the ones it does.")
 @click.pass_obj
 def dataset_export(state: State, name: str, file: str, fmt: str | None, options: tuple[str, ...]):
     """Export dataset NAME to FILE (CSV, Parquet, JSON Lines, Label Studio JSON, COCO)."""

@@ -27,8 +27,8 @@ def scenario_list(state: State):
         errors = [f"{t['key']}: {t['last_error']}" for t in s["triggers"] if t["last_error"]]
         rows.append({"scenario": s["id"], "active": "yes" if s["active"] else "no",
                      "triggers": len(s["triggers"]), "steps": len(s["steps"]),
-                     "running": f"run {s['running']['run_id']}" if s["running"] else "",
-                     "last run": f"{last.get('id', '')} {last.get('status', '')}".strip(),
+                     "running": f"record {s['running']['run_id']}" if s["running"] else "",
+                     "last run": f"{last.get('number', '')} {last.get('status', '')}".strip(),
                      "trigger errors": "; ".join(errors)})
     _print_table(rows, ["scenario", "active", "triggers", "steps", "running", "last run",
                         "trigger errors"])
@@ -100,7 +100,10 @@ def scenario_watch(state: State, period: float, max_runs: int | None, duration: 
 @click.option("--json", "as_json", is_flag=True, help="Print the run records as JSON.")
 @click.pass_obj
 def scenario_runs_cmd(state: State, name: str, limit: int, as_json: bool):
-    """Runs of scenario NAME, newest first."""
+    """Runs of scenario NAME, newest first.
+
+    RUN counts this scenario's runs (1, 2, 3, ...); RECORD is the run record's id, one
+    numbering shared with recipe runs (what the logs and `--json` call `id`)."""
     from ..scenarios import scenario_runs
 
     runs = scenario_runs(state.project, name, limit=limit)
@@ -111,8 +114,9 @@ def scenario_runs_cmd(state: State, name: str, limit: int, as_json: bool):
     for r in runs:
         d = r.get("details") or {}
         trig = d.get("trigger") or {}
-        rows.append({"run": r["id"], "status": r["status"], "started": (r["started"] or "")[:19],
+        rows.append({"run": r["number"], "record": r["id"], "status": r["status"],
+                     "started": (r["started"] or "")[:19],
                      "seconds": d.get("seconds", ""),
                      "trigger": trig.get("key") or trig.get("by") or trig.get("kind", ""),
                      "error": r.get("error") or ""})
-    _print_table(rows, ["run", "status", "started", "seconds", "trigger", "error"])
+    _print_table(rows, ["run", "record", "status", "started", "seconds", "trigger", "error"])

@@ -57,6 +57,16 @@ def list_runs(engine: sa.Engine, kind: str | None = None, name: str | None = Non
     return [_record(r) for r in rows]
 
 
+def count_runs(engine: sa.Engine, kind: str, name: str, up_to: int | None = None) -> int:
+    """How many runs of `kind` `name` were recorded (up to run id `up_to` when given)."""
+    t = runs_table
+    q = sa.select(sa.func.count()).select_from(t).where(t.c.kind == kind, t.c.name == name)
+    if up_to is not None:
+        q = q.where(t.c.id <= up_to)
+    with engine.connect() as conn:
+        return int(conn.execute(q).scalar_one())
+
+
 def update_run_details(engine: Writer, run_id: int, details: dict) -> None:
     """Merge `details` into a run record while it runs (so others see its progress)."""
     writing(engine, lambda conn: conn.execute(

@@ -11,7 +11,7 @@ from ..errors import ConflictError
 from ..project import Project, end_run, start_run
 from .config import scenario_config, scenario_names, step_label, trigger_key
 from .lock import ScenarioLock
-from .runs import get_run, update_run_details
+from .runs import get_run, scenario_runs, update_run_details
 from .steps import _execute
 from .triggers import trigger_states
 
@@ -70,7 +70,7 @@ def list_scenarios(project: Project) -> list[dict]:
                              "last_checked": st.get("checked"), "last_error": st.get("error"),
                              "error_count": st.get("error_count", 0)})
         holder = ScenarioLock(project, name).holder()
-        last = project.runs("scenario", name, limit=1)
+        last = scenario_runs(project, name, limit=1)
         out.append({"id": name, "description": cfg.get("description"),
                     "active": cfg.get("active", True), "triggers": triggers,
                     "steps": [step_label(i, s) for i, s in enumerate(cfg.get("steps", []))],

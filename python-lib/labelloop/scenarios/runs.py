@@ -26,6 +26,13 @@ def get_run(project: Project, run_id: int) -> dict:
 
 
 def scenario_runs(project: Project, name: str, limit: int = 50) -> list[dict]:
-    """Runs of scenario `name`, newest first."""
+    """Runs of scenario `name`, newest first, each with its `number` among the scenario's
+    runs (1, 2, 3, ...); `id` is the run record's, a numbering shared with recipe runs."""
     scenario_config(project, name)
-    return project.runs("scenario", name, limit=limit)
+    runs = project.runs("scenario", name, limit=limit)
+    if not runs:
+        return []
+    # Newest first, and runs are never deleted: the i-th listed is run number total - i
+    # (counted up to the newest listed, so a run starting meanwhile shifts nothing).
+    total = _runs.count_runs(project.engine, "scenario", name, up_to=runs[0]["id"])
+    return [{**r, "number": total - i} for i, r in enumerate(runs)]

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from ...errors import ConflictError, LabelloopError, NotFoundError
 from ..db import dataset_chunks_table, datasets_table, write_transaction
 from .chunks import COLUMNAR_MIN_ROWS, ChunkStorage, PreparedWrite
-from .files import _format_of, read_table_file
+from .files import _format_of, read_table_file, write_csv
 from .rows import CHUNK, RowStorage, _forget_row_ops
 from .schema import STORAGES, _sql_table, normalize, schema_of
 
@@ -86,6 +86,17 @@ class Dataset(RowStorage, ChunkStorage):
         """A counter that grows each time the dataset is replaced with `write()`."""
         info = self._info()
         return int(info["generation"]) if info else 0
+
+    def updated(self, conn: sa.Connection | None = None) -> dt.datetime | None:
+        """When the dataset was last written (replaced, appended, or a row written), in UTC;
+        None when it has no data. Set inside the writing transaction, so under the write lock
+        every writer takes: what a later transaction writes is dated after it."""
+        info = self._info(conn)
+        if info is None or info["updated"] is None:
+            return None
+        when = info["updated"]
+        # SQLite hands back a naive datetime of the UTC time it was given.
+        return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
 
     def table(self, conn: sa.Connection | None = None) -> sa.Table:
         """The SQL table of the rows (`_row` orders them). No side effect: a dataset stored
@@ -297,8 +308,10 @@ class Dataset(RowStorage, ChunkStorage):
         self._sweep()
 
     # ---- files ----
-    def import_file(self, path: str | Path, replace: bool = False, fmt: str | None = None) -> int:
-        """Import a CSV or Parquet file; refuses to overwrite existing data unless `replace`."""
+    def import_file(self, path: str | Path, replace: bool = False, fmt: str | None = None,
+                    encoding: str | None = None, sep: str | None = None) -> int:
+        """Import a CSV or Parquet file; refuses to overwrite existing data unless `replace`.
+        CSV: `encoding` (default utf-8) and `sep` (default from the extension)."""
         path = Path(path)
         if not path.is_file():
             raise NotFoundError(f"no such file: {path}")
@@ -307,12 +320,14 @@ class Dataset(RowStorage, ChunkStorage):
                 f"dataset {self.name!r} already has data ({self.count()} rows): pass --replace "
                 "to overwrite it, or import into another dataset name"
             )
-        df = read_table_file(path, fmt)
+        df = read_table_file(path, fmt, encoding, sep)
         self.write(df)
         return len(df)
 
-    def export_file(self, path: str | Path, fmt: str | None = None) -> int:
-        """Export to CSV or Parquet (format from the extension unless `fmt`)."""
+    def export_file(self, path: str | Path, fmt: str | None = None,
+                    encoding: str | None = None, sep: str | None = None) -> int:
+        """Export to CSV or Parquet (format from the extension unless `fmt`); CSV with
+        `encoding` (default utf-8) and `sep` (default from the extension)."""
         path = Path(path)
         fmt = (fmt or _format_of(path)).lower()
         if fmt not in ("csv", "parquet"):
@@ -322,11 +337,14 @@ class Dataset(RowStorage, ChunkStorage):
         tmp = path.with_name(f".{path.name}.part")
         try:
             if fmt == "csv":
-                df.to_csv(tmp, index=False)
+                write_csv(df, tmp, path, encoding, sep)
             else:
                 df.to_parquet(tmp, index=False)
             tmp.replace(path)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise LabelloopError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return len(df)
