@@ -35,10 +35,10 @@ test: install browser
 
 # The inner loop: SQLite only, the browser tests included.
 test-fast: install browser
-	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-postgres: install browser
-	.ci/with-postgres $(VENV)/bin/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile $(PG_TESTS)
+	.ci/with-postgres $(VENV)/bin/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PG_TESTS)
 
 demo: install
 	$(VENV)/bin/labelloop demo $(DEMO_ARGS)

@@ -77,8 +77,10 @@ def new_database_url() -> str | None:
 
 
 def pytest_collection_modifyitems(config, items):
-    # Slow tests first, so that pytest-xdist's workers do not end on one long test.
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    # Slow tests first, then the browser tests, so that pytest-xdist's workers do not end on
+    # one long test (the runs pass --no-loadscope-reorder, which keeps this order).
+    items.sort(key=lambda item: (item.get_closest_marker("slow") is None,
+                                 item.get_closest_marker("browser") is None))
     if TEST_POSTGRES:
         skip = pytest.mark.skip(reason="SQLite-only (SQLite itself, or no database); this run is on PostgreSQL")
         for item in items:

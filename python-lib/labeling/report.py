@@ -32,14 +32,9 @@ import pandas as pd
 from labelloop.errors import ConfigError, LabelloopError
 
 from .settings import EngineConfig, parse_settings
-from .training import (
-    METADATA_COLUMNS,
-    PATH_COLUMN,
-    SCORE_COLUMNS,
-    build_pipeline,
-    plan_columns,
-    select_training_rows,
-)
+
+# labeling.training (scikit-learn) is imported where a curve is computed: `labelloop report`
+# is registered on every command line, which should not pay for scikit-learn's import.
 
 MIN_LABELS = 20  # fewer labels say nothing about a learning curve
 TOLERANCE = 0.01
@@ -147,6 +142,8 @@ def labels_in_order(project: Any, cfg: EngineConfig) -> pd.DataFrame:
     if not ds.exists():
         raise LabelloopError(f"webapp {cfg.webapp!r} has no labels yet (dataset "
                              f"{cfg.labels_ds!r} is empty): label at least {MIN_LABELS} items")
+    from .training import select_training_rows
+
     frame = ds.read()
     rows, _ = select_training_rows(frame, cfg.label_col)
     if cfg.label_id_col in rows.columns:
@@ -210,6 +207,14 @@ def learning_curve(project: Any, webapp: str, orders: int = DEFAULTS["orders"],
                    ) -> LearningCurve:
     """Replay the webapp's labels in their order and in random orders (see the module doc)."""
     from sklearn.model_selection import KFold
+
+    from .training import (
+        METADATA_COLUMNS,
+        PATH_COLUMN,
+        SCORE_COLUMNS,
+        build_pipeline,
+        plan_columns,
+    )
 
     cfg = cfg or webapp_settings(project, webapp)
     rows = labels_in_order(project, cfg)
