@@ -14,21 +14,13 @@ import sqlalchemy as sa
 from ..errors import ConflictError, LabelloopError, NotFoundError
 from ..webhooks import ProjectWebhooks
 from .datasets import Dataset
-from .db import (
-    Database,
-    Pipeline,
-    Rows,
-    create_engine,
-    create_host_tables,
-    pipeline,
-    run,
-    sqlite_url,
-    write_transaction,
-)
+from .db import create_engine, create_host_tables, sqlite_url, write_transaction
+from .driver import Pipeline, Rows, pipeline, run
 from .folders import Folder, UnsafePathError
 from .models import SavedModel, load_skops
 from .runs import end_run, list_runs, start_run
 from .variables import Variables
+from .writer import Database
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -14,7 +14,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..errors import NotFoundError
-from .db import Database, runs_table, utc_iso, writing
+from .db import runs_table, utc_iso
+from .writer import Database, writing
 
 Writer = sa.Engine | Database
 

@@ -17,7 +17,8 @@ import pandas as pd
 import sqlalchemy as sa
 
 from ...errors import ConflictError, LabelloopError
-from ..db import Rows, datasets_table, run
+from ..db import datasets_table
+from ..driver import Rows, run
 from .schema import ROW, _sql_table, normalize
 
 CHUNK = 50_000
