@@ -4,7 +4,7 @@ A dataset pool is a `dask.dataframe` over its column-wise chunk files (each part
 chunk of `chunk_size` rows, read by the worker from the project's file system); a folder of
 images or sounds is a `dask.bag` of paths. Each partition is scored with the same per-chunk
 code as the local path (`sampling.ChunkScorer`) into the same top-k reducer
-(`strategies.StreamingRanker`); the partitions' rankings are merged by a tree reduction
+(`ranking.StreamingRanker`); the partitions' rankings are merged by a tree reduction
 (`split_every` at a time) on the cluster, and the client writes the queries as the local
 path does: same ranking for the same model and pool.
 
@@ -27,6 +27,7 @@ import pandas as pd
 from labelloop.errors import LabelloopError, UntrustedModelError
 from labelloop.project import Dataset, read_chunk_file
 
+from .ranking import Ranked, StreamingRanker, merge_rankings
 from .sampling import (
     ChunkScorer,
     LabeledIndex,
@@ -37,7 +38,7 @@ from .sampling import (
     prepare,
     ranker_size,
 )
-from .strategies import Ranked, Strategy, StrategyRegistry, StreamingRanker, merge_rankings
+from .strategies import Strategy, StrategyRegistry
 from .training import PATH_COLUMN, set_folder_root
 
 SPLIT_EVERY = 8  # rankings merged per node of the tree reduction

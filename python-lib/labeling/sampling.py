@@ -4,7 +4,7 @@ The pool is streamed once, in chunks. Per row only compact arrays are kept for r
 (score, position, predicted class index, confidence; never the probability matrix), plus
 the row's columns when it can be written: every unlabeled row for a full ranking (that is
 the queries dataset, the one copy of pool data held), only rows that can still make the
-best `max_queries` otherwise (one top-k reducer, `strategies.StreamingRanker`, so memory
+best `max_queries` otherwise (one top-k reducer, `ranking.StreamingRanker`, so memory
 stays flat whatever the pool's size). The same per-chunk work runs on a Dask cluster
 (`labeling.distributed`).
 """
@@ -22,7 +22,8 @@ from labelloop.errors import LabelloopError
 from labelloop.project import Dataset, Folder
 
 from .features import IMAGE_EXTENSIONS, SOUND_EXTENSIONS
-from .strategies import Ranked, Strategy, StrategyRegistry, StreamingRanker
+from .ranking import Ranked, StreamingRanker
+from .strategies import Strategy, StrategyRegistry
 from .training import (
     METADATA_COLUMNS,
     PATH_COLUMN,

@@ -30,8 +30,9 @@ import pandas as pd
 from labelloop.errors import LabelloopError
 
 from ..kinds.spans import SpansKind
+from ..ranking import StreamingRanker
 from ..sampling import LabeledIndex, Pool, Progress, SampleResult, _KeepAll
-from ..strategies import StrategyRegistry, StreamingRanker
+from ..strategies import StrategyRegistry
 from .tagger import Analysis, SpanTagger
 from .tokens import tags_to_spans
 
