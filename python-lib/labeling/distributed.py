@@ -27,6 +27,7 @@ import pandas as pd
 from labelloop.errors import LabelloopError, UntrustedModelError
 from labelloop.project import Dataset, read_chunk_file
 
+from .columns import PATH_COLUMN
 from .ranking import Ranked, StreamingRanker, merge_rankings
 from .sampling import (
     ChunkScorer,
@@ -39,7 +40,7 @@ from .sampling import (
     ranker_size,
 )
 from .strategies import Strategy, StrategyRegistry
-from .training import PATH_COLUMN, set_folder_root
+from .training import set_folder_root
 
 SPLIT_EVERY = 8  # rankings merged per node of the tree reduction
 ROW = "_row"

@@ -208,13 +208,8 @@ def learning_curve(project: Any, webapp: str, orders: int = DEFAULTS["orders"],
     """Replay the webapp's labels in their order and in random orders (see the module doc)."""
     from sklearn.model_selection import KFold
 
-    from .training import (
-        METADATA_COLUMNS,
-        PATH_COLUMN,
-        SCORE_COLUMNS,
-        build_pipeline,
-        plan_columns,
-    )
+    from .columns import METADATA_COLUMNS, PATH_COLUMN, SCORE_COLUMNS, plan_columns
+    from .training import build_pipeline
 
     cfg = cfg or webapp_settings(project, webapp)
     rows = labels_in_order(project, cfg)

@@ -21,13 +21,11 @@ import pandas as pd
 from labelloop.errors import LabelloopError
 from labelloop.project import Dataset, Folder
 
+from .columns import METADATA_COLUMNS, PATH_COLUMN, SCORE_COLUMNS
 from .features import IMAGE_EXTENSIONS, SOUND_EXTENSIONS
 from .ranking import Ranked, StreamingRanker
 from .strategies import Strategy, StrategyRegistry
 from .training import (
-    METADATA_COLUMNS,
-    PATH_COLUMN,
-    SCORE_COLUMNS,
     check_scoring_input,
     input_columns,
     model_classes,

@@ -3,14 +3,15 @@
 A trained pipeline scores raw unlabeled rows directly (``predict_proba(df)``), so the
 Query Sampler needs no preprocessing of its own. For image and sound the pipeline reads
 the files named in the ``path`` column relative to a folder root set just before use
-(``set_folder_root``), so a saved model never holds an absolute path.
+(``set_folder_root``), so a saved model never holds an absolute path. Which columns are
+features is planned in ``columns.py``; the cross-validation figures come from ``crossval.py``.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,11 +24,22 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_validate
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from labeling.features import AsStrings, Clip, ImageFeatures, SoundFeatures, folder_extension_kind
+from labeling.columns import (
+    METADATA_COLUMNS,
+    PATH_COLUMN,
+    SCORE_COLUMNS,
+    ColumnPlan,
+    detect_data_type,
+    excluded_columns,
+    is_string_column,
+    mean_length,
+    plan_columns,
+)
+from labeling.crossval import cv_metrics, py_value
+from labeling.features import AsStrings, Clip, ImageFeatures, SoundFeatures
 from labeling.strategies import StrategyRegistry, check_proba, default_registry
 from labelloop.errors import LabelloopError
 
@@ -37,12 +49,6 @@ ALGORITHMS: dict[str, str] = {
     "hist_gradient_boosting": "Histogram gradient boosting",
     "random_forest": "Random forest",
 }
-# Columns of the labels / metadata datasets that describe the labeling, not the item.
-METADATA_COLUMNS: tuple[str, ...] = ("date", "data_id", "comment", "session", "status", "annotator")
-# Columns the Query Sampler adds to the queries dataset; never features.
-SCORE_COLUMNS: tuple[str, ...] = ("uncertainty", "prediction", "confidence", "model_version",
-                                  "query_rank")
-PATH_COLUMN = "path"
 
 # Every non-scikit-learn type a pipeline built here contains, for skops.io.load(trusted=...).
 TRUSTED_TYPES: list[str] = [
@@ -56,11 +62,8 @@ TRUSTED_TYPES: list[str] = [
     "numpy.dtype",
 ]
 
-_TEXT_MEAN_LENGTH = 50  # a string column with longer values on average is free text
-_MAX_CATEGORIES = 50  # more distinct short strings than this look like ids: dropped
 _TFIDF_FEATURES = 20_000
 _TFIDF_FEATURES_DENSE = 2_000  # algorithms that need a dense matrix get fewer terms
-_MIN_CV_ROWS = 10
 
 
 def data_type_choices() -> list[dict[str, str]]:
@@ -73,100 +76,6 @@ def data_type_choices() -> list[dict[str, str]]:
 def algorithm_choices() -> list[dict[str, str]]:
     """DSS ``selectChoices`` for the algorithm param."""
     return [{"value": k, "label": v} for k, v in ALGORITHMS.items()]
-
-
-# --------------------------------------------------------------------------- columns
-
-
-@dataclass
-class ColumnPlan:
-    """How each feature column of a tabular dataset becomes features."""
-
-    numeric: list[str] = field(default_factory=list)
-    categorical: list[str] = field(default_factory=list)
-    text: list[str] = field(default_factory=list)
-    dropped: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def columns(self) -> list[str]:
-        """The columns the pipeline reads."""
-        return self.numeric + self.categorical + self.text
-
-
-def excluded_columns(label_col: str | None) -> set[str]:
-    """Columns that are never features: the label, its id, metadata and score columns."""
-    excluded = set(METADATA_COLUMNS) | set(SCORE_COLUMNS)
-    if label_col is not None:
-        excluded |= {label_col, f"{label_col}_id"}
-    return excluded
-
-
-def _is_string_column(series: pd.Series) -> bool:
-    return (
-        pd.api.types.is_object_dtype(series.dtype)
-        or pd.api.types.is_string_dtype(series.dtype)
-        or isinstance(series.dtype, pd.CategoricalDtype)
-    )
-
-
-def _mean_length(series: pd.Series) -> float:
-    values = series.dropna().astype(str)
-    return float(values.str.len().mean()) if len(values) else 0.0
-
-
-def plan_columns(df: pd.DataFrame, label_col: str | None = None) -> ColumnPlan:
-    """Sort the feature columns of ``df`` into numeric, categorical and free-text ones."""
-    plan = ColumnPlan()
-    excluded = excluded_columns(label_col)
-    for col in df.columns:
-        if col in excluded:
-            continue
-        series = df[col]
-        name = str(col)
-        if series.isna().all():
-            plan.dropped[name] = "all values are empty"
-        elif pd.api.types.is_bool_dtype(series.dtype):
-            plan.categorical.append(col)
-        elif pd.api.types.is_numeric_dtype(series.dtype):
-            plan.numeric.append(col)
-        elif _is_string_column(series):
-            if _mean_length(series) > _TEXT_MEAN_LENGTH:
-                plan.text.append(col)
-            elif series.nunique(dropna=True) <= _MAX_CATEGORIES:
-                plan.categorical.append(col)
-            else:
-                plan.dropped[name] = (
-                    f"more than {_MAX_CATEGORIES} distinct short values (looks like an id)"
-                )
-        else:
-            plan.dropped[name] = f"unsupported type {series.dtype}"
-    return plan
-
-
-def detect_data_type(
-    df: pd.DataFrame | None, folder_files: Iterable[str] | None = None, label_col: str | None = None
-) -> str:
-    """Guess "tabular", "text", "image" or "sound" from a dataset (and/or a folder listing)."""
-    if df is not None and PATH_COLUMN in df.columns:
-        kind = folder_extension_kind(df[PATH_COLUMN].dropna().head(1000).tolist())
-        if kind is not None:
-            return kind
-    if folder_files is not None and (df is None or PATH_COLUMN in df.columns):
-        kind = folder_extension_kind(list(folder_files)[:1000])
-        if kind is not None:
-            return kind
-    if df is None:
-        raise LabelloopError(
-            "cannot detect the data type: the folder holds no image or sound files; "
-            "set the data type explicitly"
-        )
-    excluded = excluded_columns(label_col)
-    features = [c for c in df.columns if c not in excluded]
-    if len(features) == 1:
-        series = df[features[0]]
-        if _is_string_column(series) and _mean_length(series) > 20:
-            return "text"
-    return "tabular"
 
 
 # --------------------------------------------------------------------------- pipelines
@@ -306,10 +215,6 @@ class TrainResult:
         }
 
 
-def _py(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def _is_multi_label(value: Any) -> bool:
     if isinstance(value, list | tuple | set | np.ndarray):
         return True
@@ -359,82 +264,6 @@ def select_training_rows(df: pd.DataFrame, label_col: str) -> tuple[pd.DataFrame
     return rows, notes
 
 
-def _pooled_cross_validate(pipeline: Pipeline, X: Any, y: pd.Series, classes: np.ndarray,
-                           random_state: int, rare: str) -> dict[str, Any]:
-    """Accuracy and AUC of out-of-fold probabilities pooled over 5 plain folds: for the first
-    labels, where a class with a single example rules out stratified folds (and a fold's own
-    AUC), yet the first model's quality should still be known. That example is never
-    predicted right (no training fold holds its class): the figures are conservative."""
-    from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import KFold, cross_val_predict
-
-    folds = 5
-    with warnings.catch_warnings():
-        # a training fold without the rare class: its probability column is 0 there
-        warnings.simplefilter("ignore")
-        try:
-            proba = cross_val_predict(pipeline, X, y, method="predict_proba",
-                                      cv=KFold(n_splits=folds, shuffle=True,
-                                               random_state=random_state))
-        except Exception as exc:  # a fold failing must not stop training: report it
-            return {"cv": f"failed: {type(exc).__name__}: {exc}"}
-    order = np.unique(y)  # cross_val_predict's column order
-    truth = y.to_numpy()
-    accuracy = float(np.mean(order[np.argmax(proba, axis=1)] == truth))
-    binary = len(order) == 2
-    try:
-        auc = float(roc_auc_score(truth, proba[:, 1]) if binary else
-                    roc_auc_score(truth, proba, multi_class="ovr", labels=order))
-    except ValueError:
-        auc = None
-    return {
-        "cv": f"{folds}-fold pooled out-of-fold (class {rare} has a single example: no "
-              "stratified folds yet)",
-        "folds": folds,
-        "accuracy": accuracy,
-        "auc": auc,
-        "auc_kind": "roc_auc" if binary else "one-vs-rest macro roc_auc",
-    }
-
-
-def _cross_validate(
-    pipeline: Pipeline, X: Any, y: pd.Series, classes: np.ndarray, random_state: int
-) -> dict[str, Any]:
-    counts = y.value_counts()
-    smallest = int(counts.min())
-    if len(y) < _MIN_CV_ROWS:
-        return {
-            "cv": f"skipped: {len(y)} labeled rows, cross-validation needs at least {_MIN_CV_ROWS}"
-        }
-    if smallest < 2:
-        rare = ", ".join(repr(_py(c)) for c in counts[counts < 2].index)
-        return _pooled_cross_validate(pipeline, X, y, classes, random_state, rare)
-    folds = min(5, smallest)
-    auc = "roc_auc" if len(classes) == 2 else "roc_auc_ovr"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        try:
-            scores = cross_validate(
-                pipeline,
-                X,
-                y,
-                cv=StratifiedKFold(n_splits=folds, shuffle=True, random_state=random_state),
-                scoring={"accuracy": "accuracy", "auc": auc},
-                error_score="raise",
-            )
-        except Exception as exc:  # a fold failing must not stop training: report it
-            return {"cv": f"failed: {type(exc).__name__}: {exc}"}
-    return {
-        "cv": f"{folds}-fold stratified",
-        "folds": folds,
-        "accuracy": float(np.mean(scores["test_accuracy"])),
-        "accuracy_std": float(np.std(scores["test_accuracy"])),
-        "auc": float(np.mean(scores["test_auc"])),
-        "auc_std": float(np.std(scores["test_auc"])),
-        "auc_kind": "roc_auc" if auc == "roc_auc" else "one-vs-rest macro roc_auc",
-    }
-
-
 def train(
     df: pd.DataFrame,
     label_col: str,
@@ -457,7 +286,7 @@ def train(
     classes = np.unique(y.to_numpy())
     if len(classes) < 2:
         raise LabelloopError(
-            f"all {len(y)} labeled rows have the same label {_py(classes[0])!r}: label items "
+            f"all {len(y)} labeled rows have the same label {py_value(classes[0])!r}: label items "
             "of at least two categories before training"
         )
     data_type = data_type or detect_data_type(rows, label_col=label_col)
@@ -483,11 +312,11 @@ def train(
             # the rest of the pipeline on its output is equivalent and much cheaper.
             feats = pipeline[:1].fit_transform(X)
             if cv:
-                metrics.update(_cross_validate(pipeline[1:], feats, y, classes, random_state))
+                metrics.update(cv_metrics(pipeline[1:], feats, y, classes, random_state))
             pipeline[1:].fit(feats, y)
         else:
             if cv:
-                metrics.update(_cross_validate(pipeline, X, y, classes, random_state))
+                metrics.update(cv_metrics(pipeline, X, y, classes, random_state))
             pipeline.fit(X, y)
     if any(issubclass(w.category, ConvergenceWarning) for w in caught):
         notes.append("the solver did not fully converge; more labels usually fix this")
@@ -495,10 +324,10 @@ def train(
         metrics["cv"] = "skipped: disabled"
     counts = y.value_counts()
     metrics["train_rows"] = len(y)
-    metrics["class_counts"] = {str(_py(k)): int(v) for k, v in counts.items()}
+    metrics["class_counts"] = {str(py_value(k)): int(v) for k, v in counts.items()}
     return TrainResult(
         pipeline=pipeline,
-        classes=[_py(c) for c in pipeline.classes_],
+        classes=[py_value(c) for c in pipeline.classes_],
         n_rows=len(y),
         metrics=metrics,
         notes=notes,
@@ -517,14 +346,14 @@ def _single_column(rows: pd.DataFrame, data_type: str, label_col: str) -> str:
             )
         return PATH_COLUMN
     excluded = excluded_columns(label_col)
-    strings = [c for c in rows.columns if c not in excluded and _is_string_column(rows[c])]
+    strings = [c for c in rows.columns if c not in excluded and is_string_column(rows[c])]
     if not strings:
         raise LabelloopError(
             "text data needs a column of strings besides the label and metadata columns"
         )
     if "text" in strings:
         return "text"
-    return max(strings, key=lambda c: _mean_length(rows[c]))
+    return max(strings, key=lambda c: mean_length(rows[c]))
 
 
 # --------------------------------------------------------------------------- scoring
@@ -535,7 +364,7 @@ def model_classes(pipeline: Any) -> list[Any]:
     classes = getattr(pipeline, "classes_", None)
     if classes is None:
         raise LabelloopError("the model is not fitted: train it before scoring")
-    return [_py(c) for c in classes]
+    return [py_value(c) for c in classes]
 
 
 def input_columns(pipeline: Any) -> list[str] | None:

@@ -37,8 +37,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import Normalizer, OneHotEncoder, StandardScaler
 from sklearn.random_projection import GaussianRandomProjection
 
+from labeling.columns import plan_columns
 from labeling.features import AsStrings, ImageFeatures, SoundFeatures
-from labeling.training import TRUSTED_TYPES, plan_columns, set_folder_root
+from labeling.training import TRUSTED_TYPES, set_folder_root
 from labelloop.errors import LabelloopError
 
 MAX_DIM = 32  # base embedding size (fewer when the pool or its features are smaller)

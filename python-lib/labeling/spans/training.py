@@ -28,7 +28,7 @@ def guess_text_column(df: pd.DataFrame, label_col: str) -> str:
     """The text column: ``text`` if present, else the string column with the longest values."""
     if "text" in df.columns and label_col != "text":
         return "text"
-    from ..training import METADATA_COLUMNS, SCORE_COLUMNS
+    from ..columns import METADATA_COLUMNS, SCORE_COLUMNS
 
     skip = {label_col, f"{label_col}_id", *METADATA_COLUMNS, *SCORE_COLUMNS}
     best, best_len = None, -1.0
