@@ -240,7 +240,7 @@ def pipeline(conn: sa.Connection) -> Iterator[Pipeline]:
 def driver_error(conn: sa.Connection, exc: Exception, statement: str,
                   params: Any) -> sa.exc.DBAPIError:
     """A driver's error as SQLAlchemy raises it; a connection found lost is invalidated, as
-    SQLAlchemy does, so that its owner replaces it (see `Database._begin`)."""
+    SQLAlchemy does, so that its owner replaces it (see `writer.Database._begin`)."""
     dialect = conn.dialect
     try:
         lost = bool(dialect.is_disconnect(exc, conn.connection.dbapi_connection, None))
