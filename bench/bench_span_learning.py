@@ -65,7 +65,7 @@ GIB = 1024**3
 
 
 def pool_and_held_out():
-    from labeling.demo import spans_data
+    from labeling.demo_data import spans_data
     from labeling.spans.demo_data import ENTITY_TYPES, generate
     from labeling.spans.training import bio_tags
 
@@ -154,7 +154,7 @@ def learning_curves(families, strategies, seeds) -> None:
 
 
 def train_times(families) -> None:
-    from labeling.demo import spans_data
+    from labeling.demo_data import spans_data
     from labeling.spans.training import train_span_tagger
 
     data = spans_data()

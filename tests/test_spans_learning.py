@@ -12,7 +12,7 @@ import pandas as pd
 import pycrfsuite
 import pytest
 
-from labeling import demo, stopping
+from labeling import demo, demo_data, stopping
 from labeling.kinds.spans import SpansKind
 from labeling.spans import sampling
 from labeling.spans.demo_data import ENTITY_TYPES, generate
@@ -185,7 +185,7 @@ def test_sequence_uncertainties_are_normalised_for_length():
 
 
 def spans_project(make_project):
-    data = demo.spans_data(n=160, seed=3)
+    data = demo_data.spans_data(n=160, seed=3)
     config = demo.spans_config(data, n=20)
     config.pop("webapps")  # the text-spans webapp is not part of this test
     project = make_project(config=config)

@@ -40,7 +40,7 @@ def register_annotation_kinds(register):
 @hookimpl
 def register_api_routes(register):
     """Label Studio's ML-backend protocol over every labeling webapp (labeling.interop)."""
-    from .interop.ml_backend import register_routes
+    from .interop.ml_backend_routes import register_routes
 
     register_routes(register)
 

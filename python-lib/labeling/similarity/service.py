@@ -3,10 +3,8 @@
 The routes (`labeling.similarity.api`) call this small facade:
 
 - `questions(user, size)`: the next queries, each with its top-K candidates from a random
-  match pool of the indexed items under the newest tuned version. Queries are chosen
-  actively: among a sample of not-yet-asked items, those whose neighbourhood the model is
-  least sure about (candidate distances closest to the threshold between answered positive
-  and negative distances), then greedily for diversity (no query among another's candidates).
+  match pool of the indexed items under the newest tuned version, chosen actively
+  (`labeling.similarity.questions`) and recorded in the database.
 - `answer(user, body)`: checks the answer against the stored question, marks it answered and
   appends its pairs to the pairs dataset in one transaction, then wakes the trainer.
 - the trainer (a background thread) fits a new projection on every answered question and
@@ -35,17 +33,17 @@ from ..datatypes import BadItemId, data_type
 from ..training import TRUSTED_TYPES, set_folder_root
 from .embedding import base_pipeline, tuned_pipeline
 from .index import PoolIndex
+from .questions import check_answer, choose_questions
 from .settings import SimilarityConfig
-from .store import questions_table, saves_table, versions_table
+from .store import questions_table, saves_table
 from .tuning import Answer, fit_projection
+from .versions import TunedVersions
 
 log = logging.getLogger(__name__)
 
-QUERY_SAMPLE = 256  # not-yet-asked items scored for uncertainty per request
 REISSUE_SECONDS = 600.0  # an unanswered question keeps its query from others this long
 MAX_QUESTIONS = 20
 MAX_K = 100
-VERSION_CHECK_SECONDS = 0.5
 ANSWERED, IGNORED = "ANSWERED", "IGNORED"
 
 
@@ -75,7 +73,7 @@ class SimilarityService:
             kwargs["chunk_rows"] = chunk_rows
         self.index = PoolIndex(self.dtype, self._make_base, total=self._pool_size, **kwargs)
         self._lock = threading.Lock()
-        self._version_cache: tuple[float, int, np.ndarray | None, float | None] | None = None
+        self.versions = TunedVersions(self.engine, cfg.webapp)
         self._z_cache: tuple[tuple[int, int], np.ndarray] | None = None
         self._nn_cache: tuple[tuple[int, int], NearestNeighbors] | None = None
         self._train_wanted = threading.Event()
@@ -133,32 +131,9 @@ class SimilarityService:
         return self.project.dataset(self.cfg.unlabeled).count()
 
     # ------------------------------------------------------------------ versions
-    def _latest(self, conn: sa.Connection | None = None) -> dict | None:
-        t = versions_table
-        q = sa.select(t).where(t.c.app == self.cfg.webapp).order_by(t.c.version.desc()).limit(1)
-        if conn is None:
-            with self.engine.connect() as c:
-                row = c.execute(q).mappings().first()
-        else:
-            row = conn.execute(q).mappings().first()
-        return dict(row) if row else None
-
     def current(self) -> tuple[int, np.ndarray | None, float | None]:
         """(version, matrix or None for the base, distance threshold) of the newest version."""
-        cached = self._version_cache
-        if cached is not None and time.monotonic() - cached[0] < VERSION_CHECK_SECONDS:
-            return cached[1], cached[2], cached[3]
-        row = self._latest()
-        if row is None:
-            out = (0, None, None)
-        elif cached is not None and cached[1] == row["version"]:
-            out = (cached[1], cached[2], cached[3])
-        else:
-            rows = int(row["dim"])  # the tuned size; the base size is the column count
-            out = (int(row["version"]), np.frombuffer(row["matrix"], dtype=np.float64)
-                   .reshape(rows, -1).copy(), row["threshold"])
-        self._version_cache = (time.monotonic(), *out)
-        return out
+        return self.versions.current()
 
     def _embedded(self) -> tuple[int, np.ndarray]:
         """(version, tuned vectors of every indexed item)."""
@@ -207,7 +182,6 @@ class SimilarityService:
 
     def _choose(self, user: str, size: int, version: int, Z: np.ndarray) -> list[dict]:
         n = Z.shape[0]
-        k = min(self.cfg.top_k, n - 1)
         taken, issued = self._taken_queries()
         # Seeded by the number of questions issued: the same choices in every process and run.
         rng = np.random.default_rng([self.cfg.seed, issued])
@@ -215,50 +189,13 @@ class SimilarityService:
             if len(taken) else np.arange(n)
         if free.size == 0:
             return []
-        sample = free if free.size <= QUERY_SAMPLE else rng.choice(free, QUERY_SAMPLE,
-                                                                    replace=False)
-        m = min(n, max(self.cfg.match_pool, k + 1))
-        match = np.arange(n) if m >= n else rng.choice(n, m, replace=False)
-        nn = NearestNeighbors(n_neighbors=min(k + 1, match.size), algorithm="brute")
-        nn.fit(Z[match])
-        dist, idx = nn.kneighbors(Z[sample])
-        dist = dist ** 2  # squared distances, as the tuning uses
-        cand = match[idx]
-        keep_d = np.empty((sample.size, k))
-        keep_c = np.empty((sample.size, k), dtype=np.int64)
-        for r in range(sample.size):  # drop the query itself from its candidates
-            mask = cand[r] != sample[r]
-            c, d = cand[r][mask][:k], dist[r][mask][:k]
-            if c.size < k:  # a tiny pool: pad by repeating (never shown, see below)
-                c = np.resize(c, k)
-                d = np.resize(d, k)
-            keep_c[r], keep_d[r] = c, d
         _, _, threshold = self.current()
-        tau = float(np.median(keep_d)) if threshold is None else float(threshold)
-        spread = float(keep_d.std()) + 1e-9
-        uncertainty = np.exp(-((keep_d - tau) / spread) ** 2).mean(axis=1)
-        order = np.argsort(-uncertainty, kind="stable")
-        chosen: list[int] = []
-        blocked: set[int] = set()
-        for r in order:
-            q = int(sample[r])
-            if q in blocked:
-                continue
-            chosen.append(int(r))
-            blocked.update(int(c) for c in keep_c[r])
-            blocked.add(q)
-            if len(chosen) == size:
-                break
+        chosen = choose_questions(Z, free, min(self.cfg.top_k, n - 1), size,
+                                  self.cfg.match_pool, threshold, rng)
         now = time.time()
         questions, rows = [], []
-        for r in chosen:
-            q = int(sample[r])
-            cands, seen = [], set()
-            for c, d in zip(keep_c[r], keep_d[r], strict=True):
-                if int(c) in seen:
-                    continue
-                seen.add(int(c))
-                cands.append((int(c), float(1.0 - d / 2.0)))
+        for choice in chosen:
+            q, cands = choice.query, choice.candidates
             qid = uuid.uuid4().hex
             cand_ids = [self.index.ids[c] for c, _ in cands]
             rows.append({"id": qid, "app": self.cfg.webapp, "annotator": user,
@@ -266,7 +203,7 @@ class SimilarityService:
                          "scores": [round(s, 6) for _, s in cands], "model_version": version,
                          "issued": now, "n_pos": 0, "n_neg": 0})
             questions.append({
-                "question_id": qid, "uncertainty": round(float(uncertainty[r]), 6),
+                "question_id": qid, "uncertainty": round(choice.uncertainty, 6),
                 "query": {"id": self.index.ids[q], "data": self._render(q)},
                 "candidates": [{"id": self.index.ids[c], "data": self._render(c),
                                 "score": round(s, 6)} for c, s in cands]})
@@ -280,27 +217,7 @@ class SimilarityService:
     # ------------------------------------------------------------------ answers
     def answer(self, user: str, body: Any) -> dict:
         """Record an answer: its pairs appended, the question closed, the trainer woken."""
-        if not isinstance(body, dict):
-            raise LabelloopError("the body must be a JSON object {question_id, positives, "
-                                 "negatives} or {question_id, ignored: true}")
-        qid = body.get("question_id")
-        if not isinstance(qid, str) or not qid:
-            raise LabelloopError("question_id must be the id of a question from GET questions")
-        ignored = body.get("ignored", False)
-        if not isinstance(ignored, bool):
-            raise LabelloopError(f"ignored must be true or false, got {ignored!r}")
-        pos = self._id_list(body, "positives")
-        neg = self._id_list(body, "negatives")
-        if ignored and (pos or neg):
-            raise LabelloopError("an ignored question takes no positives or negatives: send "
-                                 "either {ignored: true} or the positives and negatives")
-        if not ignored and not pos and not neg:
-            raise LabelloopError("no answer: give positives and/or negatives (candidate ids), "
-                                 "or ignored: true")
-        both = sorted(set(pos) & set(neg))
-        if both:
-            raise LabelloopError(f"candidate(s) {', '.join(map(repr, both))} are both positive "
-                                 "and negative: give each candidate once")
+        qid, ignored, pos, neg = check_answer(body)
         t = questions_table
         with self.engine.connect() as conn:
             q = conn.execute(sa.select(t).where(t.c.id == qid, t.c.app == self.cfg.webapp)
@@ -342,18 +259,6 @@ class SimilarityService:
         if rows:
             self.request_training()
         return {"pairs": len(rows), "stats": self.stats()}
-
-    @staticmethod
-    def _id_list(body: dict, key: str) -> list[str]:
-        value = body.get(key, [])
-        if value is None:
-            return []
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise LabelloopError(f"{key} must be a list of candidate ids (strings), got "
-                                 f"{value!r}")
-        if len(set(value)) != len(value):
-            raise LabelloopError(f"{key} lists a candidate twice: give each id once")
-        return value
 
     def _session(self, conn: sa.Connection) -> int:
         """The pairs' session: how many times this webapp's model was saved before."""
@@ -398,7 +303,7 @@ class SimilarityService:
         with self.engine.connect() as conn:
             n = conn.execute(sa.select(sa.func.count()).select_from(t).where(
                 t.c.app == self.cfg.webapp, t.c.status == ANSWERED)).scalar_one()
-            latest = self._latest(conn)
+            latest = self.versions.latest(conn)
         return int(n) > (latest["n_questions"] if latest else 0)
 
     def train_once(self) -> int | None:
@@ -408,7 +313,7 @@ class SimilarityService:
         if self.index.count() < 2:
             return None  # nothing indexed yet: the trainer is woken again later
         answered = self._answered()
-        latest = self._latest()
+        latest = self.versions.latest()
         if len(answered) <= (latest["n_questions"] if latest else 0):
             return None
         X = self.index.vectors()
@@ -422,24 +327,11 @@ class SimilarityService:
             answers.append(Answer(qi, pos, neg))
         fit = fit_projection(X, answers, self.cfg.epochs)
         seconds = time.monotonic() - started
-        t = versions_table
-        matrix = np.ascontiguousarray(fit.matrix, dtype=np.float64).tobytes()
-
-        def record(conn: sa.Connection) -> int | None:
-            now_latest = self._latest(conn)
-            if now_latest is not None and now_latest["n_questions"] >= len(answered):
-                return None  # another process trained on as much already
-            version = (now_latest["version"] if now_latest else 0) + 1
-            conn.execute(sa.insert(t).values(
-                app=self.cfg.webapp, version=version, created=time.time(),
-                n_questions=len(answered), n_pairs=fit.pairs, dim=fit.matrix.shape[0],
-                matrix=matrix, threshold=fit.threshold, seconds=seconds))
-            return version
-
-        version = self._write(record, background=True)
+        version = self._write(lambda conn: self.versions.add(conn, len(answered), fit, seconds),
+                              background=True)
         if version is None:
             return None
-        self._version_cache = None
+        self.versions.forget()
         self.train_seconds.append(seconds)
         log.info("%s: tuned version %d on %d questions (%d pairs) in %.2f s", self.cfg.webapp,
                  version, len(answered), fit.pairs, seconds)
@@ -514,7 +406,7 @@ class SimilarityService:
             ).where(t.c.app == self.cfg.webapp)).one()
             saved = conn.execute(sa.select(sa.func.count()).select_from(saves_table).where(
                 saves_table.c.app == self.cfg.webapp)).scalar_one()
-            latest = self._latest(conn)
+            latest = self.versions.latest(conn)
         answered, ignored, positives, negatives = (int(v) for v in row)
         trained_on = latest["n_questions"] if latest else 0
         return {"questions": answered + ignored, "answered": answered, "ignored": ignored,
