@@ -374,6 +374,13 @@ def written(project):
         project.dataset("metadata", create=True).count()
 
 
+def _batch_route(engine):
+    from labeling.api import build_routes
+    from labelloop.web.webapps import normalise_routes
+
+    return normalise_routes("w", build_routes(engine))[("GET", "batch")]
+
+
 @pytest.mark.parametrize("call, error", [
     (lambda e, i: e.label("u", "nope", "cat"), NotFoundError),
     (lambda e, i: e.label("u", i, "fish"), LabelloopError),
@@ -382,8 +389,9 @@ def written(project):
     (lambda e, i: e.label("u", 12, "cat"), LabelloopError),
     (lambda e, i: e.label("u", i, "cat", comment=5), LabelloopError),
     (lambda e, i: e.skip("u", ""), LabelloopError),
-    (lambda e, i: e.batch("u", 0), LabelloopError),
-    (lambda e, i: e.batch("u", "20"), LabelloopError),
+    # a batch size is checked once, by the `GET batch` route's schema (the host's check)
+    (lambda e, i: _batch_route(e).check({"size": 0}), LabelloopError),
+    (lambda e, i: _batch_route(e).check({"size": "20"}), LabelloopError),
     (lambda e, i: e.label("x" * 500, i, "cat"), LabelloopError),
     (lambda e, i: e.label("x" * 101, i, "cat"), LabelloopError),  # the host's rule: <= 100
     (lambda e, i: e.label("tab\tname", i, "cat"), LabelloopError),
@@ -427,13 +435,23 @@ def test_annotator_names_follow_the_hosts_rule(project):
     ({"columns": ["num", "zzz"]}, "'zzz'"),
     ({"label_col_name": "num"}, "already has a column 'num'"),
     ({"label_col_name": "bad name!"}, "not valid"),
-    ({"reservation_seconds": 0}, "positive"),
 ])
 def test_settings_errors(project, change, message):
     config = {"unlabeled": "pool", "categories": CATS, "labels_ds": "labels",
               "metadata_ds": "metadata", **change}
     with pytest.raises(ConfigError, match=message):
         parse_settings(config, "tabular", "w", project)
+
+
+def test_settings_ranges_are_the_descriptors(project):
+    """Types and ranges are checked once, by the webapp's declared params (validate_config)."""
+    from labelloop.web.webapps import webapp_config
+
+    spec = {"type": "ml-assisted-labeling/tabular-labeling",
+            "params": {"unlabeled": "pool", "categories": CATS, "reservation_seconds": 0}}
+    with pytest.raises(ConfigError, match="'reservation_seconds'.* must be between 1 and 86400, "
+                                          "got 0"):
+        webapp_config("w", spec, project.registry)
 
 
 def test_settings_read_dss_key_value_lists_and_defaults(project):

@@ -77,9 +77,13 @@ def held(project, user: str, now: float | None = None) -> list[tuple[str, float]
 # ---------------------------------------------------------------- fair reservations
 
 def test_a_batch_above_the_cap_is_refused_and_reserves_nothing(project):
+    from labeling.api import build_routes
+    from labelloop.web.webapps import normalise_routes
+
     e = make_engine(project, max_reserved=10)
+    route = normalise_routes("w", build_routes(e))[("GET", "batch")]
     with pytest.raises(LabelloopError, match="at most 10 items at once; ask for 10 or fewer"):
-        e.batch("mallory", 11)
+        route.check(route.payload_from_query({"size": ["11"]}))
     assert held(project, "mallory") == []
     assert len(ids_of(e.batch("mallory", 10))) == 10
 
@@ -147,7 +151,7 @@ def test_release_and_the_cap_over_http(make_project, serve):
 
     refused = call("GET", "/batch?size=21", "mallory")
     # the route's schema carries the cap (so the OpenAPI document tells it): refused there
-    assert refused.status == 400 and "maximum of 20" in refused.json()["error"]
+    assert refused.status == 400 and "between 1 and 20 (this webapp's cap" in refused.json()["error"]
     cfg = call("GET", "/config", "alice").json()
     assert cfg["max_reserved"] == 20 and cfg["session"] == 0
     alice = [i["id"] for i in call("GET", "/batch?size=20", "alice").json()["items"]]

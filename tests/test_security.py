@@ -492,12 +492,20 @@ def test_8_user_names_do_not_alias(site):
 def test_8_settings_bounds_are_refused_clearly(tmp_path):
     project = Project.init(tmp_path / "p")
     project.dataset("pool", create=True).write(pd.DataFrame({"k": [1, 2]}))
+    from labelloop.web.webapps import webapp_config
+
+    # Checked once, by the webapp's declared params (the host's validate_config).
     base = {"unlabeled": "pool", "categories": CATS, "labels_ds": "l", "metadata_ds": "m"}
-    with pytest.raises(ConfigError, match="at most 86400"):
-        parse_settings({**base, "reservation_seconds": 1e308}, "tabular", "w", project)
+
+    def check(**params):
+        webapp_config("w", {"type": "ml-assisted-labeling/tabular-labeling",
+                            "params": {**base, **params}}, project.registry)
+
+    with pytest.raises(ConfigError, match="reservation_seconds.* between 1 and 86400"):
+        check(reservation_seconds=1e308)
     for size in (0, -3):
-        with pytest.raises(ConfigError, match="batch_size must be an integer from 1"):
-            parse_settings({**base, "batch_size": size}, "tabular", "w", project)
+        with pytest.raises(ConfigError, match=f"batch_size.* between 1 and 500, got {size}"):
+            check(batch_size=size)
 
 
 def test_8_a_trigger_count_of_minus_one_is_refused_once_not_every_tick(make_project, caplog):

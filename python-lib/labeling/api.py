@@ -30,8 +30,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from labelloop.errors import LabelloopError
-
 from .engine import MAX_BATCH, MAX_COMMENT, LabelingEngine
 from .settings import EngineConfig, parse_settings
 
@@ -64,19 +62,6 @@ RELEASE_SCHEMA = {"type": "object", "required": ["ids"], "additionalProperties":
                                          "description": "items the caller still holds"}}}
 
 
-def _int(payload: dict, key: str, default: int | None) -> int | None:
-    """A query argument as an integer (the host converts it when the schema applies)."""
-    value = payload.get(key, default)
-    if value is None or isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, list) and len(value) == 1:
-        value = value[0]
-    try:
-        return int(str(value))
-    except ValueError:
-        raise LabelloopError(f"{key} must be an integer, got {value!r}") from None
-
-
 # A folder item id is a path inside the folder: not absolute, no `..` part, no NUL.
 _OUTSIDE_FOLDER = r"^[\\/]|(^|[\\/])\.\.([\\/]|$)|\x00"
 
@@ -89,10 +74,13 @@ def _id_schema(cfg: EngineConfig) -> dict:
 
 
 def batch_schema(engine: LabelingEngine) -> dict:
-    """BATCH_SCHEMA with this webapp's cap on `size` (its `max_reserved`)."""
-    cap = min(int(getattr(engine, "max_reserved", MAX_BATCH) or MAX_BATCH), MAX_BATCH)
+    """BATCH_SCHEMA with this webapp's cap on `size` (its `max_reserved`, checked by the
+    webapp's params), worded with the reason for it."""
+    cap = min(engine.max_reserved, MAX_BATCH)
     size = {**BATCH_SCHEMA["properties"]["size"], "maximum": cap,
-            "default": min(BATCH_SCHEMA["properties"]["size"]["default"], cap)}
+            "default": min(BATCH_SCHEMA["properties"]["size"]["default"], cap),
+            "x-range": f"between 1 and {cap} (this webapp's cap: an annotator holds at most "
+                       f"{cap} items at once; ask for {cap} or fewer)"}
     return {**BATCH_SCHEMA, "properties": {**BATCH_SCHEMA["properties"], "size": size}}
 
 
@@ -148,12 +136,15 @@ def build_routes(engine: LabelingEngine,
             out.update(extra_config())
         return out
 
+    # Bodies and query arguments are checked (and query integers converted) by the route
+    # schemas before a handler runs.
+    size_default = batch_schema(engine)["properties"]["size"]["default"]
+
     def batch(payload: dict, user: str) -> dict:
-        return engine.batch(user, _int(payload, "size", 20))
+        return engine.batch(user, payload.get("size", size_default))
 
     field = engine.kind.field
 
-    # Bodies are checked by the route schemas before a handler runs.
     def labels(payload: dict, user: str) -> dict:
         return engine.label(user, payload["id"], payload[field], payload.get("comment"))
 
@@ -161,8 +152,7 @@ def build_routes(engine: LabelingEngine,
         return engine.skip(user, payload["id"], payload.get("comment"))
 
     def annotations(payload: dict, user: str) -> dict:
-        return engine.annotations(user, _int(payload, "before", None),
-                                  _int(payload, "limit", 50))
+        return engine.annotations(user, payload.get("before"), payload.get("limit", 50))
 
     def stats(payload: dict, user: str) -> dict:
         return engine.stats(user)

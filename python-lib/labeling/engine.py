@@ -223,14 +223,9 @@ class LabelingEngine:
 
     # ------------------------------------------------------------------ reading
     def batch(self, user: Any, size: int = 20) -> dict:
-        """The next items for the caller, reserved for them: DESIGN's batch answer."""
+        """The next items for the caller, reserved for them: DESIGN's batch answer. `size` is
+        from 1 to `max_reserved` (the `GET batch` route's schema says so to clients)."""
         user = check_user(user)
-        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_BATCH:
-            raise LabelloopError(f"size must be an integer from 1 to {MAX_BATCH}, got {size!r}")
-        cap = self.max_reserved
-        if size > cap:
-            raise LabelloopError(f"size {size} is above this webapp's cap: an annotator holds "
-                                 f"at most {cap} items at once; ask for {cap} or fewer")
         self.sessions.ensure_queue()
         owner = self.ctx.owner(user)
         for _attempt in range(3):
@@ -328,10 +323,9 @@ class LabelingEngine:
                 "halting": r.halting, "uncertainty": r.uncertainty}
 
     def annotations(self, user: Any, before: int | None = None, limit: int = 50) -> dict:
-        """The caller's annotations, newest first (`before` a label id), with item data."""
+        """The caller's annotations, newest first (`before` a label id), with item data;
+        `limit` from 1 to MAX_BATCH (the `GET annotations` route's schema)."""
         user = check_user(user)
-        if not isinstance(limit, int) or not 1 <= limit <= MAX_BATCH:
-            raise LabelloopError(f"limit must be an integer from 1 to {MAX_BATCH}")
         an, it = annotations_table, items_table
         with self.engine.connect() as conn:
             app = self.ctx.app(conn)

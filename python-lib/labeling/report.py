@@ -120,7 +120,10 @@ def webapp_settings(project: Any, webapp: str) -> EngineConfig:
     kind = str(spec.get("type", "")).rsplit("/", 1)[-1]
     if not kind.endswith("-labeling"):
         raise ConfigError(f"webapp {webapp!r} ({spec.get('type')}) is not a labeling webapp")
-    return parse_settings(spec.get("params", {}), kind[: -len("-labeling")], webapp, project)
+    from labelloop.web.webapps import webapp_config
+
+    _comp, params = webapp_config(webapp, spec, project.registry)  # the one params check
+    return parse_settings(params, kind[: -len("-labeling")], webapp, project)
 
 
 def _train_settings(project: Any, cfg: EngineConfig) -> tuple[str, str | None]:

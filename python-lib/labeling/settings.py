@@ -1,5 +1,11 @@
 """A labeling webapp's settings (its validated webapp.json params) turned into an engine config.
 
+The host checks a webapp's params once against its descriptor (`labelloop.params.
+validate_config`: types, ranges, mandatory values, defaults); `parse_settings` takes that
+validated config and checks only what a schema cannot say: names read as lists of categories
+(empty, twice, too few), the label column name, settings that must differ or do not apply
+together, and the named datasets and columns against the project's data.
+
 Settings keys (webapp.json param names, as the Dataiku plugin had them, plus Labelloop's):
 
 | key | type | meaning |
@@ -20,6 +26,7 @@ Settings keys (webapp.json param names, as the Dataiku plugin had them, plus Lab
 | `columns` | COLUMNS, optional | the columns to show (default: all) |
 | `text_column` | COLUMN, optional | text: the column holding the text |
 | `seed` | INT, default 0 | the random order used when there are no queries |
+| `batch_size` | INT, default 20 (1-500) | the items the page asks for at once |
 | `allow_relabel` | BOOLEAN, default false | shared labels: an annotator may answer an item someone else answered (a new annotation; the earlier one stays in the history); otherwise 409 |
 """
 
@@ -38,22 +45,7 @@ DATA_TYPES = ("tabular", "text", "image", "sound")
 FOLDER_TYPES = ("image", "sound")
 DEFAULT_RESERVATION_SECONDS = 120
 DEFAULT_MAX_RESERVED = 50
-MAX_RESERVED = 500
 _LABEL_COL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_ -]*$")
-MAX_RESERVATION_SECONDS = 86400
-MAX_BATCH_SIZE = 500
-
-
-def check_batch_size(value: Any) -> None:
-    """The page's `batch_size` setting, when given: an integer from 1 to MAX_BATCH_SIZE."""
-    if value is None or value == "":
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value) \
-            or not 1 <= value <= MAX_BATCH_SIZE:
-        raise ConfigError(f"batch_size must be an integer from 1 to {MAX_BATCH_SIZE}, got "
-                          f"{value!r}")
-
-
 @dataclass
 class EngineConfig:
     """Everything the labeling engine needs to know about one webapp instance."""
@@ -134,14 +126,13 @@ def _name(config: Mapping, key: str, what: str, required: bool = True) -> str | 
         if required:
             raise ConfigError(f"setting {key!r} is missing: choose the {what}")
         return None
-    if not isinstance(value, str):
-        raise ConfigError(f"setting {key!r} must be a name, got {value!r}")
     return value
 
 
 def parse_settings(config: Mapping[str, Any], data_type: str, webapp: str,
                    project: Any = None, kind: str = "choice") -> EngineConfig:
-    """Validate a labeling webapp's settings; with a project, check them against its data.
+    """A labeling webapp's settings, validated by its params (`validate_config`), as an
+    engine config; with a project, checked against its data.
 
     `kind` names the webapp's annotation kind (`labeling.kinds`), among those the project's
     plugins register: its types come from its setting, its own settings go to `extra`."""
@@ -170,28 +161,8 @@ def parse_settings(config: Mapping[str, Any], data_type: str, webapp: str,
             raise ConfigError(f"settings {seen[value]!r} and {key!r} both name {value!r}: "
                               "each must be a different dataset")
         seen[value] = key
-    try:
-        seconds = float(config.get("reservation_seconds", DEFAULT_RESERVATION_SECONDS))
-    except (TypeError, ValueError):
-        raise ConfigError("reservation_seconds must be a number of seconds") from None
-    if not 0 < seconds <= MAX_RESERVATION_SECONDS:
-        raise ConfigError(f"reservation_seconds must be positive and at most "
-                          f"{MAX_RESERVATION_SECONDS} (a day), got {seconds}")
-    check_batch_size(config.get("batch_size"))
-    columns = config.get("columns") or None
-    if columns is not None and (not isinstance(columns, list)
-                                or not all(isinstance(c, str) for c in columns)):
-        raise ConfigError(f"columns must be a list of column names, got {columns!r}")
-    try:
-        seed = int(config.get("seed") or 0)
-    except (TypeError, ValueError):
-        raise ConfigError(f"seed must be an integer, got {config.get('seed')!r}") from None
-    cap = config.get("max_reserved", DEFAULT_MAX_RESERVED)
-    if isinstance(cap, float) and cap.is_integer():
-        cap = int(cap)
-    if not isinstance(cap, int) or isinstance(cap, bool) or not 1 <= cap <= MAX_RESERVED:
-        raise ConfigError(f"max_reserved must be a whole number of items from 1 to "
-                          f"{MAX_RESERVED}, got {cap!r}")
+    # Types and ranges (reservation_seconds, max_reserved, batch_size, seed, columns) are the
+    # descriptor's: validate_config checked them.
     cfg = EngineConfig(
         webapp=webapp, data_type=data_type, unlabeled=unlabeled or "",
         categories={} if kind_cls.types_param is None else _categories(
@@ -199,9 +170,10 @@ def parse_settings(config: Mapping[str, Any], data_type: str, webapp: str,
         labels_ds=labels_ds or "", metadata_ds=metadata_ds or "", label_col=label_col,
         queries_ds=queries_ds, multi_label=bool(config.get("multi_label", False)),
         per_annotator=bool(config.get("labels_per_annotator", False)),
-        reservation_seconds=seconds, id_column=config.get("id_column") or None,
-        columns=columns, text_column=config.get("text_column") or None, seed=seed,
-        max_reserved=cap,
+        reservation_seconds=config.get("reservation_seconds") or DEFAULT_RESERVATION_SECONDS,
+        id_column=config.get("id_column") or None, columns=config.get("columns") or None,
+        text_column=config.get("text_column") or None, seed=config.get("seed") or 0,
+        max_reserved=config.get("max_reserved") or DEFAULT_MAX_RESERVED,
         allow_relabel=bool(config.get("allow_relabel", False)),
         kind=kind, extra=kind_cls.settings(config),
     )

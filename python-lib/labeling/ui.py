@@ -221,7 +221,7 @@ class LabelingPageBackend(LabelingBackend):
     def __init__(self, ctx: Any, data_type: str, background: bool = True, kind: str = "choice"):
         super().__init__(ctx, data_type, background=background, kind=kind)
         self.metrics_ds = ctx.config.get("metrics_ds") or DEFAULT_METRICS_DATASET
-        self.batch_size = int(ctx.config.get("batch_size") or 20)
+        self.batch_size = min(ctx.config.get("batch_size") or 20, self.engine.max_reserved)
         self.autoplay = bool(ctx.config.get("autoplay"))
         # The page polls config every few seconds: the metrics history is read again only
         # when its dataset changed (its generation), not at every poll.

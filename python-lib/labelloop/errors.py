@@ -92,7 +92,8 @@ def disk_full(exc: BaseException) -> DiskFullError | None:
 # The one formatter for JSON Schema errors: a path (JSON pointer) and a plain-sentence reason.
 # Keys starting with "x-" in a schema word the reasons (see labelloop/schemas/common.json):
 #   x-what (enum: "allowed <what>"), x-choices (enum: the choices as text), x-pattern-help,
-#   x-expected / x-must (type, anyOf, oneOf), x-missing (required and empty values), x-forms.
+#   x-expected / x-must (type, anyOf, oneOf), x-missing (required and empty values), x-forms,
+#   x-range (minimum / maximum: the allowed range in words, e.g. with the reason for a cap).
 
 _NAME_HELP = {
     "^[A-Za-z0-9][A-Za-z0-9_-]*$":
@@ -170,7 +171,7 @@ def _explain(error: ValidationError) -> list[tuple[tuple, str]]:
         words = _or([_TYPE_WORDS.get(t, t) for t in types])
         return [(path, f"expected {words}, got {json_type(inst)} {shown(inst)}")]
     if kw in ("minimum", "maximum"):
-        return [(path, f"must be {_range(hints)}, got {shown(inst)}")]
+        return [(path, f"must be {hints.get('x-range') or _range(hints)}, got {shown(inst)}")]
     if kw == "pattern":
         if hints.get("x-pattern-help"):
             return [(path, f"{shown(inst)} is not valid: {hints['x-pattern-help']}")]

@@ -167,11 +167,9 @@ class SimilarityService:
         return set(rows), int(issued)
 
     def questions(self, user: str, size: int | None = None) -> dict:
-        """Issue up to `size` new questions to `user` (recorded in the database)."""
+        """Issue up to `size` new questions to `user` (recorded in the database); `size` from 1
+        to MAX_QUESTIONS (the `GET questions` route's schema)."""
         size = self.cfg.examples_per_view if size is None else size
-        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_QUESTIONS:
-            raise LabelloopError(f"size must be an integer from 1 to {MAX_QUESTIONS}, "
-                                 f"got {size!r}")
         self._require_items()
         version, Z = self._embedded()
         n = Z.shape[0]
@@ -367,13 +365,12 @@ class SimilarityService:
         return {"model": self.cfg.model_name, "version": saved, "tuned_version": version}
 
     def neighbors(self, item_id: Any, k: int = 10) -> dict:
-        """The item's k nearest indexed items under the newest version."""
+        """The item's k nearest indexed items under the newest version (k from 1 to MAX_K:
+        the `GET neighbors` route's schema)."""
         try:
             item_id = self.dtype.check_id(item_id)
         except BadItemId as exc:
             raise LabelloopError(str(exc)) from None
-        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
-            raise LabelloopError(f"k must be an integer from 1 to {MAX_K}, got {k!r}")
         self._require_items()
         i = self.index.position(item_id)
         if i is None:

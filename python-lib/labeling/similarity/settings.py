@@ -10,10 +10,6 @@ from labelloop.errors import ConfigError
 from ..features import folder_extension_kind
 from ..settings import EngineConfig
 
-DATA_TYPES = ("tabular", "text", "image", "sound")
-MAX_TOP_K = 10  # number keys 1-9 and 0
-MAX_PER_VIEW = 10
-
 
 @dataclass
 class SimilarityConfig:
@@ -51,30 +47,21 @@ class SimilarityConfig:
                 "sound": "sound"}[self.data_type]
 
 
-def _int(config: dict, key: str, default: int, lo: int, hi: int | None = None) -> int:
+def _given(config: dict, key: str, default: Any) -> Any:
+    """A param's value, or its default when unset (the params declared its type and range)."""
     value = config.get(key)
-    value = default if value is None or value == "" else value
-    try:
-        value = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key} must be an integer, got {value!r}") from None
-    if value < lo or (hi is not None and value > hi):
-        raise ConfigError(f"{key} must be between {lo} and {hi if hi is not None else 'any'}, "
-                          f"got {value}")
-    return value
+    return default if value is None or value == "" else value
 
 
 def parse_settings(config: dict, webapp: str, project: Any) -> SimilarityConfig:
-    """Check a similarity webapp's params against the project; a clear error when wrong."""
+    """A similarity webapp's params, validated by its descriptor (`validate_config`: types,
+    ranges, choices), checked against the project and across params; a clear error when wrong."""
     pool = config.get("unlabeled")
     if not pool:
         raise ConfigError("no pool: set 'unlabeled' to a dataset (rows, texts) or a managed "
                           "folder (images, sounds)")
     folders = project.config.get("folders", {})
-    kind = (config.get("data_type") or "").strip() or None
-    if kind is not None and kind not in DATA_TYPES:
-        raise ConfigError(f"data_type must be one of {', '.join(DATA_TYPES)} (or empty to "
-                          f"detect it), got {kind!r}")
+    kind = config.get("data_type") or None
     if pool in folders:
         if kind in ("tabular", "text"):
             raise ConfigError(f"{pool!r} is a managed folder: data_type {kind!r} needs a dataset")
@@ -86,25 +73,20 @@ def parse_settings(config: dict, webapp: str, project: Any) -> SimilarityConfig:
             raise ConfigError(f"{pool!r} is a dataset: data_type {kind!r} needs a managed folder")
         if kind is None:
             kind = "text" if config.get("text_column") else "tabular"
-    pos = _int(config, "positive_value", 1, -1_000_000)
-    neg = _int(config, "negative_value", -1, -1_000_000)
+    pos, neg = _given(config, "positive_value", 1), _given(config, "negative_value", -1)
     if pos == neg:
         raise ConfigError(f"positive_value and negative_value must differ (both are {pos})")
-    for key in ("pairs_ds",):
-        if not config.get(key, "pairs"):
-            raise ConfigError(f"{key} must name a dataset")
     return SimilarityConfig(
         webapp=webapp, data_type=kind, unlabeled=pool,
         embedding_model=config.get("embedding_model") or None,
         pairs_ds=config.get("pairs_ds") or "pairs",
         model_name=config.get("model_name") or "embedding",
         positive_value=pos, negative_value=neg,
-        examples_per_view=_int(config, "examples_per_view", 2, 1, MAX_PER_VIEW),
-        top_k=_int(config, "top_k", 8, 1, MAX_TOP_K),
-        epochs=_int(config, "epochs", 10, 1, 1000),
-        match_pool=_int(config, "match_pool", 100, 2),
+        examples_per_view=_given(config, "examples_per_view", 2),
+        top_k=_given(config, "top_k", 8), epochs=_given(config, "epochs", 10),
+        match_pool=_given(config, "match_pool", 100),
         field=config.get("field") or None,
         id_column=config.get("id_column") or None,
         text_column=config.get("text_column") or None,
-        seed=_int(config, "seed", 0, 0),
+        seed=_given(config, "seed", 0),
     )

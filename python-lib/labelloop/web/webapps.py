@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError, best_match
+from jsonschema.exceptions import SchemaError
 
-from ..errors import LabelloopError, NotFoundError
+from ..errors import LabelloopError, NotFoundError, schema_problems
 from ..params import validate_config
 from ..plugins import Component, PluginRegistry
 from ..project import Project
@@ -140,16 +140,16 @@ class Route:
         return out
 
     def check(self, payload: Any) -> None:
-        """Validate the payload against the route's schema (LabelloopError, status 400)."""
+        """Validate the payload against the route's schema (LabelloopError, status 400): each
+        problem worded by `labelloop.errors.schema_problems`, where it is and what is allowed,
+        e.g. `invalid payload at size: must be between 1 and 50, got 80`."""
         if self.validator is None:
             return
-        error = best_match(self.validator.iter_errors(payload))
-        if error is not None:
-            # jsonschema's own wording, as the JSON API has always answered (clients may
-            # match it); descriptors and params use labelloop.errors.schema_problems.
-            where = "/".join(str(p) for p in error.absolute_path)
-            raise LabelloopError(f"invalid payload{' at ' + where if where else ''}: "
-                                 f"{error.message}")
+        problems = schema_problems(self.validator.iter_errors(payload))
+        if problems:
+            raise LabelloopError("; ".join(
+                f"invalid payload{' at ' + '/'.join(map(str, path)) if path else ''}: {reason}"
+                for path, reason in problems))
 
 
 def _convert(value: str, kind: str) -> Any:
