@@ -354,8 +354,10 @@ def test_image_labeling(tmp_path, serve, page_for):
     # The keys are beside the item without scrolling; the side panel scrolls on its own.
     assert off_screen_keys(page) == []
     assert page.evaluate("document.scrollingElement.scrollHeight <= innerHeight")
-    assert page.eval_on_selector(".ll-panel", "el => el.scrollHeight > el.clientHeight "
-                                              "&& getComputedStyle(el).overflowY === 'auto'")
+    # Once its charts are drawn the panel is taller than the window: it scrolls on its own.
+    page.wait_for_function("() => { const el = document.querySelector('.ll-panel');"
+                           " return el.scrollHeight > el.clientHeight"
+                           " && getComputedStyle(el).overflowY === 'auto'; }")
     page.screenshot(path=str(tmp_path / "image-1280x720.png"))
     page.set_viewport_size({"width": 800, "height": 600})
     assert off_screen_keys(page) == []

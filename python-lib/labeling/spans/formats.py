@@ -247,7 +247,11 @@ def is_span_column(values: pd.Series) -> bool:
 
 def register_span_formats(register: Any) -> None:
     """CoNLL 2003 and spaCy-style JSON Lines (see the module docstring)."""
+    columns = {"label_col": "the column of the spans, as JSON (default label)",
+               "text_column": "the column of the texts (default text)"}
     register("conll", read_conll, write_conll, (".conll", ".conll03"),
-             "CoNLL 2003 NER: a token and its BIO tag per line, spans of a text column")
+             "CoNLL 2003 NER: a token and its BIO tag per line, spans of a text column",
+             read_options=columns, write_options=columns)
     register("spacy-jsonl", read_spacy_jsonl, write_spacy_jsonl, (),
-             'spaCy-style JSON Lines: {"text", "spans": [{"start", "end", "label"}]}')
+             'spaCy-style JSON Lines: {"text", "spans": [{"start", "end", "label"}]}',
+             read_options=columns, write_options=columns)
