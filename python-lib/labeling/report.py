@@ -120,7 +120,7 @@ def webapp_settings(project: Any, webapp: str) -> EngineConfig:
     kind = str(spec.get("type", "")).rsplit("/", 1)[-1]
     if not kind.endswith("-labeling"):
         raise ConfigError(f"webapp {webapp!r} ({spec.get('type')}) is not a labeling webapp")
-    from labelloop.web.webapps import webapp_config
+    from labelloop.web import webapp_config
 
     _comp, params = webapp_config(webapp, spec, project.registry)  # the one params check
     return parse_settings(params, kind[: -len("-labeling")], webapp, project)

@@ -5,7 +5,8 @@ Public API for webapp backends: `session_user(doc)` (the user of a browser sessi
 `tokens_configured(engine)` (whether the server requires a token), `check_user_name(name)`
 (the rule for user names: 1 to 100 printable characters, stripped), `free_port(host)` (a
 port nobody listens on right now), `check_port(host, port)` (a one-line error when a
-server could not listen there), and `serve(project, ServeOptions(...))` to run the server
+server could not listen there), `webapp_config(webapp, cfg, registry)` (a webapp's component
+and its params checked by `validate_config`, as the server makes them), and `serve(project, ServeOptions(...))` to run the server
 from a plugin command (imported on first use).
 Server internals: `labelloop.web.server.LabelloopServer`.
 """
@@ -16,7 +17,7 @@ import socket
 from typing import Any
 
 from ..errors import LabelloopError
-from .webapps import FileResponse
+from .webapps import FileResponse, webapp_config
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -78,4 +79,4 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["session_user", "FileResponse", "tokens_configured", "check_user_name", "free_port",
-           "check_port", "serve", "ServeOptions"]
+           "check_port", "webapp_config", "serve", "ServeOptions"]
