@@ -158,7 +158,7 @@ def test_live_configuration_in_the_page(tmp_path, serve, page_for, poll):
     good = (directory / "project.json").read_text()
     # A broken file: the page says so, and keeps working with the last good configuration.
     _write_config(directory, good.replace('"webapps"', '"webapps" oops', 1))
-    page.wait_for_selector("#ll-warnings .ll-config-error", timeout=15_000)
+    page.wait_for_selector("#ll-warnings .ll-config-error", timeout=60_000)
     assert "project.json" in page.inner_text("#ll-warnings .ll-config-error")
     page.screenshot(path=str(tmp_path / "config-error.png"), full_page=True)
     first = item_id(page)
@@ -171,7 +171,7 @@ def test_live_configuration_in_the_page(tmp_path, serve, page_for, poll):
     cfg["webapps"]["app"]["params"]["label_col_name"] = 42
     _write_config(directory, json.dumps(cfg))
     page.wait_for_function("(document.querySelector('#ll-warnings .ll-config-error') || {})"
-                           ".textContent?.includes('label_col_name')", timeout=15_000)
+                           ".textContent?.includes('label_col_name')", timeout=60_000)
     shown = page.inner_text("#ll-warnings .ll-config-error")
     assert "must be a string, got 42" in shown and "last good configuration" in shown, shown
     listed = server.get("/api/v1/webapps").json()
@@ -188,13 +188,13 @@ def test_live_configuration_in_the_page(tmp_path, serve, page_for, poll):
     cfg["webapps"]["app"]["params"]["label_col_name"] = "label"
     cfg["webapps"]["app"]["params"]["categories"] = {"only": None}
     _write_config(directory, json.dumps(cfg))
-    page.wait_for_selector("#ll-warnings .ll-config-error", state="detached", timeout=15_000)
+    page.wait_for_selector("#ll-warnings .ll-config-error", state="detached", timeout=60_000)
     poll(lambda: server.get("/api/v1/webapps/app/config",
                             headers={"X-Labelloop-User": ANNOTATOR}).status == 503,
          timeout=10, what="the broken settings applied")
     third = item_id(page)
     page.keyboard.press("3")
-    page.wait_for_selector("#ll-unsent .ll-retry", timeout=20_000)
+    page.wait_for_selector("#ll-unsent .ll-retry", timeout=60_000)
     assert page.is_visible("#ll-banner") and "Not saved" in page.inner_text("#ll-banner")
     _write_config(directory, good)
     poll(lambda: server.get("/api/v1/webapps/app/config",
@@ -316,7 +316,7 @@ def test_metrics_chart_and_halting_follow_the_history(tmp_path, serve, page_for)
                                 "contradictions": [np.nan]}))
     page.wait_for_function("window.Bokeh && Bokeh.documents.length && Bokeh.documents[0]"
                            ".get_model_by_name('ll-metrics').data.labels.length === 1",
-                           timeout=15_000)
+                           timeout=60_000)
     page.wait_for_timeout(400)
     assert "too few labels" in page.inner_text("#ll-metrics")
     assert _dark_pixels(page, "#ll-metrics .ll-chart") > 100, "the chart is blank"
@@ -324,7 +324,7 @@ def test_metrics_chart_and_halting_follow_the_history(tmp_path, serve, page_for)
     metrics.append(pd.DataFrame({"labels": [40], "model_version": [2], "auc": [np.nan],
                                  "contradictions": [0.2]}))
     page.wait_for_function("Bokeh.documents[0].get_model_by_name('ll-metrics')"
-                           ".data.labels.length === 2", timeout=15_000)
+                           ".data.labels.length === 2", timeout=60_000)
     page.wait_for_timeout(400)
     blue, red = _chart_colors(page, "#ll-metrics .ll-chart")
     assert red > 10, "the contradictions point is not drawn"
@@ -333,7 +333,7 @@ def test_metrics_chart_and_halting_follow_the_history(tmp_path, serve, page_for)
     metrics.write(pd.DataFrame({"labels": [20, 40, 60, 80], "model_version": [1, 2, 3, 4],
                                 "auc": [None, 0.801, 0.802, 0.803],
                                 "contradictions": [0.2, 0.05, 0.045, 0.044]}))
-    page.wait_for_selector("#ll-warnings p", timeout=15_000)
+    page.wait_for_selector("#ll-warnings p", timeout=60_000)
     assert "unlikely to help" in page.inner_text("#ll-warnings")
     page.keyboard.press("1")
     wait_item_change(page, "r0")

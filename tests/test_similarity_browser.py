@@ -135,7 +135,7 @@ def test_answer_five_questions_by_keyboard_then_save(tmp_path, serve, browser):
     cfg = json.loads((project_dir / "project.json").read_text())
     cfg["webapps"]["similar-sounds"]["params"]["top_k"] = "many"
     (project_dir / "project.json").write_text(json.dumps(cfg))
-    page.wait_for_selector("#sl-config-error", state="visible", timeout=15_000)
+    page.wait_for_selector("#sl-config-error", state="visible", timeout=60_000)
     assert "top_k" in page.inner_text("#sl-config-error")
     card = active_card(page)
     page.keyboard.press("x")
