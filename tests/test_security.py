@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -673,37 +674,49 @@ def _fill_disk(path: Path) -> None:
                     raise
 
 
-@pytest.mark.sqlite_only  # the database file is on the small disk (PostgreSQL's is not)
-def test_25_a_full_disk_is_a_507_nothing_written_and_the_server_recovers(
-        tmp_path, project_factory, serve):
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 24 MB file system (tmpfs) to fill; the test is skipped where mounting is not allowed."""
     disk = tmp_path / "disk"
     disk.mkdir()
     mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)],
                            capture_output=True, text=True)
     if mount.returncode != 0:
         pytest.skip(f"a small disk needs a tmpfs mount: {mount.stderr.strip()}")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=True)  # lazily: the test's own
+    # connections to the database there close when their engine is collected
+
+
+def _empty_the_wal(project: Project) -> None:
+    """What the WAL file holds would be reused by the next writes (SQLite restarts it once
+    checkpointed); emptied, every write must grow it, as on a disk long full."""
+    with project.engine.connect() as conn:
+        wait_for(lambda: conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()[0]
+                 == 0, what="the WAL emptied")
+    assert (project.dir / "labelloop.db-wal").stat().st_size == 0
+
+
+@pytest.mark.sqlite_only  # the database file is on the small disk (PostgreSQL's is not)
+def test_25_a_full_disk_is_a_507_nothing_written_and_the_server_recovers(
+        small_disk, project_factory, serve):
     server = None
     try:
-        project = project_factory(disk / "project", {"webapps": {"app": {
+        project = project_factory(small_disk / "project", {"webapps": {"app": {
             "type": "ml-assisted-labeling/tabular-labeling",
             "params": labeling_config(labels_ds="labels", metadata_ds="metadata")}}})
         project.dataset("pool", create=True).write(pd.DataFrame({"k": np.arange(20)}))
         server = serve(project.dir, "--no-scheduler")
         items = [i["id"] for i in server.get("/api/v1/webapps/app/batch?size=3",
                                              headers=as_user("ann")).json()["items"]]
-        # What the WAL file holds now would be reused by the next writes (SQLite restarts
-        # it once checkpointed); emptied, every write must grow it, as on a disk long full.
-        with project.engine.connect() as conn:
-            wait_for(lambda: conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()[0]
-                     == 0, what="the WAL emptied")
-        assert (disk / "project" / "labelloop.db-wal").stat().st_size == 0
-        _fill_disk(disk / "filler")
+        _empty_the_wal(project)
+        _fill_disk(small_disk / "filler")
         for route, body in (("labels", {"id": items[0], "label": "cat"}),
                             ("skips", {"id": items[1]})):
             resp = server.post(f"/api/v1/webapps/app/{route}", body, headers=as_user("ann"))
             assert resp.status == 507, resp.text
             assert resp.json()["error"].startswith("the disk is full: nothing was written")
-        (disk / "filler").unlink()
+        (small_disk / "filler").unlink()
         # The same server goes on: the answers refused are given again, and kept.
         for route, body in (("labels", {"id": items[0], "label": "cat"}),
                             ("skips", {"id": items[1]})):
@@ -716,8 +729,49 @@ def test_25_a_full_disk_is_a_507_nothing_written_and_the_server_recovers(
     finally:
         if server is not None:
             server.stop()
-        subprocess.run(["umount", "-l", str(disk)], check=True)  # lazily: the test's own
-        # connections to the database there close when their engine is collected
+
+
+@pytest.mark.sqlite_only
+def test_25_a_queue_rebuild_that_finds_the_disk_full_says_so_and_follows_once_freed(
+        small_disk, caplog, monkeypatch):
+    """The background builder meets the full disk (CI once saw it mid-index): one line in the
+    log, no thread dies with a traceback, the old order serves, and the new ranking is
+    switched in a few seconds after space is freed."""
+    from test_engine_live import make_engine, pool_frame, sessions_seen, write_queries
+
+    from labelloop.project import ManualClock
+
+    died: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", died.append)
+    project = Project.init(small_disk / "project")
+    pool = pool_frame(300)
+    project.dataset("pool", create=True).write(pool)
+    first = write_queries(project, pool, 1, version="v1")
+    clock = ManualClock()
+    e = make_engine(project, clock=clock)
+    assert e.batch("a", 1)["items"][0]["id"] == first[0]
+    second = write_queries(project, pool, 2, version="v2")
+    _empty_the_wal(project)
+    _fill_disk(small_disk / "filler")
+    e.background = True
+    with caplog.at_level("WARNING", logger="labeling"):
+        e.refresh()
+        e.wait_idle()
+    assert died == []
+    stopped = [r for r in caplog.records if "preparing the queue of rows" in r.getMessage()]
+    assert stopped and all(r.exc_info is None for r in stopped), caplog.text
+    assert "the disk is full" in stopped[0].getMessage()
+    assert e.config()["session"] == 1  # the old order is still the one served
+    (small_disk / "filler").unlink()
+    e.refresh()
+    e.wait_idle()
+    assert e.config()["session"] == 1  # not retried in a loop ...
+    clock.advance(6)
+    e.refresh()
+    e.wait_idle()
+    assert sessions_seen(e, "b") == (2, 2, 2)  # ... but seconds later, once there is space
+    assert e.batch("c", 1)["items"][0]["id"] in second[:3]
+    assert died == []
 
 
 def test_25_disk_full_is_told_apart_from_other_database_errors():

@@ -22,7 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from labelloop.errors import LabelloopError
+from labelloop.errors import LabelloopError, disk_full
 from labelloop.project import Lease, new_owner
 
 from .publish import SessionKey, session_variable
@@ -30,6 +30,7 @@ from .store import apps_table, builder_leases_table, log
 
 LEASE_SECONDS = 15.0  # a builder's heartbeat: renewed at each step, taken over once stale
 RETRY_SECONDS = 60.0  # a rebuild that failed is retried after this
+DISK_FULL_RETRY_SECONDS = 5.0  # ... and one that found the disk full, once freed, sooner
 
 
 class QueueNotReady(LabelloopError):
@@ -49,7 +50,7 @@ class Sessions:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._checked_at = 0.0
-        self._failed: dict[SessionKey, float] = {}
+        self._failed: dict[SessionKey, float] = {}  # key -> when it may be retried
         self._leases: dict[str, Any] = {}  # worker run token -> its builder Lease
         self._has_queue = False
         self._wake = threading.Event()
@@ -124,8 +125,8 @@ class Sessions:
 
     def start_worker(self, key: SessionKey) -> None:
         with self._lock:
-            failed = self._failed.get(key)
-            if failed is not None and self.ctx.now() - failed < RETRY_SECONDS:
+            retry_at = self._failed.get(key)
+            if retry_at is not None and self.ctx.now() < retry_at:
                 return  # the same inputs failed a moment ago: don't rebuild in a loop
             self._wake.set()  # a running worker looks again before it ends
             if self._thread is not None and self._thread.is_alive():
@@ -153,16 +154,26 @@ class Sessions:
                         self._thread = None
                         return
         except Exception as exc:  # a failed rebuild must not stop labeling: the old queue serves
-            self._failed[key] = self.ctx.now()
-            log.exception("preparing the queue of %s failed", self.ctx.cfg.webapp)
-            self.set_error(str(exc) if isinstance(exc, LabelloopError) else
-                            f"preparing the queue failed ({type(exc).__name__}); see the log")
+            self._failed_build(key, exc)
         finally:
             if leased:
                 self._drop_lease(token)
             with self._lock:
                 if self._thread is threading.current_thread():
                     self._thread = None
+
+    def _failed_build(self, key: SessionKey, exc: Exception) -> None:
+        """Say why the worker stopped; a full disk is expected (one line, retried soon after),
+        anything else is logged with its traceback and retried a minute later."""
+        full = disk_full(exc)
+        if full is not None:
+            self._failed[key] = self.ctx.now() + DISK_FULL_RETRY_SECONDS
+            log.error("preparing the queue of %s stopped: %s", self.ctx.cfg.webapp, full)
+            return  # the error cannot be written either; the old queue serves meanwhile
+        self._failed[key] = self.ctx.now() + RETRY_SECONDS
+        log.exception("preparing the queue of %s failed", self.ctx.cfg.webapp)
+        self.set_error(str(exc) if isinstance(exc, LabelloopError) else
+                       f"preparing the queue failed ({type(exc).__name__}); see the log")
 
     def _work_step(self, token: str, leased: bool) -> bool:
         """One step of the worker's work; False when there is nothing (it may do) left."""
@@ -236,5 +247,11 @@ class Sessions:
 
     def _drop_lease(self, token: str) -> None:
         lease = self._leases.pop(token, None)
-        if lease is not None:
+        if lease is None:
+            return
+        try:
             self.ctx.write(lease.release)
+        except Exception as exc:  # noqa: BLE001 - not released, the lease goes stale by itself
+            log.warning("the queue lease of %s was not released (%s); it is taken over once "
+                        "stale, after %.0f s", self.ctx.cfg.webapp, disk_full(exc) or exc,
+                        LEASE_SECONDS)
