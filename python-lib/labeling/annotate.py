@@ -273,6 +273,8 @@ class Answers:
 
             emit_annotation(ctx, conn, old is None, label_id, item_id, user, status, stored,
                             comment, row)
+            # The answer, its dataset rows, counters and queue state are written: whatever
+            # follows each answer in the same transaction (the item's consensus) goes here.
             return {"label_id": label_id, "stats": self.stats(conn, app, owner, counts())}
 
         return ctx.write(write)

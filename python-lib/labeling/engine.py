@@ -371,7 +371,8 @@ class LabelingEngine:
         return {"annotations": out, "next_before": out[-1]["label_id"] if out else None}
 
     def stats(self, user: Any = None) -> dict:
-        """`{"labeled", "skipped", "total", "remaining", "per_label", "session"}`."""
+        """`{"labeled", "skipped", "total", "remaining", "per_label", "session"}`, and with
+        overlap `"overlap": {"k", "complete", "partial", "open"}` (`Answers.stats`)."""
         user = check_user(user)
         self.sessions.ensure_queue()
         with self.engine.connect() as conn:
