@@ -1,0 +1,1 @@
+"""Team quality: overlap, agreement, consensus, label issues and review."""
