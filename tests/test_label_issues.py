@@ -185,6 +185,10 @@ def test_refusals_before_any_work(make_project):
     with pytest.raises(ConfigError, match=r"needs the consensus dataset: set the recipe's "
                                           r"'consensus' input role"):
         run_recipe(project, "issues")
+    project.config["scenarios"]["loop"]["steps"][1]["params"]["labels_from"] = "consensus"
+    run = scenarios.run_scenario(project, "loop")
+    assert run["status"] == "FAILED"
+    assert "set the step's 'ds_consensus' param" in run["details"]["steps"][1]["error"]
     project.config["recipes"]["issues"]["params"]["labels_from"] = "gold"
     with pytest.raises(ConfigError, match=r"param 'labels_from' .*got \"gold\", which is not "
                                           r"one of the allowed values: \"labels\""):
@@ -324,6 +328,21 @@ def test_train_on_consensus_refusals(team, make_project):
                                              r"yet"):
         run_recipe(bare, "train")
     assert bare.model("clf").latest() is None
+
+
+def test_issues_on_every_answer_give_one_row_per_item_its_most_doubtful_answer(team):
+    project, items, truth, answers = team
+    project.config["recipes"]["issues"]["params"]["only_issues"] = False
+    run_recipe(project, "train")
+    run = run_recipe(project, "issues")
+    assert run["details"]["labels"] == 720
+    scored = project.dataset("label_issues").read()
+    assert sorted(scored["data_id"]) == items["data_id"].tolist()
+    # an item with a wrong answer is represented by it
+    wrong = [i for i, ans in enumerate(answers) if any(a["label"] != truth[i] for a in ans)]
+    by_id = scored.set_index("data_id")
+    flagged = by_id.loc[wrong]
+    assert (flagged["given_label"] != [truth[i] for i in wrong]).mean() > 0.9
 
 
 def test_issues_judged_on_the_consensus_one_row_per_item(team):

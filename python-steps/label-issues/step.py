@@ -62,7 +62,7 @@ def run(ctx: Any) -> None:
             id_column=cfg.get("id_column") or None, consensus=consensus,
             labels_from=cfg["labels_from"], folds=cfg["folds"],
             random_state=cfg["random_state"], max_train_rows=cfg["max_train_rows"],
-            only_issues=cfg["only_issues"])
+            only_issues=cfg["only_issues"], consensus_where="the step's 'ds_consensus' param")
     except TooFewLabels as exc:
         ctx.details.update(skipped=str(exc))
         ctx.log.info("find label issues skipped: %s", exc)

@@ -7,7 +7,8 @@ whose given class is least likely where the estimated joint of given and true cl
 errors are) flags the issues, and ``get_label_quality_scores`` (self-confidence: the out-of-
 fold probability of the given label) scores every label, lower = more likely wrong. The result
 is the ``label_issues`` dataset: ``<id>, given_label, suggested_label, quality, reason,
-model_version``, most suspicious first; the review queue (``GET review``) reads it.
+model_version``, one row per item (with several answers, its most doubtful one), most
+suspicious first; the review queue (``GET review``) reads it.
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ def score_labels(labels: pd.Series, proba: np.ndarray, classes: np.ndarray) -> p
 def find_issues(labels: pd.DataFrame, pipeline: Any, meta: dict, label_col: str,
                 id_column: str | None = None, consensus: Any = None, labels_from: str = "labels",
                 folds: int = DEFAULT_FOLDS, random_state: int = 0,
-                max_train_rows: int = DEFAULT_MAX_TRAIN_ROWS, only_issues: bool = True
+                max_train_rows: int = DEFAULT_MAX_TRAIN_ROWS, only_issues: bool = True,
+                consensus_where: str = "the recipe's 'consensus' input role"
                 ) -> tuple[pd.DataFrame, dict]:
     """The label_issues rows for ``labels`` (the labels dataset's rows), most suspicious first,
     and details (counts). ``labels_from="consensus"`` judges the consensus dataset's labels
@@ -99,7 +101,8 @@ def find_issues(labels: pd.DataFrame, pipeline: Any, meta: dict, label_col: str,
     id_col = item_column(list(labels.columns), id_column)
     rows, _ = select_training_rows(labels, label_col)
     if labels_from == "consensus":
-        rows, _ = consensus_rows(rows, check_consensus(consensus, None), label_col, id_col)
+        rows, _ = consensus_rows(rows, check_consensus(consensus, consensus_where), label_col,
+                                 id_col)
     columns = [c for c in meta.get("feature_columns") or [] if c != label_col]
     missing = [c for c in columns if c not in rows.columns]
     if not columns or missing:
@@ -115,12 +118,15 @@ def find_issues(labels: pd.DataFrame, pipeline: Any, meta: dict, label_col: str,
     scored = score_labels(y, proba, classes)
     scored.insert(0, id_col, rows[id_col].to_numpy())
     scored["model_version"] = int(meta["version"])
+    scored["_key"] = keys.to_numpy()
     details = {"labels": len(scored), "issues": int(scored["is_issue"].sum()),
                "folds": folds, "model_version": int(meta["version"]), "labels_from": labels_from}
     if only_issues:
         scored = scored[scored["is_issue"]]
-    scored = scored.sort_values("quality", kind="stable").reset_index(drop=True)
-    return scored[[id_col, *ISSUE_COLUMNS]], details
+    # One row per item (the review queue reads it by id): with several answers, the most
+    # doubtful one speaks for the item.
+    scored = scored.sort_values("quality", kind="stable").drop_duplicates("_key")
+    return scored[[id_col, *ISSUE_COLUMNS]].reset_index(drop=True), details
 
 
 def write_issues(dataset: Any, issues: pd.DataFrame) -> None:

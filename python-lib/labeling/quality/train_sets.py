@@ -47,14 +47,15 @@ def item_keys(values: pd.Series) -> pd.Series:
     return pd.Series([canonical_id(v) for v in values.tolist()], index=values.index, dtype=object)
 
 
-def check_consensus(consensus: Any, name: str | None) -> pd.DataFrame:
-    """The consensus dataset's rows; a clear error when it is not there (yet)."""
+def check_consensus(consensus: Any, where: str = "the recipe's 'consensus' input role"
+                    ) -> pd.DataFrame:
+    """The consensus dataset's rows; a clear error when it is not given or not there (yet)."""
     if consensus is None:
-        raise ConfigError("training on the consensus needs the consensus dataset: set the "
-                          "recipe's 'consensus' input role to the labeling webapp's consensus_ds")
+        raise ConfigError(f"this needs the consensus dataset: set {where} to the labeling "
+                          "webapp's consensus_ds")
     if not consensus.exists():
-        raise LabelloopError(f"the consensus dataset {name or consensus.name!r} does not exist "
-                             "yet: it is written as answers come in with annotators_per_item > 1")
+        raise LabelloopError(f"the consensus dataset {consensus.name!r} does not exist yet: it "
+                             "is written as answers come in with annotators_per_item > 1")
     df = consensus.read()
     missing = [c for c in CONSENSUS_COLUMNS if c not in df.columns]
     if missing:
@@ -140,7 +141,7 @@ def training_rows(train_on: str, labels: pd.DataFrame, consensus: Any, label_col
         return labels, [], {}
     if train_on not in TRAIN_ON:
         raise ConfigError(f"train_on {train_on!r} is not one of {', '.join(TRAIN_ON)}")
-    cons = check_consensus(consensus, None)
+    cons = check_consensus(consensus)
     id_col = item_column(list(labels.columns), id_column)
     rows, notes = consensus_rows(labels, cons, label_col, id_col)
     if train_on == "consensus":
