@@ -111,6 +111,19 @@ def test_every_label_scored_when_only_issues_is_off(make_project):
     assert agreeing["reason"].str.startswith("the model agrees out of fold").all()
 
 
+def test_integer_labels_read_back_as_floats_are_named_as_integers():
+    items, truth = blobs(90)
+    codes = {"cat": 0.0, "dog": 1.0, "bird": 2.0}
+    given, planted = flipped(truth, 3)
+    df = labels_frame(items, [codes[t] for t in given])
+    df.loc[len(df)] = [999, 0.0, 0.0, None, 999]  # an empty label: the column reads as float
+    result = train(df, "label", cv=False)
+    issues, _ = find_issues(df, result.pipeline, {"version": 1, **result.info()}, "label")
+    assert set(issues["given_label"]) <= {"0", "1", "2"}
+    assert set(issues["suggested_label"]) <= {"0", "1", "2"}
+    assert set(issues["data_id"]) <= set(planted.tolist()) and len(issues) >= 2
+
+
 def test_answers_of_one_item_are_never_split_across_folds():
     """Two answers per item (overlap): an item's other answer must not teach the model."""
     items, truth = blobs(60)

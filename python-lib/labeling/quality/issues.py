@@ -110,7 +110,7 @@ def find_issues(labels: pd.DataFrame, pipeline: Any, meta: dict, label_col: str,
             f"the model version {meta.get('version')} reads columns "
             f"{', '.join(columns) or '(none recorded)'}; the labels lack "
             f"{', '.join(missing) or 'them'}: retrain the model on this labels dataset")
-    y = rows[label_col].astype(str)
+    y = item_keys(rows[label_col])  # canonical strings: 3.0 read back from a float column is "3"
     classes = check_labels(y, folds)
     keys = item_keys(rows[id_col])
     proba = out_of_fold_proba(pipeline, rows[columns], y, groups=keys.to_numpy(), folds=folds,

@@ -43,7 +43,7 @@ def item_column(columns: Sequence[str], given: str | None = None) -> str:
 
 
 def item_keys(values: pd.Series) -> pd.Series:
-    """Item ids as the strings the engine uses (integral floats as integers)."""
+    """Item ids (or labels) as the engine's canonical strings (integral floats as integers)."""
     return pd.Series([canonical_id(v) for v in values.tolist()], index=values.index, dtype=object)
 
 
@@ -105,7 +105,7 @@ def weighted_labels(majority: pd.DataFrame, consensus: pd.DataFrame, label_col: 
     annotators' quality scores. ``fit(rows)`` returns a fitted pipeline and its feature columns."""
     from cleanlab.multiannotator import get_label_quality_multiannotator
 
-    y = majority[label_col].astype(str)
+    y = item_keys(majority[label_col])
     classes = check_labels(y, folds, "consensus labels")
     pipeline, columns = fit(majority)
     proba = out_of_fold_proba(pipeline, majority[columns], y, folds=folds,
