@@ -31,6 +31,10 @@ of each pool is held out, with its true labels, to measure the models.
 - Accuracy on the held-out items of the Train classifier trained on the raw labels (every
   answer), on the consensus, on the CROWDLAB-weighted consensus, and on the consensus after
   reviewing (setting to the truth) the first N items of the review queue.
+
+`--scale 100000`: also times `find_issues` (out-of-fold probabilities + cleanlab) on that many
+synthetic table labels with 5 % flipped, with the default bound on the rows per fit and
+without it.
 """
 
 from __future__ import annotations
@@ -366,6 +370,37 @@ def run_pool(name: str, make, seed: int, workdir: Path) -> dict:
     return figures
 
 
+# --------------------------------------------------------------------------- scale
+
+
+def scale_figures(n: int, seed: int) -> None:
+    """Seconds of find_issues on ``n`` labels, bounded (default) and unbounded."""
+    from labeling.quality.issues import find_issues
+    from labeling.quality.oof import DEFAULT_MAX_TRAIN_ROWS
+    from labeling.training import train
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 10))
+    truth = np.argmax(x[:, :4], axis=1).astype(str)
+    given = truth.copy()
+    flip = rng.choice(n, n // 20, replace=False)
+    given[flip] = ((truth[flip].astype(int) + 1) % 4).astype(str)
+    df = pd.DataFrame(x, columns=[f"x{i}" for i in range(10)])
+    df["shade"] = rng.choice(["red", "green", "blue"], size=n)
+    df["data_id"] = np.arange(n)
+    df["label"] = given
+    model = train(df, "label", data_type="tabular", cv=False)
+    meta = {"version": 1, **model.info()}
+    print(f"\nfind_issues on {n} table labels (5 % flipped), 5 folds:")
+    for cap in (DEFAULT_MAX_TRAIN_ROWS, n):
+        t0 = time.monotonic()
+        issues, details = find_issues(df, model.pipeline, meta, "label", max_train_rows=cap)
+        seconds = time.monotonic() - t0
+        hits = len(set(issues["data_id"]) & set(flip.tolist()))
+        print(f"  rows per fit <= {cap:>7}: {seconds:6.1f} s, {len(issues)} flagged, "
+              f"precision {hits / max(len(issues), 1):.3f}, recall {hits / len(flip):.3f}")
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -441,6 +476,8 @@ def main() -> None:
     parser.add_argument("--only", choices=("digits", "text"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dir", help="where the projects go (default: a temporary directory)")
+    parser.add_argument("--scale", type=int, default=0,
+                        help="also time find_issues on this many synthetic labels")
     args = parser.parse_args()
     from threadpoolctl import threadpool_limits
 
@@ -452,6 +489,8 @@ def main() -> None:
         workdir = Path(args.dir) if args.dir else Path(tmp)
         results = [run_pool(name, make, args.seed, workdir) for name, make in pools.items()]
     report(results)
+    if args.scale:
+        scale_figures(args.scale, args.seed)
 
 
 if __name__ == "__main__":

@@ -95,9 +95,8 @@ def find_issues(labels: pd.DataFrame, pipeline: Any, meta: dict, label_col: str,
                 ) -> tuple[pd.DataFrame, dict]:
     """The label_issues rows for ``labels`` (the labels dataset's rows), most suspicious first,
     and details (counts). ``labels_from="consensus"`` judges the consensus dataset's labels
-    (``consensus``: its Dataset handle) instead of every answer."""
-    if labels_from not in LABELS_FROM:
-        raise ConfigError(f"labels_from {labels_from!r} is not one of {', '.join(LABELS_FROM)}")
+    (``consensus``: its Dataset handle) instead of every answer (``labels_from`` as the
+    recipe's or step's schema checked it: one of LABELS_FROM)."""
     id_col = item_column(list(labels.columns), id_column)
     rows, _ = select_training_rows(labels, label_col)
     if labels_from == "consensus":

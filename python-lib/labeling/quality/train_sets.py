@@ -133,14 +133,13 @@ def weighted_labels(majority: pd.DataFrame, consensus: pd.DataFrame, label_col: 
 def training_rows(train_on: str, labels: pd.DataFrame, consensus: Any, label_col: str,
                   id_column: str | None = None, fit: Any = None, folds: int = DEFAULT_FOLDS,
                   random_state: int = 0) -> tuple[pd.DataFrame, list[str], dict]:
-    """The rows to train on for ``train_on`` (one of TRAIN_ON), notes, and details to record.
+    """The rows to train on for ``train_on`` (one of TRAIN_ON, as the recipe's schema checked
+    it), notes, and details to record.
 
     ``consensus``: the consensus Dataset handle (or None); ``fit`` (for ``weighted``): a
     function fitting a pipeline on rows, returning ``(pipeline, feature_columns)``."""
     if train_on == "labels":
         return labels, [], {}
-    if train_on not in TRAIN_ON:
-        raise ConfigError(f"train_on {train_on!r} is not one of {', '.join(TRAIN_ON)}")
     cons = check_consensus(consensus)
     id_col = item_column(list(labels.columns), id_column)
     rows, notes = consensus_rows(labels, cons, label_col, id_col)
