@@ -96,6 +96,22 @@ def test_planted_flips_are_found_with_high_precision_by_the_recipe(make_project)
     assert run["details"]["labels"] == 300 and run["details"]["issues"] == len(issues)
 
 
+def test_clean_labels_replace_earlier_issues_with_none(make_project):
+    items, truth = blobs(60)
+    given, _ = flipped(truth, 4)
+    project = make_project(config=flow())
+    project.dataset("labels").write(labels_frame(items, given))
+    run_recipe(project, "train")
+    run_recipe(project, "issues")
+    assert project.dataset("label_issues").count() > 0
+    project.dataset("labels").write(labels_frame(items, truth))  # the flips reviewed away
+    run_recipe(project, "train")
+    run = run_recipe(project, "issues")
+    assert run["details"]["issues"] == 0
+    issues = project.dataset("label_issues").read()
+    assert issues.empty and "suggested_label" in issues.columns
+
+
 def test_every_label_scored_when_only_issues_is_off(make_project):
     items, truth = blobs(120)
     given, planted = flipped(truth, 6)
