@@ -188,9 +188,10 @@ def choice_agreement(answers: Mapping[str, Mapping[str, str]],
                                               "undefined without variation")
 
     # Pairwise Cohen's kappa over the items both answered.
+    answered = {a: {i for i in items if a in answers[i]} for a in annotators}
     pairwise = []
     for a, b in itertools.combinations(annotators, 2):
-        shared = [i for i in items if a in answers[i] and b in answers[i]]
+        shared = sorted(answered[a] & answered[b])
         if not shared:
             continue
         la, lb = [answers[i][a] for i in shared], [answers[i][b] for i in shared]
@@ -254,8 +255,9 @@ def spans_agreement(answers: Mapping[str, Mapping[str, str]],
                            "reasons": {"krippendorff_alpha": reason, "fleiss_kappa": reason}}
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # annotator: matched, spans
     pairwise = []
+    answered = {a: {i for i in items if a in spans[i]} for a in annotators}
     for a, b in itertools.combinations(annotators, 2):
-        shared = [i for i in items if a in spans[i] and b in spans[i]]
+        shared = sorted(answered[a] & answered[b])
         if not shared:
             continue
         matched = sum(len(spans[i][a] & spans[i][b]) for i in shared)
@@ -267,8 +269,8 @@ def spans_agreement(answers: Mapping[str, Mapping[str, str]],
                          "f1": _f1(matched, total)})
     out["pairwise"] = pairwise
     out["per_annotator"] = [
-        {"annotator": a, "n": sum(a in spans[i] for i in items), "compared":
-         sum(a in spans[i] for i in items), "agreement": _f1(*totals[a]) if a in totals else None,
+        {"annotator": a, "n": len(answered[a]), "compared": len(answered[a]),
+         "agreement": _f1(*totals[a]) if a in totals else None,
          "quality": _f1(*totals[a]) if a in totals else None} for a in annotators]
 
     label_pairs = []
