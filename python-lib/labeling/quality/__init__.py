@@ -1,1 +1,1 @@
-"""Team quality: overlap, agreement, consensus, label issues and review."""
+"""Team quality: consensus, agreement, label issues and the review queue."""
