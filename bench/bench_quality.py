@@ -414,7 +414,7 @@ def fmt(value) -> str:
 
 def report(results: list[dict]) -> None:
     cols = [r["pool"] for r in results]
-    width = 22
+    width = 30
 
     def line(label: str, values: list) -> None:
         print(f"{label:<44}" + "".join(f"{fmt(v):>{width}}" for v in values))
@@ -443,11 +443,13 @@ def report(results: list[dict]) -> None:
             return "-"
         line(f"  cohen kappa {a}-{b}", [f"{kappa(r, 'engine')} | {kappa(r, 'direct')}"
                                          for r in results])
-    print("\nannotator ranking (agreement with the others' majority | CROWDLAB quality)")
+    print("\nannotator ranking (agreement with the others' majority: engine | exported; "
+          "CROWDLAB quality)")
     for a in ANNOTATORS:
         line(f"  {a} ({ANNOTATORS[a]:.0%} random answers)", [
-            f"{fmt(((r['engine'] or {}).get('per_annotator') or r['direct']['per_annotator']).get(a))}"
-            f" | {fmt(r['crowdlab_quality'].get(a))}" for r in results])
+            f"{fmt(((r['engine'] or {}).get('per_annotator') or {}).get(a))} | "
+            f"{fmt(r['direct']['per_annotator'].get(a))}; {fmt(r['crowdlab_quality'].get(a))}"
+            for r in results])
     for r in results:
         per = (r["engine"] or {}).get("per_annotator") or r["direct"]["per_annotator"]
         worst = min(per, key=lambda a: per[a] if per[a] is not None else 2.0)
