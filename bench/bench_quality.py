@@ -149,14 +149,12 @@ def simulate(engine: LabelingEngine, truth: dict[str, str], categories: list[str
     names = list(ANNOTATORS)
     answers = 0
     if HAS_OVERLAP:
-        active = set(names)
-        while active:
+        served = True
+        while served:  # rounds until nobody is served anything (an empty batch may only mean
+            served = False  # the rest is reserved by the others for now)
             for who in names:
-                if who not in active:
-                    continue
                 items = engine.batch(who, size=50)["items"]
-                if not items:
-                    active.discard(who)
+                served = served or bool(items)
                 for item in items:
                     engine.label(who, item["id"], noisy(truth[item["id"]], ANNOTATORS[who],
                                                         categories, rng))
