@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 from conftest import wait_for as poll
+from conftest import webapp_call
 
 from labeling import ui
 from labeling.engine import LabelingEngine, annotations_table, session_variable
@@ -250,13 +251,7 @@ class Annotator(threading.Thread):
         self.error: str | None = None
 
     def call(self, conn, method: str, path: str, body=None):
-        headers = {"X-Labelloop-User": self.user}
-        data = None
-        if body is not None:
-            data, headers["Content-Type"] = json.dumps(body), "application/json"
-        conn.request(method, f"/api/v1/webapps/{WEBAPP}/{path}", body=data, headers=headers)
-        resp = conn.getresponse()
-        return resp.status, json.loads(resp.read() or b"null")
+        return webapp_call(conn, self.user, WEBAPP, method, path, body)
 
     def run(self) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
