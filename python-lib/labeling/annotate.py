@@ -20,6 +20,7 @@ from labelloop.project import pipeline, run
 from labelloop.web import check_user_name
 
 from .kinds import Item
+from .quality import consensus
 from .queue import IndexNotReady
 from .store import (
     _ANY_QUEUE_ROW_SQL,
@@ -243,6 +244,7 @@ class Answers:
                     run(conn, _RENEW_SQL, {"app": ctx.app_id, "user": user, "now": now,
                                            "until": now + ttl, "stale": now + ttl / 2})
                 counts = sent.read(_COUNTS_SQL, {"app": ctx.app_id, "owner": owner})
+            consensus.refresh(ctx, conn, [item_id])  # the item's consensus (consensus_ds)
             from .interop.events import emit_annotation  # outgoing webhooks, same transaction
 
             emit_annotation(ctx, conn, old is None, label_id, item_id, user, status, stored,

@@ -145,6 +145,7 @@ annotations_table = sa.Table(
     sa.Column("meta_row", sa.Integer),
     sa.UniqueConstraint("app", "owner", "item_id", name="uq_lb_annotations_item"),
     sa.Index("ix_lb_annotations_user", "annotator", "app", "label_id"),
+    sa.Index("ix_lb_annotations_item", "item_id", "app"),  # an item's answers (consensus)
     sqlite_autoincrement=True,  # never reuse a label id, even the highest after a delete
 )
 counts_table = sa.Table(

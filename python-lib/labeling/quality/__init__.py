@@ -1,0 +1,1 @@
+"""Team quality: consensus, agreement, label issues and the review queue."""
