@@ -88,7 +88,7 @@ def combine(kind: Any, stored: Sequence[str]) -> tuple[str, float]:
     return label, sum(a == label for a in stored) / n
 
 
-def _answers(ctx: Any, conn: sa.Connection, ids: Sequence[str]) -> dict[str, list[tuple]]:
+def answers(ctx: Any, conn: sa.Connection, ids: Sequence[str]) -> dict[str, list[tuple]]:
     """Each item's current answers `(annotator, stored)`, first answered first (an answer
     someone else's relabeling replaced, owner `~<label id>`, is history, not an answer)."""
     an = annotations_table
@@ -148,12 +148,12 @@ def refresh(ctx: Any, conn: sa.Connection, item_ids: Iterable[str]) -> None:
     ids = list(dict.fromkeys(item_ids))
     if not ids:
         return
-    answers = _answers(ctx, conn, ids)
+    given = answers(ctx, conn, ids)
     current = read(ctx, conn, ids)
     table = _dataset(ctx)
     now = ctx.now()
     for item_id in ids:
-        got = answers.get(item_id, [])
+        got = given.get(item_id, [])
         old = current.get(item_id)
         stored = [s for _a, s in got]
         if old is not None and old.source == REVIEWED:
@@ -180,7 +180,7 @@ def record_review(ctx: Any, conn: sa.Connection, item_id: str, label: str, revie
     """Make a reviewer's label the item's consensus (source `reviewed`), in the caller's
     write transaction; `label` as the kind stores it (`kind.check`'s value). The row as the
     API shows it."""
-    got = _answers(ctx, conn, [item_id]).get(item_id, [])
+    got = answers(ctx, conn, [item_id]).get(item_id, [])
     old = read(ctx, conn, [item_id]).get(item_id)
     stored = [s for _a, s in got]
     values = {"label": label, "answers": _answers_json(ctx, got), "n_answers": len(got),
@@ -192,5 +192,5 @@ def record_review(ctx: Any, conn: sa.Connection, item_id: str, label: str, revie
             "answers": json.loads(values["answers"])}
 
 
-__all__: Sequence[str] = ("MAJORITY", "MODEL", "REVIEWED", "combine", "consensus_table",
+__all__: Sequence[str] = ("MAJORITY", "MODEL", "REVIEWED", "answers", "combine", "consensus_table",
                           "dataset_schema", "item_column", "read", "record_review", "refresh")
