@@ -90,7 +90,7 @@ def test_a_database_without_version_table_is_stamped_and_keeps_its_rows(make_pro
         conn.execute(sa.text("DROP TABLE alembic_version"))
     reopened = Project.open(project.dir, database_url=project.database_url)
     with reopened.engine.connect() as conn:
-        assert current(conn, host_history()) == "ll0001"
+        assert current(conn, host_history()) == host_history().head()
     assert reopened.variables.get("kept") == 42
 
 
@@ -210,7 +210,7 @@ def test_a_third_party_plugin_ships_its_own_history(make_project, tmp_path):
         conn.execute(sa.text("INSERT INTO nt_notes (id, text) VALUES (1, 'kept')"))
     with project.engine.connect() as conn:
         assert current(conn, notes) == "nt0001"
-        assert current(conn, host_history()) == "ll0001"  # the histories don't mix
+        assert current(conn, host_history()) == host_history().head()  # histories don't mix
         assert conn.execute(sa.text("SELECT text FROM nt_notes")).scalar() == "kept"
 
 

@@ -14,25 +14,30 @@ def token():
 
 @token.command("add")
 @click.argument("user")
+@click.option("--role", metavar="annotator|reviewer|admin", default=None,
+              help="What USER may do: annotator labels, reviewer also reviews, admin also sees "
+                   "everyone's agreement figures. Default: the role of USER's other tokens, "
+                   "else annotator; a role given applies to all of USER's tokens.")
 @click.pass_obj
-def token_add(state: State, user: str):
+def token_add(state: State, user: str, role: str | None):
     """Create a token for USER; it is printed once (only its hash is stored)."""
-    from ..web.auth import add_token
+    from ..web.auth import add_token, role_of
 
-    value = add_token(state.project, user)
+    value = add_token(state.project, user, role)
     click.echo(value)
-    click.echo(f"token created for {user}: keep it now, it can't be shown again. Use it as "
-               "'Authorization: Bearer <token>', or open a webapp with ?token=<token>", err=True)
+    click.echo(f"token created for {user} (role {role_of(state.project.engine, user)}): keep "
+               "it now, it can't be shown again. Use it as 'Authorization: Bearer <token>', or "
+               "open a webapp with ?token=<token>", err=True)
 
 
 @token.command("list")
 @click.pass_obj
 def token_list(state: State):
-    """Users that have tokens (the tokens themselves are not stored)."""
+    """Users that have tokens, with their role (the tokens themselves are not stored)."""
     from ..web.auth import list_tokens
 
     _print_table([{**t, "created": t["created"][:19]} for t in list_tokens(state.project)],
-                 ["id", "user", "created"])
+                 ["id", "user", "role", "created"])
 
 
 @token.command("remove")

@@ -112,6 +112,7 @@ tokens_table = sa.Table(
     sa.Column("user", sa.String(200), nullable=False, index=True),
     sa.Column("sha256", sa.String(64), nullable=False, unique=True),
     sa.Column("created", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("role", sa.String(20), nullable=False, server_default="annotator"),
 )
 
 # Why FULL: a label acknowledged to an annotator must survive a crash of the machine, not only

@@ -2,7 +2,9 @@
 
 Public API for webapp backends: `session_user(doc)` (the user of a browser session),
 `FileResponse` (what a route handler returns to answer a file: see `labelloop.web.webapps`),
-`tokens_configured(engine)` (whether the server requires a token), `check_user_name(name)`
+`tokens_configured(engine)` (whether the server requires a token), `role_of(engine, user)`
+(the user's role, `annotator` | `reviewer` | `admin`: `admin` for everyone without tokens;
+how a route handler or a page learns what its caller may see), `check_user_name(name)`
 (the rule for user names: 1 to 100 printable characters, stripped), `free_port(host)` (a
 port nobody listens on right now), `check_port(host, port)` (a one-line error when a
 server could not listen there), `webapp_config(webapp, cfg, registry)` (a webapp's component
@@ -61,6 +63,14 @@ def tokens_configured(engine: Any) -> bool:
     return _tokens_configured(engine)
 
 
+def role_of(engine: Any, user: str) -> str:
+    """The role of `user` (`annotator` < `reviewer` < `admin`): `admin` when the project has no
+    token (everyone may do everything), else the role of the user's tokens."""
+    from .auth import role_of as _role_of
+
+    return _role_of(engine, user)
+
+
 def check_user_name(user: str) -> str:
     """A user name as the server accepts it (stripped: 1 to 100 printable characters), else a
     `LabelloopError` saying what to use: the one rule for tokens, requests and plugins."""
@@ -78,5 +88,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["session_user", "FileResponse", "tokens_configured", "check_user_name", "free_port",
+__all__ = ["session_user", "FileResponse", "tokens_configured", "role_of", "check_user_name", "free_port",
            "check_port", "webapp_config", "serve", "ServeOptions"]

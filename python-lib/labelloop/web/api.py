@@ -21,7 +21,7 @@ from tornado.ioloop import IOLoop
 from ..errors import LabelloopError, NotFoundError, disk_full
 from ..project import Project
 from ..scenarios import Scheduler, get_run, list_scenarios, scenario_config, scenario_runs
-from .auth import AuthenticationError, Identity
+from .auth import NO_TOKEN_ROLE, AuthenticationError, Identity, require_role, role_of
 from .guard import ForbiddenRequestError, RequestGuard
 from .openapi import build_openapi
 from .payload import INT64_MAX, check_payload_bounds, parse_json_body
@@ -236,6 +236,12 @@ class ApiHandler(tornado.web.RequestHandler):
             raise AuthenticationError("cookie-authenticated requests that change data must "
                                       "send Content-Type: application/json")
 
+    def check_role(self, needed: str, what: str) -> None:
+        """403 (RoleError) when the caller's role is lower than `needed` (auth's rules)."""
+        role = role_of(self.api.project.engine, self.user) if self.api.identity.required() \
+            else NO_TOKEN_ROLE
+        require_role(role, needed, self.user, what)
+
     def _is_json_request(self) -> bool:
         ctype = self.request.headers.get("Content-Type", "")
         return ctype.split(";")[0].strip().lower() == "application/json"
@@ -301,6 +307,8 @@ class WebappRouteHandler(ApiHandler):
             except MethodNotAllowedError as exc:
                 exc.allow = self._route_methods(webapp, subpath)  # type: ignore[attr-defined]
                 raise
+            if route.role is not None:
+                self.check_role(route.role, f"{method} {route.subpath}")
             if method in BODY_METHODS:
                 payload = self.json_body()
             else:

@@ -17,6 +17,12 @@ requiring tokens within `TOKEN_CHECK_SECONDS` (one database lookup per server th
 one per request), which is logged. Removing tokens never switches tokens off: a server that
 required tokens keeps requiring them (a removed token is simply invalid) until restarted.
 
+Roles (with tokens): each token has a role, `annotator` (labels), `reviewer` (also reviews)
+or `admin` (also sees everyone's agreement figures); a user's tokens share one role
+(`labelloop token add NAME --role R` sets it). Without tokens everyone is `admin`.
+`role_of(engine, user)` is the one answer to "what may this user do"; a webapp route spec
+with `"role": "reviewer"` is refused with 403 (`require_role`) before its handler runs.
+
 `X-Labelloop-User` is percent-encoded UTF-8: `%` must start an escape (`%25` is a literal
 `%`), so two spellings never name one user; raw non-ASCII header bytes must be UTF-8.
 """
@@ -55,10 +61,57 @@ _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 log = logging.getLogger("labelloop.auth")
 
 
+ROLES = ("annotator", "reviewer", "admin")  # each may do what the ones before it may
+DEFAULT_ROLE = "annotator"
+NO_TOKEN_ROLE = "admin"  # local use, without tokens: everyone may do everything
+
+
 class AuthenticationError(LabelloopError):
     """The request needs a valid token."""
 
     status = 401
+
+
+class RoleError(LabelloopError):
+    """The user's role is lower than what the request needs."""
+
+    status = 403
+
+
+def check_role(role: str) -> str:
+    """A role name as given, else a LabelloopError listing the roles."""
+    if role not in ROLES:
+        raise LabelloopError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
+    return role
+
+
+def role_allows(role: str, needed: str) -> bool:
+    """True when `role` may do what `needed` may (annotator < reviewer < admin)."""
+    return ROLES.index(role) >= ROLES.index(needed)
+
+
+def role_of(engine: sa.Engine, user: str) -> str:
+    """The role of `user`: `admin` when the project has no token (everyone may do
+    everything), else the role of the user's tokens (`annotator` for a user without one)."""
+    t = tokens_table
+    with engine.connect() as conn:
+        # One lookup: the user's own token first, else any token (the project has tokens).
+        row = conn.execute(sa.select(t.c.user, t.c.role)
+                           .order_by(sa.case((t.c.user == user, 0), else_=1)).limit(1)).first()
+    if row is None:
+        return NO_TOKEN_ROLE
+    return row.role if row.user == user else DEFAULT_ROLE
+
+
+def _article(role: str) -> str:
+    return "an" if role[0] in "aeiou" else "a"
+
+
+def require_role(role: str, needed: str, user: str, what: str) -> None:
+    """Raise RoleError (403) when `role` is lower than `needed`; `what` names the request."""
+    if not role_allows(role, needed):
+        raise RoleError(f"{user} is {_article(role)} {role}; {what} needs the {needed} role "
+                        f"(labelloop token add {user} --role {needed})")
 
 
 def hash_token(token: str) -> str:
@@ -75,22 +128,36 @@ def check_user_name(user: str) -> str:
     return name
 
 
-def add_token(project: Project, user: str) -> str:
-    """Create a token for `user`; returns it (only its hash is stored)."""
+def add_token(project: Project, user: str, role: str | None = None) -> str:
+    """Create a token for `user`; returns it (only its hash is stored).
+
+    `role` None keeps the role of the user's other tokens (`annotator` for a new user); a
+    role given becomes the role of all the user's tokens (a user has one role).
+    """
     user = check_user_name(user)
+    if role is not None:
+        check_role(role)
     value = secrets.token_urlsafe(32)
+    t = tokens_table
     with write_transaction(project.engine) as conn:
-        conn.execute(sa.insert(tokens_table).values(user=user, sha256=hash_token(value),
-                                                    created=dt.datetime.now(dt.UTC)))
+        if role is None:
+            role = conn.execute(sa.select(t.c.role).where(t.c.user == user).limit(1)) \
+                .scalar() or DEFAULT_ROLE
+        else:
+            conn.execute(sa.update(t).where(t.c.user == user).values(role=role))
+        conn.execute(sa.insert(t).values(user=user, sha256=hash_token(value), role=role,
+                                         created=dt.datetime.now(dt.UTC)))
     return value
 
 
 def list_tokens(project: Project) -> list[dict]:
-    """Tokens (id, user, created), never their values."""
+    """Tokens (id, user, role, created), never their values."""
     t = tokens_table
     with project.engine.connect() as conn:
-        rows = conn.execute(sa.select(t.c.id, t.c.user, t.c.created).order_by(t.c.id)).all()
-    return [{"id": r.id, "user": r.user, "created": utc_iso(r.created)} for r in rows]
+        rows = conn.execute(sa.select(t.c.id, t.c.user, t.c.role, t.c.created)
+                            .order_by(t.c.id)).all()
+    return [{"id": r.id, "user": r.user, "role": r.role, "created": utc_iso(r.created)}
+            for r in rows]
 
 
 def remove_tokens(project: Project, user: str, token_id: int | None = None) -> int:

@@ -130,6 +130,15 @@ def webapp_paths(host: WebappHost) -> tuple[dict, list[str]]:
                                                          "If-None-Match is the file's"}
             if route.description:
                 op["description"] = route.description
+            if route.role is not None:
+                op["x-labelloop-role"] = route.role
+                op["description"] = (f"{op.get('description', '')}\n\nNeeds the {route.role} "
+                                     "role (a token made with `labelloop token add NAME --role "
+                                     f"{route.role}`): lower roles get 403.").lstrip()
+                op["responses"]["403"] = {
+                    "description": f"The caller's role is lower than {route.role} (or a "
+                                   "cross-site write): nothing was done",
+                    "content": {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}}}
             links = _links(webapp, app.routes, route.links)
             if links:
                 op["responses"]["200"]["links"] = links

@@ -1,6 +1,7 @@
 """API routes that plugins mount outside `/api/v1/webapps/<id>/` (hook `register_api_routes`).
 
-A plugin's hook implementation calls `register(path, handler, methods=("GET",), auth=True)`:
+A plugin's hook implementation calls `register(path, handler, methods=("GET",), auth=True,
+role=None)`:
 
 - `path`: relative to `/api/v1`, with `{name}` parts matching one path segment of letters,
   digits, `_` and `-` (e.g. `"/ml-backends/{webapp}/predict"`); a trailing `/` is optional;
@@ -8,7 +9,9 @@ A plugin's hook implementation calls `register(path, handler, methods=("GET",), 
   data (status 200) or a `(status, data)` tuple; raises `LabelloopError` for a 4xx answer;
 - `auth`: True applies the API's identity rules (a token when the project has tokens), and
   also accepts the token as the password of HTTP Basic auth or as `Authorization: Token <t>`,
-  the forms other tools (Label Studio) send; False answers anyone.
+  the forms other tools (Label Studio) send; False answers anyone;
+- `role`: `"reviewer"` or `"admin"` answers 403 before the handler to a caller whose role is
+  lower (as a webapp route spec's `"role"`; without tokens everyone is admin).
 
 `ApiRequest.host` gives the handler the server's project, webapp backends and scenario
 launcher, the same objects the host's own routes use.
@@ -26,7 +29,7 @@ from typing import Any
 
 from ..errors import LabelloopError
 from .api import Api, ApiHandler
-from .auth import AuthenticationError
+from .auth import ROLES, AuthenticationError
 from .webapps import API_PREFIX, BODY_METHODS, METHODS
 
 log = logging.getLogger("labelloop.api")
@@ -79,6 +82,7 @@ class PluginRoute:
     methods: tuple[str, ...]
     auth: bool
     plugin: str
+    role: str | None = None
 
     @property
     def pattern(self) -> str:
@@ -135,6 +139,8 @@ class PluginRouteHandler(ApiHandler):
             return
 
         def work() -> Any:
+            if self.route.role is not None:
+                self.check_role(self.route.role, f"{method} {self.route.path}")
             body = self.json_body() if method in BODY_METHODS else None
             req = ApiRequest(method, self.request.path, dict(params), self.query_args(),
                              dict(self.request.headers), body, self.user, ApiHost(self.api),
@@ -158,7 +164,7 @@ def collect_routes(registry: Any) -> list[PluginRoute]:
 
     def kwargs_for(plugin_name: str) -> dict:
         def register(path: str, handler: Callable, methods: Any = ("GET",),
-                     auth: bool = True) -> None:
+                     auth: bool = True, role: str | None = None) -> None:
             if not isinstance(path, str) or not path.startswith("/"):
                 raise LabelloopError(f"plugin {plugin_name}: API route path {path!r} must start "
                                      "with '/'")
@@ -171,7 +177,10 @@ def collect_routes(registry: Any) -> list[PluginRoute]:
             if bad or not callable(handler):
                 raise LabelloopError(f"plugin {plugin_name}: API route {path}: methods must be "
                                      f"among {', '.join(METHODS)} and handler callable")
-            routes.append(PluginRoute(path, handler, ms, bool(auth), plugin_name))
+            if role is not None and (role not in ROLES or not auth):
+                raise LabelloopError(f"plugin {plugin_name}: API route {path}: role must be "
+                                     f"one of {', '.join(ROLES)}, on a route with auth=True")
+            routes.append(PluginRoute(path, handler, ms, bool(auth), plugin_name, role))
 
         return {"register": register}
 

@@ -11,7 +11,11 @@ A webapp component's `backend.py` defines `create_backend(ctx)`, returning an ob
   routes of the webapp, `{name: {"route": (METHOD, subpath), "parameters": {...},
   "requestBody": ...}}` with runtime expressions such as `"$response.body#/items/0/id"`:
   clients (and the fuzzing test) follow them with real values. A route that answers files
-  lists their content types in `"produces": [...]` (the OpenAPI document says so). GET/DELETE payloads are the query arguments (a str per argument, a list
+  lists their content types in `"produces": [...]` (the OpenAPI document says so). A route
+  that only some users may call says `"role": "reviewer"` (or `"admin"`): the host answers
+  403 `{"error": ...}` before the handler (nothing runs, nothing is written) when the
+  caller's role is lower (see `labelloop.web.auth`; without tokens everyone is admin); a
+  handler that needs the caller's role asks `labelloop.web.role_of(engine, user)`. GET/DELETE payloads are the query arguments (a str per argument, a list
   when repeated; converted to integer / number / boolean where the schema says so);
   POST/PUT/PATCH payloads are the JSON body (`{}` when empty);
 - optionally `describe()`: a dict merged into the webapp's entry of `GET /api/v1/webapps`.
@@ -126,6 +130,7 @@ class Route:
     validator: Draft202012Validator | None = field(default=None, repr=False)
     links: dict | None = None
     produces: list[str] | None = None  # content types of its FileResponse answers
+    role: str | None = None  # the role a caller needs (annotator < reviewer < admin)
 
     def payload_from_query(self, args: dict[str, list[str]]) -> dict:
         """Query arguments as a payload, converted to the types the schema asks for."""
@@ -168,6 +173,8 @@ def _convert(value: str, kind: str) -> Any:
 
 def normalise_routes(webapp: str, routes: Any) -> dict[tuple[str, str], Route]:
     """Check a backend's `routes` and turn them into Route objects."""
+    from .auth import ROLES  # the server's module (Tornado): loaded only when serving
+
     where = f"webapp {webapp!r}: backend routes"
     if routes is None:
         return {}
@@ -195,10 +202,14 @@ def normalise_routes(webapp: str, routes: Any) -> dict[tuple[str, str], Route]:
                 raise LabelloopError(f"{where}: {method} {subpath}: invalid JSON Schema: "
                                      f"{exc.message}") from exc
             validator = Draft202012Validator(schema)
+        role = spec.get("role")
+        if role is not None and role not in ROLES:
+            raise LabelloopError(f"{where}: {method} {subpath}: role {role!r} must be one of "
+                                 f"{', '.join(ROLES)}")
         out[(method, subpath)] = Route(method, subpath, spec["handler"], schema,
                                        spec.get("summary"), spec.get("description"),
                                        spec.get("response"), validator, spec.get("links"),
-                                       spec.get("produces"))
+                                       spec.get("produces"), role)
     return out
 
 

@@ -17,7 +17,11 @@ def register_api_routes(register):
             raise LabelloopError("send a JSON object")
         return 201, {"echo": req.body, "method": req.method}
 
+    def audit(req):
+        return {"audited_by": req.user}
+
     register("/hello/{name}", hello)
+    register("/audit", audit, role="admin")  # 403 for annotators and reviewers
     register("/open/echo", echo, methods=("POST", "PUT"), auth=False)
 
 

@@ -6,7 +6,7 @@ from bokeh.layouts import column
 from bokeh.models import Button, Div
 
 from labelloop.errors import NotFoundError
-from labelloop.web import session_user
+from labelloop.web import role_of, session_user
 
 NOTE_SCHEMA = {
     "type": "object",
@@ -37,6 +37,10 @@ class NotesBackend:
             ("GET", "missing"): self.missing,
             ("GET", "boom"): self.boom,
             ("GET", "visitors"): self.visitors,
+            # Only reviewers (and admins) may pin; the host refuses others with 403 first.
+            ("POST", "notes/pin"): {"handler": self.pin, "schema": NOTE_SCHEMA,
+                                    "role": "reviewer", "summary": "Pin a note for everyone"},
+            ("GET", "whoami"): self.whoami,
         }
 
     def describe(self):
@@ -65,6 +69,14 @@ class NotesBackend:
     def sleep(self, payload, user):
         time.sleep(payload.get("seconds", 1))
         return {"slept": payload.get("seconds", 1)}
+
+    def pin(self, payload, user):
+        pinned = self.project.variables.get(f"{self.prefix}.pinned") or []
+        self.project.variables.set(f"{self.prefix}.pinned", [*pinned, payload["text"]])
+        return {"pinned": len(pinned) + 1, "by": user}
+
+    def whoami(self, payload, user):
+        return {"user": user, "role": role_of(self.project.engine, user)}
 
     def missing(self, payload, user):
         raise NotFoundError("no such note")
