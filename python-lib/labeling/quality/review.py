@@ -7,8 +7,8 @@ more suspicious); an item found by several keeps the highest score and every rea
 - **its answers disagree** (at least two answers, agreement < 1 in `lb_consensus`):
   score `1 - agreement` (two answers that differ: 0.5; three with 2 against 1: 0.33);
 - **a likely label issue**: a row of the webapp's `label_issues_ds` (the find-label-issues
-  recipe's output; id column named as in the consensus dataset): score `1 - quality`, its
-  reason the row's `reason`;
+  recipe's output; id column named as in the consensus dataset) of an item answered now:
+  score `1 - quality`, its reason the row's `reason`;
 - **the model confidently contradicts the consensus** (`choice` kind): the model's prediction
   for the item in the queue being served (what `batch` suggests, from the queries dataset)
   differs from the consensus label (multi-label: is not in it) with a confidence of at least
@@ -39,7 +39,7 @@ from labelloop.errors import ConfigError, NotFoundError
 from ..annotate import check_user
 from ..datatypes import canonical_id
 from ..queue import IndexNotReady
-from ..store import queue_table
+from ..store import LABELED, annotations_table, queue_table
 from . import consensus
 from .consensus import REVIEWED, consensus_table
 
@@ -103,8 +103,9 @@ class ReviewQueue:
         if issues:
             reviewed = {r[0] for r in conn.execute(sa.select(c.c.item_id).where(
                 c.c.app == ctx.app_id, c.c.source == REVIEWED))}
+            answered = self._answered(conn, [i for i in issues if i not in reviewed])
             for item_id, rec in issues.items():
-                if item_id in reviewed:
+                if item_id not in answered:  # reviewed, or no answer now: nothing to review
                     continue
                 quality = float(rec["quality"])
                 reason = rec.get("reason") if isinstance(rec.get("reason"), str) else None
@@ -126,6 +127,17 @@ class ReviewQueue:
                         (float(r.confidence), f"the model predicts {r.prediction!r} "
                                               f"(confidence {float(r.confidence):.2f})"))
         return found
+
+    def _answered(self, conn: sa.Connection, ids: list[str]) -> set[str]:
+        """Those of `ids` with at least one answer now."""
+        an = annotations_table
+        out: set[str] = set()
+        for start in range(0, len(ids), 500):
+            out.update(r[0] for r in conn.execute(
+                sa.select(an.c.item_id).distinct().where(
+                    an.c.item_id.in_(ids[start:start + 500]), an.c.app == self.ctx.app_id,
+                    an.c.status == LABELED, ~an.c.owner.startswith("~"))))
+        return out
 
     def items(self, size: int = 20) -> dict:
         """DESIGN's `GET review` answer: the `size` most suspicious items."""
