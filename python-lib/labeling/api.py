@@ -13,8 +13,8 @@ Routes (mounted by the host under `/api/v1/webapps/<instance>/`):
 | `GET media` | `id` (image / sound webapps) | the item's file, with its content type, `ETag`, `Cache-Control` |
 | `POST release` | `{"ids": [...]}` | `{"released"}`; the caller's reservations of those items end now |
 | `GET learning-curve` | | `{"enough", "points", "given", "random", "accuracy", "given_reached", "random_reached", "summary"}` or `{"enough": false, "message"}` (labeling.report) |
-| `GET review` (role reviewer) | `size` (1-500, default 20) | `{"items": [{"id", "data", "answers": [{"annotator", "label"}], "consensus", "agreement", "source", "suggestion", "reason", "score"}], "size"}`: the answered items most likely wrong, most suspicious first (`size`: how many are in the queue); scores in labeling.quality.review |
-| `POST review` (role reviewer) | `{"id", "label", "comment"?}` (`label` in the shape of the kind's answer) | the item's consensus row, now `source: reviewed` with the caller as reviewer; the item leaves the review queue (needs the webapp's `consensus_ds`) |
+| `GET review` (role reviewer; both review routes exist when the webapp has a `consensus_ds`) | `size` (1-500, default 20) | `{"items": [{"id", "data", "answers": [{"annotator", "label"}], "consensus", "agreement", "source", "suggestion", "reason", "score"}], "size"}`: the answered items most likely wrong, most suspicious first (`size`: how many are in the queue); scores in labeling.quality.review |
+| `POST review` (role reviewer) | `{"id", "label", "comment"?}` (`label` in the shape of the kind's answer) | the item's consensus row, now `source: reviewed` with the caller as reviewer; the item leaves the review queue |
 
 A webapp component's backend.py is one line: `create_backend = webapp_backend("tabular")`
 (`labeling.ui.webapp_backend`: these routes and the labeling page), or with another annotation
@@ -196,7 +196,8 @@ def build_routes(engine: LabelingEngine,
         ("POST", "release"): {"handler": release, "schema": release_schema(engine.cfg),
                               "summary": "End the caller's reservations of these items now"},
     }
-    routes.update(review_routes(engine))
+    if engine.cfg.consensus_ds:  # the review queue works on the consensus kept
+        routes.update(review_routes(engine))
     if engine.dtype.from_folder:
         routes[("GET", "media")] = media_route(engine.dtype)
     return routes

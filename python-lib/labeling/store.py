@@ -22,6 +22,8 @@ need), in the engine's own tables:
   metadata datasets, so a change is an UPDATE of those rows.
 - `lb_counts`: the stats counters, updated in the label's transaction.
 - `lb_cursors`: per-annotator mode, the position before which an annotator has answered all.
+- `lb_consensus`: each answered item's consensus and its row in the consensus dataset;
+  defined and written by `labeling.quality.consensus` (in the answer's transaction).
 
 The tables are made and changed by the plugin's Alembic history alone (`labeling.migrations`,
 brought to head by the host: see README, "Schema migrations"); these definitions must match
