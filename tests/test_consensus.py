@@ -170,3 +170,17 @@ def test_combine_is_the_same_for_any_order_of_equal_counts():
     assert consensus.combine(kind, ["dog", "cat", "cat", "dog"]) == ("dog", 0.5)
     assert consensus.combine(kind, ["cat", "dog", "cat"]) == ("cat", pytest.approx(2 / 3))
     assert consensus.combine(kind, ["cat"]) == ("cat", 1.0)
+
+
+def test_overlap_answers_make_the_consensus_and_a_changed_one_updates_it(project):
+    e = make_engine(project, labels_per_annotator=False, annotators_per_item=2)
+    e.label("ann", "w0", "cat")
+    assert (rows(project)["w0"]["label"], rows(project)["w0"]["n_answers"]) == ("cat", 1)
+    e.label("bob", "w0", "dog")
+    w0 = rows(project)["w0"]
+    assert (w0["label"], w0["agreement"], w0["n_answers"]) == ("cat", 0.5, 2)
+    assert [a["annotator"] for a in json.loads(w0["answers"])] == ["ann", "bob"]
+    e.label("ann", "w0", "dog")  # ann changes her answer: both say dog now
+    w0 = rows(project)["w0"]
+    assert (w0["label"], w0["agreement"], w0["n_answers"]) == ("dog", 1.0, 2)
+    assert project.dataset("consensus").count() == 1

@@ -1,5 +1,5 @@
-"""Review mode in headless Chromium against a real `labelloop serve`: two annotators disagree
-or are flagged by a label issues dataset; a reviewer opens `?mode=review` with a reviewer
+"""Review mode in headless Chromium against a real `labelloop serve`: two annotators (overlap
+k = 2) disagree or are flagged by a label issues dataset; a reviewer opens `?mode=review` with a reviewer
 token and fixes two flagged items by keyboard; the consensus dataset shows the reviewed
 labels."""
 
@@ -40,7 +40,7 @@ def test_a_reviewer_fixes_flagged_items_by_keyboard(tmp_path, serve, run_cli):
         "type": "ml-assisted-labeling/tabular-labeling",
         "params": {"unlabeled": "pool", "categories": CATS, "labels_ds": "labels",
                    "metadata_ds": "metadata", "id_column": "name",
-                   "labels_per_annotator": True, "consensus_ds": "consensus",
+                   "annotators_per_item": 2, "consensus_ds": "consensus",
                    "label_issues_ds": "issues"}}}}, plugins=False)
     names = ["Tom", "Rex", "Tweety", "Felix", "Odie"]
     project.dataset("pool", create=True).write(pd.DataFrame(

@@ -6,10 +6,10 @@ Routes (mounted by the host under `/api/v1/webapps/<instance>/`):
 |---|---|---|
 | `GET config` | | categories, multi_label, al_enabled, session, model_version, max_reserved, halting thresholds, warnings, preparing (`{"what", "done", "total"}` or null); cheap enough to poll every second |
 | `GET batch` | `size` (1 to the webapp's `max_reserved`, default 20) | `{"items": [{"id", "data", "suggestion", "halting", "uncertainty"}], "stats", "session", "preparing", "is_last_batch", "done"}`; the items are reserved for the caller |
-| `POST labels` | `{"id", "label", "comment"?}` (the answer's field is the kind's: `label` for `choice`, `spans` for `spans`) | `{"label_id", "stats"}`; labeling an item again changes the label |
+| `POST labels` | `{"id", "label", "comment"?}` (the answer's field is the kind's: `label` for `choice`, `spans` for `spans`) | `{"label_id", "stats"}`; labeling an item again changes the label; with overlap, 409 when k others labeled the item already |
 | `POST skips` | `{"id", "comment"?}` | `{"label_id", "stats"}` |
 | `GET annotations` | `before` (label id), `limit` (1-500, default 50) | `{"annotations": [...], "next_before"}`, the caller's, newest first |
-| `GET stats` | | `{"labeled", "skipped", "total", "remaining", "per_label", "session"}` |
+| `GET stats` | | `{"labeled", "skipped", "total", "remaining", "per_label", "session"}`; with `annotators_per_item` k > 1 also `"overlap": {"k", "complete", "partial", "open"}` (labeled/skipped/per_label the caller's) |
 | `GET media` | `id` (image / sound webapps) | the item's file, with its content type, `ETag`, `Cache-Control` |
 | `POST release` | `{"ids": [...]}` | `{"released"}`; the caller's reservations of those items end now |
 | `GET learning-curve` | | `{"enough", "points", "given", "random", "accuracy", "given_reached", "random_reached", "summary"}` or `{"enough": false, "message"}` (labeling.report) |

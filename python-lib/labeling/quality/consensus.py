@@ -17,7 +17,7 @@ How the consensus label is chosen from the answers (skips are not answers):
 
 A reviewer's label (`record_review`, source `reviewed`) is final: later answers update the
 row's answers and agreement, never its label. The engine's state of it is the table
-`lb_consensus` (made by the plugin's Alembic history, lb0005), which also keeps the dataset row
+`lb_consensus` (made by the plugin's Alembic history, lb0006), which also keeps the dataset row
 each item wrote, so a change is an UPDATE of that row: a label never rewrites the dataset.
 Everything runs in the caller's write transaction (`ctx.write`): `refresh` in the answer's.
 """

@@ -1,7 +1,7 @@
 """The consensus of each answered item, and the annotations of one item found by its id.
 
-Revision ID: lb0005
-Revises: lb0004
+Revision ID: lb0006
+Revises: lb0005
 Create Date: 2026-12-06
 
 `lb_consensus`: one row per (webapp, item) with an answer: the consensus label, its agreement,
@@ -18,8 +18,8 @@ Each step looks first, like lb0004's: a database that already has a part keeps i
 import sqlalchemy as sa
 from alembic import op
 
-revision = "lb0005"
-down_revision = "lb0004"
+revision = "lb0006"
+down_revision = "lb0005"
 branch_labels = None
 depends_on = None
 
