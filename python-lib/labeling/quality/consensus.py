@@ -31,6 +31,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from labelloop.project import pipeline, run
+
 from ..store import LABELED, MAX_USER, _RowDataset, annotations_table
 
 MAJORITY, REVIEWED, MODEL = "majority", "reviewed", "model"
@@ -88,6 +90,37 @@ def combine(kind: Any, stored: Sequence[str]) -> tuple[str, float]:
     return label, sum(a == label for a in stored) / n
 
 
+# The answer's hot path uses prebuilt statements (building Core statements per call costs
+# more than running them: see labeling.store).
+_STATE_COLS = "label, agreement, n_answers, source, reviewer, comment, updated, row"
+_ANSWERS_OF_ITEM_SQL = sa.text(
+    "SELECT annotator, label FROM lb_annotations WHERE item_id = :item_id AND app = :app "
+    "AND status = :labeled AND owner NOT LIKE '~%' ORDER BY label_id")
+_STATE_SQL = sa.text(f"SELECT {_STATE_COLS} FROM lb_consensus WHERE app = :app AND "
+                     "item_id = :item_id")
+_INSERT_STATE_SQL = sa.text(
+    f"INSERT INTO lb_consensus (app, item_id, {_STATE_COLS}) VALUES (:app, :item_id, :label, "
+    ":agreement, :n_answers, :source, :reviewer, :comment, :updated, :row)")
+_UPDATE_STATE_SQL = sa.text(
+    "UPDATE lb_consensus SET label = :label, agreement = :agreement, n_answers = :n_answers, "
+    "source = :source, reviewer = :reviewer, comment = :comment, updated = :updated, "
+    "row = :row WHERE app = :app AND item_id = :item_id")
+_DELETE_STATE_SQL = sa.text("DELETE FROM lb_consensus WHERE app = :app AND item_id = :item_id")
+
+
+def _item(ctx: Any, conn: sa.Connection, item_id: str, table: _RowDataset
+          ) -> tuple[list[tuple], Any]:
+    """One item's current answers `(annotator, stored)` and its `lb_consensus` row (or None),
+    in one round trip on PostgreSQL, with the consensus dataset marked as changed."""
+    key = {"app": ctx.app_id, "item_id": item_id}
+    with pipeline(conn) as sent:
+        table.ds.touch(conn)  # sent with the reads, not as a round trip of the row write
+        got = sent.read(_ANSWERS_OF_ITEM_SQL, {**key, "labeled": LABELED})
+        state = sent.read(_STATE_SQL, key)
+    rows = state()
+    return [(r[0], r[1]) for r in got()], (rows[0] if rows else None)
+
+
 def answers(ctx: Any, conn: sa.Connection, ids: Sequence[str]) -> dict[str, list[tuple]]:
     """Each item's current answers `(annotator, stored)`, first answered first (an answer
     someone else's relabeling replaced, owner `~<label id>`, is history, not an answer)."""
@@ -130,14 +163,10 @@ def _put(ctx: Any, conn: sa.Connection, table: _RowDataset, item_id: str, old: A
     row = None if old is None else old.row
     if row is None or not table.update(conn, row, item_id, values):
         row = table.insert(conn, values, item_id)
-    c = consensus_table
     state = {k: values[k] for k in ("label", "agreement", "n_answers", "source", "reviewer",
                                     "comment", "updated")}
-    if old is None:
-        conn.execute(sa.insert(c).values(app=ctx.app_id, item_id=item_id, row=row, **state))
-    else:
-        conn.execute(sa.update(c).where(c.c.app == ctx.app_id, c.c.item_id == item_id)
-                     .values(row=row, **state))
+    run(conn, _INSERT_STATE_SQL if old is None else _UPDATE_STATE_SQL,
+        {"app": ctx.app_id, "item_id": item_id, "row": row, **state})
 
 
 def refresh(ctx: Any, conn: sa.Connection, item_ids: Iterable[str]) -> None:
@@ -148,13 +177,10 @@ def refresh(ctx: Any, conn: sa.Connection, item_ids: Iterable[str]) -> None:
     ids = list(dict.fromkeys(item_ids))
     if not ids:
         return
-    given = answers(ctx, conn, ids)
-    current = read(ctx, conn, ids)
     table = _dataset(ctx)
     now = ctx.now()
     for item_id in ids:
-        got = given.get(item_id, [])
-        old = current.get(item_id)
+        got, old = _item(ctx, conn, item_id, table)
         stored = [s for _a, s in got]
         if old is not None and old.source == REVIEWED:
             label, source, reviewer, comment = old.label, REVIEWED, old.reviewer, old.comment
@@ -163,8 +189,7 @@ def refresh(ctx: Any, conn: sa.Connection, item_ids: Iterable[str]) -> None:
             if old is not None:
                 if old.row is not None:
                     table.delete(conn, old.row, item_id)
-                c = consensus_table
-                conn.execute(sa.delete(c).where(c.c.app == ctx.app_id, c.c.item_id == item_id))
+                run(conn, _DELETE_STATE_SQL, {"app": ctx.app_id, "item_id": item_id})
             continue
         else:
             label, agreement = combine(ctx.kind, stored)
@@ -180,14 +205,14 @@ def record_review(ctx: Any, conn: sa.Connection, item_id: str, label: str, revie
     """Make a reviewer's label the item's consensus (source `reviewed`), in the caller's
     write transaction; `label` as the kind stores it (`kind.check`'s value). The row as the
     API shows it."""
-    got = answers(ctx, conn, [item_id]).get(item_id, [])
-    old = read(ctx, conn, [item_id]).get(item_id)
+    table = _dataset(ctx)
+    got, old = _item(ctx, conn, item_id, table)
     stored = [s for _a, s in got]
     values = {"label": label, "answers": _answers_json(ctx, got), "n_answers": len(got),
               "agreement": sum(s == label for s in stored) / len(stored) if stored else None,
               "source": REVIEWED, "reviewer": reviewer, "comment": comment or None,
               "updated": ctx.now()}
-    _put(ctx, conn, _dataset(ctx), item_id, old, values)
+    _put(ctx, conn, table, item_id, old, values)
     return {"id": item_id, **values, "label": ctx.kind.value(label),
             "answers": json.loads(values["answers"])}
 
