@@ -264,6 +264,27 @@ def test_the_host_migrates_without_importing_the_labeling_plugin(make_project):
         assert current(conn, host_history()) == host_history().head()
 
 
+def test_declared_heads_are_alembics_and_a_project_at_them_opens_without_alembic(make_project):
+    """The heads the histories declare (the host's `HOST_HEAD`, the plugin's `head=`) are the
+    ones Alembic computes: a revision added without bumping them fails here. A project at
+    every head is opened, and its schema checked, without importing Alembic."""
+    import subprocess
+    import sys
+
+    project = make_project()
+    for history in histories(project.registry):
+        assert history.declared_head == history.head(), (
+            f"{history.name}: declared head {history.declared_head!r}, Alembic's is "
+            f"{history.head()!r}: bump the declared one with the new revision")
+    code = ("import sys; from labelloop.project import Project; "
+            f"p = Project.open({str(project.dir)!r}, database_url={project.database_url!r}); "
+            "p.engine; p.upgrade_schema(); "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'); "
+            "assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
 SCHEMA_CHANGES = re.compile(r"create_all|drop_all|ALTER\s+TABLE|CREATE\s+(UNIQUE\s+)?INDEX",
                             re.IGNORECASE)
 

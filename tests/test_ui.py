@@ -71,7 +71,7 @@ def test_document_has_charts_and_escaped_bootstrap():
                         categories={"</script><b>x</b>": "<i>d</i>", "y": None})
     make_document(doc, page, resource_base="/resource/ml-assisted-labeling")
     names = {root.name for root in doc.roots}
-    assert names == {"ll_per_label_chart", "ll_metrics_chart"}
+    assert names == {"ll_per_label_chart", "ll_metrics_chart", "ll_agreement_chart"}
     assert doc.get_model_by_name(ui.PER_LABEL_SOURCE).data["category"] == ["y", "</script><b>x</b>"]
     html = render(doc)
     assert "<b>x</b>" not in html

@@ -12,6 +12,7 @@ Routes (mounted by the host under `/api/v1/webapps/<instance>/`):
 | `GET stats` | | `{"labeled", "skipped", "total", "remaining", "per_label", "session"}`; with `annotators_per_item` k > 1 also `"overlap": {"k", "complete", "partial", "open"}` (labeled/skipped/per_label the caller's) |
 | `GET media` | `id` (image / sound webapps) | the item's file, with its content type, `ETag`, `Cache-Control` |
 | `POST release` | `{"ids": [...]}` | `{"released"}`; the caller's reservations of those items end now |
+| `GET agreement` | | `{"kind", "items", "annotators", "krippendorff_alpha", "fleiss_kappa", "reasons", "pairwise": [{"a", "b", "n", "cohen_kappa", "agreement" or "f1"}], "per_annotator": [{"annotator", "n", "compared", "agreement", "quality"}], "per_category": [{"category", "answers", "pairs", "confused", "confusion_rate", "confused_with"}], "confusion": {"categories", "counts"}, "scope", "note", "role"}` over the items two annotators or more answered (labeling.quality.agreement); non-admins see only their own row and pairs |
 | `GET learning-curve` | | `{"enough", "points", "given", "random", "accuracy", "given_reached", "random_reached", "summary"}` or `{"enough": false, "message"}` (labeling.report) |
 | `GET review` (role reviewer; both review routes exist when the webapp has a `consensus_ds`) | `size` (1-500, default 20) | `{"items": [{"id", "data", "answers": [{"annotator", "label"}], "consensus", "agreement", "source", "suggestion", "reason", "score"}], "size"}`: the answered items most likely wrong, most suspicious first (`size`: how many are in the queue); scores in labeling.quality.review |
 | `POST review` (role reviewer) | `{"id", "label", "comment"?}` (`label` in the shape of the kind's answer) | the item's consensus row, now `source: reviewed` with the caller as reviewer; the item leaves the review queue |
@@ -177,7 +178,17 @@ def build_routes(engine: LabelingEngine,
 
         return for_page(engine.project, engine.cfg)
 
+    def agreement(payload: dict, user: str) -> dict:
+        from .quality.agreement import agreement as figures
+
+        return figures(engine, user)
+
     routes = {
+        ("GET", "agreement"): {
+            "handler": agreement, "schema": EMPTY_SCHEMA,
+            "summary": "Agreement between annotators: Krippendorff's alpha, Fleiss' and Cohen's "
+                       "kappa (span F1 for spans), per annotator and per category; admins see "
+                       "every annotator, others their own figures"},
         ("GET", "learning-curve"): {
             "handler": learning_curve, "schema": EMPTY_SCHEMA,
             "summary": "The labels replayed in their order vs random orders (cross-validated)"},

@@ -59,6 +59,6 @@ def register_dataset_formats(register):
 @hookimpl
 def register_migrations(register):
     """The migration history of the plugin's own tables (labeling/migrations/versions)."""
-    from .migrations import VERSIONS
+    from .migrations import HEAD, VERSIONS
 
-    register("ml-assisted-labeling", VERSIONS)
+    register("ml-assisted-labeling", VERSIONS, head=HEAD)

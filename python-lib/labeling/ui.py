@@ -40,6 +40,7 @@ RESERVED_KEYS = frozenset("s")
 DATA_TYPES = ("tabular", "text", "image", "sound")
 PER_LABEL_SOURCE = "ll-per-label"
 METRICS_SOURCE = "ll-metrics"
+AGREEMENT_SOURCE = "ll-agreement"  # the Agreement panel's heat map (resource/agreement.js)
 METRIC_LABELS = {"auc": "AUC", "f1": "entity F1"}  # the model's score on the metrics chart
 TITLES = {
     "tabular": "Tabular labeling",
@@ -105,6 +106,7 @@ def bootstrap(page: PageSettings) -> dict[str, Any]:
         "user": page.user,
         "per_label_source": PER_LABEL_SOURCE,
         "metrics_source": METRICS_SOURCE,
+        "agreement_source": AGREEMENT_SOURCE,
         **page.extra,
     }
 
@@ -181,6 +183,38 @@ def _metrics_chart(score: str = "auc") -> figure:
     return fig
 
 
+def _agreement_chart(categories: list[str]) -> figure:
+    """The Agreement panel's heat map: categories x categories, the count of pairs of two
+    annotators' answers to one item (`GET agreement`'s `confusion`, filled by the page)."""
+    from bokeh.models import LinearColorMapper
+
+    source = ColumnDataSource({"x": [], "y": [], "count": [], "text": [], "ink": []},
+                              name=AGREEMENT_SOURCE)
+    mapper = LinearColorMapper(palette=["#f7fbff", "#deebf7", "#c6dbef", "#9ecae1", "#6baed6",
+                                        "#4292c6", "#2171b5", "#08519c", "#08306b"],
+                               low=0, high=1, name="ll-agreement-colors")
+    fig = figure(
+        x_range=FactorRange(*categories, name="ll-agreement-x"),
+        y_range=FactorRange(*reversed(categories), name="ll-agreement-y"),
+        height=max(180, 30 * len(categories) + 80), sizing_mode="stretch_width",
+        toolbar_location=None, tools="", name="ll_agreement_chart",
+        x_axis_label="the other annotator said", y_axis_label="one annotator said",
+        x_axis_location="above", min_border_left=8, min_border_right=8,
+    )
+    fig.rect("x", "y", width=0.96, height=0.96, source=source, line_color=None,
+             fill_color={"field": "count", "transform": mapper})
+    fig.text("x", "y", text="text", source=source, text_align="center",
+             text_baseline="middle", text_font_size="11px", text_color="ink")
+    fig.grid.grid_line_color = None
+    fig.outline_line_color = None
+    fig.axis.axis_line_color = None
+    fig.axis.major_tick_line_color = None
+    fig.axis.major_label_text_font_size = "11px"
+    fig.axis.axis_label_text_font_size = "11px"
+    fig.xaxis.major_label_orientation = 0.6
+    return fig
+
+
 def make_document(doc: Any, page: PageSettings, resource_base: str | None = None) -> None:
     """Fill a Bokeh document with the labeling page for one webapp instance."""
     categories = list(page.categories)
@@ -189,6 +223,7 @@ def make_document(doc: Any, page: PageSettings, resource_base: str | None = None
     metrics = _metrics_chart("f1" if page.extra.get("kind") == "spans" else "auc")
     doc.add_root(per_label)
     doc.add_root(metrics)
+    doc.add_root(_agreement_chart(categories))
     boot = bootstrap(page)
     doc.title = f"{boot['title']} · {page.webapp}"
     doc.template = _env.get_template("labeling.html")
@@ -230,6 +265,7 @@ def _page_variables(boot: dict[str, Any], resource_base: str | None = None) -> d
         "ll_spans_js": resource_url("spans.js", resource_base)
         if boot.get("kind") == "spans" else None,
         "ll_curve_js": resource_url("learning-curve.js", resource_base),
+        "ll_agreement_js": resource_url("agreement.js", resource_base),
         "ll_review": bool(boot.get("review")),  # the Review tab (a consensus is kept)
     }
 

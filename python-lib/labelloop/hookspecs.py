@@ -36,5 +36,6 @@ def register_dataset_formats(register):
 @hookspec
 def register_migrations(register):
     """Ship the migration history of the plugin's own tables: call `register(name,
-    directory)` with the plugin's id and an Alembic versions directory (revision files; the first one's
-    `down_revision` is None). See labelloop.migrations."""
+    directory, head=None)` with the plugin's id and an Alembic versions directory (revision files; the first one's
+    `down_revision` is None); `head`, the newest revision, lets the host find a database at it
+    without Alembic. See labelloop.migrations."""

@@ -30,12 +30,12 @@ log = logging.getLogger(__name__)
 if logging.getLogger("alembic").level == logging.NOTSET:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
-from alembic.migration import MigrationContext  # noqa: E402
-from alembic.operations import Operations  # noqa: E402
-from alembic.script import ScriptDirectory  # noqa: E402
-
 HOST = "labelloop"
 HOST_VERSIONS = Path(__file__).resolve().parent / "versions"
+# The host history's head, declared so that opening a project at its head reads one row and
+# imports no Alembic (its import, with Mako's, costs a command ~0.2 s of CPU).
+# `tests/test_migrations.py` checks it against Alembic's own head: bump it with each revision.
+HOST_HEAD = "ll0002"
 
 @dataclass(frozen=True)
 class History:
@@ -43,6 +43,7 @@ class History:
 
     name: str
     directory: Path
+    declared_head: str | None = None  # what the history says its head is (see `at_head`)
 
     @property
     def version_table(self) -> str:
@@ -51,7 +52,8 @@ class History:
         return "alembic_version_" + re.sub(r"[^A-Za-z0-9]+", "_", self.name).lower()
 
     @property
-    def script(self) -> ScriptDirectory:
+    def script(self) -> Any:
+        """Alembic's ScriptDirectory of the history (imports Alembic)."""
         return _script(str(self.directory))
 
     def head(self) -> str:
@@ -64,14 +66,16 @@ class History:
 
 
 @functools.cache
-def _script(directory: str) -> ScriptDirectory:
+def _script(directory: str) -> Any:
+    from alembic.script import ScriptDirectory
+
     if not Path(directory).is_dir():
         raise LabelloopError(f"migration directory {directory} does not exist")
     return ScriptDirectory(directory, version_locations=[directory])
 
 
 def host_history() -> History:
-    return History(HOST, HOST_VERSIONS)
+    return History(HOST, HOST_VERSIONS, HOST_HEAD)
 
 
 def plugin_histories(registry: Any) -> list[History]:
@@ -79,14 +83,14 @@ def plugin_histories(registry: Any) -> list[History]:
     pm = registry.pm
     out: list[History] = []
 
-    def register(name: str, directory: str | Path) -> None:
+    def register(name: str, directory: str | Path, head: str | None = None) -> None:
         if not isinstance(name, str) or not name or name == HOST:
             raise LabelloopError(f"register_migrations: a history needs the plugin's id as its "
                                  f"name, not {name!r}")
         if any(h.name == name for h in out):
             raise LabelloopError(f"register_migrations: {name!r} registered two histories; "
                                  "a plugin ships one")
-        out.append(History(name, Path(directory).resolve()))
+        out.append(History(name, Path(directory).resolve(), head))
 
     pm.hook.register_migrations(register=register)
     return sorted(out, key=lambda h: h.name)
@@ -97,7 +101,19 @@ def histories(registry: Any | None = None) -> list[History]:
     return [host_history()] + (plugin_histories(registry) if registry is not None else [])
 
 
-def _context(conn: sa.Connection, history: History, fn: Any = None) -> MigrationContext:
+def at_head(conn: sa.Connection, history: History) -> bool:
+    """True when the database is at the head `history` declares (one read, no Alembic);
+    False when it declares none, or the database is elsewhere: then `upgrade` looks."""
+    if history.declared_head is None or not sa.inspect(conn).has_table(history.version_table):
+        return False
+    table = sa.table(history.version_table, sa.column("version_num"))
+    versions = conn.execute(sa.select(table.c.version_num)).scalars().all()
+    return versions == [history.declared_head]
+
+
+def _context(conn: sa.Connection, history: History, fn: Any = None) -> Any:
+    from alembic.migration import MigrationContext
+
     opts: dict[str, Any] = {"version_table": history.version_table, "script": history.script}
     if fn is not None:
         opts["fn"] = fn
@@ -132,6 +148,8 @@ def upgrade(conn: sa.Connection, history: History,
                              f"{str(exc).splitlines()[0]}") from exc
     if before is None and history.name == HOST and sa.inspect(conn).has_table("ll_datasets"):
         log.info("stamping a database made before migrations existed")
+    from alembic.operations import Operations
+
     with Operations.context(ctx):
         ctx.run_migrations()
     return before, ctx.get_current_revision()

@@ -162,12 +162,16 @@ class Project:
         """Bring every migration history (the host's, then each loaded plugin's) to its head,
         each in a write transaction of its own; `(history, before, after)` of those that
         moved. A history found at its head is not looked at again by this object."""
-        from ..migrations import histories, upgrade
+        from ..migrations import at_head, histories, upgrade
 
         moved = []
         for history in histories(self.registry):
             if history.name in self._at_head:
                 continue
+            with self.engine.connect() as conn:
+                if at_head(conn, history):
+                    self._at_head.add(history.name)
+                    continue
             with write_transaction(self.engine) as conn:
                 before, after = upgrade(conn, history)
             self._at_head.add(history.name)

@@ -215,7 +215,11 @@ def create_host_tables(engine: sa.Engine) -> None:
     # losers' CREATE at once ("database is locked": a read transaction can't become a writer).
     # The tables come from the host's migration history (labelloop.migrations): a new
     # database is created at its head, an older one is upgraded.
-    from ..migrations import host_history, upgrade
+    from ..migrations import at_head, host_history, upgrade
 
+    history = host_history()
+    with engine.connect() as conn:
+        if at_head(conn, history):
+            return
     with write_transaction(engine) as conn:
-        upgrade(conn, host_history())
+        upgrade(conn, history)
