@@ -112,7 +112,9 @@
       markCategories();
       return;
     }
-    page.renderItem(item, $("ll-item"));
+    // Spans: the text shows the consensus's spans (drawn as the labeling page draws proposals).
+    page.renderItem(SPANS ? Object.assign({}, item, { suggestion: { spans: item.consensus || [] } }) : item,
+                    $("ll-item"));
     $("ll-item").dataset.itemId = String(item.id);
     $("ll-item-id").textContent = String(item.id);
     const reason = $("ll-rv-reason");
