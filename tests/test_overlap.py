@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from conftest import wait_for as poll
 
 from labeling import ui
-from labeling.engine import LabelingEngine, annotations_table
+from labeling.engine import LabelingEngine, annotations_table, session_variable
 from labeling.settings import parse_settings
 from labeling.store import item_answers_table, reservations_table
 from labelloop.descriptors import load_descriptor
@@ -190,6 +191,33 @@ def test_a_label_beyond_k_is_refused_and_writes_nothing(project):
     assert e.stats("cyd")["labeled"] == 0
     e.skip("cyd", item)  # a skip of a complete item is the skipper's own business
     assert e.stats("cyd")["overlap"]["complete"] == 1
+
+
+def test_a_new_order_keeps_complete_items_out_and_partial_ones_for_the_others(project):
+    e = make_engine(project, queries_ds="queries")
+    first = ids(e.batch("ann", 4))
+    for item in first[:3]:
+        e.label("ann", item, "cat")
+        e.label("bob", item, "dog")
+    e.label("cyd", first[3], "bird")
+    e.release("ann", first)
+    # The Query Sampler puts exactly these four first in the next session.
+    frame = pool(24)
+    unc = np.where(frame["word"].isin(first), 0.9, 0.1)
+    queries = frame.assign(uncertainty=unc, prediction="dog", confidence=0.6)
+    project.dataset("queries", create=True).write(queries.sort_values("uncertainty",
+                                                                      ascending=False))
+    project.variables.incr(session_variable("queries"))
+    e.background = True
+    def switched() -> bool:
+        e.wait_idle()  # the background worker's build of the new order
+        return e.config()["queue_session"] == 1
+
+    poll(switched, timeout=30, what="the new order")
+    assert ids(e.batch("dan", 2))[0] == first[3]  # the partial one, to another annotator
+    assert first[3] not in ids(e.batch("cyd", 24))
+    assert not set(first[:3]) & set(ids(e.batch("eve", 24)))
+    assert e.stats("dan")["overlap"] == {"k": K, "complete": 3, "partial": 1, "open": 20}
 
 
 def test_overlap_with_labels_per_annotator_is_a_config_error(project):
