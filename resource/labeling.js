@@ -1188,6 +1188,11 @@
     flush: () => state.writes,
   };
 
+  // Review mode (review.js, `?mode=review`) shows items as this page does and runs itself.
+  window.LabelloopPage = { boot: boot, call: call, user: user, askName: askName,
+                           showUser: showUser, banner: banner, renderItem: renderItem };
+  if (boot.mode === "review") return;
+
   // The script tag follows the page's markup, so everything it needs is there: start now,
   // without waiting for Bokeh's scripts below it.
   start();

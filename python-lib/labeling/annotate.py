@@ -26,6 +26,7 @@ from labelloop.project import pipeline, run
 from labelloop.web import check_user_name
 
 from .kinds import Item
+from .quality import consensus
 from .queue import IndexNotReady
 from .store import (
     _ANY_QUEUE_ROW_SQL,
@@ -275,6 +276,7 @@ class Answers:
                             comment, row)
             # The answer, its dataset rows, counters and queue state are written: whatever
             # follows each answer in the same transaction (the item's consensus) goes here.
+            consensus.refresh(ctx, conn, [item_id])  # the item's consensus (consensus_ds)
             return {"label_id": label_id, "stats": self.stats(conn, app, owner, counts())}
 
         return ctx.write(write)

@@ -29,6 +29,8 @@ Settings keys (webapp.json param names, as the Dataiku plugin had them, plus Lab
 | `seed` | INT, default 0 | the random order used when there are no queries |
 | `batch_size` | INT, default 20 (1-500) | the items the page asks for at once |
 | `allow_relabel` | BOOLEAN, default false | shared labels: an annotator may answer an item someone else answered (a new annotation; the earlier one stays in the history); otherwise 409 |
+| `consensus_ds` | DATASET, optional | written as answers come in: one row per answered item (`labeling.quality.consensus`); the review queue needs it |
+| `label_issues_ds` | DATASET, optional | the find-label-issues recipe's output, read by the review queue |
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ class EngineConfig:
     allow_relabel: bool = False
     annotators_per_item: int = 1
     kind: str = "choice"  # the annotation kind (labeling.kinds); its settings are in `extra`
+    consensus_ds: str | None = None  # labeling.quality.consensus writes it
+    label_issues_ds: str | None = None  # the review queue reads it
 
     @property
     def from_folder(self) -> bool:
@@ -159,12 +163,15 @@ def parse_settings(config: Mapping[str, Any], data_type: str, webapp: str,
     labels_ds = _name(config, "labels_ds", "dataset the labels are written to")
     metadata_ds = _name(config, "metadata_ds", "dataset the labeling metadata is written to")
     queries_ds = _name(config, "queries_ds", "queries dataset", required=False)
+    consensus_ds = _name(config, "consensus_ds", "consensus dataset", required=False)
+    label_issues_ds = _name(config, "label_issues_ds", "label issues dataset", required=False)
     label_col = config.get("label_col_name") or "label"
     if not isinstance(label_col, str) or not _LABEL_COL_RE.match(label_col):
         raise ConfigError(f"label column name {label_col!r} is not valid: use letters, digits "
                           "and '_', starting with a letter")
     names = {"labels_ds": labels_ds, "metadata_ds": metadata_ds, "queries_ds": queries_ds,
-             "unlabeled": unlabeled}
+             "unlabeled": unlabeled, "consensus_ds": consensus_ds,
+             "label_issues_ds": label_issues_ds}
     seen: dict[str, str] = {}
     for key, value in names.items():
         if value is None or (key == "unlabeled" and data_type in FOLDER_TYPES):
@@ -189,6 +196,7 @@ def parse_settings(config: Mapping[str, Any], data_type: str, webapp: str,
         allow_relabel=bool(config.get("allow_relabel", False)),
         annotators_per_item=int(config.get("annotators_per_item") or 1),
         kind=kind, extra=kind_cls.settings(config),
+        consensus_ds=consensus_ds, label_issues_ds=label_issues_ds,
     )
     if cfg.overlap and cfg.per_annotator:
         raise ConfigError(f"annotators_per_item is {cfg.annotators_per_item} but "

@@ -27,6 +27,8 @@ need), in the engine's own tables:
 - `lb_counts`: the stats counters, updated in the label's transaction (overlap: each
   annotator's own, and the items partly answered and complete under owner `""`).
 - `lb_cursors`: per-annotator mode, the position before which an annotator has answered all.
+- `lb_consensus`: each answered item's consensus and its row in the consensus dataset;
+  defined and written by `labeling.quality.consensus` (in the answer's transaction).
 
 The tables are made and changed by the plugin's Alembic history alone (`labeling.migrations`,
 brought to head by the host: see README, "Schema migrations"); these definitions must match
@@ -157,6 +159,7 @@ annotations_table = sa.Table(
     sa.Column("meta_row", sa.Integer),
     sa.UniqueConstraint("app", "owner", "item_id", name="uq_lb_annotations_item"),
     sa.Index("ix_lb_annotations_user", "annotator", "app", "label_id"),
+    sa.Index("ix_lb_annotations_item", "item_id", "app"),  # an item's answers (consensus)
     sqlite_autoincrement=True,  # never reuse a label id, even the highest after a delete
 )
 counts_table = sa.Table(
