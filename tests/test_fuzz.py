@@ -95,7 +95,8 @@ def test_fuzzing_without_tokens_finds_nothing(demo_project, serve, tmp_path):
 
 @pytest.mark.skipif(SCHEMATHESIS is None, reason="schemathesis is not installed")
 def test_fuzzing_with_a_token_finds_nothing(image_demo, serve, run_cli, tmp_path):
-    token = run_cli(image_demo.dir, "token", "add", "fuzzer").stdout.strip()
+    # A reviewer: the review routes are fuzzed too, not only answered 403.
+    token = run_cli(image_demo.dir, "token", "add", "fuzzer", "--role", "reviewer").stdout.strip()
     server = serve(image_demo.dir, "--no-scheduler")
     _check(fuzz(server.url, tmp_path, headers={"Authorization": f"Bearer {token}"}),
            ITEM_ROUTES)

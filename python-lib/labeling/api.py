@@ -62,6 +62,9 @@ ITEM_LINKS = {
 }
 REVIEW_QUEUE_SCHEMA = {"type": "object", "properties": {
     "size": {"type": "integer", "minimum": 1, "maximum": MAX_BATCH, "default": 20}}}
+# ... and from `review` to the review of its first item (keeping its consensus).
+REVIEW_LINKS = {"review": {"route": ("POST", "review"), "requestBody": {
+    "id": "$response.body#/items/0/id", "label": "$response.body#/items/0/consensus"}}}
 RELEASE_SCHEMA = {"type": "object", "required": ["ids"], "additionalProperties": False,
                   "properties": {"ids": {"type": "array", "items": _ID, "maxItems": MAX_BATCH,
                                          "description": "items the caller still holds"}}}
@@ -229,6 +232,7 @@ def review_routes(engine: LabelingEngine) -> dict:
     return {
         ("GET", "review"): {
             "handler": review_queue, "schema": REVIEW_QUEUE_SCHEMA, "role": "reviewer",
+            "links": REVIEW_LINKS,
             "summary": "The answered items most likely wrong, most suspicious first"},
         ("POST", "review"): {
             "handler": review, "schema": review_schema(engine), "role": "reviewer",

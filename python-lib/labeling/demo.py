@@ -54,13 +54,15 @@ def project_config(data: DemoData, n: int = DEFAULT_N) -> dict:
         "unlabeled": pool, "categories": data.categories, "labels_ds": "labels",
         "metadata_ds": "metadata", "label_col_name": "label", "queries_ds": "queries",
         "metrics_ds": "metrics",
+        # The review mode: the consensus of the answers, and the label issues to look at.
+        "consensus_ds": "consensus", "label_issues_ds": "label_issues",
     }
     if data.id_column:
         webapp_params["id_column"] = data.id_column
     if data.text_column:
         webapp_params["text_column"] = data.text_column
     datasets = {name: {} for name in ("labels", "metadata", "queries", "metrics",
-                                      "label_issues")}
+                                      "label_issues", "consensus")}
     if not folder_pool:
         datasets = {"unlabeled": {"description": "the pool of items to label"}, **datasets}
     return {
