@@ -33,7 +33,7 @@ def register_query_strategies(register):
 
 @hookimpl
 def register_annotation_kinds(register):
-    """The built-in annotation kinds, `choice` and `spans` (labeling.kinds)."""
+    """The built-in annotation kinds, `choice`, `spans` and `boxes` (labeling.kinds)."""
     register_builtin_kinds(register)
 
 
