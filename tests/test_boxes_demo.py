@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 
+from conftest import wait_for
+
 from labeling import demo
 from labeling.boxes.demo import FOLDER, TRUTH_FILE, WEBAPP
 from labeling.boxes.scenes import OBJECT_CLASSES
 
 SCENES = 24  # the command makes 300; a few are enough to serve
+ANN = {"X-Labelloop-User": "ann"}
 
 
 def test_boxes_demo_serves_the_webapp_ready_to_draw(tmp_path, serve):
@@ -35,8 +38,14 @@ def test_boxes_demo_serves_the_webapp_ready_to_draw(tmp_path, serve):
     assert cfg["kind"] == "boxes"
     assert [(c["name"], c["key"]) for c in cfg["object_classes"]] == [
         (name, str(i + 1)) for i, name in enumerate(OBJECT_CLASSES)]
-    items = srv.get(api + "batch?size=5", headers={"X-Labelloop-User": "ann"}).json()["items"]
-    assert len(items) == 5
+    def five():  # served once the folder is indexed
+        items = srv.get(api + "batch?size=5", headers=ANN).json()["items"]
+        if len(items) == 5:
+            return items
+        srv.post(api + "release", {"ids": [i["id"] for i in items]}, headers=ANN)
+        return None
+
+    items = wait_for(five, what="a batch of five scenes")
     for item in items:
         im = images[item["id"]]
         assert (item["data"]["width"], item["data"]["height"]) == (im["width"], im["height"])
@@ -48,7 +57,7 @@ def test_boxes_demo_serves_the_webapp_ready_to_draw(tmp_path, serve):
               "label": truth.loadCats(a["category_id"])[0]["name"]}
              for a in truth.loadAnns(truth.getAnnIds(imgIds=[first["id"]]))]
     r = srv.post(api + "labels", {"id": items[0]["id"], "boxes": boxes},
-                 headers={"X-Labelloop-User": "ann"})
+                 headers=ANN)
     assert r.status == 200, r.text
     stored = json.loads(project.dataset("labels").read()["label"].iloc[0])
     key = ("y", "x", "h", "w", "label")
