@@ -151,7 +151,7 @@ def has_coco_boxes(doc: dict) -> bool:
 
 
 def write_coco_boxes(project: Any, name: str, path: Path, options: dict) -> int:
-    from .scenes import coco_dict
+    from .evaluate import coco_dict
 
     scenes = labeled_scenes(project, name, options)
     classes = class_names(project, name, options,
