@@ -18,6 +18,7 @@ second. Two regimes, each for 1, 8 and 32 annotators:
   does that). This measures capacity (labels/s); its latencies follow Little's law: with N
   clients and no pause, time per request = N / throughput, whatever the server does.
 
+`--overlap K` runs this revision's webapp with `annotators_per_item: K` (the baseline with 1).
 `--database-url URL` puts the project on another database, e.g. PostgreSQL:
 `LABELLOOP_PG_FSYNC=on .ci/with-postgres sh -c '.venv/bin/python bench/bench_engine.py
 --concurrency --database-url "$LABELLOOP_TEST_POSTGRES"'`. `--baseline DIR` runs the same
@@ -345,12 +346,14 @@ def concurrent_phase(server: Server, annotators: int, seconds: float,
 
 
 def concurrency_scenario(rows: int, seconds: float, tmp: Path, pace: float,
-                         database_url: str | None = None) -> list[dict]:
+                         database_url: str | None = None, overlap: int = 1) -> list[dict]:
     """1, 8 and 32 annotators over HTTP on a fresh project of `rows` rows, paced then flat
-    out."""
+    out; `overlap`: the webapp's `annotators_per_item`."""
     rng = np.random.default_rng(0)
     params = {"unlabeled": "pool", "categories": CATS, "labels_ds": "labels",
               "metadata_ds": "metadata"}
+    if overlap > 1:
+        params["annotators_per_item"] = overlap
     project = Project.init(tmp / "project", database_url=database_url, config={
         "webapps": {WEBAPP: {"type": "ml-assisted-labeling/tabular-labeling",
                              "params": params}}})
@@ -414,7 +417,7 @@ def concurrency_main(args: argparse.Namespace) -> None:
     try:
         if args.child:
             Path(args.child).write_text(json.dumps(concurrency_scenario(
-                rows, args.seconds, tmp, args.pace, args.database_url)))
+                rows, args.seconds, tmp, args.pace, args.database_url, args.overlap)))
             return
         if args.baseline:
             base = Path(args.baseline).resolve()
@@ -430,7 +433,8 @@ def concurrency_main(args: argparse.Namespace) -> None:
             results["baseline"] = json.loads(target.read_text())
         print("this revision ...", flush=True)
         url = fresh_database(args.database_url, "this") if args.database_url else None
-        results["this"] = concurrency_scenario(rows, args.seconds, tmp / "this", args.pace, url)
+        results["this"] = concurrency_scenario(rows, args.seconds, tmp / "this", args.pace, url,
+                                               args.overlap)
         drop_database(args.database_url, url)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -464,6 +468,9 @@ def main() -> None:
     parser.add_argument("--pace", type=float, default=0.5,
                         help="--concurrency: seconds between one annotator's key presses in "
                              "the paced regime (mean of exponential gaps)")
+    parser.add_argument("--overlap", type=int, default=1,
+                        help="--concurrency: annotators_per_item of this revision's webapp "
+                             "(the baseline runs with 1)")
     parser.add_argument("--database-url", default=None,
                         help="--concurrency: the project's database (e.g. the PostgreSQL URL "
                              "that .ci/with-postgres gives in $LABELLOOP_TEST_POSTGRES); "

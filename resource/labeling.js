@@ -207,8 +207,9 @@
   }
 
   function showPreparing() {
-    // Before the first item: what the server is preparing and how far along it is.
-    if (state.current || state.historyIndex >= 0) return;
+    // Before the first item: what the server is preparing and how far along it is (not once
+    // all is done: the config poll would put "Asking for the first items" over "All done").
+    if (state.current || state.done || state.historyIndex >= 0) return;
     const box = $("ll-item");
     if (box.dataset.itemId) return;
     box.hidden = false;
@@ -653,10 +654,17 @@
     const labeled = stats.labeled || 0, skipped = stats.skipped || 0;
     const total = stats.total || 0;
     const remaining = stats.remaining !== undefined ? stats.remaining : Math.max(0, total - labeled - skipped);
-    $("ll-progress-text").textContent = labeled + " labeled · " + skipped + " skipped · " + remaining + " remaining" + (total ? " of " + total : "");
     const pct = (n) => (total ? Math.min(100, (100 * n) / total) : 0).toFixed(2) + "%";
-    $("ll-progress-labeled").style.width = pct(labeled);
-    $("ll-progress-skipped").style.width = pct(skipped);
+    const team = stats.overlap;  // annotators_per_item > 1: the team's progress, bars too
+    if (team) {
+      $("ll-progress-text").textContent = "You: " + labeled + " labeled · " + skipped + " skipped · Items: " +
+        team.complete + " complete · " + team.partial + " partly answered · " + team.open + " open (" +
+        team.k + " annotators each)";
+    } else {
+      $("ll-progress-text").textContent = labeled + " labeled · " + skipped + " skipped · " + remaining + " remaining" + (total ? " of " + total : "");
+    }
+    $("ll-progress-labeled").style.width = pct(team ? team.complete : labeled);
+    $("ll-progress-skipped").style.width = pct(team ? team.partial : skipped);
     state.session = stats.session;
     $("ll-done-text").textContent = labeled + " labeled and " + skipped + " skipped: there is nothing left to label.";
     updatePerLabel(stats.per_label || {});
@@ -1179,6 +1187,11 @@
     unsent: () => state.unsent.length,
     flush: () => state.writes,
   };
+
+  // Review mode (review.js, `?mode=review`) shows items as this page does and runs itself.
+  window.LabelloopPage = { boot: boot, call: call, user: user, askName: askName,
+                           showUser: showUser, banner: banner, renderItem: renderItem };
+  if (boot.mode === "review") return;
 
   // The script tag follows the page's markup, so everything it needs is there: start now,
   // without waiting for Bokeh's scripts below it.

@@ -201,6 +201,19 @@ def http(method: str, url: str, json_body: Any = None, data: bytes | None = None
         return Response(exc.code, exc.headers, exc.read())
 
 
+def webapp_call(conn: Any, user: str, webapp: str, method: str, path: str,
+                body: Any = None) -> tuple[int, Any]:
+    """One JSON API call of `user` on a kept-open http.client connection (the load tests'
+    annotator threads): `(status, decoded body)`."""
+    headers = {"X-Labelloop-User": user}
+    data = None
+    if body is not None:
+        data, headers["Content-Type"] = json.dumps(body), "application/json"
+    conn.request(method, f"/api/v1/webapps/{webapp}/{path}", body=data, headers=headers)
+    resp = conn.getresponse()
+    return resp.status, json.loads(resp.read() or b"null")
+
+
 @dataclass
 class ServerProcess:
     """A running `labelloop serve`."""

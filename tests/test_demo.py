@@ -54,7 +54,8 @@ def test_demo_project_holds_a_pool_truth_and_the_loop(demos, data_type):
     scenario = project.config["scenarios"]["active-learning"]
     assert scenario["triggers"][0]["params"]["i_labeling_count"] == 5
     assert [s.get("recipe") or s.get("step") for s in scenario["steps"]] == [
-        "train", "sample", "ml-assisted-labeling/labeling-metrics"]
+        "train", "sample", "ml-assisted-labeling/label-issues",
+        "ml-assisted-labeling/labeling-metrics"]
     if data_type in ("image", "sound"):
         folder = project.folder(app["params"]["unlabeled"])
         assert sorted(folder.list()) == sorted(truth)
@@ -112,6 +113,38 @@ def test_demo_loop_retrains_and_reranks_in_process(demos, data_type):
     assert pd.isna(metrics["contradictions"].iloc[0])
     assert "fewer than 20" in run["details"]["steps"][-1]["details"]["skipped"]
     assert project.model("classifier").latest()["data_type"] == data_type
+    # With 18 labels a category may have fewer than the 5 folds need: then label issues wait
+    # and the loop goes on; else they are judged.
+    issues_step = run["details"]["steps"][2]
+    assert issues_step["step"] == "label-issues" and issues_step["status"] == "SUCCESS"
+    details = issues_step["details"]
+    if "skipped" in details:
+        assert "folds need at least 5 labels per category" in details["skipped"]
+    else:
+        assert details["labels"] == 18 and details["model_version"] == 2
+
+
+def test_demo_loop_finds_the_labels_given_wrong(tmp_path):
+    project = demo.create_demo(tmp_path / "iris", "tabular", n=5)
+    truth = truth_of(project)
+    engine = engine_of(project)
+    cats = sorted(set(truth.values()))
+    wrong: set[str] = set()
+    for k in range(90):
+        batch = engine.batch("sim", size=1)["items"]
+        item_id = batch[0]["id"]
+        label = truth[item_id]
+        if k % 15 == 7:  # 6 of 90 labels given wrong
+            label = cats[(cats.index(label) + 1) % len(cats)]
+            wrong.add(item_id)
+        engine.label("sim", item_id, label)
+    run = scenarios.run_scenario(project, demo.SCENARIO)
+    assert run["status"] == "SUCCESS", run["error"]
+    step = run["details"]["steps"][2]
+    assert step["details"]["labels"] == 90 and step["details"]["model_version"] == 1
+    issues = project.dataset("label_issues").read()
+    found = set(issues["data_id"].astype(str))
+    assert found and len(found & wrong) / len(found) >= 0.6
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -4,13 +4,13 @@ one server, and on two server processes sharing a project) and a `kill -9` mid-b
 from __future__ import annotations
 
 import http.client
-import json
 import threading
 import time
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from conftest import webapp_call
 
 from labeling.engine import annotations_table, counts_table
 from labelloop.project import Project
@@ -43,13 +43,7 @@ class Annotator(threading.Thread):
         self.error: str | None = None
 
     def call(self, conn, method: str, path: str, body=None):
-        headers = {"X-Labelloop-User": self.user}
-        data = None
-        if body is not None:
-            data, headers["Content-Type"] = json.dumps(body), "application/json"
-        conn.request(method, f"/api/v1/webapps/{WEBAPP}/{path}", body=data, headers=headers)
-        resp = conn.getresponse()
-        return resp.status, json.loads(resp.read() or b"null")
+        return webapp_call(conn, self.user, WEBAPP, method, path, body)
 
     def run(self) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)

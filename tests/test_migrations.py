@@ -47,17 +47,19 @@ def test_a_new_project_is_created_at_the_host_head(make_project):
 
 def test_a_new_project_is_created_at_every_head(make_project, run_cli):
     from labeling import engine, setaside
+    from labeling.quality import consensus
     from labeling.similarity import store
 
     project = make_project()
     plugin = [h for h in histories(project.registry) if h.name != HOST]
     assert [h.name for h in plugin] == ["ml-assisted-labeling"]
     with project.engine.connect() as conn:
-        assert current(conn, plugin[0]) == plugin[0].head() == "lb0004"
+        assert current(conn, plugin[0]) == plugin[0].head() == "lb0006"
         # The plugin's history builds exactly what its code defines.
-        assert _schema_drift(conn, engine.metadata, setaside.metadata, store.metadata) == []
+        assert _schema_drift(conn, engine.metadata, setaside.metadata, store.metadata,
+                             consensus.metadata) == []
     with write_transaction(project.engine) as conn:  # upgrading again does nothing
-        assert upgrade(conn, plugin[0]) == ("lb0004", "lb0004")
+        assert upgrade(conn, plugin[0]) == ("lb0006", "lb0006")
     out = run_cli(project.dir, "db", "current").stdout
     assert "needs" not in out and out.count("up to date") == 2, out
 
@@ -72,13 +74,44 @@ def test_columns_and_indexes_an_early_database_lacks_are_added_by_a_revision(mak
         conn.execute(sa.text("ALTER TABLE lb_apps DROP COLUMN prep"))
         conn.execute(sa.text(f"UPDATE {plugin.version_table} SET version_num = 'lb0003'"))
     assert Project.open(project.dir, database_url=project.database_url).upgrade_schema() == [
-        ("ml-assisted-labeling", "lb0003", "lb0004")]
+        ("ml-assisted-labeling", "lb0003", "lb0006")]
     with project.engine.connect() as conn:
         inspector = sa.inspect(conn)
         assert "prep" in {c["name"] for c in inspector.get_columns("lb_apps")}
         assert "model_version" in {c["name"] for c in inspector.get_columns("lb_queue")}
         indexes = {i["name"]: i["column_names"] for i in inspector.get_indexes("lb_queue")}
         assert indexes.get("ux_lb_queue_item") == ["qid", "item_id"], indexes
+
+
+def test_reservations_are_keyed_by_annotator_and_kept_by_a_revision(make_project):
+    """lb0005 (overlap): one item held by several annotators; the reservations are kept."""
+    from labeling import engine, setaside
+    from labeling.similarity import store
+
+    project = make_project()
+    plugin = next(h for h in histories(project.registry) if h.name != HOST)
+    with write_transaction(project.engine) as conn:  # as lb0004 left them
+        conn.execute(sa.text("DROP TABLE lb_item_answers"))
+        conn.execute(sa.text("DROP TABLE lb_reservations"))
+        conn.execute(sa.text(
+            "CREATE TABLE lb_reservations (app INTEGER NOT NULL, item_id TEXT NOT NULL, "
+            "annotator VARCHAR(200) NOT NULL, until FLOAT NOT NULL, PRIMARY KEY (app, item_id))"))
+        conn.execute(sa.text("CREATE INDEX ix_lb_reservations_user ON lb_reservations "
+                             "(annotator, app)"))
+        conn.execute(sa.text("INSERT INTO lb_reservations VALUES (1, 'x', 'ann', 99.5)"))
+        conn.execute(sa.text(f"UPDATE {plugin.version_table} SET version_num = 'lb0004'"))
+    assert Project.open(project.dir, database_url=project.database_url).upgrade_schema() == [
+        ("ml-assisted-labeling", "lb0004", "lb0006")]
+    with write_transaction(project.engine) as conn:
+        inspector = sa.inspect(conn)
+        assert inspector.get_pk_constraint("lb_reservations")["constrained_columns"] == [
+            "app", "item_id", "annotator"]
+        assert inspector.get_pk_constraint("lb_item_answers")["constrained_columns"] == [
+            "app", "item_id"]
+        assert _schema_drift(conn, engine.metadata, setaside.metadata, store.metadata) == []
+        conn.execute(sa.text("INSERT INTO lb_reservations VALUES (1, 'x', 'bob', 99.5)"))
+        assert conn.execute(sa.text("SELECT annotator, until FROM lb_reservations ORDER BY 1")
+                            ).all() == [("ann", 99.5), ("bob", 99.5)]
 
 
 def test_a_database_without_version_table_is_stamped_and_keeps_its_rows(make_project):
@@ -117,7 +150,7 @@ def test_a_project_made_before_migrations_upgrades_and_keeps_working(old_project
     before = run_cli(old_project, "db", "current", env=env).stdout
     assert "ml-assisted-labeling" in before and "needs `labelloop db upgrade`" in before
     out = run_cli(old_project, "db", "upgrade", env=env).stdout
-    assert "ml-assisted-labeling: - -> lb0004" in out
+    assert "ml-assisted-labeling: - -> lb0006" in out
     after = run_cli(old_project, "db", "current", env=env).stdout
     assert "needs" not in after and after.count("up to date") == 2
     # lb0002: the builder lease left lb_apps for a lease table of its own, rows kept
@@ -157,7 +190,7 @@ def test_a_server_brings_an_old_project_to_every_head_when_it_starts(old_project
                                                                    serve):
     env = {"LABELLOOP_DATABASE_URL": ""}
     server = serve(old_project, env=env)
-    assert "ml-assisted-labeling upgraded from - to lb0004" in server.log()
+    assert "ml-assisted-labeling upgraded from - to lb0006" in server.log()
     stats = server.get("/api/v1/webapps/label-iris/stats",
                        headers={"X-Labelloop-User": "alice"}).json()
     assert (stats["labeled"], stats["skipped"]) == (4, 1)

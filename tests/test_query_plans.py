@@ -82,6 +82,7 @@ KEYED = {
     "_SHARED_BATCH_SQL": ("lb_reservations", ("r",)),
     "_APP_AND_ANSWER_SQL": ("lb_annotations", ("an",)),
     "_UNRESERVE_SQL": ("lb_reservations", ("lb_reservations",)),
+    "_UNRESERVE_MINE_SQL": ("lb_reservations", ("lb_reservations",)),
     "_OWN_BATCH_SQL": ("lb_annotations", ("a",)),
     "_MARK_DONE_SQL": ("lb_annotations", ("a",)),
 }
@@ -109,6 +110,23 @@ def test_each_probe_reads_one_row_without_statistics(busy, name):
         conn.rollback()  # EXPLAIN ANALYZE of a DELETE or an UPDATE runs it
 
 
+def test_the_overlap_batch_probes_reservations_and_annotations_by_their_keys(busy):
+    """Overlap (k > 1): a candidate's own answer, its holders and its label count are each
+    found by a key, not by reading the webapp's rows."""
+    project, params = busy
+    params = {**params, "k": 2}
+    with project.engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            worst = rows_per_probe(conn, store._OVERLAP_BATCH_SQL, params)
+            assert set(worst) == {"lb_reservations", "lb_annotations"}, worst
+            assert all(n <= 1 for n in worst.values()), worst
+        else:
+            lines = searches(conn, store._OVERLAP_BATCH_SQL, params, ("r", "a", "c"))
+            assert len(lines) == 4, lines
+            for line in lines:
+                assert line.startswith("SEARCH") and "item_id=?" in line, lines
+
+
 def test_the_retired_index_is_dropped_when_an_old_database_is_upgraded(tmp_path):
     project = Project.init(tmp_path / "proj")
     project.dataset("pool", create=True).write(pd.DataFrame({"num": np.arange(10)}))
@@ -120,7 +138,7 @@ def test_the_retired_index_is_dropped_when_an_old_database_is_upgraded(tmp_path)
         conn.execute(sa.text("UPDATE alembic_version_ml_assisted_labeling "
                              "SET version_num = 'lb0002'"))
     reopened = Project.open(project.dir, database_url=project.database_url)
-    assert ("ml-assisted-labeling", "lb0002", "lb0004") in reopened.upgrade_schema()
+    assert ("ml-assisted-labeling", "lb0002", "lb0006") in reopened.upgrade_schema()
     engine = make_engine(reopened)
     with project.engine.connect() as conn:
         names = {i["name"]: i["column_names"]

@@ -5,6 +5,12 @@ collaborator of `labeling.engine.LabelingEngine`.
 What an answer is belongs to the webapp's annotation kind (`labeling.kinds`): it checks the
 answer and gives the value stored. A label never waits for a queue: the item's row comes from
 the queue served, the item index or an older queue, whichever has it.
+
+Overlap (`annotators_per_item` k > 1): each annotator's answer is their own annotation (as
+with `labels_per_annotator`); the item's count of labels (`lb_item_answers`) changes in the
+same transaction, and the item leaves the queue when it reaches k. A label that would be the
+(k+1)-th is refused (409): the item was completed by others meanwhile. A skip does not count:
+it only takes the item out of the skipper's stream.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from labelloop.project import pipeline, run
 from labelloop.web import check_user_name
 
 from .kinds import Item
+from .quality import consensus
 from .queue import IndexNotReady
 from .store import (
     _ANY_QUEUE_ROW_SQL,
@@ -29,16 +36,22 @@ from .store import (
     _DONE_SQL,
     _INSERT_ANNOTATION_ID_SQL,
     _INSERT_ANNOTATION_SQL,
+    _ITEM_ANSWERS_SQL,
     _ITEM_SQL,
+    _OVERLAP_COUNTS_SQL,
     _RENEW_SQL,
+    _UNDONE_SQL,
+    _UNRESERVE_MINE_SQL,
     _UNRESERVE_SQL,
     _UPDATE_ANNOTATION_SQL,
     LABELED,
+    OVERLAP_KEYS,
     SKIPPED,
     _RowDataset,
     annotations_table,
     count_params,
     count_sql,
+    item_answers_table,
     reservations_table,
 )
 
@@ -66,6 +79,8 @@ class Answers:
         self.setaside = setaside
         self._tables: dict[str, _RowDataset] = {}
         self._check_output_schemas()
+        # The counters a stats answer reads: the owner's, and with overlap the team's too.
+        self.counts_sql = _OVERLAP_COUNTS_SQL if ctx.cfg.overlap else _COUNTS_SQL
 
     # ------------------------------------------------------------------ the datasets
     def labels_schema(self) -> list[dict]:
@@ -185,8 +200,11 @@ class Answers:
             nonlocal stored
             if status == LABELED and stored is None:  # the kind checks it against the item
                 stored = ctx.kind.check(answer, self._item(item_id, row))
-            if old is not None and not ctx.cfg.per_annotator:
+            if old is not None and ctx.cfg.shared:
                 old = self._answered_by_another(conn, old, user, lt)
+            # Overlap: the item's labels counted before anything is written (a refusal
+            # writes nothing).
+            team = self._count_label(conn, app, item_id, old, status) if ctx.cfg.overlap else {}
             meta = {"date": when, "data_id": item_id, "comment": comment, "session": session,
                     "status": status, "annotator": user, label_col: stored}
             values = {**key, "annotator": user, "status": status, "label": stored,
@@ -230,26 +248,71 @@ class Answers:
             deltas = {k: n for k, n in deltas.items() if n}
             # Nothing below is read back but the counters: on PostgreSQL one round trip.
             with pipeline(conn) as sent:
-                if old is None and not ctx.cfg.per_annotator and app.queue_id is not None:
+                if old is None and ctx.cfg.shared and app.queue_id is not None:
                     run(conn, _DONE_SQL, {"qid": app.queue_id, "item_id": item_id})
                 run(conn, _UPDATE_ANNOTATION_SQL, {**values, "label_id": label_id,
                                                    "labels_row": labels_row,
                                                    "meta_row": meta_row})
                 if deltas:  # one statement for all counters (not an executemany)
                     run(conn, count_sql(len(deltas)), count_params(ctx.app_id, owner, deltas))
+                if team.get("deltas"):
+                    run(conn, count_sql(len(team["deltas"])),
+                        count_params(ctx.app_id, "", team["deltas"]))
+                if team.get("state") is not None and app.queue_id is not None:
+                    run(conn, _DONE_SQL if team["state"] else _UNDONE_SQL,
+                        {"qid": app.queue_id, "item_id": item_id})
                 if not ctx.cfg.per_annotator:
-                    run(conn, _UNRESERVE_SQL, {"app": ctx.app_id, "item_id": item_id})
+                    # Shared, or overlap and the item complete: nobody holds it any more;
+                    # overlap and not complete: the caller's hold ends, the others' stay.
+                    run(conn, _UNRESERVE_MINE_SQL if team.get("open") else _UNRESERVE_SQL,
+                        {"app": ctx.app_id, "item_id": item_id, "user": user})
                     # An annotator who answers is still there: what they hold stays theirs.
                     run(conn, _RENEW_SQL, {"app": ctx.app_id, "user": user, "now": now,
                                            "until": now + ttl, "stale": now + ttl / 2})
-                counts = sent.read(_COUNTS_SQL, {"app": ctx.app_id, "owner": owner})
+                counts = sent.read(self.counts_sql, {"app": ctx.app_id, "owner": owner})
             from .interop.events import emit_annotation  # outgoing webhooks, same transaction
 
             emit_annotation(ctx, conn, old is None, label_id, item_id, user, status, stored,
                             comment, row)
+            # The answer, its dataset rows, counters and queue state are written: whatever
+            # follows each answer in the same transaction (the item's consensus) goes here.
+            consensus.refresh(ctx, conn, [item_id])  # the item's consensus (consensus_ds)
             return {"label_id": label_id, "stats": self.stats(conn, app, owner, counts())}
 
         return ctx.write(write)
+
+    def _count_label(self, conn: sa.Connection, app: sa.Row, item_id: str, old: Any,
+                     status: str) -> dict:
+        """Overlap: count the caller's label of an item (or its removal, a label changed to a
+        skip) in `lb_item_answers`; refuse (409) a label beyond k. Returns what else the
+        answer changes: `deltas` of the team counters (`OVERLAP_KEYS`), the queue `state`
+        the item takes (1 complete, 0 open again, None unchanged) and whether it stays `open`.
+        """
+        k = self.ctx.cfg.annotators_per_item
+        d = int(status == LABELED) - int(old is not None and old.status == LABELED)
+        if not d:
+            n = conn.execute(sa.select(item_answers_table.c.n).where(
+                item_answers_table.c.app == self.ctx.app_id,
+                item_answers_table.c.item_id == item_id)).scalar() or 0
+            return {"open": n < k}
+        n = int(run(conn, _ITEM_ANSWERS_SQL, {"app": self.ctx.app_id, "item_id": item_id,
+                                              "d": d}).scalar_one())
+        if d > 0 and n > k:
+            raise ConflictError(f"item {item_id!r} already has its {k} answers (annotators per "
+                                "item): take the next item")
+
+        def bucket(x: int) -> str | None:
+            return OVERLAP_KEYS[1] if x >= k else OVERLAP_KEYS[0] if x > 0 else None
+
+        deltas: dict[str, int] = {}
+        before, after = bucket(n - d), bucket(n)
+        if before != after:
+            if before:
+                deltas[before] = -1
+            if after:
+                deltas[after] = 1
+        state = 1 if n >= k > n - d else 0 if n - d >= k > n else None
+        return {"deltas": deltas, "state": state, "open": n < k}
 
     def _item(self, item_id: str, row: str) -> Item:
         """The item a kind checks an answer against."""
@@ -261,16 +324,26 @@ class Answers:
     def stats(self, conn: sa.Connection, app: sa.Row, owner: str,
               counts: list[tuple] | None = None) -> dict:
         """The stats answer; `counts`: the rows of `_COUNTS_SQL` when already read."""
+        cfg = self.ctx.cfg
         if counts is None:
-            counts = run(conn, _COUNTS_SQL, {"app": self.ctx.app_id, "owner": owner}).all()
+            counts = run(conn, self.counts_sql, {"app": self.ctx.app_id, "owner": owner}).all()
         counts = dict(counts)
-        total = app.n_items or 0
+        total = int(app.n_items or 0)
         labeled, skipped = counts.get("labeled", 0), counts.get("skipped", 0)
-        aside = self.setaside.summary(conn) if self.ctx.cfg.from_folder else {}
-        return {"labeled": labeled, "skipped": skipped, "total": int(total),
-                "remaining": max(0, int(total) - labeled - skipped - aside.get("set_aside", 0)),
-                "per_label": {k: counts.get(f"label:{k}", 0) for k in self.ctx.kind.types},
-                "session": int(app.q_session or 0), **aside}
+        aside = self.setaside.summary(conn) if cfg.from_folder else {}
+        out = {"labeled": labeled, "skipped": skipped, "total": total,
+               "remaining": max(0, total - labeled - skipped - aside.get("set_aside", 0)),
+               "per_label": {k: counts.get(f"label:{k}", 0) for k in self.ctx.kind.types},
+               "session": int(app.q_session or 0), **aside}
+        if cfg.overlap:
+            # The caller's own answers above; the team's progress here. `remaining`: the
+            # items that still need a label from someone.
+            partial, complete = (counts.get(k, 0) for k in OVERLAP_KEYS)
+            open_ = max(0, total - partial - complete - aside.get("set_aside", 0))
+            out["overlap"] = {"k": cfg.annotators_per_item, "complete": complete,
+                              "partial": partial, "open": open_}
+            out["remaining"] = partial + open_
+        return out
 
     def release(self, user: Any, item_ids: Any) -> dict:
         """End the caller's reservations of `item_ids` now: `{"released", "stats"}`."""

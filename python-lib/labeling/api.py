@@ -6,14 +6,16 @@ Routes (mounted by the host under `/api/v1/webapps/<instance>/`):
 |---|---|---|
 | `GET config` | | categories, multi_label, al_enabled, session, model_version, max_reserved, halting thresholds, warnings, preparing (`{"what", "done", "total"}` or null), and what the kind adds (`boxes`: `object_classes`, `[{"name", "description", "colour", "key"}]`); cheap enough to poll every second |
 | `GET batch` | `size` (1 to the webapp's `max_reserved`, default 20) | `{"items": [{"id", "data", "suggestion", "halting", "uncertainty"}], "stats", "session", "preparing", "is_last_batch", "done"}`; the items are reserved for the caller (`boxes`: `data` has the image's `width` and `height`, `suggestion` is `{"boxes": [{"x", "y", "w", "h", "label", "score"}], "model_version"}`) |
-| `POST labels` | `{"id", "label", "comment"?}` (the answer's field is the kind's: `label` for `choice`, `spans` for `spans`, `boxes` for `boxes`: `[{"x", "y", "w", "h", "label"}]` in pixels of the original image) | `{"label_id", "stats"}`; labeling an item again changes the label; a bad part is a 400 naming it (e.g. `boxes/2 (...): x+w = 341 is outside the image (320 px wide)`) |
+| `POST labels` | `{"id", "label", "comment"?}` (the answer's field is the kind's: `label` for `choice`, `spans` for `spans`, `boxes` for `boxes`: `[{"x", "y", "w", "h", "label"}]` in pixels of the original image) | `{"label_id", "stats"}`; labeling an item again changes the label; a bad part is a 400 naming it (e.g. `boxes/2 (...): x+w = 341 is outside the image (320 px wide)`); with overlap, 409 when k others labeled the item already |
 | `POST skips` | `{"id", "comment"?}` | `{"label_id", "stats"}` |
 | `GET annotations` | `before` (label id), `limit` (1-500, default 50) | `{"annotations": [...], "next_before"}`, the caller's, newest first |
-| `GET stats` | | `{"labeled", "skipped", "total", "remaining", "per_label", "session"}` |
+| `GET stats` | | `{"labeled", "skipped", "total", "remaining", "per_label", "session"}`; with `annotators_per_item` k > 1 also `"overlap": {"k", "complete", "partial", "open"}` (labeled/skipped/per_label the caller's) |
 | `GET media` | `id` (image / sound webapps) | the item's file, with its content type, `ETag`, `Cache-Control` |
 | `POST release` | `{"ids": [...]}` | `{"released"}`; the caller's reservations of those items end now |
 | `GET agreement` | | `{"kind", "items", "annotators", "krippendorff_alpha", "fleiss_kappa", "reasons", "pairwise": [{"a", "b", "n", "cohen_kappa", "agreement" or "f1"}], "per_annotator": [{"annotator", "n", "compared", "agreement", "quality"}], "per_category": [{"category", "answers", "pairs", "confused", "confusion_rate", "confused_with"}], "confusion": {"categories", "counts"}, "scope", "note", "role"}` over the items two annotators or more answered (labeling.quality.agreement); non-admins see only their own row and pairs |
 | `GET learning-curve` | | `{"enough", "points", "given", "random", "accuracy", "given_reached", "random_reached", "summary"}` or `{"enough": false, "message"}` (labeling.report) |
+| `GET review` (role reviewer; both review routes exist when the webapp has a `consensus_ds`) | `size` (1-500, default 20) | `{"items": [{"id", "data", "answers": [{"annotator", "label"}], "consensus", "agreement", "source", "suggestion", "reason", "score"}], "size"}`: the answered items most likely wrong, most suspicious first (`size`: how many are in the queue); scores in labeling.quality.review |
+| `POST review` (role reviewer) | `{"id", "label", "comment"?}` (`label` in the shape of the kind's answer) | the item's consensus row, now `source: reviewed` with the caller as reviewer; the item leaves the review queue |
 
 A webapp component's backend.py is one line: `create_backend = webapp_backend("tabular")`
 (`labeling.ui.webapp_backend`: these routes and the labeling page), or with another annotation
@@ -58,6 +60,8 @@ ITEM_LINKS = {
     "media": {"route": ("GET", "media"), "parameters": {"id": _FIRST_ID}},
     "release": {"route": ("POST", "release"), "requestBody": {"ids": [_FIRST_ID]}},
 }
+REVIEW_QUEUE_SCHEMA = {"type": "object", "properties": {
+    "size": {"type": "integer", "minimum": 1, "maximum": MAX_BATCH, "default": 20}}}
 RELEASE_SCHEMA = {"type": "object", "required": ["ids"], "additionalProperties": False,
                   "properties": {"ids": {"type": "array", "items": _ID, "maxItems": MAX_BATCH,
                                          "description": "items the caller still holds"}}}
@@ -125,6 +129,14 @@ def release_schema(cfg: EngineConfig) -> dict:
 def skip_schema(cfg: EngineConfig) -> dict:
     """SKIP_SCHEMA with this webapp's kind of item id."""
     return {**SKIP_SCHEMA, "properties": {**SKIP_SCHEMA["properties"], "id": _id_schema(cfg)}}
+
+
+def review_schema(engine: LabelingEngine) -> dict:
+    """The `POST review` body: the item id, the final label in the shape of the kind's answer
+    (for `choice`: a category, or a list when multi-label), an optional comment."""
+    return {"type": "object", "required": ["id", "label"], "additionalProperties": False,
+            "properties": {"id": _id_schema(engine.cfg), "label": engine.kind.answer_schema(),
+                           "comment": _COMMENT}}
 
 
 def build_routes(engine: LabelingEngine,
@@ -195,9 +207,33 @@ def build_routes(engine: LabelingEngine,
         ("POST", "release"): {"handler": release, "schema": release_schema(engine.cfg),
                               "summary": "End the caller's reservations of these items now"},
     }
+    if engine.cfg.consensus_ds:  # the review queue works on the consensus kept
+        routes.update(review_routes(engine))
     if engine.dtype.from_folder:
         routes[("GET", "media")] = media_route(engine.dtype)
     return routes
+
+
+def review_routes(engine: LabelingEngine) -> dict:
+    """`GET review` and `POST review` (labeling.quality.review), for reviewers."""
+    from .quality.review import ReviewQueue
+
+    queue = ReviewQueue(engine)
+
+    def review_queue(payload: dict, user: str) -> dict:
+        return queue.items(payload.get("size", 20))
+
+    def review(payload: dict, user: str) -> dict:
+        return queue.review(user, payload["id"], payload["label"], payload.get("comment"))
+
+    return {
+        ("GET", "review"): {
+            "handler": review_queue, "schema": REVIEW_QUEUE_SCHEMA, "role": "reviewer",
+            "summary": "The answered items most likely wrong, most suspicious first"},
+        ("POST", "review"): {
+            "handler": review, "schema": review_schema(engine), "role": "reviewer",
+            "summary": "A reviewer's final label: the item's consensus (source reviewed)"},
+    }
 
 
 class LabelingBackend:

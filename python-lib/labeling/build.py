@@ -19,6 +19,7 @@ from .publish import SessionKey
 from .queue import IndexNotReady, Ranking, RankingChanged, Slice
 from .store import (
     _INSERT_ITEMS_SQL,
+    _MARK_COMPLETE_SQL,
     _MARK_DONE_SQL,
     apps_table,
     cursors_table,
@@ -143,9 +144,14 @@ class QueueBuilder:
         """Write positions `[start, stop)` of queue `qid` (their rows in `part`)."""
         with pipeline(conn):  # nothing read back: one round trip on PostgreSQL
             insert_queue_positions(conn, qid, iset, part)
-            if not self.ctx.cfg.per_annotator:
+            cfg = self.ctx.cfg
+            if cfg.shared:
                 conn.execute(_MARK_DONE_SQL, {"qid": qid, "lo": start, "hi": stop,
                                               "app": self.ctx.app_id})
+            elif cfg.overlap:
+                conn.execute(_MARK_COMPLETE_SQL, {"qid": qid, "lo": start, "hi": stop,
+                                                  "app": self.ctx.app_id,
+                                                  "k": cfg.annotators_per_item})
             conn.execute(sa.update(queues_table).where(queues_table.c.id == qid).values(
                 filled=stop, complete=stop >= length))
 

@@ -3,7 +3,8 @@
 The demo project holds a pool of items (by default the 1,797 hand-written digits of
 ``sklearn.datasets.load_digits`` as PNG files in a managed folder), a labeling webapp, the
 Train classifier and Query Sampler recipes, and the ``active-learning`` scenario: every n
-labels it retrains the classifier, re-ranks the pool and records the labeling metrics.
+labels it retrains the classifier, re-ranks the pool, finds likely mislabeled items (the
+``label_issues`` dataset; choice demos only) and records the labeling metrics.
 
 The true labels are kept out of the pool, in ``ground_truth.csv`` at the project's root, for
 simulated annotators (tests, benchmarks); the webapp never reads it. The pools themselves
@@ -60,7 +61,8 @@ def project_config(data: DemoData, n: int = DEFAULT_N) -> dict:
         webapp_params["id_column"] = data.id_column
     if data.text_column:
         webapp_params["text_column"] = data.text_column
-    datasets = {name: {} for name in ("labels", "metadata", "queries", "metrics")}
+    datasets = {name: {} for name in ("labels", "metadata", "queries", "metrics",
+                                      "label_issues")}
     if not folder_pool:
         datasets = {"unlabeled": {"description": "the pool of items to label"}, **datasets}
     return {
@@ -82,11 +84,15 @@ def project_config(data: DemoData, n: int = DEFAULT_N) -> dict:
         "webapps": {data.webapp: {"type": f"{PLUGIN}/{data.data_type}-labeling",
                                   "params": webapp_params}},
         "scenarios": {SCENARIO: {
-            "description": f"Every {n} labels: retrain, re-rank the pool, record metrics.",
+            "description": f"Every {n} labels: retrain, re-rank the pool, find likely "
+                           "mislabeled items, record metrics.",
             "triggers": [{"type": f"{PLUGIN}/every-n-labelings", "name": "every-n-labelings",
                           "params": {"i_labeling_count": n, "ds_metadata": "metadata",
                                      "ds_queries": "queries"}}],
+            # Label issues after the re-rank: annotators get the new queue first.
             "steps": [{"recipe": "train"}, {"recipe": "sample"},
+                      {"step": f"{PLUGIN}/label-issues", "name": "label-issues",
+                       "params": {"ds_label_issues": "label_issues"}},
                       {"step": f"{PLUGIN}/labeling-metrics", "name": "labeling-metrics",
                        "params": {"ds_metrics": "metrics"}}],
         }},
@@ -101,6 +107,11 @@ def spans_config(data: DemoData, n: int = DEFAULT_N) -> dict:
                              f"dates; every {n} labels the span tagger retrains and the "
                              "queue is re-ranked by its smallest token margin.")
     config["models"] = {"tagger": {}}
+    # Label issues judge category labels (choice): not part of the spans loop.
+    del config["datasets"]["label_issues"]
+    scenario = config["scenarios"][SCENARIO]
+    scenario["steps"] = [s for s in scenario["steps"] if s.get("name") != "label-issues"]
+    scenario["description"] = f"Every {n} labels: retrain, re-rank the pool, record metrics."
     config["recipes"] = {
         "train": {"type": f"{PLUGIN}/train-span-tagger", "inputs": {"labels": "labels"},
                   "outputs": {"model": "tagger"},

@@ -11,6 +11,10 @@ Reservations: every item of a batch is reserved for `reservation_seconds`, renew
 the annotator answers; an annotator holds at most `max_reserved` items; `release` ends the
 caller's reservations at once (a page that is closed sends it).
 
+Overlap (`annotators_per_item` k > 1): an item is served to up to k annotators at once (its
+labels plus the live reservations of others stay under k), never to one who answered it, and
+stays queued until k annotators labeled it; a skip takes it out of the skipper's stream only.
+
 Halting (`labeling.stopping`): the session's low/high thresholds are quantiles of its
 uncertainties; an item's halting value is 0 at or under the low one (the model learns little
 from it), 1 at or over the high one, linear in between.
@@ -66,6 +70,8 @@ from .store import (
     _ITEM_COLS,
     _ITEM_SQL,
     _MARK_DONE_SQL,
+    _OVERLAP_BATCH_SQL,
+    _OVERLAP_PENDING_SQL,
     _OWN_BATCH_SQL,
     _PENDING_SQL,
     _RENEW_SQL,
@@ -148,7 +154,7 @@ class EngineContext:
 
     def owner(self, user: str) -> str:
         """Whose annotation an answer is: the annotator's, or everyone's (shared labels)."""
-        return user if self.cfg.per_annotator else ""
+        return "" if self.cfg.shared else user
 
 
 class LabelingEngine:
@@ -278,18 +284,23 @@ class LabelingEngine:
             pending = bool(rows) or not app.complete
         else:
             args = {"app": self.app_id, "qid": app.queue_id, "now": now, "user": user}
+            batch_sql = _SHARED_BATCH_SQL
+            if self.cfg.overlap:
+                batch_sql = _OVERLAP_BATCH_SQL
+                args["k"] = self.cfg.annotators_per_item
             # What the caller holds, the counters and the candidates: one round trip on
             # PostgreSQL (a folder's items are screened first: their query runs alone).
             with pipeline(conn):
                 held = run(conn, _HELD_SQL, args)
-                counts = run(conn, _COUNTS_SQL, {"app": self.app_id, "owner": owner})
+                counts = run(conn, self.answers.counts_sql,
+                             {"app": self.app_id, "owner": owner})
                 first = None if self.cfg.from_folder else run(
-                    conn, _SHARED_BATCH_SQL, {**args, "limit": size + 1})
+                    conn, batch_sql, {**args, "limit": size + 1})
 
             def candidates(n: int) -> list:
                 if first is not None and n == size + 1:
                     return first.all()
-                return run(conn, _SHARED_BATCH_SQL, {**args, "limit": n}).all()
+                return run(conn, batch_sql, {**args, "limit": n}).all()
 
             rows = self.setaside.screened(conn, app.queue_id, size, candidates)
             held = held.scalar_one()
@@ -311,7 +322,8 @@ class LabelingEngine:
                     **{f"item{i}": item_id for i, item_id in enumerate(ids)}})
             pending = bool(rows) or not app.complete
             if not rows and app.complete:
-                pending = conn.execute(_PENDING_SQL, {"qid": app.queue_id}).first() is not None
+                pending = (conn.execute(_OVERLAP_PENDING_SQL, args) if self.cfg.overlap else
+                           conn.execute(_PENDING_SQL, {"qid": app.queue_id})).first() is not None
         stats = self.answers.stats(conn, app, owner, None if counts is None else counts.all())
         top = max((r.pos for r in rows), default=int(app.filled or 0))
         return {"rows": rows, "served": served, "stats": stats, "pending": pending,
@@ -362,7 +374,8 @@ class LabelingEngine:
         return {"annotations": out, "next_before": out[-1]["label_id"] if out else None}
 
     def stats(self, user: Any = None) -> dict:
-        """`{"labeled", "skipped", "total", "remaining", "per_label", "session"}`."""
+        """`{"labeled", "skipped", "total", "remaining", "per_label", "session"}`, and with
+        overlap `"overlap": {"k", "complete", "partial", "open"}` (`Answers.stats`)."""
         user = check_user(user)
         self.sessions.ensure_queue()
         with self.engine.connect() as conn:
@@ -394,6 +407,7 @@ class LabelingEngine:
             "webapp": self.cfg.webapp, "data_type": self.cfg.data_type, "kind": self.kind.name,
             "categories": [{"name": k, "description": v} for k, v in self.kind.types.items()],
             "multi_label": self.cfg.multi_label, "per_annotator": self.cfg.per_annotator,
+            "annotators_per_item": self.cfg.annotators_per_item,
             "label_column": self.cfg.label_col,
             "reservation_seconds": self.cfg.reservation_seconds,
             "max_reserved": self.max_reserved,

@@ -21,6 +21,7 @@ Settings keys (webapp.json param names, as the Dataiku plugin had them, plus Lab
 | `queries_ds` | DATASET, optional | the Query Sampler's output: most uncertain items first |
 | `multi_label` | BOOLEAN, default false | a label is a list of categories |
 | `labels_per_annotator` | BOOLEAN, default false | every annotator sees every item (agreement) |
+| `annotators_per_item` | INT, default 1 (1-20) | overlap k: an item stays queued until k distinct annotators labeled it, each answer kept as that annotator's; nobody gets an item twice; a skip takes the item out of the skipper's stream only (it still needs k labels); not with `labels_per_annotator` |
 | `reservation_seconds` | INT, default 120 | how long served items stay reserved for an annotator who does not answer (an answer renews them once half of that is gone) |
 | `max_reserved` | INT, default 50 | the most items one annotator may hold at once (and the largest batch) |
 | `id_column` | COLUMN, optional | the pool column holding item ids (else a hash of the row) |
@@ -29,6 +30,8 @@ Settings keys (webapp.json param names, as the Dataiku plugin had them, plus Lab
 | `seed` | INT, default 0 | the random order used when there are no queries |
 | `batch_size` | INT, default 20 (1-500) | the items the page asks for at once |
 | `allow_relabel` | BOOLEAN, default false | shared labels: an annotator may answer an item someone else answered (a new annotation; the earlier one stays in the history); otherwise 409 |
+| `consensus_ds` | DATASET, optional | written as answers come in: one row per answered item (`labeling.quality.consensus`); the review queue needs it |
+| `label_issues_ds` | DATASET, optional | the find-label-issues recipe's output, read by the review queue |
 """
 
 from __future__ import annotations
@@ -69,12 +72,25 @@ class EngineConfig:
     max_reserved: int = DEFAULT_MAX_RESERVED
     extra: dict[str, Any] = field(default_factory=dict)
     allow_relabel: bool = False
+    annotators_per_item: int = 1
     kind: str = "choice"  # the annotation kind (labeling.kinds); its settings are in `extra`
+    consensus_ds: str | None = None  # labeling.quality.consensus writes it
+    label_issues_ds: str | None = None  # the review queue reads it
 
     @property
     def from_folder(self) -> bool:
         """Whether items are files of a managed folder (image, sound)."""
         return self.data_type in FOLDER_TYPES
+
+    @property
+    def overlap(self) -> bool:
+        """Whether items are labeled by several annotators each (`annotators_per_item` > 1)."""
+        return self.annotators_per_item > 1
+
+    @property
+    def shared(self) -> bool:
+        """Whether an item gets one answer, everyone's (else each annotator's own)."""
+        return not (self.per_annotator or self.overlap)
 
     @property
     def label_id_col(self) -> str:
@@ -148,12 +164,15 @@ def parse_settings(config: Mapping[str, Any], data_type: str, webapp: str,
     labels_ds = _name(config, "labels_ds", "dataset the labels are written to")
     metadata_ds = _name(config, "metadata_ds", "dataset the labeling metadata is written to")
     queries_ds = _name(config, "queries_ds", "queries dataset", required=False)
+    consensus_ds = _name(config, "consensus_ds", "consensus dataset", required=False)
+    label_issues_ds = _name(config, "label_issues_ds", "label issues dataset", required=False)
     label_col = config.get("label_col_name") or "label"
     if not isinstance(label_col, str) or not _LABEL_COL_RE.match(label_col):
         raise ConfigError(f"label column name {label_col!r} is not valid: use letters, digits "
                           "and '_', starting with a letter")
     names = {"labels_ds": labels_ds, "metadata_ds": metadata_ds, "queries_ds": queries_ds,
-             "unlabeled": unlabeled}
+             "unlabeled": unlabeled, "consensus_ds": consensus_ds,
+             "label_issues_ds": label_issues_ds}
     seen: dict[str, str] = {}
     for key, value in names.items():
         if value is None or (key == "unlabeled" and data_type in FOLDER_TYPES):
@@ -176,8 +195,14 @@ def parse_settings(config: Mapping[str, Any], data_type: str, webapp: str,
         text_column=config.get("text_column") or None, seed=config.get("seed") or 0,
         max_reserved=config.get("max_reserved") or DEFAULT_MAX_RESERVED,
         allow_relabel=bool(config.get("allow_relabel", False)),
+        annotators_per_item=int(config.get("annotators_per_item") or 1),
         kind=kind, extra=kind_cls.settings(config),
+        consensus_ds=consensus_ds, label_issues_ds=label_issues_ds,
     )
+    if cfg.overlap and cfg.per_annotator:
+        raise ConfigError(f"annotators_per_item is {cfg.annotators_per_item} but "
+                          "labels_per_annotator is on (every annotator already labels every "
+                          "item): set annotators_per_item to 1 or turn labels_per_annotator off")
     if data_type in FOLDER_TYPES and (cfg.id_column or cfg.columns or cfg.text_column):
         raise ConfigError(f"{data_type} items are files: id_column, columns and text_column "
                           "do not apply; clear them")

@@ -15,13 +15,20 @@ need), in the engine's own tables:
   Only the positions annotators are about to reach are written (`filled`), a few thousand
   at a time (see `labeling.queue`), so a new order of a million items is served within a
   second. A batch is an indexed range query on `(qid, state, pos)`.
-- `lb_reservations`: item -> annotator, expiry (epoch seconds).
+- `lb_reservations`: (item, annotator) -> expiry (epoch seconds). With overlap
+  (`annotators_per_item` k > 1) up to k annotators hold an item at once, less those who
+  already labeled it; otherwise one.
+- `lb_item_answers`: overlap (k > 1): how many annotators labeled each item (skips do not
+  count), updated in the answer's transaction; an item leaves the queue (state 1) at k.
 - `lb_annotations`: one row per (item, owner) annotation; `label_id` is an AUTOINCREMENT
   key, so label ids grow and are never reused, across processes. `owner` is `""` with shared
-  labels, the annotator with per-annotator labels. Keeps the rows it wrote in the labels and
+  labels, the annotator with per-annotator labels and with overlap. Keeps the rows it wrote in the labels and
   metadata datasets, so a change is an UPDATE of those rows.
-- `lb_counts`: the stats counters, updated in the label's transaction.
+- `lb_counts`: the stats counters, updated in the label's transaction (overlap: each
+  annotator's own, and the items partly answered and complete under owner `""`).
 - `lb_cursors`: per-annotator mode, the position before which an annotator has answered all.
+- `lb_consensus`: each answered item's consensus and its row in the consensus dataset;
+  defined and written by `labeling.quality.consensus` (in the answer's transaction).
 
 The tables are made and changed by the plugin's Alembic history alone (`labeling.migrations`,
 brought to head by the host: see README, "Schema migrations"); these definitions must match
@@ -123,10 +130,17 @@ reservations_table = sa.Table(
     "lb_reservations", metadata,
     sa.Column("app", sa.Integer, primary_key=True),
     sa.Column("item_id", sa.Text, primary_key=True),
-    sa.Column("annotator", sa.String(MAX_USER), nullable=False),
+    # In the key since lb0005: with overlap several annotators hold one item.
+    sa.Column("annotator", sa.String(MAX_USER), primary_key=True),
     sa.Column("until", sa.Float, nullable=False),
     # Annotator first (migration lb0003): the primary key is the only index led by `app`.
     sa.Index("ix_lb_reservations_user", "annotator", "app"),
+)
+item_answers_table = sa.Table(
+    "lb_item_answers", metadata,
+    sa.Column("app", sa.Integer, primary_key=True),
+    sa.Column("item_id", sa.Text, primary_key=True),
+    sa.Column("n", sa.Integer, nullable=False),  # annotators whose answer is a label
 )
 annotations_table = sa.Table(
     "lb_annotations", metadata,
@@ -145,6 +159,7 @@ annotations_table = sa.Table(
     sa.Column("meta_row", sa.Integer),
     sa.UniqueConstraint("app", "owner", "item_id", name="uq_lb_annotations_item"),
     sa.Index("ix_lb_annotations_user", "annotator", "app", "label_id"),
+    sa.Index("ix_lb_annotations_item", "item_id", "app"),  # an item's answers (consensus)
     sqlite_autoincrement=True,  # never reuse a label id, even the highest after a delete
 )
 counts_table = sa.Table(
@@ -165,12 +180,13 @@ cursors_table = sa.Table(
 @functools.cache
 def reserve_sql(n: int) -> sa.TextClause:
     """Reserve `n` items for one annotator until a time, in one statement (one round trip,
-    not an executemany); an item someone else held (expired) changes hands. Parameters `app`,
-    `annotator`, `until` and `item0`, `item1`... (distinct items)."""
+    not an executemany); a reservation the annotator had is extended. Parameters `app`,
+    `annotator`, `until` and `item0`, `item1`... (distinct items). The batch queries serve an
+    item only while others hold fewer than allowed: an expired reservation of someone else
+    counts for nothing and goes when the item is answered."""
     rows = ", ".join(f"(:app, :item{i}, :annotator, :until)" for i in range(n))
     return sa.text(f"INSERT INTO lb_reservations (app, item_id, annotator, until) VALUES {rows} "
-                   "ON CONFLICT (app, item_id) DO UPDATE SET annotator = excluded.annotator, "
-                   "until = excluded.until")
+                   "ON CONFLICT (app, item_id, annotator) DO UPDATE SET until = excluded.until")
 
 
 # Renewed once half their time is gone, not on every answer. Why: rewriting all the items an
@@ -192,13 +208,47 @@ _ITEM_COLS = ("q.pos, q.item_id, q.uncertainty, q.prediction, q.confidence, q.ha
 # reservations table's statistics, and before autovacuum first analyzes it (a new project, a
 # busy first minute) it guesses one row and may scan every reservation once per queue row:
 # 30-120 ms per batch with 32 annotators holding 20 items each. A scalar subquery runs as one
-# probe of the primary key (app, item_id) per row the LIMIT reads, with or without statistics.
+# probe of the primary key (app, item_id, ...) per row the LIMIT reads, with or without
+# statistics. LIMIT 1: two processes may reserve one item at the same moment.
 _SHARED_BATCH_SQL = sa.text(
     f"SELECT {_ITEM_COLS}, COALESCE((SELECT 1 FROM lb_reservations r WHERE r.app = :app AND "
     "r.item_id = q.item_id AND r.annotator = :user AND r.until > :now), 0) AS mine "
     "FROM lb_queue q WHERE q.qid = :qid AND q.state = 0 AND (SELECT 1 FROM lb_reservations r "
-    "WHERE r.app = :app AND r.item_id = q.item_id AND r.until > :now AND r.annotator <> :user) "
-    "IS NULL ORDER BY q.pos LIMIT :limit")
+    "WHERE r.app = :app AND r.item_id = q.item_id AND r.until > :now AND r.annotator <> :user "
+    "LIMIT 1) IS NULL ORDER BY q.pos LIMIT :limit")
+# Overlap (k > 1): a position is served to the caller while it is pending (fewer than k
+# labels), the caller has no answer for it, and its labels plus the live reservations of others
+# are fewer than k: the k annotators get it in parallel, and no more. Each condition is a probe
+# of a primary or unique key, for the reason above.
+_OVERLAP_BATCH_SQL = sa.text(
+    f"SELECT {_ITEM_COLS}, COALESCE((SELECT 1 FROM lb_reservations r WHERE r.app = :app AND "
+    "r.item_id = q.item_id AND r.annotator = :user AND r.until > :now), 0) AS mine "
+    "FROM lb_queue q WHERE q.qid = :qid AND q.state = 0 AND (SELECT 1 FROM lb_annotations a "
+    "WHERE a.app = :app AND a.owner = :user AND a.item_id = q.item_id) IS NULL AND "
+    "COALESCE((SELECT c.n FROM lb_item_answers c WHERE c.app = :app AND "
+    "c.item_id = q.item_id), 0) + (SELECT count(*) FROM lb_reservations r WHERE r.app = :app "
+    "AND r.item_id = q.item_id AND r.until > :now AND r.annotator <> :user) < :k "
+    "ORDER BY q.pos LIMIT :limit")
+# Overlap: whether the caller may still get something (a pending position they did not answer).
+_OVERLAP_PENDING_SQL = sa.text(
+    "SELECT 1 FROM lb_queue q WHERE q.qid = :qid AND q.state = 0 AND (SELECT 1 FROM "
+    "lb_annotations a WHERE a.app = :app AND a.owner = :user AND a.item_id = q.item_id) IS NULL "
+    "LIMIT 1")
+# Overlap: the labels of an item changed by `d` (+1, -1): its count after.
+_ITEM_ANSWERS_SQL = sa.text(
+    "INSERT INTO lb_item_answers (app, item_id, n) VALUES (:app, :item_id, :d) "
+    "ON CONFLICT (app, item_id) DO UPDATE SET n = lb_item_answers.n + excluded.n RETURNING n")
+# Overlap: an item back in the queue (a label changed to a skip left it under k labels).
+_UNDONE_SQL = sa.text(
+    "UPDATE lb_queue SET state = 0 WHERE qid = :qid AND item_id = :item_id AND state = 1")
+_UNRESERVE_MINE_SQL = sa.text(
+    "DELETE FROM lb_reservations WHERE app = :app AND item_id = :item_id AND "
+    "annotator = :user")
+# Overlap: the caller's counters with the team's (`overlap:*` under owner "").
+OVERLAP_KEYS = ("overlap:partial", "overlap:complete")
+_OVERLAP_COUNTS_SQL = sa.text(
+    "SELECT key, n FROM lb_counts WHERE app = :app AND (owner = :owner OR (owner = '' AND "
+    "key IN ('overlap:partial', 'overlap:complete')))")
 _OWN_BATCH_SQL = sa.text(
     f"SELECT {_ITEM_COLS}, 1 AS mine FROM lb_queue q "
     "WHERE q.qid = :qid AND q.pos >= :cursor AND NOT EXISTS (SELECT 1 FROM lb_annotations a "
@@ -224,6 +274,11 @@ _MARK_DONE_SQL = sa.text(
     "UPDATE lb_queue SET state = 1 WHERE qid = :qid AND pos >= :lo AND pos < :hi AND "
     "(SELECT 1 FROM lb_annotations a WHERE a.app = :app AND a.owner = '' "
     "AND a.item_id = lb_queue.item_id) IS NOT NULL")
+# Overlap: the positions written for a new queue that k annotators labeled already.
+_MARK_COMPLETE_SQL = sa.text(
+    "UPDATE lb_queue SET state = 1 WHERE qid = :qid AND pos >= :lo AND pos < :hi AND "
+    "(SELECT c.n FROM lb_item_answers c WHERE c.app = :app AND c.item_id = lb_queue.item_id) "
+    ">= :k")
 _INSERT_ITEMS_SQL = sa.text(
     "INSERT INTO lb_items (iset, item_id, seq, row) VALUES (:iset, :item_id, :seq, :row) "
     "ON CONFLICT DO NOTHING")

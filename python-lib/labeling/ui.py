@@ -230,6 +230,29 @@ def make_document(doc: Any, page: PageSettings, resource_base: str | None = None
     doc.template_variables.update(_page_variables(boot, resource_base))
 
 
+def page_mode(doc: Any) -> str:
+    """`review` for a page opened with `?mode=review` (Review mode), else `label`."""
+    try:
+        args = doc.session_context.request.arguments
+    except AttributeError:  # a document built outside a server session
+        return "label"
+    raw = (args.get("mode") or [b""])[0]
+    return "review" if raw in (b"review", "review") else "label"
+
+
+def make_review_document(doc: Any, page: PageSettings, resource_base: str | None = None
+                         ) -> None:
+    """Fill a Bokeh document with the Review mode of one webapp (resource/review.js)."""
+    boot = {**bootstrap(page), "mode": "review"}
+    doc.title = f"Review · {page.webapp}"
+    doc.template = _env.get_template("review.html")
+    doc.template_variables.update(
+        _page_variables(boot, resource_base),
+        ll_multi=bool(page.multi_label),
+        ll_review_js=resource_url("review.js", resource_base),
+        ll_review_css=resource_url("review.css", resource_base))
+
+
 def _page_variables(boot: dict[str, Any], resource_base: str | None = None) -> dict[str, Any]:
     return {
         "ll_title": boot.get("title", "Labeling"),
@@ -243,6 +266,7 @@ def _page_variables(boot: dict[str, Any], resource_base: str | None = None) -> d
         if boot.get("kind") == "spans" else None,
         "ll_curve_js": resource_url("learning-curve.js", resource_base),
         "ll_agreement_js": resource_url("agreement.js", resource_base),
+        "ll_review": bool(boot.get("review")),  # the Review tab (a consensus is kept)
     }
 
 
@@ -305,9 +329,11 @@ class LabelingPageBackend(LabelingBackend):
             api_base=self.ctx.api_prefix, batch_size=self.batch_size,
             user=named if fixed else None,
             extra={"session_user": None if fixed else named, "autoplay": self.autoplay,
-                   "kind": self.cfg.kind, **self.engine.kind.config()},
+                   "kind": self.cfg.kind, "review": bool(self.cfg.consensus_ds),
+                   **self.engine.kind.config()},
         )
-        make_document(doc, page, resource_base=getattr(self.ctx, "resource_url", None))
+        make = make_review_document if page_mode(doc) == "review" else make_document
+        make(doc, page, resource_base=getattr(self.ctx, "resource_url", None))
 
 
 def webapp_backend(data_type: str, kind: str = "choice") -> Callable[[Any], Any]:
