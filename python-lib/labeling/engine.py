@@ -318,7 +318,10 @@ class LabelingEngine:
                 "capped": capped}, app, top
 
     def _item(self, r: sa.Row) -> dict:
-        return {"id": r.item_id, "data": self.dtype.render(r.item_id, json.loads(r.row)),
+        data = self.kind.render(self.dtype.render(r.item_id, json.loads(r.row)),
+                                (lambda: self.dtype._file(r.item_id))
+                                if self.cfg.from_folder else None)
+        return {"id": r.item_id, "data": data,
                 "suggestion": self.kind.suggestion(r.prediction, r.confidence, r.model_version),
                 "halting": r.halting, "uncertainty": r.uncertainty}
 

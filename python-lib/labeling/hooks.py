@@ -33,7 +33,7 @@ def register_query_strategies(register):
 
 @hookimpl
 def register_annotation_kinds(register):
-    """The built-in annotation kinds, `choice` and `spans` (labeling.kinds)."""
+    """The built-in annotation kinds, `choice`, `spans` and `boxes` (labeling.kinds)."""
     register_builtin_kinds(register)
 
 
@@ -48,12 +48,15 @@ def register_api_routes(register):
 @hookimpl
 def register_dataset_formats(register):
     """Label Studio JSON and COCO (labeling.interop.formats), CoNLL 2003 and spaCy-style
-    JSON Lines (labeling.spans.formats) for `dataset import|export`."""
+    JSON Lines (labeling.spans.formats), YOLO and Pascal VOC (labeling.boxes.formats) for
+    `dataset import|export`."""
+    from .boxes.formats import register_box_formats
     from .interop.formats import register_formats
     from .spans.formats import register_span_formats
 
     register_formats(register)
     register_span_formats(register)
+    register_box_formats(register)
 
 
 @hookimpl

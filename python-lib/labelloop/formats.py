@@ -5,11 +5,13 @@ line; nested values are kept as JSON text). Plugins add formats with the hook
 `register_dataset_formats(register)`: `register(name, read=None, write=None, extensions=(),
 description="", read_options=None, write_options=None)` where
 
-- `read(path, options) -> {dataset suffix or "": DataFrame}`: "" is the dataset named on the
+- `read(path, options) -> {dataset suffix or "": DataFrame}` (`path`: a file, or a directory
+  for a format that reads one, e.g. YOLO): "" is the dataset named on the
   command line; other keys name extra datasets (an option may rename them, see the format's
   description). Raise LabelloopError naming the line / record on a bad file.
 - `write(project, name, path, options) -> int`: write dataset `name` (and what it needs of
-  other datasets) to `path`; returns the number of records written.
+  other datasets) to `path` (a file, or a directory the format makes); returns the number
+  of records written.
 - `read_options` / `write_options`: the `-o KEY=VALUE` keys the import / export takes,
   `{key: one line of help}`. Any other key is refused before anything is read or written,
   with the list of the known ones; a format that declares none takes no options.
@@ -263,9 +265,11 @@ def import_file(project: Project, name: str, path: str | Path, fmt: str | None =
 
     `show_progress`: a bar on a terminal, periodic log lines otherwise (the CLI)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise NotFoundError(f"no such file: {path}")
     f = format_for(path, fmt, project.registry, "read")
+    if not path.is_file() and (f.builtin or f.read is None):
+        raise LabelloopError(f"{path} is a directory: a {f.name} import reads a file")
     options = dict(options or {})
     f.check_options(options, "read")
     if f.builtin and f.read is None and f.name == "csv" and show_progress:

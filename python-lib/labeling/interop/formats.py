@@ -29,13 +29,18 @@ webapp that writes this labels dataset), or, with `-o media_prefix=PREFIX`, `PRE
 `width`, `height` read from the image files), `categories`, and one image-level
 `annotations` entry per label (`image_id`, `category_id`, no box). The files are looked up in
 `-o folder=FOLDER`, else in the folder of the labeling webapp that writes this labels dataset.
+A labels dataset of boxes is written as COCO object detection, and a COCO file with boxes
+read back as boxes (`labeling.boxes.formats`).
+
+Boxes in Label Studio JSON are `rectanglelabels` results, percentages of the image's size
+(`original_width` / `original_height`), converted to and from pixels exactly; an export
+reads the sizes from the images (`-o folder=`, as for coco).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import struct
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -46,6 +51,17 @@ import pandas as pd
 from labelloop.errors import LabelloopError
 from labelloop.formats import atomic_file
 
+from ..boxes.formats import (
+    box_results,
+    boxes_of_results,
+    has_box_results,
+    has_coco_boxes,
+    images_root,
+    is_box_column,
+    read_coco_boxes,
+    write_coco_boxes,
+)
+from ..kinds.boxes import image_size, parse_boxes
 from ..spans.formats import has_span_results, is_span_column, span_results, spans_of_results
 from ..spans.tokens import dumps_spans, parse_spans
 from .labelstudio import (
@@ -98,6 +114,8 @@ def read_label_studio(path: Path, options: dict) -> dict[str, pd.DataFrame]:
     # A file with `labels` (span) results holds spans: an empty result is then "no entities".
     spans_file = any(has_span_results(a) for t in tasks if isinstance(t, dict)
                      for key in ("annotations", "predictions") for a in t.get(key) or [])
+    boxes_file = any(has_box_results(a) for t in tasks if isinstance(t, dict)
+                     for key in ("annotations", "predictions") for a in t.get(key) or [])
     data_key = options.get("data_key") or "text"
     for k, task in enumerate(tasks):
         where = f"task {k + 1}" + (f" (id {task.get('id')})" if isinstance(task, dict)
@@ -121,10 +139,13 @@ def read_label_studio(path: Path, options: dict) -> dict[str, pd.DataFrame]:
             if spans_file:
                 chosen = [json.dumps(spans_of_results(p, _text_of(task, data_key), where),
                                      separators=(",", ":"))]
+            elif boxes_file:
+                chosen = [json.dumps(boxes_of_results(p, where))]
             score = p.get("score")
             item_score = next((r.get("score") for r in p.get("result") or []
                                if isinstance(r, dict) and isinstance(r.get("score"), int | float)),
-                              None) if not spans_file else None  # spans: each has its own
+                              None) if not (spans_file or boxes_file) else None  # each
+            # span or box has its own score
             if score is not None and not isinstance(score, int | float):
                 raise _bad(path, where, f"prediction score {score!r} is not a number")
             unc = None
@@ -144,6 +165,9 @@ def read_label_studio(path: Path, options: dict) -> dict[str, pd.DataFrame]:
             cancelled = bool(a.get("was_cancelled"))
             if spans_file and not cancelled:
                 chosen = [dumps_spans(spans_of_results(a, _text_of(task, data_key), where))]
+            elif boxes_file and not cancelled:
+                chosen = [json.dumps([{k: b[k] for k in ("x", "y", "w", "h", "label")}
+                                      for b in boxes_of_results(a, where)])]
             if not chosen and not cancelled:
                 raise _bad(path, where, f"annotation {a.get('id')} has no choices result "
                                         "(Labelloop imports classification labels)")
@@ -190,8 +214,9 @@ def _date(value: Any) -> dt.datetime:
 def labels_to_tasks(labels: pd.DataFrame, label_col: str, metadata: pd.DataFrame | None = None,
                     data_key: str = "text", text_column: str | None = None,
                     label_config: str | None = None, from_name: str | None = None,
-                    to_name: str | None = None) -> list[dict]:
-    """Label Studio tasks with annotations from a labels dataset (+ metadata for annotators)."""
+                    to_name: str | None = None, sizes: dict | None = None) -> list[dict]:
+    """Label Studio tasks with annotations from a labels dataset (+ metadata for annotators;
+    `sizes`: path -> (width, height) of the images, for boxes)."""
     control = parse_label_config(label_config) if label_config else None
     from_name = from_name or (control.from_name if control else "label")
     to_name = to_name or (control.to_name if control else data_key)
@@ -205,7 +230,8 @@ def labels_to_tasks(labels: pd.DataFrame, label_col: str, metadata: pd.DataFrame
             if r.get(lid) is not None:
                 who[int(r[lid])] = r
     data_cols = [c for c in labels.columns if c not in (label_col, lid, TASK_ID)]
-    spans_column = is_span_column(labels[label_col])
+    boxes_column = is_box_column(labels[label_col])
+    spans_column = not boxes_column and is_span_column(labels[label_col])
     tasks = []
     for k, r in enumerate(labels.to_dict("records")):
         data = {c: json_safe(r[c]) for c in data_cols}
@@ -215,7 +241,12 @@ def labels_to_tasks(labels: pd.DataFrame, label_col: str, metadata: pd.DataFrame
         elif "path" in data:
             data[data_key] = data["path"]
         value = r[label_col]
-        if spans_column:
+        if boxes_column:
+            width, height = (sizes or {})[str(r["path"])]
+            result = [{**item, "origin": "manual"} for item in box_results(
+                parse_boxes(value, f"row {k + 1}", width, height), width, height, from_name,
+                to_name)]
+        elif spans_column:
             text = str(data.get(data_key) or "")
             result = [{**item, "origin": "manual"} for item in span_results(
                 parse_spans(value, text, f"row {k + 1}"), text, from_name, to_name)]
@@ -289,56 +320,29 @@ def write_label_studio(project: Any, name: str, path: Path, options: dict) -> in
         labels = labels.assign(**{data_key: media_urls(project, name, labels["path"],
                                                        options)})
         labels = labels[[c for c in labels.columns if c != data_key] + [data_key]]
-    tasks = labels_to_tasks(labels, options.get("label_col") or "label", metadata, data_key,
+    label_col = options.get("label_col") or "label"
+    sizes = None
+    if kind == "image" and label_col in labels.columns and is_box_column(labels[label_col]):
+        root = images_root(project, name, options)
+        sizes = {str(p): image_size(root / str(p)) for p in labels["path"].unique()}
+    tasks = labels_to_tasks(labels, label_col, metadata, data_key,
                             options.get("text_column"), options.get("label_config"),
-                            options.get("from_name"), options.get("to_name"))
+                            options.get("from_name"), options.get("to_name"), sizes)
     with atomic_file(path) as fh:
         json.dump(tasks, fh, ensure_ascii=False, indent=1)
     return len(tasks)
 
 
 # ------------------------------------------------------------------ COCO
-def _image_size(path: Path) -> tuple[int | None, int | None]:
-    """Width and height from a PNG / GIF / BMP / JPEG header (None when unreadable)."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(32)
-            if head[:8] == b"\x89PNG\r\n\x1a\n":
-                return struct.unpack(">II", head[16:24])
-            if head[:6] in (b"GIF87a", b"GIF89a"):
-                return struct.unpack("<HH", head[6:10])
-            if head[:2] == b"BM":
-                w, h = struct.unpack("<ii", head[18:26])
-                return w, abs(h)
-            if head[:2] == b"\xff\xd8":
-                fh.seek(2)
-                while True:
-                    marker, size = struct.unpack(">HH", fh.read(4))
-                    if 0xFFC0 <= marker <= 0xFFC3:
-                        h, w = struct.unpack(">xHH", fh.read(5))
-                        return w, h
-                    fh.seek(size - 2, 1)
-    except (OSError, struct.error):
-        pass
-    return None, None
-
-
 def write_coco(project: Any, name: str, path: Path, options: dict) -> int:
     labels = project.dataset(name).read()
     label_col = options.get("label_col") or "label"
+    if label_col in labels.columns and is_box_column(labels[label_col]):
+        return write_coco_boxes(project, name, path, options)
     if "path" not in labels.columns or label_col not in labels.columns:
         raise LabelloopError(f"COCO export needs an image labels dataset (columns 'path' and "
                              f"{label_col!r}); {name!r} has {', '.join(labels.columns)}")
-    if options.get("folder"):
-        folder = project.folder(options["folder"]).root
-    else:
-        webapp, params = labeling_webapp(project, name, hint="pass -o folder=FOLDER, the "
-                                         "managed folder of the images")
-        pool = params.get("unlabeled")
-        if not pool or pool not in (project.config.get("folders") or {}):
-            raise LabelloopError(f"the labeling webapp {webapp!r} reads no managed folder: "
-                                 "pass -o folder=FOLDER, the managed folder of the images")
-        folder = project.folder(pool).root
+    folder = images_root(project, name, options)
     names = sorted({str(v) for v in labels[label_col].dropna()})
     cat_ids = {n: i + 1 for i, n in enumerate(names)}
     images, annotations, image_ids = [], [], {}
@@ -347,7 +351,10 @@ def write_coco(project: Any, name: str, path: Path, options: dict) -> int:
         file_name = str(r["path"])
         if file_name not in image_ids:
             image_ids[file_name] = len(image_ids) + 1
-            w, h = _image_size(Path(folder) / file_name)
+            try:
+                w, h = image_size(Path(folder) / file_name)
+            except LabelloopError:
+                w = h = None
             images.append({"id": image_ids[file_name], "file_name": file_name,
                            "width": w, "height": h})
         if r[label_col] is None:
@@ -384,6 +391,8 @@ def read_coco(path: Path, options: dict) -> dict[str, pd.DataFrame]:
     except (KeyError, TypeError):
         raise LabelloopError(f"{path.name}: every category needs 'id' and 'name'; nothing "
                              "was imported") from None
+    if has_coco_boxes(doc):
+        return read_coco_boxes(path, doc, options)
     rows = []
     for k, a in enumerate(doc["annotations"]):
         where = f"annotation {k + 1}" + (f" (id {a.get('id')})" if isinstance(a, dict) else "")
@@ -421,9 +430,14 @@ def register_formats(register: Any) -> None:
                             "media_prefix": "files: data key = PREFIX + path",
                             "base_url": "files: the server of the media route (default "
                                         f"{DEFAULT_BASE_URL})",
-                            "webapp": "files: the labeling webapp of the media route"})
-    register("coco", read_coco, write_coco, (), "COCO-style JSON, image-level labels",
+                            "webapp": "files: the labeling webapp of the media route",
+                            "folder": "boxes: the managed folder of the images (their sizes; "
+                                      "default the labeling webapp's)"})
+    register("coco", read_coco, write_coco, (), "COCO JSON: object detection boxes, or "
+             "image-level labels",
              read_options={"label_col": label_col},
              write_options={"label_col": label_col,
                             "folder": "the managed folder of the images (default the "
-                                      "labeling webapp's)"})
+                                      "labeling webapp's)",
+                            "webapp": "boxes: the labeling webapp whose object classes give "
+                                      "the category order"})

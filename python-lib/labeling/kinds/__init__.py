@@ -10,11 +10,12 @@ boxes: it asks its kind to
 - read a stored value back (`value`: `annotations`, back / next),
 - name the counters an answer adds to (`count_keys`: the `per_label` stats),
 - turn a queries row (the model's output) into the `suggestion` of a `batch` item,
-- turn per-part uncertainties (tokens, boxes) into one item score (`item_score`).
+- turn per-part uncertainties (tokens, boxes) into one item score (`item_score`),
+- add what the page needs to a `batch` item's data (`render`: an image's size for boxes).
 
 Kinds are registered by name through the labeling plugin's hook
 `register_annotation_kinds(register)`: `register(name, kind_class, label=None,
-description=None)`. The built-in `choice` and `spans` are registered by the labeling plugin
+description=None)`. The built-in `choice`, `spans` and `boxes` are registered by the labeling plugin
 through that same hook. A webapp names its kind: `labeling.ui.webapp_backend(data_type,
 kind="spans")`.
 """
@@ -135,6 +136,11 @@ class AnnotationKind:
             out[has] = np.where(np.isneginf(top), 0.0, top)
         return out
 
+    def render(self, data: dict, file: Callable[[], Path] | None) -> dict:
+        """A `batch` item's `data` as the page gets it (`file()`: the item's file, for
+        folder items; None for dataset items)."""
+        return data
+
     def config(self) -> dict:
         """What the kind adds to the webapp's `config` answer."""
         return {}
@@ -191,7 +197,9 @@ class KindRegistry:
 
 
 def register_builtin_kinds(register: Callable[..., None]) -> None:
-    """`choice` (one category, or several when multi-label) and `spans` (entities in a text)."""
+    """`choice` (one category, or several when multi-label), `spans` (entities in a text)
+    and `boxes` (objects in an image)."""
+    from .boxes import BoxesKind
     from .choice import ChoiceKind
     from .spans import SpansKind
 
@@ -199,6 +207,8 @@ def register_builtin_kinds(register: Callable[..., None]) -> None:
              description="one category per item (a list when multi-label)")
     register("spans", SpansKind, label="Spans",
              description="typed character spans of a text (named entities)")
+    register("boxes", BoxesKind, label="Boxes",
+             description="typed bounding boxes on an image (object detection)")
 
 
 def collect_kinds(pm: Any = None) -> KindRegistry:

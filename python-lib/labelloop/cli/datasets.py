@@ -30,7 +30,7 @@ def dataset_list(state: State):
 
 @dataset.command("import")
 @click.argument("name")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path())
 @click.option("--replace", is_flag=True, help="Overwrite the dataset if it has data.")
 @click.option("--format", "fmt", help="csv, parquet, jsonl, label-studio, coco... (default: "
               "from the extension).")
@@ -41,7 +41,8 @@ def dataset_list(state: State):
 @click.pass_obj
 def dataset_import(state: State, name: str, file: str, replace: bool, fmt: str | None,
                    options: tuple[str, ...]):
-    """Import FILE as dataset NAME (CSV, Parquet, JSON Lines, Label Studio JSON, COCO)."""
+    """Import FILE as dataset NAME (CSV, Parquet, JSON Lines, Label Studio JSON, COCO; YOLO
+    and Pascal VOC from a directory or a .zip)."""
     from ..formats import import_file, parse_options
 
     counts = import_file(state.project, name, file, fmt, replace, parse_options(options),
@@ -52,7 +53,7 @@ def dataset_import(state: State, name: str, file: str, replace: bool, fmt: str |
 
 @dataset.command("export")
 @click.argument("name")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path())
 @click.option("--format", "fmt", help="csv, parquet, jsonl, label-studio, coco... (default: "
               "from the extension).")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
@@ -61,7 +62,8 @@ def dataset_import(state: State, name: str, file: str, replace: bool, fmt: str |
               "format doesn't take is refused with the ones it does.")
 @click.pass_obj
 def dataset_export(state: State, name: str, file: str, fmt: str | None, options: tuple[str, ...]):
-    """Export dataset NAME to FILE (CSV, Parquet, JSON Lines, Label Studio JSON, COCO)."""
+    """Export dataset NAME to FILE (CSV, Parquet, JSON Lines, Label Studio JSON, COCO; YOLO
+    and Pascal VOC to a directory or a .zip)."""
     from ..formats import export_file, parse_options
 
     n = export_file(state.project, name, file, fmt, parse_options(options), show_progress=True)
