@@ -241,6 +241,9 @@ def _page_variables(boot: dict[str, Any], resource_base: str | None = None) -> d
         "ll_spans": boot.get("kind") == "spans",
         "ll_spans_js": resource_url("spans.js", resource_base)
         if boot.get("kind") == "spans" else None,
+        "ll_boxes": boot.get("kind") == "boxes",
+        "ll_boxes_js": resource_url("boxes.js", resource_base)
+        if boot.get("kind") == "boxes" else None,
         "ll_curve_js": resource_url("learning-curve.js", resource_base),
         "ll_agreement_js": resource_url("agreement.js", resource_base),
     }
