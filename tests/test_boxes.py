@@ -10,6 +10,7 @@ import json
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from conftest import wait_for
 from PIL import Image
 
 from labeling.engine import annotations_table, session_variable
@@ -70,7 +71,15 @@ def test_config_batch_suggestions_and_media(server):
         {"name": "dog", "description": None, "colour": "#3cb44b", "key": "2"},
         {"name": "bird", "description": "a bird", "colour": "#4363d8", "key": "3"}]
     assert [c["name"] for c in cfg["categories"]] == list(CLASSES)
-    items = api(srv, "GET", "batch?size=4", user="viewer").json()["items"]
+    # The queries' images are served at once; the folder's others once it is indexed.
+    def all_four():
+        items = api(srv, "GET", "batch?size=4", user="viewer").json()["items"]
+        if len(items) == len(SIZES):
+            return items
+        api(srv, "POST", "release", user="viewer", json_body={"ids": [i["id"] for i in items]})
+        return None
+
+    items = wait_for(all_four, what="the folder indexed")
     assert [i["id"] for i in items][:3] == ["a.png", "b.png", "sub/c.jpg"]  # the sampler's rank
     by_id = {i["id"]: i for i in items}
     for item_id, (w, h) in SIZES.items():
@@ -152,3 +161,46 @@ def test_image_size_reads_the_header_and_follows_changes(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not an image")
     with pytest.raises(Exception, match="cannot read the size of image 'bad.png'"):
         image_size(tmp_path / "bad.png")
+
+
+def test_the_webapp_as_a_label_studio_ml_backend(server):
+    """`/api/v1/ml-backends/<webapp>/`: a `<RectangleLabels>` config gets the queries' boxes
+    in percentages of the image with their scores; the webhook records rectangles as boxes."""
+    from labeling.interop.labelstudio import make_label_config
+
+    project, srv = server
+    base = f"/api/v1/ml-backends/{WEBAPP}"
+    config = make_label_config(list(CLASSES), "image", "image", kind="boxes")
+    assert srv.post(f"{base}/setup", {"project": "1", "schema": config}).status == 200
+    tasks = [{"id": 1, "data": {"image": "/data/upload/3/0a1b2c3d-a.png"}},
+             {"id": 2, "data": {"image": "/data/local-files/?d=images/sub/c.jpg"}},
+             {"id": 3, "data": {"image": "d.png"}}]
+    r = srv.post(f"{base}/predict", {"tasks": tasks, "label_config": config})
+    assert r.status == 200, r.text
+    first, second, third = r.json()["results"]
+    assert first["model_version"] == "7" and first["score"] == 0.9
+    assert [(x["type"], x["value"]["rectanglelabels"], x["score"]) for x in first["result"]] == [
+        ("rectanglelabels", ["cat"], 0.9), ("rectanglelabels", ["dog"], 0.4)]
+    dog = first["result"][1]
+    assert (dog["original_width"], dog["original_height"]) == (320, 200)
+    assert dog["value"]["x"] == pytest.approx(10.5 / 320 * 100)
+    assert dog["value"]["height"] == pytest.approx(40 / 200 * 100)
+    assert [x["value"]["rectanglelabels"] for x in second["result"]] == [["bird"]]
+    assert third["result"] == []  # not in the queries
+    # A Label Studio annotation of d.png (50 x 50) becomes its boxes answer.
+    result = [{"type": "rectanglelabels", "from_name": "label", "to_name": "image",
+               "original_width": 50, "original_height": 50,
+               "value": {"x": 10, "y": 20, "width": 50, "height": 30,
+                         "rectanglelabels": ["bird"]}}]
+    r = srv.post(f"{base}/webhook", {"action": "ANNOTATION_CREATED", "task": tasks[2],
+                                     "annotation": {"id": 11, "completed_by": 4,
+                                                    "result": result}})
+    assert r.status == 201, r.text
+    labels = project.dataset("labels").read().set_index("path")
+    assert json.loads(labels.loc["d.png", "label"]) == [box(5, 10, 25, 15, "bird")]
+    before = written(project)
+    bad = [{**result[0], "value": {**result[0]["value"], "x": 90}}]  # beyond the right edge
+    r = srv.post(f"{base}/webhook", {"action": "ANNOTATION_UPDATED", "task": tasks[2],
+                                     "annotation": {"id": 11, "completed_by": 4, "result": bad}})
+    assert r.status == 400 and "outside the image" in r.json()["error"]
+    assert written(project) == before

@@ -6,6 +6,11 @@ its confidence, the usual case), its choice the `prediction`, the choice's score
 `confidence`, and the backend's `model_version` a column. Everything is asked before anything
 is written: a backend that is down or answers garbage fails the run and the previous queries
 stay as they were.
+
+Boxes (a `<RectangleLabels>` label config, or Annotation kind `boxes`, e.g. a YOLO backend):
+each prediction's rectangles become the `prediction` (JSON boxes in pixels of the image, each
+with its score: a suggestion of the image-boxes webapp), its best box score the `confidence`,
+and without a prediction score the uncertainty is the least sure box's 1 - score.
 """
 
 from __future__ import annotations
@@ -15,7 +20,12 @@ import os
 import numpy as np
 import pandas as pd
 
-from labeling.interop.labelstudio import config_for, task_data
+from labeling.interop.labelstudio import (
+    RectangleLabelsControl,
+    config_for,
+    parse_label_config,
+    task_data,
+)
 from labeling.interop.ml_client import MlBackendError, MlClient, prediction_fields
 from labeling.publish import publish_ranking
 from labeling.sampling import Pool
@@ -45,7 +55,12 @@ def run(ctx):
     folder = isinstance(source, Folder)
     data_type = "image" if folder else "text"
     data_key = cfg.get("data_key") or ("image" if folder else "text")
-    label_config = config_for({**cfg, "data_key": data_key}, data_type)
+    label_config = config_for({**cfg, "data_key": data_key}, data_type,
+                              cfg.get("kind") or "choice")
+    boxes = isinstance(parse_label_config(label_config), RectangleLabelsControl)
+    if boxes and not folder:
+        raise MlBackendError("box predictions are of images: the unlabeled input must be a "
+                             "managed folder of images")
     password = cfg.get("auth_password") or os.environ.get("LABELLOOP_ML_BACKEND_PASSWORD") or ""
     client = MlClient(cfg["url"], timeout=float(cfg["timeout"]), retries=int(cfg["retries"]),
                       basic_auth=(cfg["auth_user"], password) if cfg.get("auth_user") else None)
@@ -77,6 +92,15 @@ def run(ctx):
                                                 project=f"{ctx.project.key}.0")):
             label, score, item_score = prediction_fields(pred)
             i = start + k
+            if boxes:  # the boxes with their scores; the least sure box's 1 - score
+                from labeling.boxes.ml_backend import prediction_boxes
+                from labeling.kinds.boxes import image_size
+
+                path = str(part[k]["path"])
+                label, box_unc, item_score = prediction_boxes(
+                    pred, image_size(source.root / path), f"ML backend prediction for {path}")
+                if score is None:
+                    score = box_unc if cfg["score_is"] == "uncertainty" else 1.0 - box_unc
             prediction[i] = label
             confidence[i] = item_score if item_score is not None else \
                 (score if cfg["score_is"] == "confidence" and score is not None else np.nan)

@@ -8,7 +8,8 @@ labels it retrains the classifier, re-ranks the pool, finds likely mislabeled it
 
 The true labels are kept out of the pool, in ``ground_truth.csv`` at the project's root, for
 simulated annotators (tests, benchmarks); the webapp never reads it. The pools themselves
-are made in `labeling.demo_data`.
+are made in `labeling.demo_data`. The boxes demo (generated scenes, a detector in the loop,
+its truth as COCO JSON in ``ground_truth.json``) is set up by `labeling.boxes.demo`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import click
 
 from labelloop.errors import ConfigError, LabelloopError
 
+from .boxes.demo import BOXES, N_SCENES
 from .demo_data import DATA_TYPES, GENERATORS, SIMILARITY, SPANS, DemoData
 
 DEFAULT_N = 20
@@ -177,13 +179,16 @@ def check_project(project: Any) -> None:
 
 
 def create_demo(directory: str | Path, data_type: str = "image", n: int = DEFAULT_N,
-                check: bool = True, **project_options: Any) -> Any:
-    """Create the demo project in ``directory`` (a new one; see ``open_or_create_demo``)."""
+                check: bool = True, scenes: int = N_SCENES, **project_options: Any) -> Any:
+    """Create the demo project in ``directory`` (a new one; see ``open_or_create_demo``);
+    ``scenes``: how many scenes the boxes demo generates."""
     from labelloop.project import Project
 
+    if data_type == BOXES:
+        return _create_boxes_demo(Path(directory), n, check, scenes, project_options)
     if data_type not in GENERATORS:
         raise ConfigError(f"unknown demo data {data_type!r}: use one of "
-                          f"{', '.join(GENERATORS)}")
+                          f"{', '.join((*GENERATORS, BOXES))}")
     if n < 1:
         raise ConfigError(f"--n must be at least 1 (labels between two retrains), got {n}")
     directory = Path(directory)
@@ -205,16 +210,38 @@ def create_demo(directory: str | Path, data_type: str = "image", n: int = DEFAUL
     if data.rows is not None:
         project.dataset("unlabeled").write(data.rows)
     if check:
-        try:
-            check_project(project)
-        except LabelloopError:
-            # Not a usable demo: leave no project.json behind, so the next run starts over
-            # rather than reusing a broken project.
-            project.engine.dispose()
-            for leftover in directory.glob("labelloop.db*"):
-                leftover.unlink()
-            (directory / "project.json").unlink()
-            raise
+        _checked(project)
+    return project
+
+
+def _checked(project: Any) -> None:
+    """Validate a new demo project; a broken one leaves no project.json behind, so the next
+    run starts over rather than reusing it."""
+    try:
+        check_project(project)
+    except LabelloopError:
+        project.engine.dispose()
+        for leftover in project.dir.glob("labelloop.db*"):
+            leftover.unlink()
+        (project.dir / "project.json").unlink()
+        raise
+
+
+def _create_boxes_demo(directory: Path, n: int, check: bool, scenes: int,
+                       project_options: dict) -> Any:
+    from labelloop.project import Project
+
+    from .boxes.demo import boxes_config, without_detector, write_scenes
+
+    if n < 1:
+        raise ConfigError(f"--n must be at least 1 (labels between two retrains), got {n}")
+    directory.mkdir(parents=True, exist_ok=True)
+    write_scenes(directory, scenes)  # files first, as for the other demos
+    project = Project.init(directory, key="OBJECTS", config=boxes_config(n, SCENARIO),
+                           **project_options)
+    without_detector(project)
+    if check:
+        _checked(project)
     return project
 
 
@@ -224,6 +251,8 @@ def demo_data_type(project: Any) -> str | None:
         kind = app["type"].rsplit("/", 1)[-1]
         if kind == "text-spans-labeling":
             return SPANS
+        if kind == "image-boxes-labeling":
+            return BOXES
         if kind.endswith("-labeling"):
             return kind[: -len("-labeling")]
     return None
@@ -266,7 +295,7 @@ def open_or_create_demo(directory: str | Path, data_type: str | None = None,
     data_type = data_type or "image"
     echo(f"creating the {data_type} demo project in {directory.resolve()} ...")
     project = create_demo(directory, data_type, n or DEFAULT_N, **project_options)
-    if data_type == SIMILARITY:
+    if data_type == SIMILARITY or not project.config.get("scenarios"):
         echo(f"created project {project.key}: webapp {next(iter(project.config['webapps']))}")
         return project
     echo(f"created project {project.key}: webapp {next(iter(project.config['webapps']))}, "
@@ -309,12 +338,14 @@ def open_when_ready(url: str, health: str, timeout: float = 60.0) -> threading.T
 @click.option("--dir", "directory", default="demo-project", show_default=True,
               type=click.Path(file_okay=False), help="Where the demo project lives (reused "
               "when it exists).")
-@click.option("--data", "data_type", type=click.Choice((*DATA_TYPES, SIMILARITY, SPANS)),
+@click.option("--data", "data_type",
+              type=click.Choice((*DATA_TYPES, SIMILARITY, SPANS, BOXES)),
               default=None,
               help="What to label: image (digits, the default), tabular (iris), text "
                    "(generated sentences), sound (generated tones), similarity (which "
-                   "digits are related: tunes an embedding) or spans (entities in generated "
-                   "sentences, with a span tagger in the loop).")
+                   "digits are related: tunes an embedding), spans (entities in generated "
+                   "sentences, with a span tagger in the loop) or boxes (objects to box in "
+                   "generated scenes, with a detector in the loop).")
 @click.option("--n", "n", type=click.IntRange(min=1), default=None,
               help=f"Retrain every n labels  [default: {DEFAULT_N}]")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")

@@ -58,8 +58,29 @@ class LabelsControl:
         return span_results(spans, text, self.from_name, self.to_name)
 
 
+@dataclass
+class RectangleLabelsControl:
+    """The `<RectangleLabels>` of a label_config (typed boxes on an image)."""
+
+    from_name: str
+    to_name: str
+    labels: list[str]
+    data_key: str | None  # `$image` of the object tag the rectangles point to
+
+    @property
+    def values(self) -> list[str]:
+        return self.labels
+
+    def result(self, boxes: list[dict], width: int, height: int) -> list[dict]:
+        """Label Studio `rectanglelabels` results for `boxes` (pixels of a `width` x
+        `height` image; scores kept)."""
+        from ..boxes.formats import box_results
+
+        return box_results(boxes, width, height, self.from_name, self.to_name)
+
+
 # The control tag of each annotation kind Label Studio has one for.
-CONTROL_TAGS = {"choice": "Choices", "spans": "Labels"}
+CONTROL_TAGS = {"choice": "Choices", "spans": "Labels", "boxes": "RectangleLabels"}
 _EXAMPLES = {
     "Choices": ("Labelloop's classification webapps need a config like <View><Text "
                 "name=\"text\" value=\"$text\"/><Choices name=\"label\" toName=\"text\">"
@@ -67,14 +88,18 @@ _EXAMPLES = {
     "Labels": ("Labelloop's text-spans webapps need a config like <View><Labels name=\"label\" "
                "toName=\"text\"><Label value=\"PER\"/>...</Labels><Text name=\"text\" "
                "value=\"$text\"/></View>"),
+    "RectangleLabels": ("Labelloop's image-boxes webapps need a config like <View><Image "
+                        "name=\"image\" value=\"$image\"/><RectangleLabels name=\"label\" "
+                        "toName=\"image\"><Label value=\"cat\"/>...</RectangleLabels></View>"),
 }
 
 
 def parse_label_config(xml: str | None, kind: str | None = None
-                       ) -> ChoicesControl | LabelsControl | None:
+                       ) -> ChoicesControl | LabelsControl | RectangleLabelsControl | None:
     """The control of a label_config that answers for annotation kind ``kind`` (`choice`: the
-    first `<Choices>`, `spans`: the first `<Labels>`; None: a `<Choices>`, else a `<Labels>`);
-    None when there is no config."""
+    first `<Choices>`, `spans`: the first `<Labels>`, `boxes`: the first `<RectangleLabels>`;
+    None: a `<Choices>`, else a `<Labels>`, else a `<RectangleLabels>`); None when there is
+    no config."""
     if not xml or not str(xml).strip():
         return None
     try:
@@ -84,7 +109,7 @@ def parse_label_config(xml: str | None, kind: str | None = None
     if kind is not None and kind not in CONTROL_TAGS:
         raise LabelloopError(f"Label Studio has no control for annotation kind {kind!r} "
                              f"(Labelloop maps {', '.join(CONTROL_TAGS)})")
-    tags = (CONTROL_TAGS[kind],) if kind else ("Choices", "Labels")
+    tags = (CONTROL_TAGS[kind],) if kind else ("Choices", "Labels", "RectangleLabels")
     control = None
     for tag in tags:
         control = next((el for el in root.iter() if el.tag == tag), None)
@@ -99,9 +124,10 @@ def parse_label_config(xml: str | None, kind: str | None = None
         if el.get("name") == to_name.split(",")[0] and (el.get("value") or "").startswith("$"):
             data_key = el.get("value")[1:]
             break
-    if control.tag == "Labels":
+    if control.tag in ("Labels", "RectangleLabels"):
         values = [c.get("value") or c.get("alias") or "" for c in control.iter("Label")]
-        return LabelsControl(from_name, to_name, [v for v in values if v], data_key)
+        cls = LabelsControl if control.tag == "Labels" else RectangleLabelsControl
+        return cls(from_name, to_name, [v for v in values if v], data_key)
     values = [c.get("value") or c.get("alias") or "" for c in control.iter("Choice")]
     return ChoicesControl(from_name, to_name, [v for v in values if v],
                           (control.get("choice") or "single").lower() == "multiple", data_key)
@@ -110,8 +136,13 @@ def parse_label_config(xml: str | None, kind: str | None = None
 def make_label_config(categories: list[str], data_type: str, data_key: str,
                       multi_label: bool = False, kind: str = "choice") -> str:
     """A label_config Labelloop understands, for the README and for `ml-backend-predict`
-    (``kind="spans"``: `<Labels>` over a text)."""
+    (``kind="spans"``: `<Labels>` over a text; ``kind="boxes"``: `<RectangleLabels>` over
+    an image)."""
     tag = OBJECT_TAGS.get(data_type, "Text")
+    if kind == "boxes":
+        items = "".join(f'<Label value="{_xml_attr(c)}"/>' for c in categories)
+        return (f'<View><Image name="{data_key}" value="${data_key}"/><RectangleLabels '
+                f'name="label" toName="{data_key}">{items}</RectangleLabels></View>')
     if kind == "spans":
         items = "".join(f'<Label value="{_xml_attr(c)}"/>' for c in categories)
         return (f'<View><Labels name="label" toName="{data_key}">{items}</Labels>'
@@ -170,15 +201,17 @@ def task_data(row: dict, data_key: str, text_column: str | None = None) -> dict:
     return data
 
 
-def config_for(params: dict, data_type: str) -> str:
-    """The label_config of a recipe / step: given verbatim, or built from its categories."""
+def config_for(params: dict, data_type: str, kind: str = "choice") -> str:
+    """The label_config of a recipe / step: given verbatim, or built from its categories
+    (a `kind` config: `choice` a `<Choices>`, `boxes` a `<RectangleLabels>`)."""
     config = (params.get("label_config") or "").strip()
     if config:
         parse_label_config(config)  # a clear error now rather than a backend's 500 later
         return config
     categories = [c for c in params.get("categories") or [] if c]
-    if len(categories) < 2:
-        raise LabelloopError("give the ML backend a label config, or at least two categories "
+    if len(categories) < (1 if kind == "boxes" else 2):
+        raise LabelloopError("give the ML backend a label config, or at least "
+                             f"{'one category' if kind == 'boxes' else 'two categories'} "
                              "to build one from")
     return make_label_config(categories, data_type, params.get("data_key") or
-                             ("image" if data_type == "image" else "text"))
+                             ("image" if data_type == "image" else "text"), kind=kind)

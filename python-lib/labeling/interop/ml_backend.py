@@ -3,7 +3,10 @@
 
 A classification webapp (kind `choice`) speaks a `<Choices>` config; a text-spans webapp
 (kind `spans`) a `<Labels>` config: its predictions are `labels` results (the tagger's spans,
-each with its score) and the annotations it records are span answers.
+each with its score) and the annotations it records are span answers; an image-boxes webapp
+(kind `boxes`) a `<RectangleLabels>` config: its predictions are the queries dataset's boxes
+as `rectanglelabels` results (`labeling.boxes.ml_backend`), the annotations it records box
+answers.
 
 | route | Label Studio sends | answer |
 |---|---|---|
@@ -242,8 +245,8 @@ class MlBackend:
             return
         unknown = [c for c in control.values if c not in self.cfg.categories]
         if unknown:
-            what = ("labels", "entity types") if self.kind == "spans" else ("choices",
-                                                                             "categories")
+            what = {"spans": ("labels", "entity types"), "boxes": ("labels", "object classes")
+                    }.get(self.kind, ("choices", "categories"))
             raise LabelloopError(
                 f"the label_config's {what[0]} {', '.join(map(repr, unknown))} are not "
                 f"{what[1]} of webapp {self.cfg.webapp!r} ({', '.join(self.cfg.categories)}): "
@@ -256,6 +259,11 @@ class MlBackend:
         tasks = body["tasks"]
         label_config = body.get("label_config")
         control = self.control(label_config)
+        if self.kind == "boxes":  # the Query Sampler's boxes, already in the queries
+            from labeling.boxes.ml_backend import predict_boxes
+
+            return {"results": predict_boxes(self, tasks, self.data_keys(label_config),
+                                             control)}
         loaded = self._pipeline()
         if loaded is None or not tasks:
             return {"results": []}  # no model yet: Label Studio stores no prediction
@@ -391,6 +399,11 @@ class MlBackend:
         elif self.kind == "spans":
             spans = self._answer_spans(action, annotation, item_id)
             out = self.engine.label(user, item_id, spans, comment)
+        elif self.kind == "boxes":
+            from labeling.boxes.ml_backend import answer_boxes
+
+            out = self.engine.label(user, item_id, answer_boxes(self, action, annotation,
+                                                                item_id), comment)
         else:
             labels = annotation_labels(annotation)
             if not labels:
