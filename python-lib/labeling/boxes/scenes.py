@@ -2,8 +2,10 @@
 
 Each scene is a PNG of 160-320 px a side holding 1-5 digits of three classes from
 ``sklearn.datasets.load_digits`` (8x8, scaled up 3-5 times, ink of varied darkness and
-colour), placed without overlap on a plain, noisy, gradient or lightly textured background.
-The truth box of a digit is the tight box of its ink, in pixels, origin top-left.
+colour), placed without overlap on a plain, noisy, gradient or lightly textured background. About
+half the scenes also hold 1-3 other digits (1, 2, 3, 5, 6, 8, 9) as clutter: they are not
+objects to box, so a detector must tell the three classes from look-alike marks. The truth
+box of a digit is the tight box of its ink, in pixels, origin top-left.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .evaluate import coco_dict
+
 # The three digits the scenes hold, by the class names the webapp shows.
 OBJECT_CLASSES = {"zero": "the digit 0", "four": "the digit 4", "seven": "the digit 7"}
 _DIGIT_OF = {"zero": 0, "four": 4, "seven": 7}
+_CLUTTER = (1, 2, 3, 5, 6, 8, 9)
 _BACKGROUNDS = ("plain", "noise", "gradient", "texture")
 _MARGIN = 4  # free pixels kept between two objects' boxes
 
@@ -25,7 +30,9 @@ def _digit_bank() -> dict[str, np.ndarray]:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    return {name: digits.images[digits.target == d] / 16.0 for name, d in _DIGIT_OF.items()}
+    bank = {name: digits.images[digits.target == d] / 16.0 for name, d in _DIGIT_OF.items()}
+    bank["clutter"] = digits.images[np.isin(digits.target, _CLUTTER)] / 16.0
+    return bank
 
 
 def _background(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, str]:
@@ -83,8 +90,10 @@ def render_scene(rng: np.random.Generator, bank: dict[str, np.ndarray]):
     names = list(OBJECT_CLASSES)
     boxes: list[dict] = []
     placed: list[tuple[int, int, int, int]] = []
-    for _ in range(int(rng.integers(1, 6))):
-        label = names[int(rng.integers(len(names)))]
+    n_objects = int(rng.integers(1, 6))
+    n_clutter = int(rng.integers(1, 4)) if rng.random() < 0.5 else 0
+    for k in range(n_objects + n_clutter):
+        label = names[int(rng.integers(len(names)))] if k < n_objects else "clutter"
         alpha = _ink(rng, bank[label])
         bx, by, bw, bh = _tight_box(alpha)
         size = alpha.shape[0]
@@ -99,7 +108,8 @@ def render_scene(rng: np.random.Generator, bank: dict[str, np.ndarray]):
         region = canvas[oy:oy + size, ox:ox + size]
         canvas[oy:oy + size, ox:ox + size] = region * (1 - alpha[..., None]) + colour * alpha[..., None]
         placed.append(box)
-        boxes.append({"x": box[0], "y": box[1], "w": box[2], "h": box[3], "label": label})
+        if label != "clutter":
+            boxes.append({"x": box[0], "y": box[1], "w": box[2], "h": box[3], "label": label})
     boxes.sort(key=lambda b: (b["y"], b["x"], b["h"], b["w"], b["label"]))
     return np.clip(np.round(canvas), 0, 255).astype(np.uint8), style, boxes
 
@@ -123,23 +133,6 @@ def make_scenes(folder: Path, n: int, seed: int) -> list[dict]:
     return scenes
 
 
-def coco_dict(scenes: list[dict], classes: list[str] | None = None) -> dict:
-    """The scenes' boxes as a COCO detection dict (category ids 1.. in ``classes`` order)."""
-    classes = list(classes or OBJECT_CLASSES)
-    category = {name: i + 1 for i, name in enumerate(classes)}
-    images, annotations = [], []
-    for image_id, scene in enumerate(scenes, start=1):
-        images.append({"id": image_id, "file_name": scene["path"],
-                       "width": scene["width"], "height": scene["height"]})
-        for box in scene["boxes"]:
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id,
-                                "category_id": category[box["label"]],
-                                "bbox": [box["x"], box["y"], box["w"], box["h"]],
-                                "area": box["w"] * box["h"], "iscrowd": 0})
-    return {"images": images, "annotations": annotations,
-            "categories": [{"id": i, "name": name} for name, i in category.items()]}
-
-
 def write_truth(path: Path, scenes: list[dict]) -> None:
     """Write the scenes' ground truth as a COCO JSON file readable by pycocotools."""
-    Path(path).write_text(json.dumps(coco_dict(scenes), indent=1))
+    Path(path).write_text(json.dumps(coco_dict(scenes, list(OBJECT_CLASSES)), indent=1))
