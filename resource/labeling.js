@@ -831,7 +831,7 @@
       return; // this backend has no metrics route
     }
     // Columns: {labels: [...], auc: [...], f1: [...], contradictions: [...]}, one entry per
-    // retrain. A span model has no AUC: its page plots the entity F1 instead.
+    // retrain. A span model or a detector has no AUC: its page plots the entity F1 or mAP@0.5.
     const h = (resp && resp.history) || {};
     const num = (v) => (v === null || v === undefined ? NaN : Number(v));
     const labels = (h.labels || []).map(num);
@@ -841,13 +841,14 @@
       labels: labels,
       auc: column("auc"),
       f1: column("f1"),
+      map50: column("map50"),
       contradictions: column("contradictions"),
     };
-    const score = boot.kind === "spans" ? "f1" : "auc";
+    const score = boot.kind === "spans" ? "f1" : boot.kind === "boxes" ? "map50" : "auc";
     // The chart is laid out from the start (a plot drawn while hidden stays blank when shown).
     const values = [...data[score], ...data.contradictions].filter((v) => isFinite(v));
     const note = $("ll-metrics-empty");
-    note.textContent = "(no " + (score === "f1" ? "entity F1" : "AUC") + " or contradictions yet: too few labels)";
+    note.textContent = "(no " + ({ f1: "entity F1", map50: "mAP@0.5" }[score] || "AUC") + " or contradictions yet: too few labels)";
     note.hidden = values.length > 0;
     const finite = labels.filter((v) => isFinite(v));
     let lo = finite.length ? Math.min(...finite) : 0, hi = finite.length ? Math.max(...finite) : 1;
