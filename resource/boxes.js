@@ -317,8 +317,10 @@
   };
 
   /** The answer: the boxes as they stand (the model's visible ones included), in whole
-   * pixels of the original image, inside it, at least one pixel a side. */
+   * pixels of the original image, inside it, at least one pixel a side (null until the
+   * image's size is known). */
   BoxEditor.prototype.answer = function () {
+    if (!this.W || !this.H) return null;  // the image's size is not known yet
     const out = [];
     for (const b of this.boxes) {
       if (!this.visible(b)) continue;

@@ -1046,7 +1046,8 @@
 
   function accept() {
     if (BOXES) {  // the boxes as they stand: the model's visible ones with the corrections
-      if (onScreen()) answer(BOXES.answer(), false);
+      const boxes = onScreen() ? BOXES.answer() : null;
+      if (boxes) answer(boxes, false);
       return;
     }
     if (SPANS) {  // the spans as they stand: the model's (accepted) with the corrections

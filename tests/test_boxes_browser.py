@@ -13,6 +13,7 @@ Screenshots go to the test's tmp directory (and to $LABELLOOP_SCREENSHOTS when s
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 from pathlib import Path
@@ -21,7 +22,9 @@ import pytest
 from PIL import Image
 from test_webapps_browser import CHROMIUM, browser, page_for, wait_idle  # noqa: F401
 
-from labeling.boxes.scenes import OBJECT_CLASSES, make_scenes
+from labeling.boxes.demo import FOLDER, TRUTH_FILE, WEBAPP
+from labeling.boxes.scenes import OBJECT_CLASSES
+from labeling.demo import BOXES, SCENARIO, create_demo
 from labelloop.project import Project
 
 pytestmark = [
@@ -30,27 +33,37 @@ pytestmark = [
 ]
 
 BIG = (4000, 3000)
+SCENES = 40
 CLASSES = list(OBJECT_CLASSES)  # zero, four, seven: keys 1, 2, 3
 
 
-def boxes_project(directory: Path, scenes: int = 40) -> tuple[Project, list[dict]]:
-    """Two webapps as the boxes demo builds them: `scenes` (generated scenes, a queries
-    dataset for the Query Sampler) and `photos` (two 4000x3000 images made from scenes)."""
-    project = Project.init(directory, config={
-        "folders": {"scenes": {"path": "scenes"}, "photos": {"path": "photos"}},
-        "webapps": {
-            "scenes": {"type": "ml-assisted-labeling/image-boxes-labeling",
-                       "params": {"unlabeled": "scenes", "object_classes": OBJECT_CLASSES,
-                                  "queries_ds": "queries"}},
-            "photos": {"type": "ml-assisted-labeling/image-boxes-labeling",
-                       "params": {"unlabeled": "photos", "object_classes": OBJECT_CLASSES}}}})
-    truth = make_scenes(directory / "scenes", scenes, seed=3)
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, serve_module):
+    """The boxes demo (`labelloop demo --data boxes`, fewer scenes) plus a `photos` webapp
+    on two 4000x3000 images made from scenes; served for the module. Returns (directory,
+    server, the scenes' truth)."""
+    directory = tmp_path_factory.mktemp("boxes-demo") / "project"
+    project = create_demo(directory, BOXES, scenes=SCENES)
+    truth = json.loads((directory / TRUTH_FILE).read_text())
+    scenes = [{"path": img["file_name"], "width": img["width"], "height": img["height"],
+               "boxes": [{"x": a["bbox"][0], "y": a["bbox"][1], "w": a["bbox"][2],
+                          "h": a["bbox"][3],
+                          "label": next(c["name"] for c in truth["categories"]
+                                        if c["id"] == a["category_id"])}
+                         for a in truth["annotations"] if a["image_id"] == img["id"]]}
+              for img in truth["images"]]
     (directory / "photos").mkdir()
-    for i, scene in enumerate(truth[:2]):
-        with Image.open(directory / "scenes" / scene["path"]) as img:
-            img.convert("RGB").resize(BIG, Image.BICUBIC).save(directory / "photos" / f"big{i}.jpg",
-                                                                quality=85)
-    return project, truth
+    for i, scene in enumerate(scenes[:2]):
+        with Image.open(directory / FOLDER / scene["path"]) as img:
+            img.convert("RGB").resize(BIG, Image.BICUBIC).save(
+                directory / "photos" / f"big{i}.jpg", quality=85)
+    project.config["folders"]["photos"] = {"path": "photos"}
+    project.config["webapps"]["photos"] = {
+        "type": "ml-assisted-labeling/image-boxes-labeling",
+        "params": {"unlabeled": "photos", "object_classes": OBJECT_CLASSES,
+                   "labels_ds": "photo_labels", "metadata_ds": "photo_metadata"}}
+    project.save_config()
+    return directory, serve_module(directory, "--no-scheduler"), scenes
 
 
 def shot(page, tmp_path: Path, name: str) -> None:
@@ -127,8 +140,8 @@ def answer_now(page) -> list[dict]:
     return page.evaluate("window.labelloop.boxes.answer()")
 
 
-def labels_of(directory: Path) -> dict[str, list[dict]]:
-    labels = Project.open(directory).dataset("labels").read()
+def labels_of(directory: Path, name: str = "labels") -> dict[str, list[dict]]:
+    labels = Project.open(directory).dataset(name).read()
     return {p: json.loads(v) for p, v in zip(labels["path"], labels["label"], strict=True)}
 
 
@@ -136,18 +149,24 @@ def sort_boxes(boxes: list[dict]) -> list[dict]:
     return sorted(boxes, key=lambda b: (b["y"], b["x"], b["h"], b["w"], b["label"]))
 
 
-def timed(page, script: str) -> float:
-    """Milliseconds from before `script` (run in the page) to the next frame painted."""
-    return page.evaluate("""script => new Promise(done => {
+def timed(page, script: str) -> tuple[float, float]:
+    """Milliseconds of `script` (run in the page: the event handler and its repaint of the
+    overlay), and from before it to the next frame."""
+    return tuple(page.evaluate("""script => new Promise(done => {
         const t0 = performance.now();
         (new Function(script))();
-        requestAnimationFrame(() => done(performance.now() - t0)); })""", script)
+        const t1 = performance.now();
+        requestAnimationFrame(() => done([t1 - t0, performance.now() - t0])); })""", script))
 
 
-def test_boxes_page_draw_edit_undo_submit_on_a_big_image(tmp_path, serve, page_for):  # noqa: F811
-    directory = tmp_path / "proj"
-    boxes_project(directory, scenes=6)
-    server = serve(directory, "--no-scheduler")
+def figures(name: str, times: list[tuple[float, float]]) -> str:
+    handler, frame = zip(*times, strict=True)
+    return (f"{name}: handler median {statistics.median(handler):.2f} ms, max {max(handler):.2f} "
+            f"ms; to the next frame median {statistics.median(frame):.1f} ms, max {max(frame):.1f} ms")
+
+
+def test_boxes_page_draw_edit_undo_submit_on_a_big_image(tmp_path, demo, page_for):  # noqa: F811
+    directory, server, _ = demo
     page = page_for()
     page.goto(server.url + "/webapps/photos")
     first = wait_image(page)
@@ -196,7 +215,7 @@ def test_boxes_page_draw_edit_undo_submit_on_a_big_image(tmp_path, serve, page_f
     page.keyboard.press("Enter")
     second = wait_image(page, first)
     wait_idle(page)
-    assert labels_of(directory) == {first: sort_boxes([box1, resized])}
+    assert labels_of(directory, "photo_labels") == {first: sort_boxes([box1, resized])}
 
     # A 4000x3000 image stays responsive: a drag (draw, then move) and nudges, timed from the
     # event to the next frame; the image element is the same one throughout (never re-decoded).
@@ -219,10 +238,9 @@ def test_boxes_page_draw_edit_undo_submit_on_a_big_image(tmp_path, serve, page_f
     assert img_before == 1 and page.evaluate("window.__img === document.querySelector('.ll-boxes-img')")
     moved = page.evaluate("window.labelloop.boxes.boxes[0]")
     assert moved["x"] == pytest.approx(scr.pixel(*scr.point(1000, 1000))[0] + 60 / scr.scale + 20, abs=1e-6)
-    print(f"\n4000x3000 image: drag move to paint median {statistics.median(moves):.1f} ms, "
-          f"max {max(moves):.1f} ms; nudge median {statistics.median(nudges):.1f} ms, max "
-          f"{max(nudges):.1f} ms; wheel zoom median {statistics.median(wheel):.1f} ms, max "
-          f"{max(wheel):.1f} ms")
+    print("\n4000x3000 image: " + "; ".join(
+        (figures("drag (move a box)", moves), figures("nudge (arrow key)", nudges),
+         figures("wheel zoom", wheel))))
     shot(page, tmp_path, "2-big-zoomed")
     # Back to the first answer: its stored boxes, editable; Delete removes one and Enter
     # changes the answer.
@@ -237,5 +255,84 @@ def test_boxes_page_draw_edit_undo_submit_on_a_big_image(tmp_path, serve, page_f
     page.keyboard.press("Enter")
     page.wait_for_function("id => document.getElementById('ll-item').dataset.itemId === id", arg=second)
     wait_idle(page)
-    assert labels_of(directory)[first] == stored[1:]
+    assert labels_of(directory, "photo_labels")[first] == stored[1:]
+    assert page.errors == []
+
+
+def test_boxes_page_zoomed_drawing_and_suggestions_after_a_retrain(tmp_path, demo, page_for,  # noqa: F811
+                                                                    run_cli):
+    directory, server, scenes = demo
+    truth = {s["path"]: s for s in scenes}
+    page = page_for()
+    page.goto(server.url + f"/webapps/{WEBAPP}")
+    item = wait_image(page)
+    # Zoom with the wheel around an object, then box it while zoomed: its pixels are exact.
+    target = truth[item]["boxes"][0]
+    fitted = Screen(page)
+    centre = fitted.point(target["x"] + target["w"] / 2, target["y"] + target["h"] / 2)
+    page.mouse.move(*centre)
+    for _ in range(4):
+        page.mouse.wheel(0, -200)
+    page.wait_for_function("s => Number(document.getElementById('ll-boxes').dataset.scale) > 2.5 * s",
+                           arg=fitted.scale)
+    scr = Screen(page)
+    # The point under the cursor stayed where it was.
+    assert scr.pixel(*centre) == pytest.approx(fitted.pixel(*centre), abs=0.5 / fitted.scale)
+    a = scr.point(target["x"] - 1.3, target["y"] - 0.6)
+    b = scr.point(target["x"] + target["w"] + 0.7, target["y"] + target["h"] + 1.2)
+    page.keyboard.press(str(CLASSES.index(target["label"]) + 1))
+    drag(page, a, b)
+    drawn = expected_box(scr, a, b, target["label"])
+    assert answer_now(page) == [drawn]
+    assert abs(drawn["x"] - target["x"]) <= 2 and abs(drawn["w"] - target["w"]) <= 4
+    shot(page, tmp_path, "3-zoomed")
+    page.keyboard.press("Enter")
+    wait_image(page, item)
+    wait_idle(page)
+    assert labels_of(directory)[item] == [drawn]
+
+    # A simulated annotator boxes more scenes by the truth; then the detector retrains and
+    # the Query Sampler re-ranks the pool with its boxes (the demo's scenario, by the CLI).
+    for path in [p for p in truth if p != item][:29]:
+        r = server.post(f"/api/v1/webapps/{WEBAPP}/labels",
+                        json_body={"id": path, "boxes": truth[path]["boxes"]},
+                        headers={"X-Labelloop-User": "sim"})
+        assert r.status == 200, r.text
+    run_cli(directory, "scenario", "run", SCENARIO, timeout=600)
+    queries = Project.open(directory).dataset("queries").read()
+    assert len(queries) and queries["prediction"].notna().all()
+    # The page picks up the new order: the first image comes with the model's boxes, dashed
+    # with their score; the slider hides the weak ones, and Enter stores the shown ones.
+    page.reload()
+    item = wait_image(page)
+    page.wait_for_function("document.querySelectorAll('#ll-boxes g.ll-box-sug').length > 0")
+    suggested = json.loads(queries.set_index("path").loc[item, "prediction"])
+    assert suggested and all(isinstance(x["score"], float) for x in suggested)
+    drawn_sug = page.eval_on_selector_all(
+        "#ll-boxes g.ll-box-sug", "els => els.map(e => [e.dataset.box, Number(e.dataset.score),"
+        " e.querySelector('text').textContent, getComputedStyle(e.querySelector('rect')).strokeDasharray,"
+        " e.getAttribute('visibility')])")
+    assert sorted(x[0] for x in drawn_sug) == sorted(
+        f"{round(x['x'], 2):g},{round(x['y'], 2):g},{round(x['w'], 2):g},{round(x['h'], 2):g},{x['label']}"
+        for x in suggested)
+    for box, score, tag, dashes, _vis in drawn_sug:
+        assert tag == f"{box.rsplit(',', 1)[1]} {round(score * 100)}%" and dashes not in ("", "none")
+    # A threshold between the scores (when they differ): the weaker boxes are hidden.
+    scores = sorted({x["score"] for x in suggested})
+    wanted = scores[len(scores) // 2] if len(scores) > 1 else 0.0
+    threshold = page.eval_on_selector("#ll-boxes-threshold", "(e, t) => { e.value = t; "
+                                      "e.dispatchEvent(new Event('input')); return Number(e.value); }",
+                                      wanted)
+    kept = [x for x in suggested if x["score"] >= threshold - 1e-9]
+    assert len(shown_boxes(page)) == len(kept)
+    shot(page, tmp_path, "4-suggested")
+    whole = lambda v: math.floor(v + 0.5)  # noqa: E731  (JavaScript's Math.round)
+    expected = sort_boxes([{"x": whole(x["x"]), "y": whole(x["y"]),
+                            "w": whole(x["x"] + x["w"]) - whole(x["x"]),
+                            "h": whole(x["y"] + x["h"]) - whole(x["y"]), "label": x["label"]}
+                           for x in kept])
+    page.keyboard.press("Enter")
+    wait_image(page, item)
+    wait_idle(page)
+    assert labels_of(directory)[item] == expected
     assert page.errors == []
