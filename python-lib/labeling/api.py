@@ -4,9 +4,9 @@ Routes (mounted by the host under `/api/v1/webapps/<instance>/`):
 
 | route | payload | answer |
 |---|---|---|
-| `GET config` | | categories, multi_label, al_enabled, session, model_version, max_reserved, halting thresholds, warnings, preparing (`{"what", "done", "total"}` or null); cheap enough to poll every second |
-| `GET batch` | `size` (1 to the webapp's `max_reserved`, default 20) | `{"items": [{"id", "data", "suggestion", "halting", "uncertainty"}], "stats", "session", "preparing", "is_last_batch", "done"}`; the items are reserved for the caller |
-| `POST labels` | `{"id", "label", "comment"?}` (the answer's field is the kind's: `label` for `choice`, `spans` for `spans`) | `{"label_id", "stats"}`; labeling an item again changes the label |
+| `GET config` | | categories, multi_label, al_enabled, session, model_version, max_reserved, halting thresholds, warnings, preparing (`{"what", "done", "total"}` or null), and what the kind adds (`boxes`: `object_classes`, `[{"name", "description", "colour", "key"}]`); cheap enough to poll every second |
+| `GET batch` | `size` (1 to the webapp's `max_reserved`, default 20) | `{"items": [{"id", "data", "suggestion", "halting", "uncertainty"}], "stats", "session", "preparing", "is_last_batch", "done"}`; the items are reserved for the caller (`boxes`: `data` has the image's `width` and `height`, `suggestion` is `{"boxes": [{"x", "y", "w", "h", "label", "score"}], "model_version"}`) |
+| `POST labels` | `{"id", "label", "comment"?}` (the answer's field is the kind's: `label` for `choice`, `spans` for `spans`, `boxes` for `boxes`: `[{"x", "y", "w", "h", "label"}]` in pixels of the original image) | `{"label_id", "stats"}`; labeling an item again changes the label; a bad part is a 400 naming it (e.g. `boxes/2 (...): x+w = 341 is outside the image (320 px wide)`) |
 | `POST skips` | `{"id", "comment"?}` | `{"label_id", "stats"}` |
 | `GET annotations` | `before` (label id), `limit` (1-500, default 50) | `{"annotations": [...], "next_before"}`, the caller's, newest first |
 | `GET stats` | | `{"labeled", "skipped", "total", "remaining", "per_label", "session"}` |
@@ -17,7 +17,7 @@ Routes (mounted by the host under `/api/v1/webapps/<instance>/`):
 
 A webapp component's backend.py is one line: `create_backend = webapp_backend("tabular")`
 (`labeling.ui.webapp_backend`: these routes and the labeling page), or with another annotation
-kind `webapp_backend("text", kind="spans")`.
+kind `webapp_backend("text", kind="spans")` or `webapp_backend("image", kind="boxes")`.
 
 The route schemas check the shape of every body and query (the host answers 400 before a
 handler runs); the webapp's annotation kind checks what a schema cannot.

@@ -14,6 +14,7 @@ Settings keys (webapp.json param names, as the Dataiku plugin had them, plus Lab
 | `categories` | KEY_VALUE_LIST | category name -> optional description (kind `choice`) |
 | `entity_types` | KEY_VALUE_LIST | entity type -> optional description (kind `spans`) |
 | `overlapping_spans` | BOOLEAN, default false | kind `spans`: spans may overlap |
+| `object_classes` | KEY_VALUE_LIST | object class -> optional description (kind `boxes`) |
 | `labels_ds` | DATASET | written: unlabeled columns (or `path`) + label + label id |
 | `metadata_ds` | DATASET | written: date, data_id, comment, session, status, annotator, label, label id |
 | `label_col_name` | STRING, default `label` | name of the label column |
