@@ -471,6 +471,10 @@
     return { label: s, confidence: item.confidence, session: item._session };
   }
 
+  function boxCount(n) {
+    return n === 1 ? "1 box" : n + " boxes";
+  }
+
   function showSuggestion(item) {
     const el = $("ll-suggestion");
     const s = state.historyIndex < 0 ? suggestionOf(item) : null;
@@ -480,7 +484,7 @@
     a.textContent = "Model suggests ";
     const b = document.createElement("b");
     if (s.boxes) {
-      b.textContent = !s.boxes.length ? "no objects" : s.boxes.length === 1 ? "1 box" : s.boxes.length + " boxes";
+      b.textContent = !s.boxes.length ? "no objects" : boxCount(s.boxes.length);
     } else if (s.spans) {
       b.textContent = !s.spans.length ? "no entities" : s.spans.length === 1 ? "1 span"
         : s.spans.length + " spans";
@@ -502,8 +506,10 @@
     if (v.textContent) el.appendChild(v);
     const k = document.createElement("span");
     k.className = "ll-muted";
-    k.textContent = !s.spans ? " — press Enter to accept" : s.spans.length
-      ? " (dashed) — correct them, then Enter" : " — mark any you see, then Enter";
+    k.textContent = s.boxes ? (s.boxes.length ? " (dashed; the slider hides the weak ones) — correct them, then Enter"
+      : " — box any you see, then Enter")
+      : !s.spans ? " — press Enter to accept" : s.spans.length
+        ? " (dashed) — correct them, then Enter" : " — mark any you see, then Enter";
     el.appendChild(k);
     el.hidden = false;
   }
@@ -638,7 +644,8 @@
     box.dataset.itemId = String(entry.id);
     $("ll-item-id").textContent = String(entry.id);
     const what = entry.status === "SKIPPED" ? "skipped"
-      : SPANS || BOXES ? (Array.isArray(entry.label) ? entry.label.length : 0) + (SPANS ? " spans" : " boxes")
+      : SPANS ? (Array.isArray(entry.label) ? entry.label.length : 0) + " spans"
+        : BOXES ? boxCount(Array.isArray(entry.label) ? entry.label.length : 0)
         : "labeled " + (Array.isArray(entry.label) ? entry.label.join(", ") : cellText(entry.label));
     $("ll-item-mode").textContent = "Earlier answer (" + what + ")" + (SPANS || BOXES
       ? " — edit the " + (SPANS ? "spans" : "boxes") + ", then Enter to change it" : " — choose a category to change it");
