@@ -13,11 +13,15 @@ from labelloop.project import Folder, trusted_types
 def param_choices(param_name, registry):
     """The strategy choices: built-ins plus strategies registered by plugins."""
     if param_name == "strategy":
+        from labeling.boxes.sampling import box_strategies
         from labeling.spans.sampling import span_strategies
 
         choices = collect_strategies(registry.pm).choices()
         known = {c["value"] for c in choices}
-        return choices + [c for c in span_strategies().choices() if c["value"] not in known]
+        for extra in (span_strategies(), box_strategies()):
+            choices += [c for c in extra.choices() if c["value"] not in known]
+            known |= {c["value"] for c in extra.choices()}
+        return choices
     return None
 
 
@@ -54,6 +58,14 @@ def run(ctx):
         del options["batch_size"]
         result = sample_span_queries(pipeline, pool, cfg["strategy"],
                                      meta.get("text_column") or "text", **options)
+    elif meta.get("kind") == "boxes":  # a detector: box and proposal uncertainties, boxes
+        from labeling.boxes.sampling import sample_box_queries
+
+        if engine == "dask" or not isinstance(source, Folder):
+            raise LabelloopError("a detector scores the images of a managed folder with the "
+                                 "local engine: set 'unlabeled_samples' to the folder and "
+                                 "engine to 'local'")
+        result = sample_box_queries(pipeline, pool, cfg["strategy"], source.root, **options)
     elif engine == "dask":
         from labeling.distributed import dask_client, sample_queries_dask
 

@@ -27,14 +27,14 @@ if TYPE_CHECKING:
 
 # The metrics history dataset the labeling-metrics step writes (one row per computation).
 METRICS_COLUMNS: tuple[str, ...] = (
-    "date", "labels", "model_version", "auc", "contradictions", "accuracy", "f1"
+    "date", "labels", "model_version", "auc", "contradictions", "accuracy", "f1", "map50"
 )
 DEFAULT_METRICS_DATASET = "metrics"
 STALL_WINDOW = 3
 STALL_TOLERANCE = 0.01
 STALL_WARNING = (
     "Labeling more is unlikely to help: over the last {window} retrains the model's AUC "
-    "(entity F1 for a span tagger) "
+    "(entity F1 for a span tagger, mAP@0.5 for a detector) "
     "moved by {auc:.3f} and its contradictions by {contradictions:.3f} (both under "
     "{tolerance:g}). Review the labels, add features or stop here."
 )
@@ -208,11 +208,13 @@ def stall(
 ) -> dict[str, float] | None:
     """How far AUC and contradictions moved over the last ``window`` computations, if both
     moved less than ``tolerance``; None otherwise (or with too short a history). A span
-    model has no AUC: its entity F1 stands in for it."""
+    model has no AUC: its entity F1 stands in for it; a detector's mAP@0.5 likewise."""
     auc = list(hist.get("auc", []))[-window:]
-    f1 = list(hist.get("f1", []))[-window:]
-    if len(f1) == len(auc) and all(a is None for a in auc) and any(v is not None for v in f1):
-        auc = f1
+    for stand_in in ("f1", "map50"):
+        other = list(hist.get(stand_in, []))[-window:]
+        if len(other) == len(auc) and all(a is None for a in auc) \
+                and any(v is not None for v in other):
+            auc = other
     contradictions = list(hist.get("contradictions", []))[-window:]
     if window < 2 or len(auc) < window or len(contradictions) < window:
         return None

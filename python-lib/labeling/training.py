@@ -56,8 +56,9 @@ TRUSTED_TYPES: list[str] = [
     "labeling.features.Clip",
     "labeling.features.ImageFeatures",
     "labeling.features.SoundFeatures",
-    # The span tagger: plain arrays and strings (labeling.spans.tagger).
+    # The span tagger and the box detector: plain values, arrays and scikit-learn steps.
     "labeling.spans.tagger.SpanTagger",
+    "labeling.boxes.detector.BoxDetector",
     # SimpleImputer keeps the dtype it was fitted on; skops does not trust it by default.
     "numpy.dtype",
 ]

@@ -25,6 +25,8 @@ from labeling.training import TRUSTED_TYPES, check_scoring_input, set_folder_roo
 from labelloop.errors import ConfigError
 from labelloop.project import Dataset, Project
 
+BOXES_SAMPLE = 200  # images a detector's two versions are compared on, at most
+
 
 def _recipes_of(project: Project, suffix: str) -> list[dict]:
     return [r for r in project.config.get("recipes", {}).values()
@@ -45,7 +47,8 @@ def resolve_settings(project: Project, config: dict) -> dict:
     """The step's settings with empty params filled in from the flow."""
     model = config.get("saved_model") or None
     trainers = [*_recipes_of(project, "/train-classifier"),
-                *_recipes_of(project, "/train-span-tagger")]
+                *_recipes_of(project, "/train-span-tagger"),
+                *_recipes_of(project, "/train-detector")]
     if model is None:
         outputs = [n for r in trainers for n in _names(r.get("outputs", {}).get("model"))]
         models = project.model_names()
@@ -110,7 +113,8 @@ def labels_of(project: Project, meta: dict, labels: str | None, label_col: str) 
 def predict(project: Project, model_name: str, version: int, rows: pd.DataFrame,
             folder_root: str | None) -> np.ndarray:
     """Predicted classes of one saved model version on raw rows (a span model: each row's
-    predicted spans as JSON text, so a changed span counts as a contradiction)."""
+    predicted spans as JSON text, so a changed span counts as a contradiction; a detector:
+    each image's predicted object classes, so a found, lost or relabeled object counts)."""
     saved = project.model(model_name)
     pipeline = saved.load(version, trusted=TRUSTED_TYPES)
     meta = saved.metadata(version)
@@ -118,6 +122,10 @@ def predict(project: Project, model_name: str, version: int, rows: pd.DataFrame,
         from labeling.spans.sampling import predict_spans
 
         return predict_spans(pipeline, rows, meta.get("text_column") or "text")
+    if meta.get("kind") == "boxes":
+        from labeling.boxes.sampling import predict_boxes
+
+        return predict_boxes(pipeline, rows, folder_root)
     set_folder_root(pipeline, folder_root)
     return np.asarray(pipeline.predict(check_scoring_input(pipeline, rows)), dtype=object)
 
@@ -162,8 +170,11 @@ def run(ctx: Any) -> None:
     share = None
     sampled = 0
     if previous is not None:
-        rows, root = sample_pool(project, settings["pool"], settings["sample_size"],
-                                 settings["seed"], new.get("data_type"))
+        size = settings["sample_size"]
+        if new.get("kind") == "boxes":  # a detector reads and scores whole images: fewer
+            size = min(size, BOXES_SAMPLE)
+        rows, root = sample_pool(project, settings["pool"], size, settings["seed"],
+                                 new.get("data_type"))
         sampled = len(rows)
         if sampled:
             before = predict(project, settings["model"], previous, rows, root)
@@ -186,6 +197,12 @@ def run(ctx: Any) -> None:
         if not metrics_ds.exists() or "f1" in metrics_ds.columns:
             row["f1"] = pd.Series([_number(metrics.get("f1"))], dtype="float64")
             details.update(f1=_number(metrics.get("f1")))
+    if new.get("kind") == "boxes":
+        # A detector has no AUC either: its cross-validated mAP@0.5 is what it tracks.
+        metrics_ds = Dataset(project, settings["metrics"])
+        if not metrics_ds.exists() or "map50" in metrics_ds.columns:
+            row["map50"] = pd.Series([_number(metrics.get("map50"))], dtype="float64")
+            details.update(map50=_number(metrics.get("map50")))
     Dataset(project, settings["metrics"]).append(pd.DataFrame(row))
     details.update(model_version=new["version"], previous_version=previous, labels=labels,
                    sampled=sampled, contradictions=share, auc=row["auc"].iloc[0]

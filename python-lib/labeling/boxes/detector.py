@@ -24,7 +24,7 @@ import numpy as np
 from labelloop.errors import LabelloopError
 
 from .proposals import iou_matrix, propose
-from .regions import ImageView, features, view
+from .regions import features, view
 
 BACKGROUND = "background"
 POSITIVE_IOU = 0.5
@@ -81,6 +81,18 @@ class Analysis:
         return 1.0 - self.proba[:, 0] if len(self.proba) else np.empty(0)
 
 
+@dataclass
+class Regions:
+    """One image's proposals with their features, and, for a labeled image, their training
+    targets (class index, 0 background, -1 left out) and its true boxes' features."""
+
+    boxes: np.ndarray
+    features: np.ndarray
+    target: np.ndarray | None = None
+    truth_features: np.ndarray | None = None
+    truth_target: np.ndarray | None = None
+
+
 class BoxDetector:
     """A fitted box detector (see the module docstring): ``fit`` then ``detect``."""
 
@@ -92,86 +104,109 @@ class BoxDetector:
         self.model = None
 
     # ------------------------------------------------------------------ fitting
-    def training_regions(self, v: ImageView, truth: np.ndarray, labels: list[str],
-                         rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """An image's training examples: (features, class index; 0 = background)."""
-        boxes = propose(v.contrast, self.window_sizes)
-        target = np.full(len(boxes), -1, dtype=np.int64)
-        index = {c: i + 1 for i, c in enumerate(self.classes)}
-        if len(truth) and len(boxes):
-            iou = iou_matrix(boxes, truth)
-            best, which = iou.max(axis=1), iou.argmax(axis=1)
-            target[best >= POSITIVE_IOU] = [index[labels[j]] for j in which[best >= POSITIVE_IOU]]
-            target[best < BACKGROUND_IOU] = 0
-        else:
-            target[:] = 0
-        bg = np.nonzero(target == 0)[0]
-        if len(bg) > MAX_BACKGROUND_PER_IMAGE:
-            drop = rng.choice(bg, len(bg) - MAX_BACKGROUND_PER_IMAGE, replace=False)
-            target[drop] = -1
-        used = target >= 0
-        boxes = np.concatenate([boxes[used], truth])
-        y = np.concatenate([target[used], [index[c] for c in labels]]).astype(np.int64)
-        return features(v, boxes), y
-
-    def fit(self, images: list[np.ndarray], boxes: list[list[dict]],
-            classes: list[str]) -> BoxDetector:
-        """Learn from images (RGB arrays) and their boxes (``[{"x","y","w","h","label"}]``)."""
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-
+    def set_classes(self, classes: list[str], boxes: list[list[dict]]) -> None:
+        """The classes to learn, and the sliding windows' sizes from the true boxes (the
+        quartiles of their widths and heights)."""
         self.classes = list(classes)
         every = box_array([b for row in boxes for b in row])
         if not len(every):
             raise LabelloopError("no box to learn from: draw some boxes before training")
-        # The sliding windows take the typical object sizes: the quartiles of width, height.
         self.window_sizes = np.unique(np.round(np.quantile(every[:, 2:], [0.25, 0.5, 0.75],
                                                            axis=0)), axis=0)
+
+    def regions(self, pixels: np.ndarray, boxes: list[dict] | None = None) -> Regions:
+        """An image's proposals and their features; with its true ``boxes``, the targets."""
+        v = view(pixels)
+        proposals = propose(v.contrast, self.window_sizes)
+        found = Regions(proposals, features(v, proposals))
+        if boxes is None:
+            return found
+        truth = box_array(boxes)
+        index = {c: i + 1 for i, c in enumerate(self.classes)}
+        target = np.zeros(len(proposals), dtype=np.int64)
+        if len(truth) and len(proposals):
+            iou = iou_matrix(proposals, truth)
+            best, which = iou.max(axis=1), iou.argmax(axis=1)
+            target[best >= BACKGROUND_IOU] = -1
+            positive = best >= POSITIVE_IOU
+            target[positive] = [index[boxes[j]["label"]] for j in which[positive]]
+        found.target = target
+        found.truth_features = features(v, truth)
+        found.truth_target = np.asarray([index[b["label"]] for b in boxes], dtype=np.int64)
+        return found
+
+    def fit_regions(self, regions: list[Regions]) -> BoxDetector:
+        """Fit the classifier on labeled images' regions (background examples capped per
+        image, seeded)."""
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
         rng = np.random.default_rng(self.random_state)
         xs, ys = [], []
-        for pixels, row in zip(images, boxes, strict=True):
-            x, y = self.training_regions(view(pixels), box_array(row),
-                                         [b["label"] for b in row], rng)
-            xs.append(x)
-            ys.append(y)
+        for r in regions:
+            target = r.target.copy()
+            bg = np.nonzero(target == 0)[0]
+            if len(bg) > MAX_BACKGROUND_PER_IMAGE:
+                target[rng.choice(bg, len(bg) - MAX_BACKGROUND_PER_IMAGE, replace=False)] = -1
+            used = target >= 0
+            xs += [r.features[used], r.truth_features]
+            ys += [target[used], r.truth_target]
         y = np.concatenate(ys)
-        model = make_pipeline(StandardScaler(),
-                              LogisticRegression(C=self.C, max_iter=2000))
+        if not (y == 0).any():
+            raise LabelloopError("every candidate region of the labeled images overlaps a box: "
+                                 "the detector has no background to learn from; label images "
+                                 "with empty areas too")
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=2000))
         model.fit(np.concatenate(xs), y)
         self.model = model
         return self
 
+    def fit(self, images: list[np.ndarray], boxes: list[list[dict]],
+            classes: list[str]) -> BoxDetector:
+        """Learn from images (RGB arrays) and their boxes (``[{"x","y","w","h","label"}]``)."""
+        self.set_classes(classes, boxes)
+        return self.fit_regions([self.regions(px, row)
+                                 for px, row in zip(images, boxes, strict=True)])
+
     # ------------------------------------------------------------------ inference
-    def analyse(self, pixels: np.ndarray) -> Analysis:
-        """An image's proposals and their probabilities of background and of each class."""
+    def analyse_regions(self, regions: Regions) -> Analysis:
+        """Probabilities of background and of each class for an image's regions."""
         if self.model is None:
             raise LabelloopError("the detector is not trained yet")
-        v = view(pixels)
-        boxes = propose(v.contrast, self.window_sizes)
-        proba = np.zeros((len(boxes), 1 + len(self.classes)))
-        if len(boxes):
-            p = self.model.predict_proba(features(v, boxes))
+        proba = np.zeros((len(regions.boxes), 1 + len(self.classes)))
+        if len(regions.boxes):
+            p = self.model.predict_proba(regions.features)
             proba[:, np.asarray(self.model.classes_, dtype=np.int64)] = p
-        return Analysis(boxes, proba)
+        return Analysis(regions.boxes, proba)
+
+    def analyse(self, pixels: np.ndarray) -> Analysis:
+        """An image's proposals and their probabilities of background and of each class."""
+        return self.analyse_regions(self.regions(pixels))
+    def detection_indices(self, analysis: Analysis, min_score: float = MIN_SCORE
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The kept proposals (index, object class index, score), best score first: each
+        proposal's most probable object class, its probability as the score, per-class NMS."""
+        if not len(analysis.boxes) or not self.classes:
+            return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
+        objects = analysis.proba[:, 1:]
+        label, score = objects.argmax(axis=1), objects.max(axis=1)
+        kept = []
+        for k in range(len(self.classes)):
+            idx = np.nonzero((label == k) & (score >= min_score))[0]
+            kept.append(idx[nms(analysis.boxes[idx], score[idx])])
+        idx = np.concatenate(kept)
+        idx = idx[np.argsort(-score[idx], kind="stable")]
+        return idx, label[idx], score[idx]
 
     def detections(self, analysis: Analysis, min_score: float = MIN_SCORE) -> list[dict]:
-        """The boxes found: each proposal's best object class, its probability as the score,
-        per-class NMS; sorted best score first."""
-        if not len(analysis.boxes) or not self.classes:
-            return []
-        objects = analysis.proba[:, 1:]
-        label = objects.argmax(axis=1)
-        score = objects.max(axis=1)
+        """The boxes found, best score first: ``{"x","y","w","h","label","score"}``."""
         out = []
-        for k, name in enumerate(self.classes):
-            idx = np.nonzero((label == k) & (score >= min_score))[0]
-            for i in idx[nms(analysis.boxes[idx], score[idx])]:
-                x, y, w, h = analysis.boxes[i]
-                out.append({"x": round(float(x), 2), "y": round(float(y), 2),
-                            "w": round(float(w), 2), "h": round(float(h), 2),
-                            "label": name, "score": round(float(score[i]), 4)})
-        out.sort(key=lambda b: -b["score"])
+        for i, k, score in zip(*self.detection_indices(analysis, min_score), strict=True):
+            x, y, w, h = analysis.boxes[i]
+            out.append({"x": round(float(x), 2), "y": round(float(y), 2),
+                        "w": round(float(w), 2), "h": round(float(h), 2),
+                        "label": self.classes[k], "score": round(float(score), 4)})
         return out
 
     def detect(self, pixels: np.ndarray, min_score: float = MIN_SCORE) -> list[dict]:

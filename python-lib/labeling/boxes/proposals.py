@@ -19,7 +19,7 @@ import numpy as np
 # >= 1 is in noise units above the median, < 1 a share of the strongest contrast (on a plain
 # background the noise is tiny and only the latter separates two close objects).
 LEVELS = ((3.0, 1), (3.0, 4), (5.0, 2), (5.0, 6), (8.0, 0), (8.0, 3), (15.0, 0), (15.0, 1),
-          (0.3, 0), (0.3, 2), (0.5, 0))
+          (0.3, 0), (0.3, 2), (0.5, 0), (0.7, 0))
 MIN_SIDE = 6  # px: a smaller component is noise
 MAX_SHARE = 0.6  # a candidate wider or higher than this share of the image is background
 DEDUPE_IOU = 0.9
