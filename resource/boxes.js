@@ -94,7 +94,7 @@
     slider.type = "range";
     slider.min = "0";
     slider.max = "1";
-    slider.step = "0.05";
+    slider.step = "0.01";
     slider.value = String(this.threshold);
     slider.id = "ll-boxes-threshold";
     slider.title = "Hide the model's boxes scoring below this";
