@@ -306,14 +306,15 @@
     this.edited();
   };
 
-  /** Select the next (or previous) visible box. */
+  /** Select the next (or previous) visible box; false when there is none. */
   BoxEditor.prototype.cycle = function (step) {
     const shown = this.boxes.map((b, i) => i).filter((i) => this.visible(this.boxes[i]));
-    if (!shown.length) return;
+    if (!shown.length) return false;
     const at = shown.indexOf(this.sel);
     const k = at < 0 ? (step > 0 ? 0 : shown.length - 1) : (at + step + shown.length) % shown.length;
     this.sel = shown[k];
     this.paint();
+    return true;
   };
 
   /** The answer: the boxes as they stand (the model's visible ones included), in whole
@@ -497,7 +498,7 @@
     else if (ev.repeat) return false;
     else if (k === "Delete" || k === "Backspace") this.remove();
     else if (k === "Escape") { if (this.drag) { this.drag = null; this.draft.setAttribute("visibility", "hidden"); } this.sel = -1; this.paint(); }
-    else if (k === "Tab") this.cycle(ev.shiftKey ? -1 : 1);
+    else if (k === "Tab") { if (!this.cycle(ev.shiftKey ? -1 : 1)) return false; }
     else if (k === "f" || k === "F") this.fit();
     else if (k === "+" || k === "=") this.zoom(1.5);
     else if (k === "-") this.zoom(1 / 1.5);

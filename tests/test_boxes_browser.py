@@ -239,6 +239,13 @@ def test_boxes_page_draw_edit_undo_submit_on_a_big_image(tmp_path, demo, page_fo
     assert img_before == 1 and page.evaluate("window.__img === document.querySelector('.ll-boxes-img')")
     moved = page.evaluate("window.labelloop.boxes.boxes[0]")
     assert moved["x"] == pytest.approx(scr.pixel(*scr.point(1000, 1000))[0] + 60 / scr.scale + 20, abs=1e-6)
+    # Every edit is undone one at a time: a nudge, then a removal.
+    page.keyboard.press("Control+z")
+    assert page.evaluate("window.labelloop.boxes.boxes[0].x") == pytest.approx(moved["x"] - 1)
+    page.keyboard.press("Backspace")
+    assert answer_now(page) == []
+    page.keyboard.press("Control+z")
+    assert page.evaluate("window.labelloop.boxes.boxes[0].x") == pytest.approx(moved["x"] - 1)
     print("\n4000x3000 image: " + "; ".join(
         (figures("drag (move a box)", moves), figures("nudge (arrow key)", nudges),
          figures("wheel zoom", wheel))))
@@ -348,6 +355,6 @@ def test_boxes_page_zoomed_drawing_and_suggestions_after_a_retrain(tmp_path, dem
         page.keyboard.press("PageUp")
         page.wait_for_function("id => document.getElementById('ll-item').dataset.itemId === id",
                                arg=earlier)
-        assert [b for b, sug in shown_boxes(page)] == as_shown(boxes)
+        assert shown_boxes(page) == [[b, False] for b in as_shown(boxes)]  # no longer dashed
     assert "Earlier answer (1 box)" in page.inner_text("#ll-item-mode")
     assert page.errors == []
