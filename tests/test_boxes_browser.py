@@ -35,14 +35,15 @@ pytestmark = [
 
 BIG = (4000, 3000)
 SCENES = 40
-CLASSES = list(OBJECT_CLASSES)  # zero, four, seven: keys 1, 2, 3
+CLASSES = list(OBJECT_CLASSES)  # zero, four, seven
+KEY = {name: str(i + 1) for i, name in enumerate(CLASSES)}  # their keys: 1, 2, 3
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory, serve_module):
     """The boxes demo (`labelloop demo --data boxes`, fewer scenes) plus a `photos` webapp
     on two 4000x3000 images made from scenes; served for the module. Returns (directory,
-    server, the scenes' truth)."""
+    server, the scenes' truth, the photos' objects by file name)."""
     directory = tmp_path_factory.mktemp("boxes-demo") / "project"
     project = create_demo(directory, BOXES, scenes=SCENES)
     truth = json.loads((directory / TRUTH_FILE).read_text())
@@ -54,7 +55,12 @@ def demo(tmp_path_factory, serve_module):
                          for a in truth["annotations"] if a["image_id"] == img["id"]]}
               for img in truth["images"]]
     (directory / "photos").mkdir()
-    for i, scene in enumerate(scenes[:2]):
+    photos = {}  # the photos' objects, scaled with them
+    two = [s for s in scenes if len({b["label"] for b in s["boxes"][:2]}) == 2]  # two classes
+    for i, scene in enumerate(two[:2]):
+        fx, fy = BIG[0] / scene["width"], BIG[1] / scene["height"]
+        photos[f"big{i}.jpg"] = [{"x": b["x"] * fx, "y": b["y"] * fy, "w": b["w"] * fx,
+                                  "h": b["h"] * fy, "label": b["label"]} for b in scene["boxes"]]
         with Image.open(directory / FOLDER / scene["path"]) as img:
             img.convert("RGB").resize(BIG, Image.BICUBIC).save(
                 directory / "photos" / f"big{i}.jpg", quality=85)
@@ -64,7 +70,7 @@ def demo(tmp_path_factory, serve_module):
         "params": {"unlabeled": "photos", "object_classes": OBJECT_CLASSES,
                    "labels_ds": "photo_labels", "metadata_ds": "photo_metadata"}}
     project.save_config()
-    return directory, serve_module(directory, "--no-scheduler"), scenes
+    return directory, serve_module(directory, "--no-scheduler"), scenes, photos
 
 
 def shot(page, tmp_path: Path, name: str) -> None:
@@ -167,7 +173,7 @@ def figures(name: str, times: list[tuple[float, float]]) -> str:
 
 
 def test_boxes_page_draw_edit_undo_submit_on_a_big_image(tmp_path, demo, page_for):  # noqa: F811
-    directory, server, _ = demo
+    directory, server, _, photos = demo
     page = page_for()
     page.goto(server.url + "/webapps/photos")
     first = wait_image(page)
@@ -180,16 +186,22 @@ def test_boxes_page_draw_edit_undo_submit_on_a_big_image(tmp_path, demo, page_fo
     assert [x[0] for x in legend] == CLASSES
     assert [x[1].split()[0] for x in legend] == ["1", "2", "3"] and len({x[2] for x in legend}) == 3
     assert "zero" in page.inner_text("#ll-boxes-next")
-    # Two boxes drawn with the mouse (no popup: the second drag right after the first).
-    a1, b1 = scr.point(400, 300), scr.point(1300, 1100)
+    # Two boxes drawn with the mouse around the first two objects (no popup: the second drag
+    # right after the first), both of the first object's class; the second short of its
+    # bottom-right corner by the drag the resize below makes.
+    o1, o2 = photos[first][:2]
+    page.keyboard.press(KEY[o1["label"]])
+    a1, b1 = scr.point(o1["x"], o1["y"]), scr.point(o1["x"] + o1["w"], o1["y"] + o1["h"])
     drag(page, a1, b1)
-    a2, b2 = scr.point(2100, 1500), scr.point(3000, 2600)
+    a2 = scr.point(o2["x"], o2["y"])
+    b2 = scr.point(o2["x"] + o2["w"] - 40 / scr.scale, o2["y"] + o2["h"] - 25 / scr.scale)
     drag(page, b2, a2)  # drawn from its bottom-right corner
-    # The second box is selected: 3 makes it a "seven" (and the class of the next box).
-    page.keyboard.press("3")
-    box1 = expected_box(scr, a1, b1, "zero")
-    box2 = expected_box(scr, a2, b2, "seven")
-    assert answer_now(page) == [box1, box2]
+    box1 = expected_box(scr, a1, b1, o1["label"])
+    box2 = expected_box(scr, a2, b2, o2["label"])
+    assert answer_now(page) == sort_boxes([box1, {**box2, "label": o1["label"]}])
+    # The second box is selected: its object's key gives it that class (and the next box's).
+    page.keyboard.press(KEY[o2["label"]])
+    assert answer_now(page) == sort_boxes([box1, box2])
     # Resize it by its bottom-right corner handle.
     corner = page.eval_on_selector(
         "#ll-boxes .ll-handle[data-handle=se]",
@@ -198,21 +210,21 @@ def test_boxes_page_draw_edit_undo_submit_on_a_big_image(tmp_path, demo, page_fo
     drag(page, start, (start[0] + 40, start[1] + 25))
     exact = page.evaluate("window.labelloop.boxes.boxes[1]")
     # The corner moves by the drag in image pixels, from where the box's corner was.
-    sx0, sy0 = scr.pixel(*a2)
     sx1, sy1 = scr.pixel(*b2)
     assert exact["x"] + exact["w"] == pytest.approx(sx1 + 40 / scr.scale, abs=1e-6)
     assert exact["y"] + exact["h"] == pytest.approx(sy1 + 25 / scr.scale, abs=1e-6)
-    resized = expected_box(scr, a2, (b2[0] + 40, b2[1] + 25), "seven")
-    assert answer_now(page) == [box1, resized]
+    resized = expected_box(scr, a2, (b2[0] + 40, b2[1] + 25), o2["label"])
+    assert abs(resized["w"] - o2["w"]) < 2 / scr.scale and abs(resized["h"] - o2["h"]) < 2 / scr.scale
+    assert answer_now(page) == sort_boxes([box1, resized])
     shot(page, tmp_path, "1-drawn")
     # Undo the resize, then the class change; redo both.
     page.keyboard.press("Control+z")
-    assert answer_now(page) == [box1, box2]
+    assert answer_now(page) == sort_boxes([box1, box2])
     page.keyboard.press("Control+z")
-    assert answer_now(page) == [box1, {**box2, "label": "zero"}]
+    assert answer_now(page) == sort_boxes([box1, {**box2, "label": o1["label"]}])
     page.keyboard.press("Control+Shift+z")
     page.keyboard.press("Control+y")
-    assert answer_now(page) == [box1, resized]
+    assert answer_now(page) == sort_boxes([box1, resized])
     page.keyboard.press("Enter")
     second = wait_image(page, first)
     wait_idle(page)
@@ -269,7 +281,7 @@ def test_boxes_page_draw_edit_undo_submit_on_a_big_image(tmp_path, demo, page_fo
 
 def test_boxes_page_zoomed_drawing_and_suggestions_after_a_retrain(tmp_path, demo, page_for,  # noqa: F811
                                                                     run_cli):
-    directory, server, scenes = demo
+    directory, server, scenes, _ = demo
     truth = {s["path"]: s for s in scenes}
     page = page_for()
     page.goto(server.url + f"/webapps/{WEBAPP}")
@@ -288,7 +300,7 @@ def test_boxes_page_zoomed_drawing_and_suggestions_after_a_retrain(tmp_path, dem
     assert scr.pixel(*centre) == pytest.approx(fitted.pixel(*centre), abs=0.5 / fitted.scale)
     a = scr.point(target["x"] - 1.3, target["y"] - 0.6)
     b = scr.point(target["x"] + target["w"] + 0.7, target["y"] + target["h"] + 1.2)
-    page.keyboard.press(str(CLASSES.index(target["label"]) + 1))
+    page.keyboard.press(KEY[target["label"]])
     drag(page, a, b)
     drawn = expected_box(scr, a, b, target["label"])
     assert answer_now(page) == [drawn]
