@@ -152,6 +152,15 @@ def test_bad_boxes_are_a_400_naming_the_box_and_write_nothing(server):
     assert r.status == 400 and "boxes" in r.json()["error"] and written(project) == before
 
 
+def test_an_images_queue_score_is_its_least_sure_box():
+    from labeling.kinds.boxes import BoxesKind
+
+    kind = BoxesKind(None)
+    assert kind.item_score([0.1, 0.4, float("nan")]) == 0.4 and kind.item_score([]) == 0.0
+    scores = kind.item_scores([0.1, 0.4, 0.2, float("nan")], [2, 0, 1, 1])
+    assert scores.tolist() == [0.4, 0.0, 0.2, 0.0]
+
+
 def test_image_size_reads_the_header_and_follows_changes(tmp_path):
     path = tmp_path / "x.png"
     Image.new("L", (33, 21)).save(path)

@@ -29,6 +29,15 @@ def test_boxes_demo_serves_the_webapp_ready_to_draw(tmp_path, serve):
     app = project.config["webapps"][WEBAPP]
     assert app["type"] == "ml-assisted-labeling/image-boxes-labeling"
     assert app["params"]["object_classes"] == OBJECT_CLASSES
+    # The loop: every n labels the detector retrains and the Query Sampler re-ranks.
+    recipes = project.config["recipes"]
+    assert recipes["train"]["type"] == "ml-assisted-labeling/train-detector"
+    assert recipes["sample"]["params"]["strategy"] == "box_max"
+    assert recipes["sample"]["inputs"]["saved_model"] == recipes["train"]["outputs"]["model"]
+    scenario = project.config["scenarios"][demo.SCENARIO]
+    assert scenario["triggers"][0]["params"]["i_labeling_count"] == 5
+    assert [s.get("recipe") or s["step"] for s in scenario["steps"]] == [
+        "train", "sample", "ml-assisted-labeling/labeling-metrics"]
 
     srv = serve(project.dir, "--no-scheduler")
     page = srv.get(f"/webapps/{WEBAPP}")

@@ -173,3 +173,17 @@ def test_bad_box_files_are_refused_by_name(project, tmp_path):
     with pytest.raises(LabelloopError, match="unknown option 'images' for voc import"):
         import_file(project, "bad", out, "voc", options={"images": "x"})
     assert not project.dataset("bad", create=True).exists()
+
+
+def test_the_command_line_exports_and_imports_a_yolo_directory(project, tmp_path, run_cli):
+    out = tmp_path / "yolo-cli"
+    done = run_cli(project.dir, "dataset", "export", "labels", str(out), "--format", "yolo")
+    assert "exported 4 rows" in done.stdout and (out / "classes.txt").is_file()
+    done = run_cli(project.dir, "dataset", "import", "back", str(out), "--format", "yolo",
+                   "-o", f"images={project.dir / 'images'}")
+    assert "imported 4 rows into back" in done.stdout
+    assert_within_a_pixel(read_back(project, "back"))
+    # A directory is no CSV: one clear line, nothing imported.
+    bad = run_cli(project.dir, "dataset", "import", "csvdir", str(out), "--format", "csv",
+                  check=False)
+    assert bad.returncode == 1 and "is a directory: a csv import reads a file" in bad.stderr

@@ -1,7 +1,8 @@
 """An external Label Studio ML backend (the `label-studio-ml` SDK, on 127.0.0.1) answering
 `RectangleLabels` as the model of the boxes loop: the ml-backend-predict recipe writes its
 boxes with their scores into the queries dataset, its scores rank the pool, and the
-image-boxes webapp serves the boxes as suggestions."""
+image-boxes webapp serves the boxes as suggestions; the ml-backend-notify step sends it the
+boxes drawn, as rectangles in percentages of each image."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from labelstudio_env import LS_ML_REQUIREMENTS, http_json, venv_with
 from labeling import demo
 from labeling.boxes.demo import FOLDER, TRUTH_FILE, WEBAPP
 from labelloop.flow import run_recipe
+from labelloop.scenarios import run_scenario
 
 # A protocol test against a real service: run once (the SQLite run of make test); the
 # database side of what it exercises is tested on PostgreSQL by tests/test_boxes.py.
@@ -104,3 +106,19 @@ def test_rectanglelabels_backend_boxes_are_suggestions(project, box_backend):
     assert suggestion["model_version"] == "boxes-1"
     top = json.loads(queries["prediction"].iloc[0])
     assert suggestion["boxes"] == sorted(top, key=lambda b: (b["y"], b["x"], b["h"], b["w"]))
+
+    # Boxes drawn (the true ones) go to the backend with START_TRAINING; it finds them all.
+    drawn = 0
+    for item in items:
+        engine.label("ann", item["id"], expected[item["id"]])
+        drawn += len(expected[item["id"]])
+    project.config["scenarios"]["external-detector"] = {"steps": [
+        {"step": f"{PLUGIN}/ml-backend-notify",
+         "params": {"url": box_backend, "categories": classes, "wait_seconds": 120}},
+        {"recipe": "ml-predict"}]}
+    project.save_config()
+    run = run_scenario(project, "external-detector")
+    assert run["status"] == "SUCCESS", (run.get("error"), run.get("details"))
+    queries = project.dataset("queries").read()
+    assert len(queries) == 12 - 3
+    assert set(queries["model_version"]) == {f"boxes-matched-{drawn}"}

@@ -4,18 +4,30 @@ on a detector, and the loop's metrics step with mAP."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from pycocotools.coco import COCO
+from skops.io import get_untrusted_types
 
-from labeling.boxes.detector import box_array, nms, read_image
+from labeling import demo, stopping
+from labeling.boxes.demo import FOLDER, boxes_config
+from labeling.boxes.detector import Analysis, BoxDetector, box_array, nms, read_image
 from labeling.boxes.evaluate import mean_average_precision
 from labeling.boxes.proposals import iou_matrix, propose
 from labeling.boxes.regions import view
+from labeling.boxes.sampling import Scored, box_strategies, score_analyses, suggested_boxes
 from labeling.boxes.scenes import OBJECT_CLASSES, make_scenes, write_truth
+from labeling.boxes.training import train_detector
+from labeling.training import TRUSTED_TYPES
+from labelloop import flow, scenarios
+from labelloop.errors import LabelloopError, UntrustedModelError
+from labelloop.project import Project
+from labelloop.project.models import load_skops
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +127,211 @@ def test_mean_average_precision_is_cocoeval_at_iou_half():
     scores = mean_average_precision(images, moved, ["a", "b"])
     assert scores["per_class"]["a"] > 0.99 and scores["per_class"]["b"] == 0.0
     assert mean_average_precision(images, [[]], ["a", "b"])["map50"] == 0.0
+
+
+# --------------------------------------------------------------------------- the recipes
+
+
+def boxes_project(make_project, n_scenes: int = 26, every: int = 10):
+    """The boxes demo's project (without its webapp) over a few generated scenes."""
+    config = boxes_config(every, demo.SCENARIO)
+    config.pop("webapps")  # the image-boxes webapp is not part of these tests
+    config["scenarios"][demo.SCENARIO]["steps"][2]["params"]["min_new_labels"] = every
+    project = make_project(config=config)
+    scenes = make_scenes(project.dir / FOLDER, n_scenes, seed=5)
+    return project, scenes
+
+
+def record_boxes(project: Project, scenes: list[dict], session: int = 0,
+                 boxes_of=lambda s: s["boxes"]) -> None:
+    """Labels and metadata rows as the image-boxes webapp writes them."""
+    labels = project.dataset("labels")
+    start = labels.count() if labels.exists() else 0
+    paths = [s["path"] for s in scenes]
+    cells = [json.dumps(boxes_of(s)) for s in scenes]
+    ids = np.arange(start, start + len(scenes), dtype=np.int64)
+    rows = pd.DataFrame({"path": paths, "label": cells, "label_id": ids})
+    now = pd.Timestamp(dt.datetime.now(dt.UTC))
+    meta = pd.DataFrame({"date": [now] * len(paths), "data_id": paths,
+                         "comment": [None] * len(paths), "session": [session] * len(paths),
+                         "status": ["LABELED"] * len(paths), "annotator": ["ann"] * len(paths),
+                         "label": cells, "label_id": ids})
+    if labels.exists():
+        labels.append(rows)
+        project.dataset("metadata").append(meta)
+    else:
+        labels.write(rows)
+        project.dataset("metadata").write(meta)
+
+
+def test_train_detector_saves_a_model_that_loads_without_pickle_and_detects(make_project):
+    project, scenes = boxes_project(make_project)
+    record_boxes(project, scenes[:14])
+    flow.run_recipe(project, "train", show_progress=False)
+    saved = project.model("detector")
+    (meta,) = saved.versions()
+    assert meta["kind"] == "boxes" and meta["classes"] == sorted(OBJECT_CLASSES)
+    metrics = meta["metrics"]
+    assert metrics["cv"] == "5-fold" and metrics["train_rows"] == 14
+    assert 0.3 < metrics["map50"] <= 1.0  # learned something from 14 images
+    assert set(metrics["per_class_ap"]) == set(OBJECT_CLASSES)
+    assert metrics["map50"] == pytest.approx(np.mean(list(metrics["per_class_ap"].values())))
+    assert metrics["boxes"] == sum(len(s["boxes"]) for s in scenes[:14])
+    # skops, no pickle: the detector is the one type skops must be told to trust
+    path = project.dir / meta["file"]
+    with pytest.raises(UntrustedModelError, match="labeling.boxes.detector.BoxDetector"):
+        load_skops(path)
+    assert get_untrusted_types(file=path) == ["labeling.boxes.detector.BoxDetector"]
+    detector = saved.load(meta["version"], trusted=TRUSTED_TYPES)
+    assert isinstance(detector, BoxDetector)
+    scene = scenes[20]
+    found = detector.detect(read_image(project.dir / FOLDER / scene["path"]))
+    assert found and all(set(b) == {"x", "y", "w", "h", "label", "score"} for b in found)
+    assert [b["score"] for b in found] == sorted((b["score"] for b in found), reverse=True)
+    sure = [b for b in found if b["score"] >= 0.5]
+    iou = iou_matrix(box_array(scene["boxes"]), box_array(sure))
+    assert (iou.max(axis=1) >= 0.5).mean() >= 0.5  # finds most objects of an unseen scene
+
+
+def test_train_detector_refuses_what_it_cannot_learn_from(make_project, tmp_path):
+    project, scenes = boxes_project(make_project, n_scenes=6)
+    root = project.dir / FOLDER
+
+    def frame(rows):
+        return pd.DataFrame(rows, columns=["path", "label"])
+
+    truth = [(s["path"], json.dumps(s["boxes"])) for s in scenes]
+    with pytest.raises(LabelloopError, match="2 labeled image.*at least 3 to train"):
+        train_detector(frame(truth[:2] + [(scenes[2]["path"], None)]), folder_root=root)
+    with pytest.raises(LabelloopError, match="have no box at all: draw boxes"):
+        train_detector(frame([(p, "[]") for p, _ in truth]), folder_root=root)
+    outside = [{"x": scenes[0]["width"] - 5, "y": 0, "w": 10, "h": 10, "label": "zero"}]
+    with pytest.raises(LabelloopError, match=r"labels row 1 \(scene-0000.png\): box 0 .*outside"):
+        train_detector(frame([(scenes[0]["path"], json.dumps(outside))] + truth[1:]),
+                       folder_root=root)
+    with pytest.raises(LabelloopError, match="not in folder"):
+        train_detector(frame(truth), folder_root=tmp_path)
+    with pytest.raises(LabelloopError, match="set the recipe's 'folder' input role"):
+        train_detector(frame(truth))
+    with pytest.raises(LabelloopError, match="no column 'path'"):
+        train_detector(frame(truth).rename(columns={"path": "file"}), folder_root=root)
+    # few images: trained, cross-validation skipped with the reason; an empty image is fine
+    result = train_detector(frame(truth[:4] + [(scenes[4]["path"], "[]")]), folder_root=root)
+    assert result.n_images == 5 and result.metrics["cv"].startswith("skipped: 5 labeled")
+    assert result.metrics["map50"] is None and "1 of the 5 labeled images have no box" \
+        in result.notes[0]
+    # through the recipe: the one-line error, nothing saved
+    record_boxes(project, scenes[:2])
+    with pytest.raises(LabelloopError, match="at least 3 to train"):
+        flow.run_recipe(project, "train", show_progress=False)
+    assert project.model("detector", create=True).versions() == []
+
+
+# --------------------------------------------------------------------------- Query Sampler
+
+
+def analysis(*proba) -> Analysis:
+    """Proposals side by side (30 px apart) with the given [background, a, b] probabilities."""
+    boxes = np.array([[30.0 * i, 0, 20, 20] for i in range(len(proba))]).reshape(-1, 4)
+    return Analysis(boxes, np.asarray(proba, dtype=float).reshape(-1, 3))
+
+
+def test_strategies_put_the_image_with_a_half_seen_object_first():
+    detector = BoxDetector()
+    detector.classes = ["a", "b"]
+    sure, bg = [0.02, 0.95, 0.03], [0.97, 0.02, 0.01]
+    seen = analysis(sure, [0.03, 0.02, 0.95], bg, bg)
+    half_seen = analysis(sure, bg, [0.52, 0.3, 0.18], bg)  # an object the model half-sees
+    unsure_class = analysis(sure, [0.1, 0.5, 0.4], bg)  # an object, but which class?
+    empty = analysis(bg, bg)
+    images = [seen, empty, unsure_class, half_seen]
+    registry = box_strategies()
+    for name in ("box_max", "box_mean", "margin", "near_threshold"):
+        scores = registry.get(name).func(Scored(images, [suggested_boxes(detector, a)
+                                                          for a in images]))
+        assert int(np.argmax(scores)) == 3, name  # the half-seen object first
+        assert scores[0] < scores[3] and scores[1] < scores[3], name
+    # the formulas: the box terms, and the near-threshold term (w = 1 - |0.48 - 0.5| / 0.25)
+    scored = score_analyses(detector, images, "box_max")
+    near = 1 - abs(0.48 - 0.5) / 0.25
+    # (the half-seen proposal is a weak box of "a": background is its top class, 0.52)
+    assert scored["uncertainty"] == pytest.approx([0.05, 0.0, 0.5, 0.48 + near])
+    assert score_analyses(detector, images, "box_mean")["uncertainty"] == pytest.approx(
+        [0.05, 0.0, (0.05 + 0.5) / 2, (0.05 + 0.48) / 2 + near])
+    assert score_analyses(detector, images, "margin")["uncertainty"] == pytest.approx(
+        [0.08, 0.0, 0.9, 0.78 + near])
+    # the suggestions: boxes scored >= 0.3 with their scores; the confidence
+    first = json.loads(scored["prediction"][0])
+    assert first == [{"x": 0.0, "y": 0.0, "w": 20.0, "h": 20.0, "label": "a", "score": 0.95},
+                     {"x": 30.0, "y": 0.0, "w": 20.0, "h": 20.0, "label": "b", "score": 0.95}]
+    assert json.loads(scored["prediction"][1]) == []
+    assert scored["confidence"] == pytest.approx([0.95, 1.0, 0.5, 1 - near])
+    assert len(json.loads(scored["prediction"][3])) == 2  # 0.3 of "a": suggested, weak
+
+
+def test_query_sampler_ranks_images_with_suggested_boxes(make_project):
+    project, scenes = boxes_project(make_project, n_scenes=24)
+    record_boxes(project, scenes[:12])
+    flow.run_recipe(project, "train", show_progress=False)
+    project.config["recipes"]["sample"]["params"]["strategy"] = "box_max"
+    project.save_config()
+    flow.run_recipe(project, "sample", show_progress=False)
+    queries = project.dataset("queries").read()
+    assert list(queries.columns) == ["path", "uncertainty", "prediction", "confidence",
+                                     "model_version", "query_rank"]
+    assert set(queries["path"]) == {s["path"] for s in scenes[12:]}
+    assert queries["uncertainty"].is_monotonic_decreasing
+    assert queries["query_rank"].tolist() == list(range(12))
+    assert set(queries["model_version"]) == {"1"} and queries["confidence"].between(0, 1).all()
+    assert project.variables.get("queries_session") == 1
+    truth = {s["path"]: s for s in scenes}
+    for path, pred in zip(queries["path"], queries["prediction"], strict=True):
+        for b in json.loads(pred):
+            assert set(b) == {"x", "y", "w", "h", "label", "score"} and 0.3 <= b["score"] <= 1
+            assert b["label"] in OBJECT_CLASSES
+            assert 0 <= b["x"] and b["x"] + b["w"] <= truth[path]["width"]
+    # the default strategy (margin) has its box meaning; a classifier's batch one does not
+    params = project.config["recipes"]["sample"]["params"]
+    params.update(strategy="margin", max_queries=5)
+    project.save_config()
+    flow.run_recipe(project, "sample", show_progress=False)
+    assert len(project.dataset("queries").read()) == 5
+    project.config["recipes"]["sample"]["params"]["strategy"] = "diverse_margin"
+    project.save_config()
+    with pytest.raises(LabelloopError, match="unknown query strategy 'diverse_margin'; known "
+                                             "strategies: box_max, box_mean, margin"):
+        flow.run_recipe(project, "sample", show_progress=False)
+
+
+def test_every_n_loop_trains_ranks_and_records_map50(make_project):
+    project, scenes = boxes_project(make_project, n_scenes=26, every=10)
+    record_boxes(project, scenes[:10])
+    name = demo.SCENARIO
+    assert scenarios.check_triggers(project, name) is not None
+    run = scenarios.run_scenario(project, name)
+    assert run["status"] == "SUCCESS", run["error"]
+    assert scenarios.check_triggers(project, name) is None  # it counts labels again
+    record_boxes(project, scenes[10:19], session=1)
+    assert scenarios.check_triggers(project, name) is None  # 9 labels: not yet
+    record_boxes(project, scenes[19:20], session=1)
+    assert scenarios.check_triggers(project, name) is not None
+    run = scenarios.run_scenario(project, name)
+    assert run["status"] == "SUCCESS", run["error"]
+    metrics = project.dataset("metrics").read()
+    assert metrics["labels"].tolist() == [10, 20]
+    assert metrics["model_version"].tolist() == [1, 2]
+    assert metrics["auc"].isna().all()
+    versions = project.model("detector").versions()
+    assert metrics["map50"].tolist() == pytest.approx([v["metrics"]["map50"] for v in versions])
+    assert metrics["map50"].between(0, 1).all()
+    assert pd.isna(metrics["contradictions"].iloc[0])
+    assert 0.0 <= metrics["contradictions"].iloc[1] <= 1.0
+    assert len(project.dataset("queries").read()) == 6
+
+
+def test_stall_watches_map50_where_there_is_no_auc():
+    flat = {"auc": [None] * 3, "f1": [None] * 3, "map50": [0.951, 0.955, 0.953],
+            "contradictions": [0.03, 0.031, 0.03]}
+    assert stopping.stall(flat) == pytest.approx({"auc": 0.004, "contradictions": 0.001})
+    assert "mAP@0.5 for a detector" in stopping.warnings_from_history(flat)[0]
+    assert stopping.stall({**flat, "map50": [0.5, 0.7, 0.9]}) is None

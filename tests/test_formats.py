@@ -139,20 +139,12 @@ def test_bad_label_studio_files_name_the_task_and_write_nothing(project, tmp_pat
 
 
 def test_coco_round_trip_and_bad_file(project, tmp_path):
-    import struct
-    import zlib
+    from PIL import Image
 
     images = tmp_path / "project-images"
     images.mkdir()
-
-    def png(w: int, h: int) -> bytes:
-        ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
-        chunk = b"IHDR" + ihdr
-        return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk
-                + struct.pack(">I", zlib.crc32(chunk)))
-
-    (images / "a.png").write_bytes(png(8, 6))
-    (images / "b.png").write_bytes(png(4, 4))
+    Image.new("L", (8, 6)).save(images / "a.png")
+    Image.new("L", (4, 4)).save(images / "b.png")
     project.declare("folders", "imgs", {"path": str(images)})
     labels = pd.DataFrame({"path": ["a.png", "b.png"], "label": ["cat", "dog"],
                            "label_id": [5, 9]})

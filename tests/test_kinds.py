@@ -112,10 +112,11 @@ def test_a_plugin_registers_a_kind_through_the_hook(tmp_path):
     registry = PluginRegistry(load_entry_points=False)
     registry.register_plugin("stars-plugin", _StarsPlugin())
     kinds = collect_kinds(registry.pm)
-    assert set(kinds.names()) == {"choice", "spans", "stars"} and kinds.get("stars") is _Stars
-    assert collect_kinds(None).names() == ["choice", "spans"]
-    with pytest.raises(LabelloopError, match="unknown annotation kind 'boxes'; known kinds"):
-        kinds.get("boxes")
+    assert set(kinds.names()) == {"choice", "spans", "boxes", "stars"}
+    assert kinds.get("stars") is _Stars
+    assert collect_kinds(None).names() == ["choice", "spans", "boxes"]
+    with pytest.raises(LabelloopError, match="unknown annotation kind 'polygons'; known kinds"):
+        kinds.get("polygons")
     with pytest.raises(LabelloopError, match="not a subclass"):
         kinds.register("bad", object)
 

@@ -231,7 +231,7 @@ def _create_boxes_demo(directory: Path, n: int, check: bool, scenes: int,
                        project_options: dict) -> Any:
     from labelloop.project import Project
 
-    from .boxes.demo import boxes_config, without_detector, write_scenes
+    from .boxes.demo import boxes_config, write_scenes
 
     if n < 1:
         raise ConfigError(f"--n must be at least 1 (labels between two retrains), got {n}")
@@ -239,7 +239,6 @@ def _create_boxes_demo(directory: Path, n: int, check: bool, scenes: int,
     write_scenes(directory, scenes)  # files first, as for the other demos
     project = Project.init(directory, key="OBJECTS", config=boxes_config(n, SCENARIO),
                            **project_options)
-    without_detector(project)
     if check:
         _checked(project)
     return project
@@ -295,7 +294,7 @@ def open_or_create_demo(directory: str | Path, data_type: str | None = None,
     data_type = data_type or "image"
     echo(f"creating the {data_type} demo project in {directory.resolve()} ...")
     project = create_demo(directory, data_type, n or DEFAULT_N, **project_options)
-    if data_type == SIMILARITY or not project.config.get("scenarios"):
+    if data_type == SIMILARITY:
         echo(f"created project {project.key}: webapp {next(iter(project.config['webapps']))}")
         return project
     echo(f"created project {project.key}: webapp {next(iter(project.config['webapps']))}, "

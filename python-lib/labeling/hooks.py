@@ -48,9 +48,9 @@ def register_api_routes(register):
 @hookimpl
 def register_dataset_formats(register):
     """Label Studio JSON and COCO (labeling.interop.formats), CoNLL 2003 and spaCy-style
-    JSON Lines (labeling.spans.formats), YOLO and Pascal VOC (labeling.boxes.formats) for
+    JSON Lines (labeling.spans.formats), YOLO and Pascal VOC (labeling.boxes.archives) for
     `dataset import|export`."""
-    from .boxes.formats import register_box_formats
+    from .boxes.archives import register_box_formats
     from .interop.formats import register_formats
     from .spans.formats import register_span_formats
 

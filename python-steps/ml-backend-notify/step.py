@@ -5,6 +5,11 @@ The body is Label Studio's START_TRAINING webhook (`{"action", "project": {"id",
 annotations (the shape of a Label Studio JSON export), so a backend can train on them without
 calling back. Then the step asks the backend's `/setup` until its model_version changes (at
 most `wait_seconds`), so the next step predicts with the retrained model.
+
+Boxes (an image-boxes webapp's labels): the annotations are `rectanglelabels` results in
+percentages of each image, its size read from the images (`folder`, else the managed folder
+of the labeling webapp that writes the labels), and the built label config is a
+`<RectangleLabels>` over the object classes given as `categories`.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import os
 import time
 
+from labeling.boxes.formats import images_root, is_box_column
 from labeling.interop.formats import labels_to_tasks
 from labeling.interop.labelstudio import config_for
 from labeling.interop.ml_client import MlBackendError, MlClient
@@ -27,14 +33,22 @@ def run(ctx):
     frame = labels.read()
     data_type = "image" if "path" in frame.columns and "text" not in frame.columns else "text"
     data_key = cfg.get("data_key") or ("image" if data_type == "image" else "text")
-    label_config = config_for({**cfg, "data_key": data_key}, data_type)
+    boxes = cfg["label_col"] in frame.columns and is_box_column(frame[cfg["label_col"]])
+    label_config = config_for({**cfg, "data_key": data_key}, data_type,
+                              "boxes" if boxes else "choice")
+    sizes = None
+    if boxes:  # Label Studio's rectangles are percentages of the image
+        from labeling.kinds.boxes import image_size
+
+        root = images_root(project, cfg["ds_labels"], {"folder": cfg.get("folder")})
+        sizes = {p: image_size(root / p) for p in frame["path"].astype(str).unique()}
     meta = None
     if cfg.get("ds_metadata"):
         ds = project.dataset(cfg["ds_metadata"], create=True)
         meta = ds.read() if ds.exists() else None
     tasks = labels_to_tasks(frame, cfg["label_col"], meta, data_key=data_key,
                             text_column=cfg.get("text_column") or None,
-                            label_config=label_config)
+                            label_config=label_config, sizes=sizes)
     password = cfg.get("auth_password") or os.environ.get("LABELLOOP_ML_BACKEND_PASSWORD") or ""
     client = MlClient(cfg["url"], timeout=float(cfg["timeout"]), retries=int(cfg["retries"]),
                       basic_auth=(cfg["auth_user"], password) if cfg.get("auth_user") else None)

@@ -5,6 +5,8 @@ objects of each task's image from a COCO file of the true boxes (keyed by file n
 stand-in for a YOLO backend, enough to check the protocol end to end. The first box of an
 image gets score 0.9, the others 0.6 (an image with more objects is less sure); every other
 image's results leave out `original_width` / `original_height`, as some backends do.
+`fit` (START_TRAINING from Labelloop's ml-backend-notify step) counts the annotated boxes
+that, back in pixels, are true boxes of their image; the model version then says how many.
 """
 
 import json
@@ -28,6 +30,24 @@ def load_truth(path):
 
 
 class BoxModel(LabelStudioMLBase):
+    # The SDK 1.0.9 trains on annotation events only; Labelloop asks with START_TRAINING.
+    TRAIN_EVENTS = (*LabelStudioMLBase.TRAIN_EVENTS, "START_TRAINING")
+
+    def fit(self, tasks, workdir=None, **kwargs):
+        matched = 0
+        for task in (kwargs.get("data") or {}).get("tasks") or []:
+            name = PurePosixPath(str(task["data"].get("path", ""))).name
+            true = TRUTH.get(name, (1, 1, []))[2]
+            for ann in task.get("annotations") or []:
+                for r in ann.get("result") or []:
+                    v, w, h = r["value"], r["original_width"], r["original_height"]
+                    box = [v["x"] * w / 100, v["y"] * h / 100, v["width"] * w / 100,
+                           v["height"] * h / 100]
+                    matched += any(label == v["rectanglelabels"][0] and all(
+                        abs(a - b) < 0.01 for a, b in zip(box, bbox, strict=True))
+                        for bbox, label in true)
+        return {"matched": matched}
+
     def predict(self, tasks, **kwargs):
         from_name, info = next(iter(self.parsed_label_config.items()))
         to_name, value = info["to_name"][0], info["inputs"][0]["value"]
@@ -45,7 +65,9 @@ class BoxModel(LabelStudioMLBase):
                 if k % 2 == 0:
                     item.update(original_width=width, original_height=height)
                 result.append(item)
-            out.append({"result": result, "model_version": "boxes-1"})
+            matched = (self.train_output or {}).get("matched")
+            out.append({"result": result, "model_version":
+                        "boxes-1" if matched is None else f"boxes-matched-{matched}"})
         return out
 
 

@@ -5,14 +5,14 @@ three classes on varied backgrounds); their true boxes are kept beside the proje
 the webapp's reach, as COCO JSON (``ground_truth.json``) for simulated annotators and
 benchmarks. The project has the image-boxes labeling webapp, the Train detector and Query
 Sampler recipes, and the every-n scenario: every n labels the detector retrains, the pool is
-re-ranked by detection uncertainty with the detector's boxes as suggestions, and the
-labeling metrics (mAP@0.5) are recorded.
+re-ranked by detection uncertainty (`box_max`: the least sure box plus the proposals near
+the object threshold, `labeling.boxes.sampling`) with the detector's boxes as suggestions,
+and the labeling metrics (mAP@0.5) are recorded.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 BOXES = "boxes"
 N_SCENES = 300
@@ -42,7 +42,7 @@ def boxes_config(n: int, scenario: str) -> dict:
                        "inputs": {"saved_model": "detector", "unlabeled_samples": FOLDER,
                                   "labels": "labels"},
                        "outputs": {"queries": "queries"},
-                       "params": {"label_col": "label"}},
+                       "params": {"strategy": "box_max", "label_col": "label"}},
         },
         "webapps": {WEBAPP: {"type": f"{PLUGIN}/image-boxes-labeling", "params": {
             "unlabeled": FOLDER, "object_classes": dict(OBJECT_CLASSES), "labels_ds": "labels",
@@ -69,13 +69,3 @@ def write_scenes(directory: Path, scenes: int = N_SCENES) -> list[dict]:
     write_truth(Path(directory) / TRUTH_FILE, made)
     return made
 
-
-def without_detector(project: Any) -> bool:
-    """Until the Train detector recipe is installed, the demo is the webapp alone (no
-    recipes, no scenario); True when that was needed."""
-    if f"{PLUGIN}/train-detector" in project.registry.components:
-        return False
-    for key in ("recipes", "scenarios"):
-        project.config[key] = {}
-    project.save_config()
-    return True
