@@ -21,7 +21,10 @@
   // The `spans` annotation kind: a span editor (spans.js) in place of category answers.
   const SPANS = boot.kind === "spans" && window.LabelloopSpans
     ? new window.LabelloopSpans(boot.categories, boot.overlapping_spans) : null;
-  const FIELD = SPANS ? "spans" : "label";  // the answer's field in POST labels
+  // The `boxes` annotation kind: a box editor (boxes.js) on the image.
+  const BOXES = boot.kind === "boxes" && window.LabelloopBoxes
+    ? new window.LabelloopBoxes(boot.object_classes) : null;
+  const FIELD = SPANS ? "spans" : BOXES ? "boxes" : "label";  // the answer's field in POST labels
 
   const state = {
     config: null,
@@ -300,6 +303,8 @@
     const type = boot.data_type;
     if (data === null || data === undefined) {
       box.appendChild(errorNote("This item is no longer in the data (id " + item.id + ")."));
+    } else if (BOXES && type === "image") {
+      renderBoxes(item, box);
     } else if (type === "image") {
       const url = mediaUrl(item);
       const img = item._img && item._img.src === url ? item._img : new Image();
@@ -351,6 +356,21 @@
     } else {
       box.appendChild(plain(cellText(data)));
     }
+  }
+
+  function renderBoxes(item, box) {
+    // A live item starts from the model's boxes (dashed suggestions); an earlier answer from
+    // its own. The preloaded image is used as it is: it is decoded once.
+    const url = mediaUrl(item);
+    const img = item._img && item._img.src === url ? item._img : new Image();
+    if (img.src !== url) img.src = url;
+    img.alt = "item " + item.id;
+    img.onerror = () => { box.replaceChildren(errorNote("This image could not be loaded.")); };
+    const boxes = state.historyIndex >= 0
+      ? (Array.isArray(item.label) ? item.label : [])
+      : ((suggestionOf(item) || {}).boxes || []).map((x) => Object.assign({}, x, { suggested: true }));
+    const d = item.data || {};
+    BOXES.show(box, img, d.width, d.height, boxes);  // the image's name is in the header
   }
 
   function plain(text) {
@@ -438,6 +458,9 @@
   function suggestionOf(item) {
     const s = item && item.suggestion;
     if (s === null || s === undefined || s === "") return null;
+    if (typeof s === "object" && Array.isArray(s.boxes)) {
+      return { boxes: s.boxes, label: null, version: s.model_version, session: item._session };
+    }
     if (typeof s === "object" && Array.isArray(s.spans)) {
       return { spans: s.spans, label: null, version: s.model_version, session: item._session };
     }
@@ -449,6 +472,10 @@
     return { label: s, confidence: item.confidence, session: item._session };
   }
 
+  function boxCount(n) {
+    return n === 1 ? "1 box" : n + " boxes";
+  }
+
   function showSuggestion(item) {
     const el = $("ll-suggestion");
     const s = state.historyIndex < 0 ? suggestionOf(item) : null;
@@ -457,7 +484,9 @@
     const a = document.createElement("span");
     a.textContent = "Model suggests ";
     const b = document.createElement("b");
-    if (s.spans) {
+    if (s.boxes) {
+      b.textContent = !s.boxes.length ? "no objects" : boxCount(s.boxes.length);
+    } else if (s.spans) {
       b.textContent = !s.spans.length ? "no entities" : s.spans.length === 1 ? "1 span"
         : s.spans.length + " spans";
     } else {
@@ -478,8 +507,10 @@
     if (v.textContent) el.appendChild(v);
     const k = document.createElement("span");
     k.className = "ll-muted";
-    k.textContent = !s.spans ? " — press Enter to accept" : s.spans.length
-      ? " (dashed) — correct them, then Enter" : " — mark any you see, then Enter";
+    k.textContent = s.boxes ? (s.boxes.length ? " (dashed; the slider hides the weak ones) — correct them, then Enter"
+      : " — box any you see, then Enter")
+      : !s.spans ? " — press Enter to accept" : s.spans.length
+        ? " (dashed) — correct them, then Enter" : " — mark any you see, then Enter";
     el.appendChild(k);
     el.hidden = false;
   }
@@ -518,7 +549,7 @@
       btn.dataset.category = cat.name;
       const keys = document.createElement("span");
       keys.className = "ll-keys";
-      for (const k of [cat.number, cat.letter]) {
+      for (const k of BOXES ? [BOXES.keyOf(cat.name)] : [cat.number, cat.letter]) {
         if (!k) continue;
         const kbd = document.createElement("kbd");
         kbd.textContent = k;
@@ -527,8 +558,8 @@
       const name = document.createElement("span");
       name.className = "ll-cat-name";
       name.textContent = cat.name;
-      if (SPANS) {  // the legend: each type's colour, as its spans are drawn
-        btn.style.setProperty("--c", SPANS.colour(cat.name));
+      if (SPANS || BOXES) {  // the legend: each type's colour, as its spans or boxes are drawn
+        btn.style.setProperty("--c", (SPANS || BOXES).colour(cat.name));
         btn.classList.add("ll-type");
         const swatch = document.createElement("span");
         swatch.className = "ll-swatch";
@@ -595,7 +626,7 @@
     $("ll-item-mode").textContent = "To label";
     $("ll-item-mode").className = "ll-item-mode";
     const s = suggestionOf(item);
-    markCategories([], s && !s.spans ? (Array.isArray(s.label) ? s.label : [s.label]) : []);
+    markCategories(BOXES ? [BOXES.current] : [], s && !s.spans && !s.boxes ? (Array.isArray(s.label) ? s.label : [s.label]) : []);
     showSuggestion(item);
     showHalting(item);
     showOrder();
@@ -615,15 +646,16 @@
     $("ll-item-id").textContent = String(entry.id);
     const what = entry.status === "SKIPPED" ? "skipped"
       : SPANS ? (Array.isArray(entry.label) ? entry.label.length : 0) + " spans"
+        : BOXES ? boxCount(Array.isArray(entry.label) ? entry.label.length : 0)
         : "labeled " + (Array.isArray(entry.label) ? entry.label.join(", ") : cellText(entry.label));
-    $("ll-item-mode").textContent = "Earlier answer (" + what + ")" + (SPANS
-      ? " — edit the spans, then Enter to change it" : " — choose a category to change it");
+    $("ll-item-mode").textContent = "Earlier answer (" + what + ")" + (SPANS || BOXES
+      ? " — edit the " + (SPANS ? "spans" : "boxes") + ", then Enter to change it" : " — choose a category to change it");
     $("ll-item-mode").className = "ll-item-mode ll-history";
     $("ll-comment").value = entry.comment || "";
-    const labels = SPANS || entry.status === "SKIPPED" || entry.label === null || entry.label === undefined ? []
+    const labels = SPANS || BOXES || entry.status === "SKIPPED" || entry.label === null || entry.label === undefined ? []
       : (Array.isArray(entry.label) ? entry.label : [entry.label]);
     state.selected = new Set(labels.map(String));
-    markCategories(labels, []);
+    markCategories(BOXES ? [BOXES.current] : labels, []);
     $("ll-suggestion").hidden = true;
     $("ll-halting").hidden = true;
     setState("history");
@@ -814,7 +846,7 @@
       return; // this backend has no metrics route
     }
     // Columns: {labels: [...], auc: [...], f1: [...], contradictions: [...]}, one entry per
-    // retrain. A span model has no AUC: its page plots the entity F1 instead.
+    // retrain. A span model or a detector has no AUC: its page plots the entity F1 or mAP@0.5.
     const h = (resp && resp.history) || {};
     const num = (v) => (v === null || v === undefined ? NaN : Number(v));
     const labels = (h.labels || []).map(num);
@@ -824,13 +856,14 @@
       labels: labels,
       auc: column("auc"),
       f1: column("f1"),
+      map50: column("map50"),
       contradictions: column("contradictions"),
     };
-    const score = boot.kind === "spans" ? "f1" : "auc";
+    const score = boot.kind === "spans" ? "f1" : boot.kind === "boxes" ? "map50" : "auc";
     // The chart is laid out from the start (a plot drawn while hidden stays blank when shown).
     const values = [...data[score], ...data.contradictions].filter((v) => isFinite(v));
     const note = $("ll-metrics-empty");
-    note.textContent = "(no " + (score === "f1" ? "entity F1" : "AUC") + " or contradictions yet: too few labels)";
+    note.textContent = "(no " + ({ f1: "entity F1", map50: "mAP@0.5" }[score] || "AUC") + " or contradictions yet: too few labels)";
     note.hidden = values.length > 0;
     const finite = labels.filter((v) => isFinite(v));
     let lo = finite.length ? Math.min(...finite) : 0, hi = finite.length ? Math.max(...finite) : 1;
@@ -1008,6 +1041,7 @@
   function choose(name) {
     if (!onScreen()) return;
     if (SPANS) { SPANS.applyType(name); return; }
+    if (BOXES) { BOXES.setClass(name); return; }
     if (boot.multi_label) {
       if (state.selected.has(name)) state.selected.delete(name);
       else state.selected.add(name);
@@ -1026,6 +1060,11 @@
   }
 
   function accept() {
+    if (BOXES) {  // the boxes as they stand: the model's visible ones with the corrections
+      const boxes = onScreen() ? BOXES.answer() : null;
+      if (boxes) answer(boxes, false);
+      return;
+    }
     if (SPANS) {  // the spans as they stand: the model's (accepted) with the corrections
       if (onScreen()) answer(SPANS.answer(), false);
       return;
@@ -1116,13 +1155,16 @@
       if (ev.key === "Escape") ev.target.blur();
       return;
     }
+    // The box editor's keys first: its undo (Ctrl+Z) and the held arrows (nudges) included.
+    if (BOXES && onScreen() && BOXES.key(ev)) { ev.preventDefault(); ev.stopPropagation(); return; }
     if (ev.ctrlKey || ev.metaKey || ev.altKey || ev.repeat) return;
     const key = ev.key;
     let handled = true;
     const t0 = performance.now();
     if (SPANS && onScreen() && SPANS.key(ev)) { ev.preventDefault(); ev.stopPropagation(); return; }
-    if (SPANS && key === "PageUp") back();
-    else if (SPANS && key === "PageDown") forward();
+    if ((SPANS || BOXES) && key === "PageUp") back();
+    else if ((SPANS || BOXES) && key === "PageDown") forward();
+    else if (BOXES && key.startsWith("Arrow")) handled = true;
     else if (key === "ArrowLeft") back();
     else if (key === "ArrowRight") forward();
     else if (key === "Enter") { state.keyAt = t0; accept(); }
@@ -1130,7 +1172,7 @@
     else if ((key === "p" || key === "P") && boot.data_type === "sound") play();
     else {
       const k = key.toLowerCase();
-      const cat = boot.categories.find((c) => c.number === k || c.letter === k);
+      const cat = !BOXES && boot.categories.find((c) => c.number === k || c.letter === k);
       if (cat) { state.keyAt = t0; choose(cat.name); } else handled = false;
     }
     if (handled) { ev.preventDefault(); ev.stopPropagation(); }
@@ -1140,6 +1182,7 @@
 
   async function start() {
     categoryButtons();
+    if (BOXES) BOXES.onclass = (name) => markCategories([name], []);  // the next box's class
     // Capture phase on the window: a focused element (the sound player) cannot swallow a shortcut.
     window.addEventListener("keydown", onKey, true);
     // A clicked button keeps no focus, so Space and Enter stay shortcuts.
@@ -1147,7 +1190,7 @@
       const btn = ev.target.closest && ev.target.closest("button");
       if (btn && !btn.closest("dialog")) btn.blur();
     });
-    if (SPANS) {  // the arrows move over the text: back and next are PgUp and PgDn
+    if (SPANS || BOXES) {  // the arrows edit: back and next are PgUp and PgDn
       for (const [id, key] of [["ll-back", "PgUp"], ["ll-next", "PgDn"]]) {
         $(id).querySelector("kbd").textContent = key;
         $(id).title = $(id).title.replace(/\((.)\)/, "(" + key + ")");
@@ -1186,6 +1229,7 @@
     idle: () => state.pending === 0 && !state.fetching && !state.refreshing,
     unsent: () => state.unsent.length,
     flush: () => state.writes,
+    boxes: BOXES,
   };
 
   // Review mode (review.js, `?mode=review`) shows items as this page does and runs itself.

@@ -41,7 +41,7 @@ DATA_TYPES = ("tabular", "text", "image", "sound")
 PER_LABEL_SOURCE = "ll-per-label"
 METRICS_SOURCE = "ll-metrics"
 AGREEMENT_SOURCE = "ll-agreement"  # the Agreement panel's heat map (resource/agreement.js)
-METRIC_LABELS = {"auc": "AUC", "f1": "entity F1"}  # the model's score on the metrics chart
+METRIC_LABELS = {"auc": "AUC", "f1": "entity F1", "map50": "mAP@0.5"}  # the model's score on the metrics chart
 TITLES = {
     "tabular": "Tabular labeling",
     "text": "Text labeling",
@@ -152,9 +152,10 @@ def _per_label_chart(categories: list[str]) -> figure:
 
 
 def _metrics_chart(score: str = "auc") -> figure:
-    """Labels on x; the model's score (``auc``, or ``f1`` for a span model, which has no
-    AUC) and the contradictions on y."""
-    source = ColumnDataSource({"labels": [], "auc": [], "f1": [], "contradictions": []},
+    """Labels on x; the model's score (``auc``, or ``f1`` for a span model and ``map50`` for
+    a detector, which have no AUC) and the contradictions on y."""
+    source = ColumnDataSource({"labels": [], "auc": [], "f1": [], "map50": [],
+                               "contradictions": []},
                               name=METRICS_SOURCE)
     fig = figure(
         height=170, sizing_mode="stretch_width", toolbar_location=None, tools="",
@@ -219,8 +220,9 @@ def make_document(doc: Any, page: PageSettings, resource_base: str | None = None
     """Fill a Bokeh document with the labeling page for one webapp instance."""
     categories = list(page.categories)
     per_label = _per_label_chart(categories)
-    # A span model is scored by its entity F1 (labeling-metrics' `f1` column), not by AUC.
-    metrics = _metrics_chart("f1" if page.extra.get("kind") == "spans" else "auc")
+    # A span model is scored by its entity F1, a detector by its mAP@0.5 (labeling-metrics' `f1`
+    # and `map50` columns), not by AUC.
+    metrics = _metrics_chart({"spans": "f1", "boxes": "map50"}.get(page.extra.get("kind"), "auc"))
     doc.add_root(per_label)
     doc.add_root(metrics)
     doc.add_root(_agreement_chart(categories))
@@ -264,6 +266,9 @@ def _page_variables(boot: dict[str, Any], resource_base: str | None = None) -> d
         "ll_spans": boot.get("kind") == "spans",
         "ll_spans_js": resource_url("spans.js", resource_base)
         if boot.get("kind") == "spans" else None,
+        "ll_boxes": boot.get("kind") == "boxes",
+        "ll_boxes_js": resource_url("boxes.js", resource_base)
+        if boot.get("kind") == "boxes" else None,
         "ll_curve_js": resource_url("learning-curve.js", resource_base),
         "ll_agreement_js": resource_url("agreement.js", resource_base),
         "ll_review": bool(boot.get("review")),  # the Review tab (a consensus is kept)
