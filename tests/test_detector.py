@@ -361,3 +361,14 @@ def test_a_large_image_is_analysed_shrunk_and_answered_in_its_own_pixels(scenes_
     np.testing.assert_allclose(found.boxes, expected.boxes / scale)  # in the big image's pixels
     np.testing.assert_allclose(found.proba, expected.proba)
     assert (found.boxes[:, 0] + found.boxes[:, 2] <= big.shape[1] + 1e-6).all()
+
+
+def test_the_page_charts_a_detectors_map50_in_place_of_auc():
+    from labeling import ui
+
+    fig = ui._metrics_chart(ui.KIND_SCORES["boxes"])
+    legend = [item.label["value"] for item in fig.legend[0].items]
+    assert legend == ["mAP@0.5", "contradictions"]
+    assert {r.glyph.y for r in fig.renderers} == {"map50", "contradictions"}
+    assert "map50" in fig.renderers[0].data_source.data
+    assert ui.KIND_SCORES.get("choice", "auc") == "auc"
