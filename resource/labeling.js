@@ -845,8 +845,9 @@
     } catch (e) {
       return; // this backend has no metrics route
     }
-    // Columns: {labels: [...], auc: [...], f1: [...], contradictions: [...]}, one entry per
-    // retrain. A span model or a detector has no AUC: its page plots the entity F1 or mAP@0.5.
+    // Columns: {labels: [...], auc: [...], f1: [...], map50: [...], contradictions: [...]},
+    // one entry per retrain. A span model has no AUC: its page plots the entity F1 instead;
+    // a detector's page its mAP@0.5.
     const h = (resp && resp.history) || {};
     const num = (v) => (v === null || v === undefined ? NaN : Number(v));
     const labels = (h.labels || []).map(num);
@@ -859,11 +860,12 @@
       map50: column("map50"),
       contradictions: column("contradictions"),
     };
-    const score = boot.kind === "spans" ? "f1" : boot.kind === "boxes" ? "map50" : "auc";
+    const score = {spans: "f1", boxes: "map50"}[boot.kind] || "auc";
+    const scoreName = {f1: "entity F1", map50: "mAP@0.5", auc: "AUC"}[score];
     // The chart is laid out from the start (a plot drawn while hidden stays blank when shown).
     const values = [...data[score], ...data.contradictions].filter((v) => isFinite(v));
     const note = $("ll-metrics-empty");
-    note.textContent = "(no " + ({ f1: "entity F1", map50: "mAP@0.5" }[score] || "AUC") + " or contradictions yet: too few labels)";
+    note.textContent = "(no " + scoreName + " or contradictions yet: too few labels)";
     note.hidden = values.length > 0;
     const finite = labels.filter((v) => isFinite(v));
     let lo = finite.length ? Math.min(...finite) : 0, hi = finite.length ? Math.max(...finite) : 1;

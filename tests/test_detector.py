@@ -16,7 +16,15 @@ from skops.io import get_untrusted_types
 
 from labeling import demo, stopping
 from labeling.boxes.demo import FOLDER, boxes_config
-from labeling.boxes.detector import Analysis, BoxDetector, box_array, nms, read_image
+from labeling.boxes.detector import (
+    MAX_SIDE,
+    Analysis,
+    BoxDetector,
+    box_array,
+    nms,
+    read_image,
+    shrink,
+)
 from labeling.boxes.evaluate import mean_average_precision
 from labeling.boxes.proposals import iou_matrix, propose
 from labeling.boxes.regions import view
@@ -335,3 +343,32 @@ def test_stall_watches_map50_where_there_is_no_auc():
     assert stopping.stall(flat) == pytest.approx({"auc": 0.004, "contradictions": 0.001})
     assert "mAP@0.5 for a detector" in stopping.warnings_from_history(flat)[0]
     assert stopping.stall({**flat, "map50": [0.5, 0.7, 0.9]}) is None
+
+
+def test_a_large_image_is_analysed_shrunk_and_answered_in_its_own_pixels(scenes_dir):
+    folder, scenes = scenes_dir
+    detector = BoxDetector().fit([read_image(folder / s["path"]) for s in scenes[:8]],
+                                 [s["boxes"] for s in scenes[:8]], sorted(OBJECT_CLASSES))
+    small = read_image(folder / scenes[9]["path"])
+    h, w = small.shape[:2]
+    big = np.asarray(Image.fromarray(small).resize((w * 6, h * 6), Image.Resampling.NEAREST))
+    assert max(big.shape) > MAX_SIDE
+    shrunk, scale = shrink(big)
+    assert max(shrunk.shape[:2]) == MAX_SIDE and scale == pytest.approx(MAX_SIDE / max(big.shape))
+    detector.window_sizes = np.empty((0, 2))  # (the fallback windows scale with the image)
+    found = detector.analyse(big)
+    expected = detector.analyse(shrunk)
+    np.testing.assert_allclose(found.boxes, expected.boxes / scale)  # in the big image's pixels
+    np.testing.assert_allclose(found.proba, expected.proba)
+    assert (found.boxes[:, 0] + found.boxes[:, 2] <= big.shape[1] + 1e-6).all()
+
+
+def test_the_page_charts_a_detectors_map50_in_place_of_auc():
+    from labeling import ui
+
+    fig = ui._metrics_chart(ui.KIND_SCORES["boxes"])
+    legend = [item.label["value"] for item in fig.legend[0].items]
+    assert legend == ["mAP@0.5", "contradictions"]
+    assert {r.glyph.y for r in fig.renderers} == {"map50", "contradictions"}
+    assert "map50" in fig.renderers[0].data_source.data
+    assert ui.KIND_SCORES.get("choice", "auc") == "auc"

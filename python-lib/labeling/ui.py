@@ -41,7 +41,9 @@ DATA_TYPES = ("tabular", "text", "image", "sound")
 PER_LABEL_SOURCE = "ll-per-label"
 METRICS_SOURCE = "ll-metrics"
 AGREEMENT_SOURCE = "ll-agreement"  # the Agreement panel's heat map (resource/agreement.js)
-METRIC_LABELS = {"auc": "AUC", "f1": "entity F1", "map50": "mAP@0.5"}  # the model's score on the metrics chart
+METRIC_LABELS = {"auc": "AUC", "f1": "entity F1", "map50": "mAP@0.5"}  # the metrics chart's score
+# The score a kind's model is charted by (labeling-metrics' column); others have an AUC.
+KIND_SCORES = {"spans": "f1", "boxes": "map50"}
 TITLES = {
     "tabular": "Tabular labeling",
     "text": "Text labeling",
@@ -155,8 +157,7 @@ def _metrics_chart(score: str = "auc") -> figure:
     """Labels on x; the model's score (``auc``, or ``f1`` for a span model and ``map50`` for
     a detector, which have no AUC) and the contradictions on y."""
     source = ColumnDataSource({"labels": [], "auc": [], "f1": [], "map50": [],
-                               "contradictions": []},
-                              name=METRICS_SOURCE)
+                               "contradictions": []}, name=METRICS_SOURCE)
     fig = figure(
         height=170, sizing_mode="stretch_width", toolbar_location=None, tools="",
         y_range=Range1d(0, 1), name="ll_metrics_chart", x_axis_label="labels",
@@ -220,9 +221,9 @@ def make_document(doc: Any, page: PageSettings, resource_base: str | None = None
     """Fill a Bokeh document with the labeling page for one webapp instance."""
     categories = list(page.categories)
     per_label = _per_label_chart(categories)
-    # A span model is scored by its entity F1, a detector by its mAP@0.5 (labeling-metrics' `f1`
-    # and `map50` columns), not by AUC.
-    metrics = _metrics_chart({"spans": "f1", "boxes": "map50"}.get(page.extra.get("kind"), "auc"))
+    # A span model is scored by its entity F1, a detector by its mAP@0.5 (labeling-metrics'
+    # `f1` and `map50` columns), not by AUC.
+    metrics = _metrics_chart(KIND_SCORES.get(page.extra.get("kind"), "auc"))
     doc.add_root(per_label)
     doc.add_root(metrics)
     doc.add_root(_agreement_chart(categories))

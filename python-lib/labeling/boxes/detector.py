@@ -32,6 +32,7 @@ BACKGROUND_IOU = 0.3
 NMS_IOU = 0.3
 MIN_SCORE = 0.05  # a detection scored lower is not kept at all
 MAX_BACKGROUND_PER_IMAGE = 40  # background examples kept from one training image (seeded)
+MAX_SIDE = 1024  # px: a larger image is analysed shrunk to this size
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -43,6 +44,21 @@ def read_image(path: str | Path) -> np.ndarray:
             return np.asarray(img.convert("RGB"))
     except (OSError, UnidentifiedImageError) as exc:
         raise LabelloopError(f"cannot read image {str(path)!r}: {exc}") from None
+
+
+def shrink(pixels: np.ndarray) -> tuple[np.ndarray, float]:
+    """An image array no larger than ``MAX_SIDE`` a side, and the scale it was shrunk by (a
+    photo's thousands of pixels a side would only slow the proposals down)."""
+    from PIL import Image
+
+    height, width = pixels.shape[:2]
+    scale = min(1.0, MAX_SIDE / max(height, width))
+    if scale == 1.0:
+        return pixels, 1.0
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small = np.asarray(Image.fromarray(np.asarray(pixels, dtype=np.uint8)).resize(
+        size, Image.Resampling.BILINEAR))
+    return small, size[0] / width
 
 
 def box_array(boxes: list[dict]) -> np.ndarray:
@@ -115,13 +131,15 @@ class BoxDetector:
                                                            axis=0)), axis=0)
 
     def regions(self, pixels: np.ndarray, boxes: list[dict] | None = None) -> Regions:
-        """An image's proposals and their features; with its true ``boxes``, the targets."""
+        """An image's proposals (in its pixels) and their features; with its true ``boxes``,
+        the targets. An image larger than ``MAX_SIDE`` is analysed shrunk to it."""
+        pixels, scale = shrink(pixels)
         v = view(pixels)
-        proposals = propose(v.contrast, self.window_sizes)
-        found = Regions(proposals, features(v, proposals))
+        proposals = propose(v.contrast, self.window_sizes * scale)
+        found = Regions(proposals / scale, features(v, proposals))
         if boxes is None:
             return found
-        truth = box_array(boxes)
+        truth = box_array(boxes) * scale
         index = {c: i + 1 for i, c in enumerate(self.classes)}
         target = np.zeros(len(proposals), dtype=np.int64)
         if len(truth) and len(proposals):

@@ -2,9 +2,10 @@
 
 Per box, from the grey image and its contrast map (``proposals.contrast_map``):
 
-- the shape: HOG (``skimage.feature.hog``) of the box's crop resized to 24 x 24 px, and of
-  a crop padded by a third of the box on each side resized to 32 x 32 (the context: does
-  the box cut an object, or hold two?);
+- the shape: the box's contrast resized to 8 x 8 (its coarse silhouette), and HOG
+  (``skimage.feature.hog``, 8 px cells, 2 x 2 blocks) of a crop padded by a third of the box
+  on each side resized to 32 x 32 (the shape with its context: does the box cut an object,
+  or hold two?);
 - intensity: a histogram of the crop's contrast (in units of the image's strongest
   contrast), the share of the box's pixels that stand out, how much stands out in the ring
   just outside the box (high when the box cuts an object), the colour of what stands out
@@ -20,7 +21,7 @@ import numpy as np
 
 from .proposals import contrast_map, to_gray
 
-SHAPE_SIDE = 24
+SHAPE_SIDE = 8
 CONTEXT_SIDE = 32
 PAD = 1 / 3
 HIST_EDGES = np.array([0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, np.inf])
@@ -89,7 +90,7 @@ def box_features(v: ImageView, box: np.ndarray) -> np.ndarray:
     inner = _crop(v.contrast, x, y, x1, y1) / v.peak
     px, py = PAD * w + 2, PAD * h + 2
     context = _crop(v.contrast, x - px, y - py, x1 + px, y1 + py) / v.peak
-    shape = _resize(inner, 8).ravel()
+    shape = _resize(inner, SHAPE_SIDE).ravel()
     ctx = _hog(_resize(context, CONTEXT_SIDE), 8)
     hist = np.histogram(np.clip(inner, 0, None), HIST_EDGES)[0] / inner.size
     strong = inner > 0.3

@@ -45,6 +45,7 @@ import pandas as pd
 from labelloop.errors import LabelloopError
 
 from ..columns import PATH_COLUMN
+from ..features import resolve_path
 from ..kinds.boxes import BoxesKind
 from ..ranking import StreamingRanker
 from ..sampling import LabeledIndex, Pool, Progress, SampleResult, _KeepAll
@@ -193,7 +194,7 @@ def sample_box_queries(detector: BoxDetector, pool: Pool, strategy: str, root: s
         if frame.empty:
             continue
         rng = np.random.default_rng([seed, int(positions[0])])
-        analyses = [detector.analyse(read_image(Path(root) / str(p).lstrip("/")))
+        analyses = [detector.analyse(read_image(resolve_path(str(p), str(root))))
                     for p in frame[PATH_COLUMN]]
         scored = score_analyses(detector, analyses, strategy, registry, rng)
         ranker.add(scored["uncertainty"], positions, rows=frame if k else None,
@@ -240,7 +241,7 @@ def predict_boxes(detector: BoxDetector, rows: pd.DataFrame, root: str | Path) -
     contradictions): the sorted classes of its suggested boxes, as text."""
     out = []
     for path in rows[PATH_COLUMN]:
-        boxes = detector.detections(detector.analyse(read_image(Path(root) / str(path).lstrip("/"))),
-                                    SUGGEST_MIN)
+        image = read_image(resolve_path(str(path), str(root)))
+        boxes = detector.detections(detector.analyse(image), SUGGEST_MIN)
         out.append(",".join(sorted(b["label"] for b in boxes if b["score"] >= 0.5)))
     return np.asarray(out, dtype=object)

@@ -23,6 +23,7 @@ import pandas as pd
 from labelloop.errors import LabelloopError
 
 from ..columns import PATH_COLUMN
+from ..features import resolve_path
 from ..kinds.boxes import parse_boxes
 from .detector import BoxDetector, Regions, read_image
 from .evaluate import mean_average_precision
@@ -63,11 +64,12 @@ def labeled_images(df: pd.DataFrame, label_col: str, root: str | Path | None
     rows = rows[values.notna() & ~values.astype(str).str.strip().eq("")]
     out = []
     for k, (path, value) in enumerate(zip(rows[PATH_COLUMN], rows[label_col], strict=True)):
-        full = Path(root) / str(path).lstrip("/")
-        if not full.is_file():
+        try:
+            full = resolve_path(str(path), str(root))
+        except LabelloopError:
             raise LabelloopError(f"labels row {k + 1}: image {path!r} is not in folder "
                                  f"{str(root)!r}: set the 'folder' input role to the folder "
-                                 "the webapp labeled")
+                                 "the webapp labeled") from None
         pixels = read_image(full)
         height, width = pixels.shape[:2]
         boxes = parse_boxes(value, f"labels row {k + 1} ({path})", width, height)
