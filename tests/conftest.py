@@ -90,16 +90,28 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def _projects_on_test_postgres(monkeypatch):
-    """On PostgreSQL runs, every project a test creates in this process gets its own database."""
+    """On PostgreSQL runs, every project a test creates in this process gets its own database;
+    after the test, the idle connections of their pools are closed (a project a module fixture
+    keeps reconnects when used again), so a worker's hundreds of projects do not hold the
+    server's connections until they are collected."""
     if not TEST_POSTGRES:
+        yield
         return
     init = Project.init.__func__
+    made: list[Project] = []
 
     def init_on_postgres(cls, directory, *args, database_url=None, **kwargs):
-        return init(cls, directory, *args, database_url=database_url or new_database_url(),
-                    **kwargs)
+        project = init(cls, directory, *args, database_url=database_url or new_database_url(),
+                       **kwargs)
+        made.append(project)
+        return project
 
     monkeypatch.setattr(Project, "init", classmethod(init_on_postgres))
+    yield
+    for project in made:
+        engine = project.__dict__.get("engine")  # only a pool that was made
+        if engine is not None:
+            engine.dispose(close=True)
 
 
 def create_project(directory: Path, config: dict | None = None, plugins: bool = True,
