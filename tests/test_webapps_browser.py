@@ -561,7 +561,11 @@ def test_new_queries_session_reorders_the_queue(tmp_path, serve, page_for, poll)
     shown = page.evaluate(where)
     page.screenshot(path=str(tmp_path / "retrained-banner.png"))
     page.wait_for_selector("#ll-banner", state="hidden")
-    assert shown == before and page.evaluate(where) == before, (before, shown)
+    after = page.evaluate(where)
+    # The item shown may be of the new order, with its suggestion line above it (then the item
+    # sits lower than the one before): compared with itself once the banner has gone, and the
+    # buttons with where they always were.
+    assert shown == after and shown[1:] == before[1:], (before, shown, after)
     wait_idle(page)
     answered.append(current)
     page.keyboard.press("1")
