@@ -152,6 +152,29 @@ class SampleResult:
     excluded: int
 
 
+def structured_result(ranker: StreamingRanker, keeper: Any, total: int, excluded: int,
+                      model_version: Any, pool: str, items: str) -> SampleResult:
+    """The queries of a structured kind's model (spans, boxes): the ranked rows with their
+    `uncertainty`, `prediction` (JSON), `confidence`, `model_version` and `query_rank`.
+    `pool` and `items` word the errors ("the unlabeled pool", "items of the pool")."""
+    if total == 0:
+        raise LabelloopError(f"{pool} is empty: nothing to score (check the "
+                             "'unlabeled_samples' input)")
+    ranked = ranker.result()
+    if len(ranked) == 0:
+        raise LabelloopError(f"every one of the {total} {items} is already labeled: "
+                             "nothing left to rank")
+    rows = ranked.rows if keeper is None else keeper.take(ranked.positions)
+    out = rows.reset_index(drop=True)
+    out["uncertainty"] = ranked.scores
+    out["prediction"] = pd.Series(ranked.columns["prediction"], dtype=object)
+    out["confidence"] = ranked.columns["confidence"].astype(np.float64)
+    if model_version is not None:
+        out["model_version"] = pd.Series([str(model_version)] * len(out), dtype=object)
+    out["query_rank"] = np.arange(len(out), dtype=np.int64)
+    return SampleResult(out, total, excluded)
+
+
 def ranker_size(strategy: Strategy, max_queries: int, batch_size: int,
                 n_labeled: int | None = None) -> int | None:
     """How many rows the top-k reducer keeps: `max_queries` and a batch step's candidates."""

@@ -48,7 +48,7 @@ from ..columns import PATH_COLUMN
 from ..features import resolve_path
 from ..kinds.boxes import BoxesKind
 from ..ranking import StreamingRanker
-from ..sampling import LabeledIndex, Pool, Progress, SampleResult, _KeepAll
+from ..sampling import LabeledIndex, Pool, Progress, SampleResult, _KeepAll, structured_result
 from ..strategies import StrategyRegistry
 from .detector import Analysis, BoxDetector, read_image
 
@@ -201,22 +201,8 @@ def sample_box_queries(detector: BoxDetector, pool: Pool, strategy: str, root: s
                    prediction=scored["prediction"], confidence=scored["confidence"])
         if keeper is not None:
             keeper.add(frame, positions, scored["uncertainty"])
-    if total == 0:
-        raise LabelloopError("the folder of images is empty: nothing to score (check the "
-                             "'unlabeled_samples' input)")
-    ranked = ranker.result()
-    if len(ranked) == 0:
-        raise LabelloopError(f"every one of the {total} images of the folder is already "
-                             "labeled: nothing left to rank")
-    rows = ranked.rows if keeper is None else keeper.take(ranked.positions)
-    out = rows.reset_index(drop=True)
-    out["uncertainty"] = ranked.scores
-    out["prediction"] = pd.Series(ranked.columns["prediction"], dtype=object)
-    out["confidence"] = ranked.columns["confidence"].astype(np.float64)
-    if model_version is not None:
-        out["model_version"] = pd.Series([str(model_version)] * len(out), dtype=object)
-    out["query_rank"] = np.arange(len(out), dtype=np.int64)
-    return SampleResult(out, total, excluded)
+    return structured_result(ranker, keeper, total, excluded, model_version,
+                             "the folder of images", "images of the folder")
 
 
 def _steps(pool: Pool, labeled: LabeledIndex) -> list[tuple[np.ndarray, pd.DataFrame]]:

@@ -31,7 +31,7 @@ from labelloop.errors import LabelloopError
 
 from ..kinds.spans import SpansKind
 from ..ranking import StreamingRanker
-from ..sampling import LabeledIndex, Pool, Progress, SampleResult, _KeepAll
+from ..sampling import LabeledIndex, Pool, Progress, SampleResult, _KeepAll, structured_result
 from ..strategies import StrategyRegistry
 from .tagger import Analysis, SpanTagger
 from .tokens import tags_to_spans
@@ -189,22 +189,8 @@ def sample_span_queries(tagger: SpanTagger, pool: Pool, strategy: str,
                        prediction=scored["prediction"], confidence=scored["confidence"])
             if keeper is not None:
                 keeper.add(part, pos, scored["uncertainty"])
-    if total == 0:
-        raise LabelloopError("the unlabeled pool is empty: nothing to score (check the "
-                             "'unlabeled_samples' input)")
-    ranked = ranker.result()
-    if len(ranked) == 0:
-        raise LabelloopError(f"every one of the {total} items of the pool is already labeled: "
-                             "nothing left to rank")
-    rows = ranked.rows if keeper is None else keeper.take(ranked.positions)
-    out = rows.reset_index(drop=True)
-    out["uncertainty"] = ranked.scores
-    out["prediction"] = pd.Series(ranked.columns["prediction"], dtype=object)
-    out["confidence"] = ranked.columns["confidence"].astype(np.float64)
-    if model_version is not None:
-        out["model_version"] = pd.Series([str(model_version)] * len(out), dtype=object)
-    out["query_rank"] = np.arange(len(out), dtype=np.int64)
-    return SampleResult(out, total, excluded)
+    return structured_result(ranker, keeper, total, excluded, model_version,
+                             "the unlabeled pool", "items of the pool")
 
 
 def predict_spans(model: Any, rows: pd.DataFrame, text_column: str) -> np.ndarray:
