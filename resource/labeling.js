@@ -297,6 +297,19 @@
     return table;
   }
 
+  /** The key caps of a category's button: a `<kbd>` per key given (none for a missing one). */
+  function keyCaps(keys) {
+    const out = document.createElement("span");
+    out.className = "ll-keys";
+    for (const k of keys) {
+      if (!k) continue;
+      const kbd = document.createElement("kbd");
+      kbd.textContent = k;
+      out.appendChild(kbd);
+    }
+    return out;
+  }
+
   function renderItem(item, box) {
     box.replaceChildren();
     const data = item.data;
@@ -547,14 +560,7 @@
       btn.type = "button";
       btn.className = "ll-cat";
       btn.dataset.category = cat.name;
-      const keys = document.createElement("span");
-      keys.className = "ll-keys";
-      for (const k of BOXES ? [BOXES.keyOf(cat.name)] : [cat.number, cat.letter]) {
-        if (!k) continue;
-        const kbd = document.createElement("kbd");
-        kbd.textContent = k;
-        keys.appendChild(kbd);
-      }
+      const keys = keyCaps(BOXES ? [BOXES.keyOf(cat.name)] : [cat.number, cat.letter]);
       const name = document.createElement("span");
       name.className = "ll-cat-name";
       name.textContent = cat.name;
@@ -1236,7 +1242,8 @@
 
   // Review mode (review.js, `?mode=review`) shows items as this page does and runs itself.
   window.LabelloopPage = { boot: boot, call: call, user: user, askName: askName,
-                           showUser: showUser, banner: banner, renderItem: renderItem };
+                           showUser: showUser, banner: banner, renderItem: renderItem,
+                           keyCaps: keyCaps };
   if (boot.mode === "review") return;
 
   // The script tag follows the page's markup, so everything it needs is there: start now,

@@ -171,14 +171,7 @@
       btn.type = "button";
       btn.className = "ll-cat";
       btn.dataset.name = c.name;
-      const keys = document.createElement("span");
-      keys.className = "ll-keys";
-      for (const k of [c.number, c.letter]) {
-        if (!k) continue;
-        const kbd = document.createElement("kbd");
-        kbd.textContent = k;
-        keys.appendChild(kbd);
-      }
+      const keys = page.keyCaps([c.number, c.letter]);
       const name = document.createElement("span");
       name.className = "ll-cat-name";
       name.textContent = c.name;
