@@ -1,0 +1,5 @@
+"""Remembers the process that imported it."""
+
+import os
+
+IMPORTED_IN = os.getpid()
