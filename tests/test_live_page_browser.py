@@ -33,8 +33,7 @@ from test_webapps_browser import (
 
 from labelloop.errors import NotFoundError
 
-# The browser fixtures of the webapp tests, shared.
-browser = wb.browser
+# The page fixture of the webapp tests, shared (browser: the session's, conftest.py).
 page_for = wb.page_for
 
 pytestmark = [

@@ -9,9 +9,8 @@ from collections import Counter
 
 import pandas as pd
 import pytest
-from test_webapps_browser import (  # noqa: F401 (fixtures: browser, page_for)
+from test_webapps_browser import (  # noqa: F401 (fixture: page_for; browser is conftest's)
     CHROMIUM,
-    browser,
     make_labeling_project,
     open_page,
     page_for,
