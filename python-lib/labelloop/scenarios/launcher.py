@@ -15,17 +15,12 @@ in the run itself, where the failure is recorded as usual.
 
 from __future__ import annotations
 
-import logging
 import multiprocessing
 import os
 import subprocess
-import threading
-import time
 from typing import Any
 
 from ..plugins import call_hook_per_plugin
-
-log = logging.getLogger("labelloop.scenarios")
 
 # What every run imports before its first step: the CLI, the project, the scenario runner.
 HOST_MODULES = ("labelloop.cli", "labelloop.project", "labelloop.flow",
@@ -46,65 +41,26 @@ def preload_modules(registry: Any) -> list[str]:
 
 
 class RunProcess:
-    """A run process, with the part of `subprocess.Popen` the scheduler uses.
+    """A started run process, with the part of `subprocess.Popen` the scheduler uses."""
 
-    It is started on a thread of its own: the first start of a server process also starts
-    the forkserver, which imports the preloaded modules (seconds), and the caller, such as an
-    API request that answers 202 with the run's id, does not wait for that. Until it has
-    started, `poll()` says it runs; `pid` waits for the start. A start that fails leaves
-    `start_error` and exit code 1.
-    """
-
-    def __init__(self, context: Any, args: list[str], env: dict[str, str]):
+    def __init__(self, process: multiprocessing.process.BaseProcess, args: list[str]):
+        self._process = process
         self.args = args
-        self.start_error: str | None = None
-        self._process: Any = None
-        self._started = threading.Event()
-        threading.Thread(target=self._start, args=(context, dict(env), os.getcwd()),
-                         name="labelloop run start", daemon=True).start()
-
-    def _start(self, context: Any, env: dict[str, str], cwd: str) -> None:
-        try:
-            process = context.Process(target=_run_cli, args=(self.args, env, cwd),
-                                      name="labelloop run")
-            process.start()
-            self._process = process
-            log.info("run process started (pid %s): labelloop %s", process.pid,
-                     " ".join(self.args[2:5]))
-        except Exception as exc:  # OSError, or a forkserver that could not start
-            self.start_error = f"cannot start the run process: {exc}"
-            log.error("%s", self.start_error)
-        finally:
-            self._started.set()
-
-    @property
-    def pid(self) -> int | None:
-        """The process id once started (waits for the start); None if it could not start."""
-        self._started.wait()
-        return None if self._process is None else self._process.pid
+        self.pid: int = process.pid
 
     def poll(self) -> int | None:
-        """The exit code (negative: killed by that signal), or None while it starts or runs."""
-        if not self._started.is_set():
-            return None
-        return 1 if self._process is None else self._process.exitcode
+        """The exit code (negative: killed by that signal), or None while it runs."""
+        return self._process.exitcode
 
     def wait(self, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        if not self._started.wait(timeout):
-            raise subprocess.TimeoutExpired(self.args, timeout)
-        if self._process is None:
-            return 1
-        self._process.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        self._process.join(timeout)
         code = self._process.exitcode
         if code is None:
             raise subprocess.TimeoutExpired(self.args, timeout)
         return code
 
     def send_signal(self, sig: int) -> None:
-        pid = self.pid
-        if pid is not None:
-            os.kill(pid, sig)
+        os.kill(self.pid, sig)
 
 
 def _run_cli(args: list[str], env: dict[str, str], cwd: str) -> None:
@@ -135,6 +91,8 @@ class RunLauncher:
         return self._context
 
     def start(self, args: list[str], env: dict[str, str]) -> RunProcess:
-        """Start `labelloop ARGS` in a run process with environment `env` and this working
-        directory; returns at once (see `RunProcess`)."""
-        return RunProcess(self._forkserver(), list(args), env)
+        """Start `labelloop ARGS` in a run process with environment `env`; OSError if it can't."""
+        process = self._forkserver().Process(target=_run_cli, args=(list(args), dict(env), os.getcwd()),
+                                             name="labelloop run")
+        process.start()
+        return RunProcess(process, list(args))

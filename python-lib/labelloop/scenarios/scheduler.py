@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConflictError, LabelloopError
-from ..project import Project, start_run
+from ..project import Project, end_run, start_run
 from ..project.leases import SYSTEM_CLOCK, owner_for_pid
 from .config import scenario_config, scenario_names
 from .launcher import RunLauncher, RunProcess
@@ -27,8 +27,6 @@ log = logging.getLogger("labelloop.scenarios")
 
 def _signal_group(proc: RunProcess, sig: int) -> None:
     """Send `sig` to the process group a run process leads (to the process if it has none)."""
-    if proc.pid is None:  # it never started
-        return
     try:
         os.killpg(proc.pid, sig)
     except (ProcessLookupError, PermissionError):
@@ -112,13 +110,17 @@ class Scheduler:
                             "step_count": len(scenario_config(self.project, name).get("steps", []))})
         lock.attach_run(run_id)
         env = {**os.environ, "LABELLOOP_DATABASE_URL": self.project.database_url}
-        # Its own process group: a Ctrl-C meant for the server (the terminal signals the
-        # whole foreground group) does not cut a run short; stop() ends runs on purpose.
-        # It starts in the background: a failed start is recorded by reap().
-        proc = self.launcher.start(self.command(name, run_id, lock.owner, trigger), env)
+        try:
+            # Its own process group: a Ctrl-C meant for the server (the terminal signals the
+            # whole foreground group) does not cut a run short; stop() ends runs on purpose.
+            proc = self.launcher.start(self.command(name, run_id, lock.owner, trigger), env)
+        except OSError as exc:
+            end_run(self.project.db, run_id, "FAILED", f"cannot start the run process: {exc}")
+            lock.release()
+            raise LabelloopError(f"scenario {name!r}: cannot start the run process: {exc}") from exc
         with self._lock:
             self.children[name] = _Child(name, run_id, lock.owner, proc)
-        log.info("scenario %s: run %s starting, trigger %s", name, run_id,
+        log.info("scenario %s: run %s started (pid %s), trigger %s", name, run_id, proc.pid,
                  trigger.get("key") or trigger.get("kind"))
         return run_id
 
@@ -142,12 +144,10 @@ class Scheduler:
                 del self.children[name]
                 done.append({"scenario": name, "run_id": child.run_id, "returncode": code})
                 if code != 0:
-                    close_interrupted_runs(self.project, child.run_id, child.proc.start_error or (
-                        f"the scenario process exited with code {code} before recording an end"))
-                owners = [child.owner]
-                if child.proc.pid is not None:
-                    owners.append(owner_for_pid(child.owner, child.proc.pid))
-                for owner in owners:
+                    close_interrupted_runs(self.project, child.run_id,
+                                           f"the scenario process exited with code {code} "
+                                           "before recording an end")
+                for owner in (child.owner, owner_for_pid(child.owner, child.proc.pid)):
                     ScenarioLock(self.project, name, owner=owner, clock=self.clock).release()
         self.finished = (self.finished + done)[-100:]
         self.finished_count += len(done)
