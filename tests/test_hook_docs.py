@@ -23,7 +23,6 @@ from labelloop.formats import formats
 from labelloop.hookspecs import hookimpl
 from labelloop.migrations import plugin_histories
 from labelloop.plugins import PluginRegistry
-from labelloop.scenarios.launcher import preload_modules
 from labelloop.web.routes import collect_routes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,10 +75,6 @@ class Recorder:
         self.callbacks["register_migrations"] = register
 
     @hookimpl
-    def register_preload_modules(self, register):
-        self.callbacks["register_preload_modules"] = register
-
-    @hookimpl
     def register_query_strategies(self, register):
         self.callbacks["register_query_strategies"] = register
 
@@ -102,7 +97,6 @@ def registry():
     collect_routes(registry)
     formats(registry)
     plugin_histories(registry)
-    preload_modules(registry)
     collect_strategies(registry.pm)
     collect_kinds(registry.pm)
     registry.recorded = recorder.callbacks

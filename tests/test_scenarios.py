@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import pandas as pd
@@ -212,10 +213,10 @@ def test_inactive_scenarios_are_not_checked(make_project):
 
 
 class DyingScheduler(Scheduler):
-    """Its run processes die before recording anything (a usage error: exit code 2)."""
+    """Its run processes die before recording anything."""
 
     def command(self, name, run_id, owner, trigger):
-        return ["scenario", "run", name, "--run-id", "not-a-number"]
+        return [sys.executable, "-c", "import sys; sys.exit(3)"]
 
 
 def test_a_run_process_that_dies_is_recorded_as_failed(project):
@@ -223,7 +224,7 @@ def test_a_run_process_that_dies_is_recorded_as_failed(project):
     run_id = scheduler.launch("ok", {"kind": "api", "by": "test"})
     scheduler.wait(timeout=30)
     record = get_run(project, run_id)
-    assert record["status"] == "FAILED" and "exited with code 2" in record["error"]
+    assert record["status"] == "FAILED" and "exited with code 3" in record["error"]
     assert ScenarioLock(project, "ok").holder() is None  # its lock was released
 
 

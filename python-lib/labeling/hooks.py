@@ -65,13 +65,3 @@ def register_migrations(register):
     from .migrations import HEAD, VERSIONS
 
     register("ml-assisted-labeling", VERSIONS, head=HEAD)
-
-
-@hookimpl
-def register_preload_modules(register):
-    """What the recipes and steps of an active-learning scenario import (training, the Query
-    Sampler, label issues, metrics, the span and box models): runs fork with them loaded."""
-    register(["labeling.training", "labeling.quality.train_sets", "labeling.sampling",
-              "labeling.publish", "labeling.strategies", "labeling.quality.issues",
-              "labeling.stopping", "labeling.spans.training", "labeling.boxes.training",
-              "skops.io", "PIL.Image"])

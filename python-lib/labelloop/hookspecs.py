@@ -39,11 +39,3 @@ def register_migrations(register):
     directory, head=None)` with the plugin's id and an Alembic versions directory (revision files; the first one's
     `down_revision` is None); `head`, the newest revision, lets the host find a database at it
     without Alembic. See labelloop.migrations."""
-
-
-@hookspec
-def register_preload_modules(register):
-    """Name modules that scenario runs of the plugin's components import: call
-    `register(names)` with a list of importable module names (e.g. ["sklearn.linear_model"]). Runs fork
-    from a process that imported them once, so a retrain does not import them again (see
-    labelloop.scenarios.launcher); a name that fails to import there is skipped."""

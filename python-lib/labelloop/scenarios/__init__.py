@@ -3,8 +3,7 @@
 A scenario of project.json has `triggers` (trigger components with params) and `steps`
 (`{"recipe": NAME}`, `{"build": DATASET}` or `{"step": "plugin/step-id", "params": {...}}`).
 `run_scenario` runs the steps once, in order, stopping at the first failure. The `Scheduler`
-checks the triggers of every active scenario and starts a run, in a process of its own (forked
-from one that imported the run's modules once), when one fires.
+checks the triggers of every active scenario and starts a run, in a subprocess, when one fires.
 
 Why a lock row in the database: a `watch` process and a `serve` process (or two of either)
 may look at the same project; the lock makes sure a scenario never runs twice at once. The
@@ -20,7 +19,6 @@ process at a time. Its owner refreshes it (heartbeat); a crashed owner's lock ex
 | `runs.py` | scenario run records (over `labelloop.project.runs`) |
 | `runner.py` | `run_scenario` (one run, under the lock) and `list_scenarios` |
 | `scheduler.py` | `Scheduler`: ticks, run subprocesses, reaping, stopping |
-| `launcher.py` | `RunLauncher`: run processes forked from a forkserver that preloaded their modules |
 """
 
 from .config import scenario_config, scenario_names, step_label, trigger_key

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -17,7 +18,6 @@ from ..errors import ConflictError, LabelloopError
 from ..project import Project, end_run, start_run
 from ..project.leases import SYSTEM_CLOCK, owner_for_pid
 from .config import scenario_config, scenario_names
-from .launcher import RunLauncher, RunProcess
 from .lock import ScenarioLock
 from .runs import close_interrupted_runs
 from .triggers import check_triggers, trigger_config_problems
@@ -25,7 +25,7 @@ from .triggers import check_triggers, trigger_config_problems
 log = logging.getLogger("labelloop.scenarios")
 
 
-def _signal_group(proc: RunProcess, sig: int) -> None:
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
     """Send `sig` to the process group a run process leads (to the process if it has none)."""
     try:
         os.killpg(proc.pid, sig)
@@ -40,26 +40,26 @@ class _Child:
     scenario: str
     run_id: int
     owner: str
-    proc: RunProcess
+    proc: subprocess.Popen
 
 
 class Scheduler:
     """Checks triggers of active scenarios and starts runs in subprocesses.
 
     Why subprocesses: a run trains models for minutes; in its own process it never holds the
-    web server's GIL or event loop, and a crash in a step can't take the server down. They are
-    forked from a process that imported their modules once (`launcher.RunLauncher`).
+    web server's GIL or event loop, and a crash in a step can't take the server down.
     `tick()` and `launch()` are synchronous (database work): call them from a thread when
     an event loop must stay responsive. Its bookkeeping (locks, run records, trigger states)
     is written through the project's writer thread (`project.db`).
     """
 
     def __init__(self, project: Project, period: float = 5.0,
-                 plugin_dirs: list[str] | tuple[str, ...] = (), clock: Any = None):
+                 plugin_dirs: list[str] | tuple[str, ...] = (), python: str | None = None,
+                 clock: Any = None):
         self.project = project
         self.period = period
         self.plugin_dirs = [str(p) for p in plugin_dirs]
-        self.launcher = RunLauncher(project.registry)
+        self.python = python or sys.executable
         # Trigger check times, lock expiry and the period of `watch` (tests pass a ManualClock);
         # run processes are waited for in real time.
         self.clock = clock or SYSTEM_CLOCK
@@ -96,8 +96,8 @@ class Scheduler:
                 log.error("project.json changed but is invalid, keeping the previous one: %s", exc)
 
     def command(self, name: str, run_id: int, owner: str, trigger: dict) -> list[str]:
-        """The `labelloop` arguments of the process that runs one scenario run."""
-        cmd = ["--project", str(self.project.dir)]
+        """The command line of the process that runs one scenario run."""
+        cmd = [self.python, "-m", "labelloop.cli", "--project", str(self.project.dir)]
         for d in self.plugin_dirs:
             cmd += ["--plugin-dir", d]
         return cmd + ["scenario", "run", name, "--run-id", str(run_id), "--lock-owner", owner,
@@ -113,7 +113,8 @@ class Scheduler:
         try:
             # Its own process group: a Ctrl-C meant for the server (the terminal signals the
             # whole foreground group) does not cut a run short; stop() ends runs on purpose.
-            proc = self.launcher.start(self.command(name, run_id, lock.owner, trigger), env)
+            proc = subprocess.Popen(self.command(name, run_id, lock.owner, trigger), env=env,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
         except OSError as exc:
             end_run(self.project.db, run_id, "FAILED", f"cannot start the run process: {exc}")
             lock.release()

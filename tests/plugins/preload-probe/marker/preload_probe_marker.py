@@ -1,5 +1,0 @@
-"""Remembers the process that imported it."""
-
-import os
-
-IMPORTED_IN = os.getpid()
