@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -206,16 +207,23 @@ def test_panel_shows_the_learning_curve(labeled_demo, page_for_curve, report_fig
 
 
 @pytest.fixture
-def page_for_curve(browser):
-    """Pages of a fresh context on the session's headless Chromium (conftest.py)."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.add_init_script("localStorage.setItem('labelloop.user', 'keyboard')")
+def page_for_curve():
+    """A headless Chromium page (skipped when Playwright or chromium is missing)."""
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        pytest.skip("needs /usr/bin/chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium),
+                                     args=["--headless", "--no-sandbox", "--disable-gpu"])
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        context.add_init_script("localStorage.setItem('labelloop.user', 'keyboard')")
 
-    def make():
-        page = context.new_page()
-        page.errors = []
-        page.on("pageerror", lambda exc: page.errors.append(str(exc)))
-        return page
+        def make():
+            page = context.new_page()
+            page.errors = []
+            page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+            return page
 
-    yield make
-    context.close()
+        yield make
+        browser.close()
