@@ -1,5 +1,5 @@
 """`labelloop report learning-curve` and the page's learning-curve panel, on the digits demo
-after 60 labels posted over the API as the keyboard sends them, against a direct computation:
+after 100 labels posted over the API as the keyboard sends them, against a direct computation:
 the report and the panel show the same figures for the same labels (one computation)."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from labeling.training import build_pipeline
 from labelloop.project import Project
 
 WEBAPP = "label-digits"
-LABELS = 60  # enough for both curves to settle; every point is a dozen fits
+LABELS = 100
 USER = {"X-Labelloop-User": "keyboard"}
 
 
@@ -39,7 +39,7 @@ def post_labels(server, truth: dict[str, str], count: int) -> None:
 
 @pytest.fixture(scope="module")
 def labeled_demo(tmp_path_factory, serve_module):
-    """The digits demo served (no scheduler: no retrain during the test), 60 labels given."""
+    """The digits demo served (no scheduler: no retrain during the test), 100 labels given."""
     directory = tmp_path_factory.mktemp("report") / "digits"
     project = demo.create_demo(directory, "image", n=20)
     truth = dict(pd.read_csv(project.dir / demo.GROUND_TRUTH, dtype=str).values)
@@ -84,7 +84,7 @@ def test_cli_prints_the_figures_and_writes_the_plot(labeled_demo, run_cli, tmp_p
     assert as_json["plot"] == str(plot)
     html = plot.read_text()
     assert "Bokeh" in html and "your order" in html and "random order" in html
-    assert as_json["points"] == [25, 50, LABELS] and as_json["labels"] == LABELS
+    assert as_json["points"] == [25, 50, 75, 100] and as_json["labels"] == LABELS
     assert as_json["folds"] == 3
     project = Project.open(directory)
     direct = direct_given_curve(project, as_json["points"], as_json["folds"])
@@ -108,7 +108,7 @@ def test_the_report_says_what_it_computed_and_draws_a_png(labeled_demo, run_cli,
     assert lines[0] == (f"{LABELS} labels of 10 categories in webapp '{WEBAPP}'; "
                         f"logistic_regression, {DEFAULTS['folds']}-fold cross-validation, "
                         f"{DEFAULTS['orders']} random orders")
-    assert lines[1] == f"today's accuracy (all {LABELS} labels): {report_figures['accuracy']:.3f}"
+    assert lines[1] == f"today's accuracy (all 100 labels): {report_figures['accuracy']:.3f}"
     assert "random order would have needed about" in out or "random order only" in out
     assert lines[-1] == f"plot: {png}"
     from PIL import Image
