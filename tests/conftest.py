@@ -324,27 +324,6 @@ def serve_module(tmp_path_factory):
     manager.stop_all()
 
 
-# One headless Chromium per pytest process (each launch costs more than a second of CPU), for
-# every browser test module; tests open their own contexts on it, so pages stay isolated.
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
-@pytest.fixture(scope="session")
-def browser():
-    """The session's Playwright Chromium (skipped when /usr/bin/chromium or Playwright is
-    missing). Open pages in a context of your own (`browser.new_context()`) and close it."""
-    if not CHROMIUM.exists():
-        pytest.skip("needs Debian's chromium at /usr/bin/chromium "
-                    "(`make test` installs it: apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
     """Poll `predicate()` until it returns something truthy (returned); fail after `timeout`."""
     deadline = time.monotonic() + timeout

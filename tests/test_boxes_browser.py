@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from conftest import wait_for
 from PIL import Image
-from test_webapps_browser import CHROMIUM, page_for, wait_idle  # noqa: F401
+from test_webapps_browser import CHROMIUM, browser, page_for, wait_idle  # noqa: F401
 
 from labeling.boxes.demo import FOLDER, TRUTH_FILE, WEBAPP
 from labeling.boxes.scenes import OBJECT_CLASSES

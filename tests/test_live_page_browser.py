@@ -33,7 +33,8 @@ from test_webapps_browser import (
 
 from labelloop.errors import NotFoundError
 
-# The page fixture of the webapp tests, shared (browser: the session's, conftest.py).
+# The browser fixtures of the webapp tests, shared.
+browser = wb.browser
 page_for = wb.page_for
 
 pytestmark = [

@@ -9,8 +9,9 @@ from collections import Counter
 
 import pandas as pd
 import pytest
-from test_webapps_browser import (  # noqa: F401 (fixture: page_for; browser is conftest's)
+from test_webapps_browser import (  # noqa: F401 (fixtures: browser, page_for)
     CHROMIUM,
+    browser,
     make_labeling_project,
     open_page,
     page_for,

@@ -150,21 +150,24 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 @pytest.mark.browser
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
-def test_webapp_page_in_a_browser(project, serve, browser):
+def test_webapp_page_in_a_browser(project, serve):
+    sync_api = pytest.importorskip("playwright.sync_api")
     server = serve(project.dir, "--no-scheduler")
     for word in ("cat", "dog"):
         assert server.post("/api/v1/webapps/board/words", {"word": word}).status == 200
-    context = browser.new_context()  # the session's Chromium (conftest.py)
-    try:
-        page = context.new_page()
-        page.goto(server.url + "/webapps/board")
-        page.get_by_text("Words!").wait_for()
-        page.get_by_text("anonymous posted 2 words").wait_for()
-        assert server.post("/api/v1/webapps/board/words", {"word": "emu"}).status == 200
-        page.get_by_role("button", name="Refresh").click()
-        page.get_by_text("anonymous posted 3 words").wait_for()
-    finally:
-        context.close()
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM),
+                                     args=["--headless", "--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page()
+            page.goto(server.url + "/webapps/board")
+            page.get_by_text("Words!").wait_for()
+            page.get_by_text("anonymous posted 2 words").wait_for()
+            assert server.post("/api/v1/webapps/board/words", {"word": "emu"}).status == 200
+            page.get_by_role("button", name="Refresh").click()
+            page.get_by_text("anonymous posted 3 words").wait_for()
+        finally:
+            browser.close()
 
 
 def test_annotation_kind_served_end_to_end(tmp_path, serve):

@@ -15,6 +15,8 @@ from conftest import create_project
 from labelloop.project import Project
 
 CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 CATS = {"cat": "a small feline", "dog": "barks", "bird": None}  # keys 1, 2, 3
 
 pytestmark = [
@@ -32,7 +34,8 @@ def api(server, token, method, path, body=None):
     return res.json()
 
 
-def test_a_reviewer_fixes_flagged_items_by_keyboard(tmp_path, serve, run_cli, browser):
+def test_a_reviewer_fixes_flagged_items_by_keyboard(tmp_path, serve, run_cli):
+    sync_api = pytest.importorskip("playwright.sync_api")
     project = create_project(tmp_path / "p", {"webapps": {"app": {
         "type": "ml-assisted-labeling/tabular-labeling",
         "params": {"unlabeled": "pool", "categories": CATS, "labels_ds": "labels",
@@ -60,48 +63,49 @@ def test_a_reviewer_fixes_flagged_items_by_keyboard(tmp_path, serve, run_cli, br
         for user, label in answers:
             api(server, tokens[user], "POST", "labels", {"id": item, "label": label})
 
-    context = browser.new_context(viewport={"width": 1280, "height": 860})  # the session's Chromium (conftest.py)
-    try:
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(f"{server.url}/webapps/app?mode=review&token={tokens['rita']}")
-        assert "token" not in page.url and "mode=review" in page.url
-        shown = "id => document.getElementById('ll-item').dataset.itemId === id"
-        page.wait_for_function(shown, arg="Rex")
-        assert page.inner_text("#ll-user-name") == "rita"
-        # What the page shows, against the data: the item, each answer, the consensus,
-        # the suggestion (the label issue's) and why the item is here.
-        assert "woof" in page.inner_text("#ll-item")
-        answers = page.locator("#ll-rv-answers li").all_inner_texts()
-        assert [a.split() for a in answers] == [["ann", "cat"], ["bob", "cat"]]
-        assert page.inner_text("#ll-rv-consensus") == "cat"
-        assert page.inner_text("#ll-rv-suggestion") == "dog"
-        assert "the model gives 'cat' a probability of 0.10" in \
-            page.inner_text("#ll-rv-reason")
-        assert page.inner_text(".ll-rv-score") == "0.90"
-        page.keyboard.press(" ")  # take the suggestion: dog
-        page.wait_for_function(shown, arg="Tweety")
-        assert page.inner_text("#ll-rv-suggestion") == "bird"
-        page.fill("#ll-comment", "wings")
-        page.locator("#ll-comment").press("Escape")
-        page.keyboard.press("3")  # the third category: bird
-        page.wait_for_function(shown, arg="Tom")  # moved on: the disagreement is next
-        assert [a.split() for a in page.locator("#ll-rv-answers li").all_inner_texts()] \
-            == [["ann", "cat"], ["bob", "dog"]]
-        assert "2 answers disagree" in page.inner_text("#ll-rv-reason")
-        page.wait_for_function("window.labelloopReview.idle()")
-        page.evaluate("window.labelloopReview.flush()")
-        page.wait_for_function(
-            "document.getElementById('ll-rv-progress').textContent.startsWith("
-            "'Reviewed here: 2')")
-        page.screenshot(path=str(tmp_path / "review.png"), full_page=True)
-        assert errors == []
-        # The labeling page links to Review mode.
-        page.goto(f"{server.url}/webapps/app")
-        page.wait_for_selector("#ll-review-link")
-    finally:
-        context.close()
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1280, "height": 860}).new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{server.url}/webapps/app?mode=review&token={tokens['rita']}")
+            assert "token" not in page.url and "mode=review" in page.url
+            shown = "id => document.getElementById('ll-item').dataset.itemId === id"
+            page.wait_for_function(shown, arg="Rex")
+            assert page.inner_text("#ll-user-name") == "rita"
+            # What the page shows, against the data: the item, each answer, the consensus,
+            # the suggestion (the label issue's) and why the item is here.
+            assert "woof" in page.inner_text("#ll-item")
+            answers = page.locator("#ll-rv-answers li").all_inner_texts()
+            assert [a.split() for a in answers] == [["ann", "cat"], ["bob", "cat"]]
+            assert page.inner_text("#ll-rv-consensus") == "cat"
+            assert page.inner_text("#ll-rv-suggestion") == "dog"
+            assert "the model gives 'cat' a probability of 0.10" in \
+                page.inner_text("#ll-rv-reason")
+            assert page.inner_text(".ll-rv-score") == "0.90"
+            page.keyboard.press(" ")  # take the suggestion: dog
+            page.wait_for_function(shown, arg="Tweety")
+            assert page.inner_text("#ll-rv-suggestion") == "bird"
+            page.fill("#ll-comment", "wings")
+            page.locator("#ll-comment").press("Escape")
+            page.keyboard.press("3")  # the third category: bird
+            page.wait_for_function(shown, arg="Tom")  # moved on: the disagreement is next
+            assert [a.split() for a in page.locator("#ll-rv-answers li").all_inner_texts()] \
+                == [["ann", "cat"], ["bob", "dog"]]
+            assert "2 answers disagree" in page.inner_text("#ll-rv-reason")
+            page.wait_for_function("window.labelloopReview.idle()")
+            page.evaluate("window.labelloopReview.flush()")
+            page.wait_for_function(
+                "document.getElementById('ll-rv-progress').textContent.startsWith("
+                "'Reviewed here: 2')")
+            page.screenshot(path=str(tmp_path / "review.png"), full_page=True)
+            assert errors == []
+            # The labeling page links to Review mode.
+            page.goto(f"{server.url}/webapps/app")
+            page.wait_for_selector("#ll-review-link")
+        finally:
+            browser.close()
 
     consensus = Project.open(project.dir, database_url=project.database_url) \
         .dataset("consensus").read().set_index("name")

@@ -25,7 +25,7 @@ import pytest
 from conftest import wait_for
 from PIL import Image
 from sqlalchemy import event as sa_event
-from test_webapps_browser import page_for  # noqa: F401 - the browser fixture (browser: conftest)
+from test_webapps_browser import browser, page_for  # noqa: F401 - the browser fixtures
 
 from labeling.engine import LabelingEngine
 from labeling.settings import parse_settings

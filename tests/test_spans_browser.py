@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_webapps_browser import CHROMIUM, page_for, wait_idle  # noqa: F401
+from test_webapps_browser import CHROMIUM, browser, page_for, wait_idle  # noqa: F401
 
 from labeling.engine import session_variable
 from labelloop.project import Project

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 from conftest import TEST_POSTGRES, http, new_database_url, wait_for
 from test_spans_browser import drawn, shot
-from test_webapps_browser import ANNOTATOR, CHROMIUM, page_for, wait_idle  # noqa: F401
+from test_webapps_browser import ANNOTATOR, CHROMIUM, browser, page_for, wait_idle  # noqa: F401
 
 from labeling import demo
 from labeling.spans.demo_data import ENTITY_TYPES

@@ -95,8 +95,17 @@ def make_labeling_project(directory: Path, kind: str, n: int = 40, rows: pd.Data
 
 # ---------------------------------------------------------------------------------- browser
 
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
 @pytest.fixture
-def page_for(browser):  # browser: the session's Chromium (conftest.py)
+def page_for(browser):
     """`page_for(user=ANNOTATOR)`: a fresh page (own storage) that knows its annotator."""
     contexts = []
 
