@@ -29,7 +29,7 @@ from labeling import demo
 pytestmark = pytest.mark.slow
 
 SEED = 20251125
-MAX_EXAMPLES = 15
+MAX_EXAMPLES = 30
 ITEM_ROUTES = ("labels", "skips", "release", "media")
 SCHEMATHESIS = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or \
     shutil.which("schemathesis")
