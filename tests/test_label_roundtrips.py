@@ -221,9 +221,9 @@ def test_labels_sharing_one_commit_stamp_after_a_failed_write(project):
     go, started = threading.Event(), threading.Event()
 
     def hold(conn):  # keeps the writer busy while the group queues up
-        started.set()
         set_updated(conn, "labels")
         set_updated(conn, "metadata")
+        started.set()  # after its own stamps: only the group's statements are counted below
         go.wait(10)
 
     def failing(conn):
