@@ -151,7 +151,8 @@ def test_the_page_route_and_the_report_give_the_same_figures(labeled_demo, repor
     assert body["enough"] is True
     assert (body["folds"], body["orders"]) == (DEFAULTS["folds"], DEFAULTS["orders"])
     for key in ("labels", "folds", "orders", "algorithm", "points", "given", "random",
-                "random_sd", "accuracy", "target", "given_reached", "random_reached", "saved"):
+                "random_sd", "accuracy", "target", "given_reached", "random_reached", "saved",
+                "computed_at"):  # the CLI's computation, kept: the same labels, one computation
         assert body[key] == report_figures[key], key
 
 
@@ -227,3 +228,21 @@ def page_for_curve():
 
         yield make
         browser.close()
+
+
+def test_a_new_label_computes_the_curve_again(labeled_demo, report_figures, run_cli):
+    """Runs last (it adds a label): the kept computation serves the same labels only."""
+    directory, server = labeled_demo
+    project = Project.open(directory)
+    truth = dict(pd.read_csv(project.dir / demo.GROUND_TRUTH, dtype=str).values)
+    post_labels(server, truth, 1)
+    body = server.get(f"/api/v1/webapps/{WEBAPP}/learning-curve", headers=USER,
+                      timeout=600).json()
+    assert body["enough"] is True and body["labels"] == LABELS + 1
+    assert body["computed_at"] > report_figures["computed_at"]
+    # The CLI asked with the page's settings for the same 101 labels: the server's computation.
+    again = json.loads(run_cli(directory, "report", "learning-curve", "--webapp", WEBAPP,
+                               "--json", "--out", str(directory / "curve.html")).stdout)
+    assert again["computed_at"] == body["computed_at"] and again["given"] == body["given"]
+    kept = project.variables.get(f"learning-curve/{WEBAPP}")
+    assert kept["curve"]["labels"] == LABELS + 1

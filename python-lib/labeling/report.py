@@ -16,11 +16,20 @@ One computation serves the CLI (`labelloop report learning-curve`) and the page'
 learning helping?" panel (`GET learning-curve`): `learning_curve` with `DEFAULTS`, so both
 give the same figures for the same labels; the CLI's options may ask for more orders or folds,
 and every answer says what it computed (`folds`, `orders`, `points`).
+
+The computation with `DEFAULTS` (the page's) is kept in the project variable
+`learning-curve/<webapp>` with the fingerprint of what it read (the labels in order, the
+settings, `CURVE_VERSION`): asked again for the same labels (the panel opened again, in another
+tab, after the CLI), the answer is the kept one, with its `computed_at`; one label more or
+changed, and it is computed again. Other settings are computed each time and not kept.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,6 +50,8 @@ TOLERANCE = 0.01
 # The one default computation, for the CLI and the page alike: small enough that the page's
 # panel answers in seconds on a few hundred labels (every point is folds x (orders + 1) fits).
 DEFAULTS = {"orders": 3, "folds": 3, "points": 8, "seed": 0}
+# Part of every kept computation's fingerprint: change it when a curve's figures change.
+CURVE_VERSION = 1
 
 
 def default_step(n: int) -> int:
@@ -67,6 +78,7 @@ class LearningCurve:
     given_reached: float | None
     random_reached: float | None
     notes: list[str] = field(default_factory=list)
+    computed_at: float = 0.0  # epoch seconds of the computation (a kept one keeps its own)
 
     @property
     def saved(self) -> float | None:
@@ -79,6 +91,10 @@ class LearningCurve:
         out = asdict(self)
         out["saved"] = self.saved
         return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LearningCurve:
+        return cls(**{k: v for k, v in data.items() if k != "saved"})
 
     def summary(self) -> list[str]:
         """The figures, one line each, as the CLI prints them."""
@@ -204,12 +220,25 @@ def reached(points: list[int], curve: list[float], target: float) -> float | Non
     return None
 
 
+def _fingerprint(rows: pd.DataFrame, settings: dict[str, Any]) -> str:
+    """What a computation read: the labels in their order and the settings."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    digest.update(rows.to_csv(index=False).encode())
+    return digest.hexdigest()
+
+
 def learning_curve(project: Any, webapp: str, orders: int = DEFAULTS["orders"],
                    folds: int = DEFAULTS["folds"], step: int | None = None,
-                   seed: int = DEFAULTS["seed"], cfg: EngineConfig | None = None
-                   ) -> LearningCurve:
-    """Replay the webapp's labels in their order and in random orders (see the module doc)."""
+                   seed: int = DEFAULTS["seed"], cfg: EngineConfig | None = None,
+                   keep: Any = None) -> LearningCurve:
+    """Replay the webapp's labels in their order and in random orders (see the module doc).
+
+    With `keep`, where to write (the project's `Database` in a server process, its engine in
+    the CLI: `labelloop.project.writer.writing`), the computation kept for the same labels and
+    settings is the answer, and a new computation is kept."""
     from sklearn.model_selection import KFold
+
+    from labelloop.project.writer import writing
 
     from .columns import METADATA_COLUMNS, PATH_COLUMN, SCORE_COLUMNS, plan_columns
     from .training import build_pipeline
@@ -226,6 +255,15 @@ def learning_curve(project: Any, webapp: str, orders: int = DEFAULTS["orders"],
             "labels of 2 or more categories: keep labeling and run it again")
     algorithm, data_type = _train_settings(project, cfg)
     data_type = data_type or cfg.data_type
+    step = step or default_step(n)
+    variable = f"learning-curve/{webapp}"
+    key = _fingerprint(rows, {"version": CURVE_VERSION, "orders": orders, "folds": folds,
+                              "step": step, "seed": seed, "algorithm": algorithm,
+                              "data_type": data_type, "label": cfg.label_col})
+    if keep is not None:
+        kept = project.variables.get(variable)
+        if isinstance(kept, dict) and kept.get("key") == key:
+            return LearningCurve.from_json(kept["curve"])
     notes: list[str] = []
     if cfg.from_folder:
         folder = project.folder(cfg.unlabeled)
@@ -243,7 +281,6 @@ def learning_curve(project: Any, webapp: str, orders: int = DEFAULTS["orders"],
     k = max(2, min(folds, n // 5))
     splits = [(np.sort(tr), te) for tr, te in
               KFold(n_splits=k, shuffle=True, random_state=seed).split(np.arange(n))]
-    step = step or default_step(n)
     points = sorted({*range(step, n, step), n})
     given = replay(X, y, pipeline, points, np.arange(n), splits)
     rng = np.random.default_rng(seed)
@@ -254,21 +291,28 @@ def learning_curve(project: Any, webapp: str, orders: int = DEFAULTS["orders"],
     target = accuracy - TOLERANCE
     if n < 50:
         notes.append(f"note: with {n} labels the curves are rough; they settle past ~50")
-    return LearningCurve(
+    curve = LearningCurve(
         webapp=webapp, labels=n, classes=int(classes.size), algorithm=algorithm, folds=k,
         orders=orders, points=points, given=[round(v, 6) for v in given],
         random=[round(float(v), 6) for v in random_mean],
         random_sd=[round(float(v), 6) for v in randoms.std(axis=0)],
         accuracy=round(accuracy, 6), target=round(target, 6),
         given_reached=reached(points, given, target),
-        random_reached=reached(points, list(random_mean), target), notes=notes)
+        random_reached=reached(points, list(random_mean), target), notes=notes,
+        computed_at=round(time.time(), 3))
+    # Only the page's computation is kept: a CLI run with other settings doesn't evict it.
+    if keep is not None and (orders, folds, seed) == (DEFAULTS["orders"], DEFAULTS["folds"],
+                                                      DEFAULTS["seed"]) and step == default_step(n):
+        kept = {"key": key, "curve": curve.to_json()}
+        writing(keep, lambda conn: project.variables.set(variable, kept, conn=conn))
+    return curve
 
 
 def for_page(project: Any, cfg: EngineConfig) -> dict[str, Any]:
     """The `GET learning-curve` answer: the curves and figures (as the CLI computes them by
     default), or why there are none."""
     try:
-        curve = learning_curve(project, cfg.webapp, cfg=cfg)
+        curve = learning_curve(project, cfg.webapp, cfg=cfg, keep=project.db)
     except LabelloopError as exc:
         return {"enough": False, "message": str(exc)}
     return {"enough": True, **curve.to_json(), "summary": curve.summary()}
@@ -373,11 +417,9 @@ def report_group() -> Any:
     def learning_curve_cmd(state: Any, webapp: str, out: str | None, orders: int, folds: int,
                            step: int | None, seed: int, as_json: bool) -> None:
         """Is active learning helping? Your labels replayed in order vs random orders."""
-        import json
-
         project = state.project
         curve = learning_curve(project, webapp, orders=orders, folds=folds, step=step,
-                               seed=seed)
+                               seed=seed, keep=project.engine)
         path = write_plot(curve, out or project.dir / "reports" /
                           f"learning-curve-{webapp}.html")
         if as_json:
