@@ -233,12 +233,10 @@ def learning_curve(project: Any, webapp: str, orders: int = DEFAULTS["orders"],
                    keep: Any = None) -> LearningCurve:
     """Replay the webapp's labels in their order and in random orders (see the module doc).
 
-    With `keep`, where to write (the project's `Database` in a server process, its engine in
-    the CLI: `labelloop.project.writer.writing`), the computation kept for the same labels and
-    settings is the answer, and a new computation is kept."""
+    With `keep`, what runs `fn(conn)` in a write transaction (`project.db.execute_write_fn` in
+    a server process; `project.write_transaction()` in the CLI), the computation kept for the
+    same labels and settings is the answer, and a new computation is kept."""
     from sklearn.model_selection import KFold
-
-    from labelloop.project.writer import writing
 
     from .columns import METADATA_COLUMNS, PATH_COLUMN, SCORE_COLUMNS, plan_columns
     from .training import build_pipeline
@@ -304,7 +302,7 @@ def learning_curve(project: Any, webapp: str, orders: int = DEFAULTS["orders"],
     if keep is not None and (orders, folds, seed) == (DEFAULTS["orders"], DEFAULTS["folds"],
                                                       DEFAULTS["seed"]) and step == default_step(n):
         kept = {"key": key, "curve": curve.to_json()}
-        writing(keep, lambda conn: project.variables.set(variable, kept, conn=conn))
+        keep(lambda conn: project.variables.set(variable, kept, conn=conn))
     return curve
 
 
@@ -312,7 +310,7 @@ def for_page(project: Any, cfg: EngineConfig) -> dict[str, Any]:
     """The `GET learning-curve` answer: the curves and figures (as the CLI computes them by
     default), or why there are none."""
     try:
-        curve = learning_curve(project, cfg.webapp, cfg=cfg, keep=project.db)
+        curve = learning_curve(project, cfg.webapp, cfg=cfg, keep=project.db.execute_write_fn)
     except LabelloopError as exc:
         return {"enough": False, "message": str(exc)}
     return {"enough": True, **curve.to_json(), "summary": curve.summary()}
@@ -418,8 +416,13 @@ def report_group() -> Any:
                            step: int | None, seed: int, as_json: bool) -> None:
         """Is active learning helping? Your labels replayed in order vs random orders."""
         project = state.project
+
+        def in_transaction(fn: Any) -> Any:  # another process than a server: its own
+            with project.write_transaction() as conn:
+                return fn(conn)
+
         curve = learning_curve(project, webapp, orders=orders, folds=folds, step=step,
-                               seed=seed, keep=project.engine)
+                               seed=seed, keep=in_transaction)
         path = write_plot(curve, out or project.dir / "reports" /
                           f"learning-curve-{webapp}.html")
         if as_json:
