@@ -6,7 +6,8 @@
   subprocesses find it too). `create_project(directory, ...)` is the same for any directory.
 - `run_cli(project_dir, *args, env=None, check=True)`: `python -m labelloop.cli --project DIR
   ARGS` in a subprocess; returns CompletedProcess (text). With `check`, a non-zero exit fails
-  the test showing the output.
+  the test showing the output. It and `serve` start their processes through `warm_launch`
+  (forked from a parent that has imported the third-party libraries; see there).
 - `serve(project_dir, *args, env=None)`: starts `labelloop serve --port <free> ARGS` on
   127.0.0.1, waits for /api/v1/health, returns a `ServerProcess` (.url .port .proc .log()
   .request() .get() .post() .stop()); every server is stopped after the test.
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import warm_launch
 
 from labelloop.project import Project
 
@@ -86,6 +88,10 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "sqlite_only" in item.keywords:
                 item.add_marker(skip)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    warm_launch.close()
 
 
 @pytest.fixture(autouse=True)
@@ -162,9 +168,8 @@ def project_factory():
 
 def _run_cli(project_dir: Path | str, *args: str, env: dict | None = None, check: bool = True,
              timeout: float = 120) -> subprocess.CompletedProcess:
-    proc = subprocess.run(labelloop_command("--project", str(project_dir), *args),
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    proc = warm_launch.run(["--project", str(project_dir), *args], timeout=timeout,
+                           env={**os.environ, **(env or {})})
     if check and proc.returncode != 0:
         pytest.fail(f"labelloop {' '.join(args)} exited {proc.returncode}\n"
                     f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
@@ -232,7 +237,7 @@ class ServerProcess:
 
     url: str
     port: int
-    proc: subprocess.Popen
+    proc: Any  # subprocess.Popen, or warm_launch.WarmProcess (the same methods)
     project_dir: Path
     log_path: Path
 
@@ -274,11 +279,9 @@ class ServerManager:
             port = free_port()
             log_path = self.log_dir / f"serve-{port}.log"
             with open(log_path, "wb") as log_file:
-                proc = subprocess.Popen(
-                    labelloop_command("--project", str(project_dir), "serve", "--port", str(port),
-                                      *args),
-                    stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    env={**os.environ, **(env or {})})
+                proc = warm_launch.popen(
+                    ["--project", str(project_dir), "serve", "--port", str(port), *args],
+                    stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
             server = ServerProcess(f"http://{url_host}:{port}", port, proc, Path(project_dir),
                                    log_path)
             self.servers.append(server)
