@@ -38,6 +38,9 @@ PRELOAD = (
     "sqlalchemy.dialects.postgresql", "psycopg", "alembic", "alembic.runtime.migration",
     "jsonschema", "click", "pluggy", "tornado.web", "tornado.httpserver", "bokeh.models",
     "bokeh.application", "bokeh.server.server", "bokeh.embed", "PIL.Image",
+    # scikit-learn and skops (which imports every estimator): recipes, reports and servers
+    # that load a model. One BLAS thread (tests/conftest.py), so no thread is lost by a fork.
+    "sklearn.linear_model", "sklearn.pipeline", "sklearn.model_selection", "skops.io",
 )
 
 # The warm parent's program (run with `python -c`, so that sys.path[0] is the working
@@ -45,12 +48,16 @@ PRELOAD = (
 # object with the stdin/stdout/stderr descriptors attached; it answers {"pid"} at once and
 # {"exit", "code"} when that child ends.
 _PARENT = r'''
-import importlib, json, os, runpy, select, signal, socket, sys
+import gc, importlib, json, os, runpy, select, signal, socket, sys
+gc.disable()
 for name in sys.argv[2].split(","):
     try:
         importlib.import_module(name)
     except ImportError:
         pass
+# What the imports made goes to gc's permanent generation: a child's collections then leave
+# those objects alone, and their memory pages stay shared with this process (copy on write).
+gc.freeze()
 sock = socket.socket(fileno=int(sys.argv[1]))
 wake_r, wake_w = os.pipe()
 os.set_blocking(wake_w, False)
@@ -71,6 +78,7 @@ def reap():
         sock.send(json.dumps({"exit": pid, "code": os.waitstatus_to_exitcode(status)}).encode())
 
 def child(req, fds):
+    gc.enable()
     sock.close()
     os.close(wake_r)
     os.close(wake_w)
