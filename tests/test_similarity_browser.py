@@ -12,28 +12,19 @@ import os
 from pathlib import Path
 
 import pytest
-from test_webapps_browser import _wav, media_loaded
+import test_webapps_browser as wb
+from test_webapps_browser import CHROMIUM, _wav, media_loaded
 
 from labeling import demo
 from labelloop.project import Project
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
 ]
 
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield b
-        b.close()
+# The webapp tests' module fixture: one Chromium launch, written once.
+browser = wb.browser
 
 
 def active_card(page) -> dict:
