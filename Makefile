@@ -11,8 +11,8 @@ PG_TESTS ?= tests
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[test]'
+	$(PIP) install --quiet uv
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[test]'
 	touch $@
 
 install: $(VENV)/.installed
