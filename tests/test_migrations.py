@@ -21,6 +21,10 @@ from labelloop.project import db as host_db
 
 FIXTURE = Path(__file__).parent / "fixtures" / "project-16d321c"
 
+# On PostgreSQL the projects here start from empty databases, as a user's do: these tests
+# are about what the migrations build (the other tests' databases are copies of a template).
+pytestmark = pytest.mark.empty_database
+
 
 def _schema_drift(conn: sa.Connection, *metas: sa.MetaData) -> list:
     """What differs between the database and the live table definitions (their tables only)."""

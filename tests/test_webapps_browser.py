@@ -128,10 +128,12 @@ def item_id(page) -> str:
     return page.eval_on_selector(ITEM, "el => el.dataset.itemId || ''")
 
 
-def wait_item_change(page, old: str) -> str:
+def wait_item_change(page, old: str, polling: float | str | None = None) -> str:
+    """Wait for another item on screen; `polling="raf"` checks on every frame (for timings:
+    the suite's waits otherwise check every 50 ms, tests/conftest.py)."""
     page.wait_for_function(
         "old => { const el = document.getElementById('ll-item');"
-        " return el.dataset.itemId && el.dataset.itemId !== old; }", arg=old)
+        " return el.dataset.itemId && el.dataset.itemId !== old; }", arg=old, polling=polling)
     return item_id(page)
 
 
@@ -254,7 +256,7 @@ def keyboard_latency(page, n: int = 20) -> tuple[float, float]:
     for i in range(n):
         t0 = time.perf_counter()
         page.keyboard.press(str(1 + i % 3))
-        current = wait_item_change(page, current)
+        current = wait_item_change(page, current, polling="raf")
         spans.append((time.perf_counter() - t0) * 1000)
     in_page = page.evaluate("window.labelloop.state.timings")
     wait_idle(page)
