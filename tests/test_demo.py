@@ -6,11 +6,11 @@ import json
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import warm_launch
 from PIL import Image
 
 from labeling import demo
@@ -150,8 +150,7 @@ def test_demo_loop_finds_the_labels_given_wrong(tmp_path):
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("LABELLOOP_PROJECT", None)
-    return subprocess.run([sys.executable, "-m", "labelloop.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return warm_launch.run(list(args), cwd=str(cwd), env=env, timeout=120)
 
 
 def test_demo_command_creates_then_reuses_without_serving(tmp_path):
@@ -218,10 +217,9 @@ def test_demo_command_serves_the_labeling_page(tmp_path):
     env.pop("LABELLOOP_PROJECT", None)
     log_path = tmp_path / "demo.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "labelloop.cli", "demo", "--dir", str(tmp_path / "d"),
-             "--data", "tabular", "--no-browser", "--port", "0"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        proc = warm_launch.popen(
+            ["demo", "--dir", str(tmp_path / "d"), "--data", "tabular", "--no-browser",
+             "--port", "0"], stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + 60
         url = None

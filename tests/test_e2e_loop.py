@@ -10,12 +10,11 @@ change the queue served the top of the new queries dataset (minus the items alre
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 import pandas as pd
 import pytest
+import warm_launch
 
 from labeling.training import TRUSTED_TYPES, set_folder_root
 from labelloop.project import Dataset, Project
@@ -131,9 +130,8 @@ class Annotator:
 
 def test_active_learning_loop_over_http(tmp_path, serve):
     directory = tmp_path / "demo"
-    created = subprocess.run(
-        [sys.executable, "-m", "labelloop.cli", "demo", "--dir", str(directory), "--no-serve",
-         "--no-browser", "--n", str(N)], capture_output=True, text=True, timeout=120)
+    created = warm_launch.run(["demo", "--dir", str(directory), "--no-serve", "--no-browser",
+                               "--n", str(N)], timeout=120)
     assert created.returncode == 0, created.stderr
     server = serve(directory, "--period", "0.3")
     project = Project.open(directory)

@@ -12,8 +12,10 @@ fork: the product's own modules, plugins and their import errors are as in a fre
 
 A command whose environment changes a `PYTHON*` variable (another `PYTHONPATH`...) can't use
 the warm parent (its imports were made with the old one) and gets a fresh interpreter, as does
-every command when `LABELLOOP_TEST_FRESH_PROCESSES=1`. Tests that start processes themselves
-(`subprocess`) keep fresh interpreters: the wheel, the entry points, `labelloop demo`.
+every command when `LABELLOOP_TEST_FRESH_PROCESSES=1`. Tests whose subject is the start itself
+start their processes with `subprocess` and keep fresh interpreters: the wheel, the entry
+points and console script, signals while starting. `labelloop demo` (test_demo, the spans
+demo, the end-to-end loop) goes through `popen`/`run` here: its start is not what they test.
 
 `launcher().popen(args, ...)` returns a `WarmProcess` with what the tests use of `Popen`
 (`pid`, `returncode`, `poll`, `wait`, `terminate`, `kill`, `send_signal`); `launcher().run`
