@@ -3,7 +3,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PYTHON ?= python3
-CHROMIUM ?= /usr/bin/chromium
+# The browser tests' Chromium: Debian's headless shell (tests/conftest.py says why).
+CHROMIUM ?= /usr/bin/chromium-headless-shell
+CHROMIUM_PACKAGE ?= chromium-headless-shell
+export LABELLOOP_TEST_CHROMIUM := $(CHROMIUM)
 
 PG_TESTS ?= tests
 
@@ -17,11 +20,11 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# Debian chromium for the browser tests; only when missing and apt is usable.
+# Debian's Chromium for the browser tests; only when missing and apt is usable.
 browser:
 	@if [ ! -x $(CHROMIUM) ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-		echo "installing Debian chromium for the browser tests"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		echo "installing Debian's $(CHROMIUM_PACKAGE) for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(CHROMIUM_PACKAGE) >/dev/null; \
 	fi
 
 # The whole suite on the embedded SQLite default and every test that touches the database on

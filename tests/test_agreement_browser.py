@@ -5,25 +5,22 @@ opens the page and the panel, and what it shows is checked against `GET agreemen
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM
 
 from labelloop.project import Project
 from labelloop.web.auth import add_token
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 CATEGORIES = {"cat": None, "dog": None, "bird": None}
 ALICE = ["cat", "cat", "dog", "dog", "cat", "bird", "dog", "cat"]
 BOB = ["cat", "dog", "dog", "dog", "cat", "cat", "bird", "cat"]
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
+    NEEDS_CHROMIUM,
 ]
 
 

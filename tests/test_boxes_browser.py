@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from conftest import wait_for
 from PIL import Image
-from test_webapps_browser import CHROMIUM, browser, page_for, wait_idle  # noqa: F401
+from test_webapps_browser import NEEDS_CHROMIUM, browser, page_for, wait_idle  # noqa: F401
 
 from labeling.boxes.demo import FOLDER, TRUTH_FILE, WEBAPP
 from labeling.boxes.scenes import OBJECT_CLASSES
@@ -30,7 +30,7 @@ from labelloop.project import Project
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
+    NEEDS_CHROMIUM,
 ]
 
 BIG = (4000, 3000)

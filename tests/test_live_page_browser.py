@@ -22,7 +22,7 @@ import pytest
 import test_webapps_browser as wb
 from test_webapps_browser import (
     ANNOTATOR,
-    CHROMIUM,
+    NEEDS_CHROMIUM,
     item_id,
     make_labeling_project,
     open_page,
@@ -39,7 +39,7 @@ page_for = wb.page_for
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
+    NEEDS_CHROMIUM,
 ]
 
 

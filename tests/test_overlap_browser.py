@@ -10,7 +10,7 @@ from collections import Counter
 import pandas as pd
 import pytest
 from test_webapps_browser import (  # noqa: F401 (fixtures: browser, page_for)
-    CHROMIUM,
+    NEEDS_CHROMIUM,
     browser,
     make_labeling_project,
     open_page,
@@ -21,7 +21,7 @@ from test_webapps_browser import (  # noqa: F401 (fixtures: browser, page_for)
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
+    NEEDS_CHROMIUM,
 ]
 
 ITEMS = 12

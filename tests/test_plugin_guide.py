@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM
 
 from labelloop import flow, hookspecs
 from labelloop.cli import cli
@@ -145,19 +146,15 @@ def test_entry_point_package(tmp_path, monkeypatch, project):
     assert project.variables.get("shouted") == "HI!"
 
 
-CHROMIUM = Path("/usr/bin/chromium")
-
-
 @pytest.mark.browser
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+@NEEDS_CHROMIUM
 def test_webapp_page_in_a_browser(project, serve):
     sync_api = pytest.importorskip("playwright.sync_api")
     server = serve(project.dir, "--no-scheduler")
     for word in ("cat", "dog"):
         assert server.post("/api/v1/webapps/board/words", {"word": word}).status == 200
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM),
-                                     args=["--headless", "--no-sandbox", "--disable-gpu"])
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
             page.goto(server.url + "/webapps/board")

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import CHROMIUM, CHROMIUM_ARGS
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import KFold
 
@@ -210,13 +210,11 @@ def test_panel_shows_the_learning_curve(labeled_demo, page_for_curve, report_fig
 @pytest.fixture
 def page_for_curve():
     """A headless Chromium page (skipped when Playwright or chromium is missing)."""
-    chromium = Path("/usr/bin/chromium")
-    if not chromium.exists():
-        pytest.skip("needs /usr/bin/chromium")
+    if not CHROMIUM.exists():
+        pytest.skip(f"needs Chromium at {CHROMIUM}")
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(chromium),
-                                     args=["--headless", "--no-sandbox", "--disable-gpu"])
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         context.add_init_script("localStorage.setItem('labelloop.user', 'keyboard')")
 

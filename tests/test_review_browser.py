@@ -6,24 +6,18 @@ labels."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import create_project
+from conftest import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM, create_project
 
 from labelloop.project import Project
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 CATS = {"cat": "a small feline", "dog": "barks", "bird": None}  # keys 1, 2, 3
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(),
-                       reason="needs Debian's chromium at /usr/bin/chromium "
-                              "(`make test` installs it: apt-get install chromium)"),
+    NEEDS_CHROMIUM,
 ]
 
 

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 import test_webapps_browser as wb
-from test_webapps_browser import CHROMIUM, _wav, media_loaded
+from test_webapps_browser import NEEDS_CHROMIUM, _wav, media_loaded
 
 from labeling import demo
 from labelloop.project import Project
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
+    NEEDS_CHROMIUM,
 ]
 
 # The webapp tests' module fixture: one Chromium launch, written once.

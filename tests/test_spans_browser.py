@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_webapps_browser import CHROMIUM, browser, page_for, wait_idle  # noqa: F401
+from test_webapps_browser import NEEDS_CHROMIUM, browser, page_for, wait_idle  # noqa: F401
 
 from labeling.engine import session_variable
 from labelloop.project import Project
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
+    NEEDS_CHROMIUM,
 ]
 
 TYPES = {"PER": "a person", "ORG": "an organisation", "LOC": "a place"}

@@ -14,14 +14,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import warm_launch
 from conftest import TEST_POSTGRES, http, new_database_url, wait_for
 from test_spans_browser import drawn, shot
-from test_webapps_browser import ANNOTATOR, CHROMIUM, browser, page_for, wait_idle  # noqa: F401
+from test_webapps_browser import ANNOTATOR, NEEDS_CHROMIUM, browser, page_for, wait_idle  # noqa: F401
 
 from labeling import demo
 from labeling.spans.demo_data import ENTITY_TYPES
@@ -53,10 +53,9 @@ def test_demo_command_serves_spans_ready_to_label(tmp_path):
     database = ["--database-url", new_database_url()] if TEST_POSTGRES else []
     log_path = tmp_path / "demo.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "labelloop.cli", *database, "demo", "--dir",
-             str(tmp_path / "d"), "--data", "spans", "--no-browser", "--port", "0"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        proc = warm_launch.popen(
+            [*database, "demo", "--dir", str(tmp_path / "d"), "--data", "spans",
+             "--no-browser", "--port", "0"], stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         def printed_url():
             assert proc.poll() is None, log_path.read_text()
@@ -180,7 +179,7 @@ def bare(spans: list[dict]) -> list[dict]:
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+@NEEDS_CHROMIUM
 def test_spans_demo_loop_in_the_browser(tmp_path, serve, page_for):  # noqa: F811
     project = demo.create_demo(tmp_path / "demo", demo.SPANS, n=N)
     truth, texts = truth_of(project.dir), text_of(project)

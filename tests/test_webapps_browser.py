@@ -17,21 +17,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM  # noqa: F401 (re-exported)
 
 from labelloop.project import Project
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 CATEGORIES = {"cat": "a small feline", "dog": "barks", "bird": None}
 ANNOTATOR = "alice"
 ITEM = "#ll-item"
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(),
-                       reason="needs Debian's chromium at /usr/bin/chromium "
-                              "(`make test` installs it: apt-get install chromium)"),
+    NEEDS_CHROMIUM,
 ]
 
 
