@@ -12,10 +12,12 @@ PG_TESTS ?= tests
 
 .PHONY: demo test test-fast test-postgres install browser lint bench clean
 
+# uv compiles the bytecode at install, as pip does: where PYTHONDONTWRITEBYTECODE is set (as
+# on this machine), a venv without it compiles every module again in every process.
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet uv
-	$(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[test]'
+	$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) -e '.[test]'
 	touch $@
 
 install: $(VENV)/.installed
