@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import warm_launch
 
 from labelloop.project import Project
 
@@ -41,8 +42,8 @@ def project_dir(tmp_path) -> Path:
 
 
 def run(project_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    res = subprocess.run(labelloop("--project", str(project_dir), *args), capture_output=True,
-                         text=True, timeout=300, env={**os.environ, **env})
+    res = warm_launch.run(["--project", str(project_dir), *args], timeout=300,
+                          env={**os.environ, **env})
     assert res.returncode == 0, res.stderr
     return res
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import warm_launch
 
 from labelloop.project import Project
 
@@ -29,9 +29,8 @@ def frame() -> pd.DataFrame:
 
 
 def run(project_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    res = subprocess.run([sys.executable, "-m", "labelloop.cli", "--project", str(project_dir),
-                          *args], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "LABELLOOP_PROGRESS_INTERVAL": "0"})
+    res = warm_launch.run(["--project", str(project_dir), *args], timeout=300,
+                          env={**os.environ, "LABELLOOP_PROGRESS_INTERVAL": "0"})
     assert res.returncode == 0, res.stderr
     return res
 
@@ -67,9 +66,8 @@ def test_a_broken_parquet_file_is_one_clear_error_and_writes_nothing(tmp_path):
     Project.init(tmp_path / "proj", key="P")
     bad = tmp_path / "bad.parquet"
     bad.write_bytes(b"PAR1 this is not parquet")
-    res = subprocess.run([sys.executable, "-m", "labelloop.cli", "--project",
-                          str(tmp_path / "proj"), "dataset", "import", "bad", str(bad)],
-                         capture_output=True, text=True, timeout=120)
+    res = warm_launch.run(["--project", str(tmp_path / "proj"), "dataset", "import", "bad",
+                           str(bad)], timeout=120)
     assert res.returncode != 0
     assert f"cannot read {bad} as parquet" in res.stderr
     assert "Traceback" not in res.stderr

@@ -23,6 +23,7 @@ from labelloop.formats import formats
 from labelloop.hookspecs import hookimpl
 from labelloop.migrations import plugin_histories
 from labelloop.plugins import PluginRegistry
+from labelloop.scenarios.launcher import run_imports
 from labelloop.web.routes import collect_routes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,6 +83,10 @@ class Recorder:
     def register_annotation_kinds(self, register):
         self.callbacks["register_annotation_kinds"] = register
 
+    @hookimpl
+    def register_run_imports(self, register):
+        self.callbacks["register_run_imports"] = register
+
 
 @pytest.fixture(scope="module")
 def registry():
@@ -99,6 +104,7 @@ def registry():
     plugin_histories(registry)
     collect_strategies(registry.pm)
     collect_kinds(registry.pm)
+    run_imports(registry)
     registry.recorded = recorder.callbacks
     return registry
 

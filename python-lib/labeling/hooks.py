@@ -65,3 +65,14 @@ def register_migrations(register):
     from .migrations import HEAD, VERSIONS
 
     register("ml-assisted-labeling", VERSIONS, head=HEAD)
+
+
+@hookimpl
+def register_run_imports(register):
+    """The libraries the recipes and steps import: scenario runs fork from a process that has
+    imported them (labelloop.scenarios.launcher)."""
+    for module in ("sklearn.linear_model", "sklearn.pipeline", "sklearn.model_selection",
+                   "sklearn.preprocessing", "sklearn.impute", "sklearn.compose",
+                   "sklearn.feature_extraction.text", "sklearn.neighbors", "sklearn.ensemble",
+                   "sklearn.metrics", "skops.io", "pyarrow", "PIL.Image"):
+        register(module)

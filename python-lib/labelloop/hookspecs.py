@@ -39,3 +39,12 @@ def register_migrations(register):
     directory, head=None)` with the plugin's id and an Alembic versions directory (revision files; the first one's
     `down_revision` is None); `head`, the newest revision, lets the host find a database at it
     without Alembic. See labelloop.migrations."""
+
+
+@hookspec
+def register_run_imports(register):
+    """Name the third-party modules the plugin's recipes and steps import: call
+    `register(module)` for each (e.g. "sklearn.linear_model"). Scenario runs are forked from a
+    process that has imported them once (labelloop.scenarios.launcher). Name libraries only,
+    never the plugin's own modules: those are imported by each run, so that it sees their
+    current code."""

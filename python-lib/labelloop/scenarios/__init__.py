@@ -19,6 +19,7 @@ process at a time. Its owner refreshes it (heartbeat); a crashed owner's lock ex
 | `runs.py` | scenario run records (over `labelloop.project.runs`) |
 | `runner.py` | `run_scenario` (one run, under the lock) and `list_scenarios` |
 | `scheduler.py` | `Scheduler`: ticks, run subprocesses, reaping, stopping |
+| `launcher.py` | `RunLauncher`: run processes forked from a warm parent that imported their libraries |
 """
 
 from .config import scenario_config, scenario_names, step_label, trigger_key

@@ -18,6 +18,7 @@ from ..errors import ConflictError, LabelloopError
 from ..project import Project, end_run, start_run
 from ..project.leases import SYSTEM_CLOCK, owner_for_pid
 from .config import scenario_config, scenario_names
+from .launcher import RunLauncher, run_imports
 from .lock import ScenarioLock
 from .runs import close_interrupted_runs
 from .triggers import check_triggers, trigger_config_problems
@@ -25,7 +26,7 @@ from .triggers import check_triggers, trigger_config_problems
 log = logging.getLogger("labelloop.scenarios")
 
 
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+def _signal_group(proc: Any, sig: int) -> None:
     """Send `sig` to the process group a run process leads (to the process if it has none)."""
     try:
         os.killpg(proc.pid, sig)
@@ -40,7 +41,7 @@ class _Child:
     scenario: str
     run_id: int
     owner: str
-    proc: subprocess.Popen
+    proc: Any  # subprocess.Popen, or a launcher.WarmProcess (the same methods)
 
 
 class Scheduler:
@@ -60,6 +61,8 @@ class Scheduler:
         self.period = period
         self.plugin_dirs = [str(p) for p in plugin_dirs]
         self.python = python or sys.executable
+        # Runs are forked from a warm parent that has imported their libraries (launcher.py).
+        self.launcher = RunLauncher(self.python, lambda: run_imports(project.registry))
         # Trigger check times, lock expiry and the period of `watch` (tests pass a ManualClock);
         # run processes are waited for in real time.
         self.clock = clock or SYSTEM_CLOCK
@@ -111,10 +114,10 @@ class Scheduler:
         lock.attach_run(run_id)
         env = {**os.environ, "LABELLOOP_DATABASE_URL": self.project.database_url}
         try:
-            # Its own process group: a Ctrl-C meant for the server (the terminal signals the
-            # whole foreground group) does not cut a run short; stop() ends runs on purpose.
-            proc = subprocess.Popen(self.command(name, run_id, lock.owner, trigger), env=env,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            # Its own session and process group: a Ctrl-C meant for the server (the terminal
+            # signals the whole foreground group) does not cut a run short; stop() ends runs
+            # on purpose.
+            proc = self.launcher.popen(self.command(name, run_id, lock.owner, trigger), env)
         except OSError as exc:
             end_run(self.project.db, run_id, "FAILED", f"cannot start the run process: {exc}")
             lock.release()
@@ -205,6 +208,7 @@ class Scheduler:
             close_interrupted_runs(self.project, child.run_id,
                                    "interrupted: the server stopped during the run")
         self.reap()
+        self.launcher.close()  # a later run starts another warm parent
         return [c.run_id for c in children]
 
     def running(self) -> dict[str, int]:
