@@ -147,12 +147,19 @@ def test_demo_loop_finds_the_labels_given_wrong(tmp_path):
     assert found and len(found & wrong) / len(found) >= 0.6
 
 
+# The command on its embedded SQLite default, as `make demo` runs it: once, on the SQLite run
+# (these tests' projects are made by the command, so a PostgreSQL run would test SQLite again).
+# test_spans_demo runs the command on PostgreSQL (--database-url).
+command_on_sqlite = pytest.mark.sqlite_only
+
+
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("LABELLOOP_PROJECT", None)
     return warm_launch.run(list(args), cwd=str(cwd), env=env, timeout=120)
 
 
+@command_on_sqlite
 def test_demo_command_creates_then_reuses_without_serving(tmp_path):
     first = run_cli("demo", "--dir", "d", "--data", "tabular", "--no-serve", "--no-browser",
                     cwd=tmp_path)
@@ -174,6 +181,7 @@ def test_demo_command_creates_then_reuses_without_serving(tmp_path):
         "i_labeling_count"] == 7
 
 
+@command_on_sqlite
 def test_demo_command_refuses_bad_options(tmp_path):
     bad_n = run_cli("demo", "--dir", "d", "--n", "0", "--no-serve", cwd=tmp_path)
     assert bad_n.returncode != 0 and "--n" in bad_n.stderr
@@ -182,6 +190,7 @@ def test_demo_command_refuses_bad_options(tmp_path):
     assert not (tmp_path / "d").exists()
 
 
+@command_on_sqlite
 def test_demo_command_on_a_busy_port_fails_in_one_line_before_any_url(tmp_path):
     """The URL printed would point at whatever owns the port: the port is checked first."""
     with socket.socket() as sock:
@@ -208,6 +217,7 @@ def test_webapp_url_and_labeling_count(tmp_path):
         "params"]["i_labeling_count"] == 4
 
 
+@command_on_sqlite
 def test_demo_command_serves_the_labeling_page(tmp_path):
     """`labelloop demo --no-browser` creates the project, prints the URL and serves it."""
     import time

@@ -10,11 +10,13 @@ change the queue served the top of the new queries dataset (minus the items alre
 
 from __future__ import annotations
 
+import os
 import time
 
 import pandas as pd
 import pytest
 import warm_launch
+from conftest import new_database_url
 
 from labeling.training import TRUSTED_TYPES, set_folder_root
 from labelloop.project import Dataset, Project
@@ -130,11 +132,16 @@ class Annotator:
 
 def test_active_learning_loop_over_http(tmp_path, serve):
     directory = tmp_path / "demo"
+    # On the PostgreSQL run, the command makes the project on a database of the test server
+    # (the server and its scenario runs then use it too).
+    database_url = new_database_url()
+    env = {**os.environ, **({"LABELLOOP_DATABASE_URL": database_url} if database_url else {})}
     created = warm_launch.run(["demo", "--dir", str(directory), "--no-serve", "--no-browser",
-                               "--n", str(N)], timeout=120)
+                               "--n", str(N)], env=env, timeout=120)
     assert created.returncode == 0, created.stderr
-    server = serve(directory, "--period", "0.3")
-    project = Project.open(directory)
+    server = serve(directory, "--period", "0.3", env=env)
+    project = Project.open(directory, database_url=database_url)
+    assert project.engine.dialect.name == ("postgresql" if database_url else "sqlite")
     annotator = Annotator(server, project)
     annotator.wait_ready()
 

@@ -1,10 +1,12 @@
 """Scenario runs fork from the scheduler's warm parent (labelloop.scenarios.launcher).
 
 Checked with real run processes: a scheduler's first run is a fresh process, the next ones
-are children of the warm parent, each in its own session; the
+are children of its warm parent, each in its own session; with LABELLOOP_RUN_LAUNCHER, every
+run forks from the shared warm parent of `labelloop scenario launcher`; the
 modules plugins name through `register_run_imports` are imported before the fork, while the
 plugin's own code is imported by each run (an edited step takes effect at the next run);
-stopping the scheduler interrupts a forked run; a warm parent that died is replaced.
+stopping the scheduler interrupts a forked run; a warm parent that died is replaced; a
+command for another interpreter or other PYTHON* variables gets a fresh process.
 """
 
 from __future__ import annotations
@@ -12,12 +14,17 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import pytest
+import warm_launch
 
 from labelloop.hookspecs import hookimpl
 from labelloop.scenarios import Scheduler, get_run
+from labelloop.scenarios.launcher import SHARED_ENV, RunLauncher, WarmProcess
 
 # Named by the test plugin below; imported by nothing else of a run.
 MARKER_MODULE = "xml.dom.minidom"
@@ -78,7 +85,9 @@ def project(make_project, tmp_path):
 
 
 @pytest.fixture
-def scheduler(project):
+def scheduler(project, monkeypatch):
+    """A scheduler with a warm parent of its own (not the tests' shared one)."""
+    monkeypatch.delenv(SHARED_ENV, raising=False)
     scheduler = Scheduler(project)
     yield scheduler
     scheduler.stop(timeout=10)
@@ -137,3 +146,48 @@ def test_a_warm_parent_that_died_is_replaced_at_the_next_run(project, scheduler)
     second = run_once(project, scheduler)
     assert second["ppid"] not in (first["ppid"], os.getpid())
     assert second["ppid"] == scheduler.launcher.pid
+
+
+def parent_of(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2:].split()[1])
+
+
+def test_with_a_shared_launcher_every_run_forks_from_it(project, tmp_path, monkeypatch, poll):
+    path = str(tmp_path / "runs.sock")
+    keeper = warm_launch.popen(["--project", str(project.dir), "scenario", "launcher",
+                                "--socket", path])
+    try:
+        poll(lambda: os.path.exists(path), timeout=60, what="the launcher's socket")
+        monkeypatch.setenv(SHARED_ENV, path)
+        scheduler = Scheduler(project)
+        try:
+            first = run_once(project, scheduler)  # the first run forks already
+            second = run_once(project, scheduler)
+        finally:
+            scheduler.stop(timeout=10)
+        assert first["ppid"] == second["ppid"] != os.getpid()
+        assert parent_of(first["ppid"]) == keeper.pid  # the command's warm parent
+        assert first["sid"] == first["pid"]
+        assert scheduler.launcher.pid is None  # none of its own
+    finally:
+        keeper.terminate()
+        assert keeper.wait(timeout=30) == 0
+    assert not os.path.exists(path)  # it removed its socket
+
+
+def test_another_interpreter_or_other_python_variables_get_a_fresh_process(tmp_path):
+    launcher = RunLauncher(sys.executable, warm_from=1)
+    try:
+        code = "import os, sys; print(os.getppid(), sys.executable)"
+        warm = launcher.popen([sys.executable, "-c", code], dict(os.environ))
+        assert isinstance(warm, WarmProcess) and warm.wait(timeout=60) == 0
+        other = tmp_path / "python"  # the same binary under another name
+        other.symlink_to(sys.executable)
+        fresh = launcher.popen([str(other), "-c", code], dict(os.environ))
+        assert isinstance(fresh, subprocess.Popen) and fresh.wait(timeout=60) == 0
+        env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+        fresh = launcher.popen([sys.executable, "-c", code], env)
+        assert isinstance(fresh, subprocess.Popen) and fresh.wait(timeout=60) == 0
+    finally:
+        launcher.close()

@@ -94,6 +94,30 @@ def scenario_watch(state: State, period: float, max_runs: int | None, duration: 
     click.echo(f"watched {state.project.key}: {n} run(s) finished")
 
 
+@scenario.command("launcher")
+@click.option("--socket", "path", required=True, type=click.Path(dir_okay=False),
+              help="The Unix socket to listen on.")
+@click.pass_obj
+def scenario_launcher(state: State, path: str):
+    """Keep a warm parent for scenario runs on the Unix socket PATH.
+
+    Servers and watchers started with LABELLOOP_RUN_LAUNCHER=PATH fork their runs from it,
+    from their first run on, instead of each keeping one. Ctrl-C ends it."""
+    import signal
+
+    from ..scenarios.launcher import keep_launcher, run_imports
+
+    def _term(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)
+    click.echo(f"run launcher on {path}: start servers with LABELLOOP_RUN_LAUNCHER={path}")
+    try:
+        keep_launcher(path, run_imports(state.project.registry))
+    except KeyboardInterrupt:
+        click.echo("run launcher stopped", err=True)
+
+
 @scenario.command("runs")
 @click.argument("name")
 @click.option("-n", "--limit", default=20, show_default=True, help="Runs to show.")

@@ -5,25 +5,34 @@ A scenario run is a process of its own (`python -m labelloop.cli ... scenario ru
 crash in a step can't take the server down, and a long training never holds the server's GIL.
 But most of a small run's time went to its start: importing scikit-learn, skops, pandas and
 SQLAlchemy took about 4.5 of the 7 CPU-seconds of a digits retrain (the every-n loop of the
-demo). The `RunLauncher` of a scheduler keeps one *warm parent*: a single-threaded Python
+demo). The `RunLauncher` of a scheduler keeps a *warm parent*: a single-threaded Python
 process that imports those libraries once, then forks one child per run (what
 multiprocessing's forkserver does). The libraries are the host's own and the ones plugins name
 through the `register_run_imports` hook; a module that fails to import is left to the runs.
 
 Nothing of Labelloop or of a plugin is imported before the fork: each run imports the host,
 the plugins and their components itself, so it sees the code and project.json as they are
-when it starts, as a fresh interpreter would. A child starts its own session
-(`start_new_session`: a Ctrl-C meant for the server does not reach it, and the scheduler
-signals its process group), reads /dev/null, writes to the scheduler process's stdout and
-stderr, takes the environment, working directory and arguments of the request, and runs its
-`-m` module or `-c` code as that interpreter would; it exits with the same code.
+when it starts, as a fresh interpreter would. A child starts its own session (a Ctrl-C meant
+for the server does not reach it, and the scheduler signals its process group), reads
+/dev/null and writes to the stdout and stderr of the process that asked for it (the
+descriptors travel with the request), takes that process' environment, working directory and
+the arguments, and runs its `-m` module or `-c` code as that interpreter would; it exits with
+the same code.
 
-The first run of a launcher is a fresh interpreter: a scheduler that runs once (a test, a
-one-off `scenario watch`) would pay for the warm parent's imports and use them once. The warm
-parent starts with the second run (that run waits for the imports, as a fresh process would)
-and every later run forks from it; it ends when the launcher is closed or its process ends
-(its socket closes). A warm parent that died is replaced at the next run. Commands that are
-not `python -m`/`-c` of the launcher's interpreter are started with `subprocess.Popen`.
+Own or shared:
+
+- By default a launcher starts a warm parent of its own, at its second run: a scheduler that
+  runs once (a one-off `scenario watch`) would pay for the imports and use them once, so the
+  first run is a fresh interpreter; the second waits for the imports, as a fresh process would,
+  and every later run forks. The warm parent ends when the launcher is closed or its process
+  ends (its socket closes); one that died is replaced at the next run.
+- With `LABELLOOP_RUN_LAUNCHER=PATH`, the launchers of every process given it (several
+  `labelloop serve` of one machine) fork their runs from the warm parent listening on the Unix
+  socket PATH, from the first run on: `labelloop scenario launcher --socket PATH` keeps one.
+  Where PATH does not answer, a launcher falls back to its own warm parent.
+
+Commands that are not `python -m`/`-c` of the launcher's interpreter are started with
+`subprocess.Popen`.
 """
 
 from __future__ import annotations
@@ -34,10 +43,12 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from ..errors import LabelloopError
@@ -49,6 +60,7 @@ HOST_IMPORTS = ("numpy", "pandas", "sqlalchemy", "sqlalchemy.dialects.sqlite",
                 "sqlalchemy.dialects.postgresql", "alembic", "alembic.runtime.migration",
                 "jsonschema", "click", "pluggy")
 
+SHARED_ENV = "LABELLOOP_RUN_LAUNCHER"
 
 
 def run_imports(registry: Any) -> list[str]:
@@ -64,98 +76,15 @@ def run_imports(registry: Any) -> list[str]:
     return names
 
 
-# The warm parent's program (`python -c`). argv: the socket's descriptor, the modules to
-# import. Requests arrive on a SOCK_SEQPACKET socket as JSON {"argv", "env", "cwd"}; it
-# answers {"pid"} (or {"error"}) at once and {"exit", "code"} when that child ends.
-_PARENT = r'''
-import gc, importlib, json, os, runpy, select, signal, socket, sys
-gc.disable()
-failed = []
-for name in filter(None, sys.argv[2].split(",")):
-    try:
-        importlib.import_module(name)
-    except Exception as exc:
-        failed.append(f"{name}: {type(exc).__name__}: {exc}")
-# What the imports made goes to gc's permanent generation: a child's collections leave it
-# alone, and its memory pages stay shared with this process (copy on write).
-gc.freeze()
-sock = socket.socket(fileno=int(sys.argv[1]))
-sock.send(json.dumps({"ready": failed}).encode())
-wake_r, wake_w = os.pipe()
-os.set_blocking(wake_w, False)
-signal.set_wakeup_fd(wake_w)
-signal.signal(signal.SIGCHLD, lambda *a: None)
-signal.signal(signal.SIGINT, signal.SIG_IGN)
-running = set()
-
-def reap():
-    while running:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        running.discard(pid)
-        sock.send(json.dumps({"exit": pid, "code": os.waitstatus_to_exitcode(status)}).encode())
-
-def child(req):
-    os.setsid()
-    sock.close()
-    os.close(wake_r)
-    os.close(wake_w)
-    signal.set_wakeup_fd(-1)
-    for sig in (signal.SIGCHLD, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    gc.enable()
-    os.chdir(req["cwd"])
-    os.environ.clear()
-    os.environ.update(req["env"])
-    flag, target, *args = req["argv"]
-    sys.path[0] = os.getcwd()
-    if flag == "-m":
-        sys.argv = ["-m", *args]
-        runpy.run_module(target, run_name="__main__", alter_sys=True)
-    else:
-        sys.argv = ["-c", *args]
-        main = sys.modules["__main__"]
-        for key in [k for k in vars(main) if not k.startswith("__")]:
-            delattr(main, key)
-        exec(compile(target, "<string>", "exec"), vars(main))
-
-while True:
-    ready = select.select([sock, wake_r], [], [])[0]
-    if wake_r in ready:
-        os.read(wake_r, 4096)
-        reap()
-    if sock not in ready:
-        continue
-    try:
-        msg = sock.recv(1 << 20)
-    except InterruptedError:
-        continue
-    if not msg:
-        break
-    req = json.loads(msg)
-    try:
-        pid = os.fork()
-    except OSError as exc:
-        sock.send(json.dumps({"error": str(exc)}).encode())
-        continue
-    if pid == 0:
-        child(req)
-        sys.exit(0)
-    running.add(pid)
-    sock.send(json.dumps({"pid": pid}).encode())
-    reap()
-'''
+# The warm parent's program: warm_parent.py, run as `python -c` (its text), so that nothing
+# of Labelloop is imported and sys.path[0] is the working directory, as with `python -m`.
+_PARENT = (Path(__file__).parent / "warm_parent.py").read_text()
 
 
 class WarmProcess:
-    """A run forked by the warm parent: what the scheduler uses of `subprocess.Popen`."""
+    """A process forked by the warm parent: what the scheduler uses of `subprocess.Popen`."""
 
-    def __init__(self, parent: _WarmParent, pid: int, args: list[str]):
+    def __init__(self, parent: _Connection, pid: int, args: list[str]):
         self._parent = parent
         self.pid = pid
         self.args = args
@@ -188,16 +117,17 @@ class WarmProcess:
         self.send_signal(signal.SIGKILL)
 
 
-class _WarmParent:
-    """One warm parent process and what it said of its children."""
+class Refused(Exception):
+    """The warm parent can't be this command's interpreter (`popen` starts a fresh one)."""
 
-    def __init__(self, python: str, imports: list[str]):
-        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self._sock = mine
-        with theirs:
-            self.proc = subprocess.Popen(
-                [python, "-c", _PARENT, str(theirs.fileno()), ",".join(imports)],
-                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+
+class _Connection:
+    """A connection to a warm parent (its own process when `proc` is set), and what the
+    parent said of the children it forked for this connection."""
+
+    def __init__(self, sock: socket.socket, proc: subprocess.Popen | None = None):
+        self._sock = sock
+        self.proc = proc
         self._cond = threading.Condition()
         self._send_lock = threading.Lock()
         self._answers: list[dict] = []
@@ -205,8 +135,30 @@ class _WarmParent:
         self._lost: set[int] = set()  # children still running when the parent went away
         self._pids: set[int] = set()
         self.alive = True
-        self.ready: list[str] | None = None  # the imports that failed, once it has said
+        self.failed_imports: list[str] | None = None  # once it has said
         threading.Thread(target=self._read, name="labelloop-run-launcher", daemon=True).start()
+
+    @classmethod
+    def start(cls, python: str, imports: list[str], listen: str | None = None) -> _Connection:
+        """A new warm parent of this process (listening on `listen` too, if given)."""
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with theirs:
+            proc = subprocess.Popen(
+                [python, "-c", _PARENT, str(theirs.fileno()), ",".join(imports),
+                 *([listen] if listen else [])], pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL)
+        return cls(mine, proc)
+
+    @classmethod
+    def connect(cls, path: str) -> _Connection:
+        """The warm parent listening on `path` (OSError when none answers)."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            sock.connect(path)
+        except OSError:
+            sock.close()
+            raise
+        return cls(sock)
 
     def _read(self) -> None:
         while True:
@@ -224,16 +176,22 @@ class _WarmParent:
                 if "exit" in data:
                     self._exits[data["exit"]] = data["code"]
                 elif "ready" in data:
-                    self.ready = data["ready"]
+                    self.failed_imports = data["ready"]
                 else:
                     self._answers.append(data)
                 self._cond.notify_all()
 
-    def start(self, argv: list[str], env: dict[str, str], cwd: str) -> int:
-        request = json.dumps({"argv": argv, "env": env, "cwd": cwd}).encode()
+    def usable(self) -> bool:
+        return self.alive and (self.proc is None or self.proc.poll() is None)
+
+    def fork(self, python: str, argv: list[str], env: dict[str, str], cwd: str,
+             stdio: tuple[int, int, int] | None = None, session: bool = True) -> int:
+        """Fork a child running `python argv...` (`["-m"|"-c", target, *args]`); its pid."""
+        request = json.dumps({"python": python, "argv": argv, "env": env, "cwd": cwd,
+                              "session": session}).encode()
         with self._send_lock, self._cond:
             try:
-                self._sock.send(request)
+                socket.send_fds(self._sock, [request], list(stdio or ()))
             except OSError as exc:
                 raise OSError(f"the run launcher is gone ({exc})") from exc
             # The answer comes once the imports are done: the first run waits for them.
@@ -242,6 +200,8 @@ class _WarmParent:
                 raise OSError("the run launcher did not answer (it exited or hung while "
                               "importing the runs' libraries: see the server's log)")
             answer = self._answers.pop(0)
+            if "refused" in answer:
+                raise Refused(answer["refused"])
             if "error" in answer:
                 raise OSError(f"the run launcher could not fork: {answer['error']}")
             self._pids.add(answer["pid"])
@@ -255,12 +215,19 @@ class _WarmParent:
             return self._exits.get(pid)
 
     def close(self) -> None:
-        self._sock.close()
+        # shutdown, not only close: the reader thread's recv holds the socket open until it
+        # returns, and the warm parent ends only when it sees the end of its owner's socket.
         try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
 
 
 def _exit_of_orphan(pid: int, timeout: float | None) -> int | None:
@@ -281,29 +248,43 @@ def _exit_of_orphan(pid: int, timeout: float | None) -> int | None:
 
 
 class RunLauncher:
-    """Starts run processes: `popen(argv, env)` for `[python, -m|-c, ...]` commands forks the
-    warm parent from the second run on; the first run and other commands go to
-    `subprocess.Popen`. `imports` gives the modules the
-    warm parent imports (called when it starts)."""
+    """Starts run processes. `popen(argv, env)` forks `[python, -m|-c, ...]` commands from the
+    warm parent (from the `warm_from`-th process on, or the first with a shared one); the
+    processes before and other commands go to `subprocess.Popen`.
 
-    def __init__(self, python: str, imports: Callable[[], Iterable[str]] = lambda: (),
-                 warm_from: int | None = 2):
+    `imports` gives the modules an own warm parent imports (called when it starts); `shared`
+    the socket path of a warm parent to use (default: $LABELLOOP_RUN_LAUNCHER); `listen` makes
+    the own warm parent listen on that path for other processes too."""
+
+    def __init__(self, python: str = sys.executable,
+                 imports: Callable[[], Iterable[str]] = lambda: (), warm_from: int | None = 2,
+                 shared: str | None = None, listen: str | None = None):
         self.python = python
-        self.warm_from = warm_from  # the first run that forks (None: none, as bench/ compares)
+        self.warm_from = warm_from  # the first process that forks (None: none, as bench/ does)
+        self.shared = shared if shared is not None else os.environ.get(SHARED_ENV) or None
+        self.listen = listen
         self._imports = imports
-        self._parent: _WarmParent | None = None
+        self._parent: _Connection | None = None
         self._lock = threading.Lock()
         self._finalizer: weakref.finalize | None = None
         self.started = 0  # processes started
 
-    def _warm_parent(self) -> _WarmParent:
+    def _connection(self) -> _Connection:
         with self._lock:
-            if self._parent is None or not self._parent.alive or \
-                    self._parent.proc.poll() is not None:
-                if self._parent is not None:
-                    self._finalizer()  # reaps it
-                    log.warning("the run launcher (pid %s) exited with code %s: starting "
-                                "another", self._parent.proc.pid, self._parent.proc.returncode)
+            if self._parent is not None and self._parent.usable():
+                return self._parent
+            if self._finalizer is not None:
+                self._finalizer()  # reaps a warm parent that died
+                log.warning("the run launcher exited: starting another")
+            self._parent = None
+            if self.shared and self.listen is None:
+                try:
+                    self._parent = _Connection.connect(self.shared)
+                except OSError as exc:
+                    log.warning("%s=%s: no run launcher answers there (%s); starting one of "
+                                "this process", SHARED_ENV, self.shared, exc)
+                    self.shared = None
+            if self._parent is None:
                 try:
                     named = list(self._imports())
                 except Exception:  # a plugin's mistake costs its runs the warm imports only
@@ -311,45 +292,77 @@ class RunLauncher:
                                   "modules themselves")
                     named = []
                 imports = list(dict.fromkeys([*HOST_IMPORTS, *named]))
-                self._parent = _WarmParent(self.python, imports)
-                self._finalizer = weakref.finalize(self, self._parent.close)
+                self._parent = _Connection.start(self.python, imports, self.listen)
+            self._finalizer = weakref.finalize(self, self._parent.close)
             return self._parent
 
-    def popen(self, argv: list[str], env: dict[str, str]) -> WarmProcess | subprocess.Popen:
-        """Start `argv` (stdin /dev/null, its own session) with the environment `env`."""
+    def popen(self, argv: list[str], env: dict[str, str], cwd: str | None = None,
+              stdio: tuple[int, int, int] | None = None,
+              new_session: bool = True) -> WarmProcess | subprocess.Popen:
+        """Start `argv` with the environment `env` in `cwd` (default: here): stdin /dev/null
+        and this process' stdout and stderr, or the three descriptors `stdio`; its own
+        session unless `new_session` is false."""
         with self._lock:
             self.started += 1
             number = self.started
-        fork = self.warm_from is not None and number >= self.warm_from and \
-            len(argv) >= 3 and argv[0] == self.python and argv[1] in ("-m", "-c")
-        if not fork:
-            return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
-        parent = self._warm_parent()
-        try:
-            pid = parent.start(argv[1:], env, os.getcwd())
-        except OSError:
-            if parent.alive:
+        first = 1 if (self.shared or self.listen) else self.warm_from
+        fork = first is not None and number >= first and len(argv) >= 3 and \
+            argv[0] == self.python and argv[1] in ("-m", "-c")
+        cwd = cwd or os.getcwd()
+        if fork:
+            try:
+                return self._fork(argv, env, cwd, stdio, new_session)
+            except Refused as exc:
+                log.info("a fresh interpreter for %s: the run launcher refused (%s)",
+                         argv[:3], exc)
+        stdin, stdout, stderr = stdio or (subprocess.DEVNULL, None, None)
+        return subprocess.Popen(argv, env=env, cwd=cwd, stdin=stdin, stdout=stdout,
+                                stderr=stderr, start_new_session=new_session)
+
+    def _fork(self, argv: list[str], env: dict[str, str], cwd: str,
+              stdio: tuple[int, int, int] | None, new_session: bool) -> WarmProcess:
+        parent = self._connection()
+        with open(os.devnull, "rb") as devnull:
+            # This process' stdout and stderr: a shared warm parent's are another's.
+            stdio = stdio or (devnull.fileno(), 1, 2)
+            try:
+                pid = parent.fork(argv[0], argv[1:], env, cwd, stdio, new_session)
+            except Refused:
                 raise
-            # It died since the last run (its socket closed): once more with a new one.
-            parent = self._warm_parent()
-            pid = parent.start(argv[1:], env, os.getcwd())
-        if parent.ready:
+            except OSError:
+                if parent.usable():
+                    raise
+                # It died since the last run (its socket closed): once more with a new one.
+                parent = self._connection()
+                pid = parent.fork(argv[0], argv[1:], env, cwd, stdio, new_session)
+        if parent.failed_imports:
             log.warning("the run launcher could not import (the runs import these "
-                        "themselves): %s", "; ".join(parent.ready))
-            parent.ready = []
+                        "themselves): %s", "; ".join(parent.failed_imports))
+            parent.failed_imports = []
         return WarmProcess(parent, pid, argv)
 
     @property
     def pid(self) -> int | None:
-        """The warm parent's process id, while it runs."""
+        """The process id of this launcher's own warm parent, while it runs."""
         parent = self._parent
-        return parent.proc.pid if parent is not None and parent.proc.poll() is None else None
+        return parent.proc.pid if parent is not None and parent.proc is not None and \
+            parent.proc.poll() is None else None
 
     def close(self) -> None:
-        """End the warm parent (runs it started go on, each in its own session)."""
+        """Close the connection, ending an own warm parent (runs it started go on, each in
+        its own session)."""
         with self._lock:
             if self._finalizer is not None:
                 self._finalizer()
             self._parent = None
             self._finalizer = None
+
+
+def keep_launcher(path: str, imports: Iterable[str], python: str = sys.executable) -> None:
+    """Run a warm parent listening on `path` until this process is interrupted."""
+    launcher = RunLauncher(python, lambda: imports, listen=path)
+    parent = launcher._connection()
+    try:
+        parent.proc.wait()
+    finally:
+        launcher.close()
