@@ -177,7 +177,7 @@ def test_with_a_shared_launcher_every_run_forks_from_it(project, tmp_path, monke
 
 
 def test_another_interpreter_or_other_python_variables_get_a_fresh_process(tmp_path):
-    launcher = RunLauncher(sys.executable, warm_from=1)
+    launcher = RunLauncher(sys.executable, warm_from=1, shared="")  # a warm parent of its own
     try:
         code = "import os, sys; print(os.getppid(), sys.executable)"
         warm = launcher.popen([sys.executable, "-c", code], dict(os.environ))

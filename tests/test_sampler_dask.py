@@ -3,6 +3,7 @@ the same queries as the local engine, for a dataset pool (chunk files) and a fol
 
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
@@ -23,6 +24,17 @@ def big_pool(n: int, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame({"x": rng.normal(size=n).round(3), "y": rng.normal(size=n).round(3),
                          "color": rng.choice(["red", "green", "blue"], size=n),
                          "note": [f"row {i}" for i in range(n)]})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _environment_kept():
+    """A LocalCluster sets variables of this process for good (PYTHONHASHSEED, the BLAS
+    threads, __DASK_PARENT_PID): put the environment back, or every later `labelloop`
+    command of this worker would differ from the warm parent's and start a fresh interpreter."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture(scope="module")

@@ -253,7 +253,8 @@ class RunLauncher:
     processes before and other commands go to `subprocess.Popen`.
 
     `imports` gives the modules an own warm parent imports (called when it starts); `shared`
-    the socket path of a warm parent to use (default: $LABELLOOP_RUN_LAUNCHER); `listen` makes
+    the socket path of a warm parent to use (default: $LABELLOOP_RUN_LAUNCHER; "": none, an
+    own one); `listen` makes
     the own warm parent listen on that path for other processes too."""
 
     def __init__(self, python: str = sys.executable,
