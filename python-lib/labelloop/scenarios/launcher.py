@@ -210,9 +210,9 @@ class _Connection:
     def exit_code(self, pid: int, timeout: float | None) -> int | None:
         with self._cond:
             self._cond.wait_for(lambda: pid in self._exits or pid in self._lost, timeout=timeout)
-            if pid in self._lost:  # not its child any more: wait while the process exists
-                return _exit_of_orphan(pid, timeout)
-            return self._exits.get(pid)
+            if pid not in self._lost:
+                return self._exits.get(pid)
+        return _exit_of_orphan(pid, timeout)  # not its child any more: wait while it exists
 
     def close(self) -> None:
         # shutdown, not only close: the reader thread's recv holds the socket open until it
@@ -254,8 +254,8 @@ class RunLauncher:
 
     `imports` gives the modules an own warm parent imports (called when it starts); `shared`
     the socket path of a warm parent to use (default: $LABELLOOP_RUN_LAUNCHER; "": none, an
-    own one); `listen` makes
-    the own warm parent listen on that path for other processes too."""
+    own one); `listen` makes the own warm parent listen on that path for other processes
+    too."""
 
     def __init__(self, python: str = sys.executable,
                  imports: Callable[[], Iterable[str]] = lambda: (), warm_from: int | None = 2,
