@@ -38,22 +38,24 @@ import threading
 import time
 from typing import Any
 
-from labelloop.scenarios.launcher import SHARED_ENV, RunLauncher
+from labelloop.plugins import PluginRegistry
+from labelloop.scenarios.launcher import SHARED_ENV, RunLauncher, run_imports
 
-# Imported by the warm parent before it forks: third-party libraries only.
+# Imported by the warm parent before it forks: third-party libraries only. Those the scenario
+# runs use (scikit-learn, skops: also recipes, reports and servers that load a model) come
+# from the built-in plugin's `register_run_imports`. One BLAS thread (tests/conftest.py), so
+# no thread is lost by a fork.
 PRELOAD = (
     "numpy", "pandas", "pyarrow", "sqlalchemy", "sqlalchemy.dialects.sqlite",
     "sqlalchemy.dialects.postgresql", "psycopg", "alembic", "alembic.runtime.migration",
     "jsonschema", "click", "pluggy", "tornado.web", "tornado.httpserver", "bokeh.models",
     "bokeh.application", "bokeh.server.server", "bokeh.embed", "PIL.Image",
-    # scikit-learn and skops (which imports every estimator): recipes, reports, servers that
-    # load a model, and scenario runs. One BLAS thread (tests/conftest.py), so no thread is
-    # lost by a fork.
-    "sklearn.linear_model", "sklearn.pipeline", "sklearn.model_selection",
-    "sklearn.preprocessing", "sklearn.impute", "sklearn.compose",
-    "sklearn.feature_extraction.text", "sklearn.neighbors", "sklearn.ensemble",
-    "sklearn.metrics", "skops.io",
 )
+
+
+def _imports() -> list[str]:
+    return [*PRELOAD, *run_imports(PluginRegistry(load_entry_points=False))]
+
 
 _launcher: RunLauncher | None = None
 _lock = threading.Lock()
@@ -66,7 +68,7 @@ def launcher() -> RunLauncher:
         if _launcher is None:
             path = os.path.join(tempfile.mkdtemp(prefix="labelloop-warm-"), "launcher.sock")
             os.environ[SHARED_ENV] = path  # every process started from now on
-            _launcher = RunLauncher(sys.executable, lambda: PRELOAD, listen=path)
+            _launcher = RunLauncher(sys.executable, _imports, listen=path)
         return _launcher
 
 

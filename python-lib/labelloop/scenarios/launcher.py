@@ -78,7 +78,7 @@ def run_imports(registry: Any) -> list[str]:
 
 # The warm parent's program: warm_parent.py, run as `python -c` (its text), so that nothing
 # of Labelloop is imported and sys.path[0] is the working directory, as with `python -m`.
-_PARENT = (Path(__file__).parent / "warm_parent.py").read_text()
+PARENT_PROGRAM = Path(__file__).parent / "warm_parent.py"
 
 
 class WarmProcess:
@@ -144,7 +144,7 @@ class _Connection:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with theirs:
             proc = subprocess.Popen(
-                [python, "-c", _PARENT, str(theirs.fileno()), ",".join(imports),
+                [python, "-c", PARENT_PROGRAM.read_text(), str(theirs.fileno()), ",".join(imports),
                  *([listen] if listen else [])], pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL)
         return cls(mine, proc)
